@@ -1,0 +1,75 @@
+// Package vmm defines the small interface between microagent and a virtual
+// machine monitor. A backend (see vmm/qemu) turns a Config into a running
+// Machine; callers never build VMM command lines themselves, so another
+// monitor (Firecracker on KVM hosts, say) can be added without touching them.
+package vmm
+
+import (
+	"context"
+	"os"
+)
+
+// Disk is one virtio block device. Disks appear in the guest in the order
+// given: the first is /dev/vda, the second /dev/vdb, and so on.
+type Disk struct {
+	// Path is the host file backing the disk.
+	Path string
+	// Format is "raw" or "qcow2".
+	Format string
+	// ReadOnly makes the device read-only to the guest.
+	ReadOnly bool
+}
+
+// Config describes one machine to start.
+type Config struct {
+	// Kernel is an uncompressed vmlinux with a PVH entry point (or a bzImage).
+	Kernel string
+	// Initrd is the initramfs the guest agent runs from.
+	Initrd string
+	// Cmdline holds extra kernel arguments; the backend adds its own
+	// console and clock arguments.
+	Cmdline string
+	// MemoryMiB is the guest RAM size.
+	MemoryMiB int
+	// CPUs is the number of virtual CPUs.
+	CPUs int
+	// Disks are attached in order.
+	Disks []Disk
+	// Channel is a listening UNIX socket that the backend hands to the VMM
+	// as the host end of the guest agent's virtio-serial port. The caller
+	// creates it (so it can connect at once, with no wait for a file to
+	// appear) and keeps ownership of it.
+	Channel *os.File
+	// ChannelName is the name of the guest port (see /sys/class/virtio-ports).
+	ChannelName string
+	// SerialLog is the file that receives the guest's serial console.
+	SerialLog string
+	// RuntimeDir is a private directory for the backend's sockets and files.
+	RuntimeDir string
+	// DieWithParent kills the VMM when the process that started it dies
+	// (used by one-shot runs, so Ctrl-C or kill -9 never leaves a VM behind).
+	DieWithParent bool
+}
+
+// Machine is a started virtual machine.
+type Machine interface {
+	// PID is the VMM's process id.
+	PID() int
+	// Done is closed once the VMM process has exited.
+	Done() <-chan struct{}
+	// Wait blocks until the VMM exits and returns how it ended.
+	Wait() error
+	// Shutdown asks the VMM to stop at once (the guest agent has already
+	// synced its disks); it returns when the process has exited or ctx ends.
+	Shutdown(ctx context.Context) error
+	// Kill stops the VMM process immediately.
+	Kill() error
+}
+
+// Backend starts machines.
+type Backend interface {
+	// Name identifies the backend ("qemu").
+	Name() string
+	// Start boots a machine described by cfg.
+	Start(ctx context.Context, cfg Config) (Machine, error)
+}
