@@ -1,0 +1,114 @@
+package testenv
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/kernel"
+)
+
+// CacheDir is where tests keep downloads and builds across runs.
+func CacheDir() string { return filepath.Join(os.TempDir(), "microagent-test-cache") }
+
+var (
+	agentOnce sync.Once
+	agentPath string
+	agentErr  error
+)
+
+// Agent returns a guest agent binary: $MICROAGENT_AGENT when set (make test
+// sets it to bin/microagent-agent), else one built once per test process.
+func Agent(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("MICROAGENT_AGENT"); p != "" {
+		return p
+	}
+	agentOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "microagent-agent-")
+		if err != nil {
+			agentErr = err
+			return
+		}
+		agentPath = filepath.Join(dir, "microagent-agent")
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agentPath, "./cmd/microagent-agent")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			agentErr = &buildError{out: string(out), err: err}
+		}
+	})
+	if agentErr != nil {
+		t.Fatalf("build the guest agent: %v", agentErr)
+	}
+	return agentPath
+}
+
+type buildError struct {
+	out string
+	err error
+}
+
+func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
+
+// VMHome returns a fresh state directory with the default kernel installed,
+// for tests that boot VMs. The kernel is installed once into a shared cache
+// (under a lock, so parallel test processes agree) and hard-linked in, so
+// each test starts from a clean state without paying for an install. It
+// skips (or fails under CI) when QEMU is missing.
+func VMHome(t testing.TB) home.Home {
+	t.Helper()
+	RequireTool(t, "qemu-system-x86_64")
+	RequireTool(t, "mkfs.ext4")
+	shared := home.Home{Root: filepath.Join(CacheDir(), "kernel-home")}
+	if err := os.MkdirAll(shared.Root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(CacheDir(), "kernel-home.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	k, err := kernel.Load(shared, kernel.DefaultName)
+	if err != nil || k.Verify() != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		k, err = kernel.Install(ctx, shared, kernel.InstallOptions{Force: true, CacheDir: CacheDir()})
+		if err != nil {
+			if InCI() {
+				t.Fatalf("install the test kernel: %v", err)
+			}
+			t.Skipf("install the test kernel: %v", err)
+		}
+	}
+	h := home.Home{Root: t.TempDir()}
+	dst := h.Path(home.KernelsDir, k.Name)
+	err = filepath.Walk(k.Dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(k.Dir, p)
+		target := filepath.Join(dst, rel)
+		if fi.IsDir() {
+			return os.MkdirAll(target, 0o700)
+		}
+		return os.Link(p, target)
+	})
+	if err != nil {
+		t.Fatalf("link the test kernel: %v", err)
+	}
+	return h
+}
