@@ -1,0 +1,37 @@
+# microagent build, test and benchmark entry points. See README.md.
+GO      ?= go
+BIN     := $(CURDIR)/bin
+PKGS    := ./...
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/microagent-dev/microagent/cli.Version=$(VERSION)
+
+.PHONY: all build deps setup demo test test-short bench vet fmt clean
+
+all: build
+
+# The host CLI and, beside it, the static guest agent it puts in every VM.
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/microagent ./cmd/microagent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-agent ./cmd/microagent-agent
+
+# Host packages: QEMU, e2fsprogs, busybox-static, a registry for the tests.
+deps:
+	bash scripts/install-deps.sh
+
+# Everything a fresh host needs, then a first workload (see README).
+setup: deps build
+	bash scripts/demo.sh
+
+vet:
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+
+# The whole suite, VM tests included (they run on TCG where KVM is absent).
+test: build vet
+	MICROAGENT_AGENT=$(BIN)/microagent-agent $(GO) test -race -timeout 60m -count=1 $(PKGS)
+
+bench: build
+	MICROAGENT_AGENT=$(BIN)/microagent-agent $(GO) run ./bench -out docs/performance.md
+
+clean:
+	rm -rf $(BIN)

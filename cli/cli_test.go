@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/microagent-dev/microagent/internal/testenv"
+)
+
+func cli(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestUsageErrors(t *testing.T) {
+	state := t.TempDir()
+	for _, args := range [][]string{
+		{"run"},
+		{"no-such-command"},
+		{"run", "--memory", "lots", "img", "true"},
+		{"run", "--cpus", "0", "--profile", "huge", "img"},
+		{"run", "--profile", "huge", "img"},
+		{"run", "--pull", "sometimes", "img"},
+		{"run", "--rm=false", "img"},
+		{"run", "-e", "=x", "img"},
+		{"image", "pull"},
+		{"kernel", "verify", "extra"},
+	} {
+		code, out, errs := cli(t, "", append([]string{"--state-dir", state}, args...)...)
+		if code != ExitUsage || out != "" || !strings.HasPrefix(errs, "microagent: ") {
+			t.Errorf("%v: code %d, stdout %q, stderr %q; want exit 2 and one error line", args, code, out, errs)
+		}
+	}
+}
+
+func TestJSONErrors(t *testing.T) {
+	code, _, errs := cli(t, "", "--json", "--state-dir", t.TempDir(), "kernel", "verify", "--name", "absent")
+	var v struct {
+		Error    string `json:"error"`
+		ExitCode int    `json:"exitCode"`
+	}
+	if code != ExitFailure || json.Unmarshal([]byte(errs), &v) != nil || v.ExitCode != 1 || !strings.Contains(v.Error, "kernel install") {
+		t.Fatalf("code %d, stderr %q", code, errs)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"512": 512 << 20, "512M": 512 << 20, "2G": 2 << 30, "1.5g": 3 << 29, "64MiB": 64 << 20, "1T": 1 << 40} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("%q: got %d %v, want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "x", "-1G", "0"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+}
+
+// TestRunPassesExitCode drives the real CLI end to end: image pull from a
+// real registry, a VM boot, the guest's exit code as the CLI's.
+func TestRunPassesExitCode(t *testing.T) {
+	h := testenv.VMHome(t)
+	reg := testenv.StartRegistry(t)
+	ref := reg.PushBusybox(t, "busybox")
+	t.Setenv("MICROAGENT_AGENT", testenv.Agent(t))
+	code, out, errs := cli(t, "piped input", "--state-dir", h.Root, "run", ref, "sh", "-c", "cat; echo; echo to-stderr >&2; exit 42")
+	if code != 42 || out != "piped input\n" || errs != "to-stderr\n" {
+		t.Fatalf("code %d stdout %q stderr %q", code, out, errs)
+	}
+	code, _, errs = cli(t, "", "--state-dir", h.Root, "run", ref, "definitely-missing")
+	if code != 127 || !strings.Contains(errs, `"definitely-missing" not found in the image`) {
+		t.Fatalf("code %d stderr %q", code, errs)
+	}
+	code, out, _ = cli(t, "", "--json", "--state-dir", h.Root, "image", "list")
+	if code != 0 || !strings.Contains(out, ref) {
+		t.Fatalf("image list: %d %q", code, out)
+	}
+}

@@ -1,0 +1,168 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/microagent-dev/microagent/image"
+)
+
+// imageJSON is an image as --json prints it.
+type imageJSON struct {
+	Ref      string `json:"ref"`
+	Digest   string `json:"digest"`
+	Size     int64  `json:"size"`
+	Platform string `json:"platform,omitempty"`
+	Stored   string `json:"stored"`
+}
+
+func toImageJSON(imgs []*image.Image) []imageJSON {
+	out := make([]imageJSON, 0, len(imgs))
+	for _, i := range imgs {
+		out = append(out, imageJSON{Ref: i.Ref, Digest: i.Digest.String(), Size: i.Size, Platform: i.Platform, Stored: i.Stored.UTC().Format("2006-01-02T15:04:05Z")})
+	}
+	return out
+}
+
+func (g *globals) store() (*image.Store, error) {
+	h, err := g.home()
+	if err != nil {
+		return nil, err
+	}
+	return image.OpenStore(h)
+}
+
+// progress returns stderr when it is a terminal and output is for people.
+func (g *globals) progress() *os.File {
+	if f, ok := g.stderr.(*os.File); ok && !g.json && term.IsTerminal(int(f.Fd())) {
+		return f
+	}
+	return nil
+}
+
+func newImageCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "image", Short: "Pull, load, list and remove images"}
+	var platform string
+	pull := &cobra.Command{
+		Use:   "pull IMAGE",
+		Short: "Pull an image into the local store (through a configured mirror)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			o := image.PullOptions{Platform: platform}
+			if p := g.progress(); p != nil {
+				o.Progress = p
+			}
+			img, err := s.Pull(c.Context(), args[0], o)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(toImageJSON([]*image.Image{img})[0])
+			}
+			fmt.Fprintf(g.stdout, "%s %s\n", img.Ref, img.Digest)
+			return nil
+		},
+	}
+	pull.Flags().StringVar(&platform, "platform", "", "platform to pull (default linux/amd64)")
+	load := &cobra.Command{
+		Use:   "load FILE",
+		Short: "Load images from a docker-save or OCI layout tarball",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			imgs, err := s.Load(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(toImageJSON(imgs))
+			}
+			for _, i := range imgs {
+				fmt.Fprintf(g.stdout, "loaded %s %s\n", i.Ref, i.Digest)
+			}
+			return nil
+		},
+	}
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List stored images",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			imgs, err := s.List()
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(toImageJSON(imgs))
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tPLATFORM")
+			for _, i := range imgs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", i.Ref, i.Digest.String()[:19], image.HumanSize(i.Size), i.Platform)
+			}
+			return tw.Flush()
+		},
+	}
+	rm := &cobra.Command{
+		Use:     "rm IMAGE...",
+		Aliases: []string{"remove"},
+		Short:   "Remove images from the store (their blobs go with \"image prune\")",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			for _, ref := range args {
+				if err := s.Remove(ref); err != nil {
+					return err
+				}
+				if !g.json {
+					fmt.Fprintf(g.stdout, "removed %s\n", ref)
+				}
+			}
+			if g.json {
+				return g.printJSON(map[string]any{"removed": args})
+			}
+			return nil
+		},
+	}
+	prune := &cobra.Command{
+		Use:   "prune",
+		Short: "Delete blobs and root disks that no stored image uses",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			freed, err := s.Prune()
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(map[string]any{"freedBytes": freed})
+			}
+			fmt.Fprintf(g.stdout, "freed %s\n", image.HumanSize(freed))
+			return nil
+		},
+	}
+	c.AddCommand(pull, load, list, rm, prune)
+	return c
+}

@@ -1,0 +1,225 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/microagent-dev/microagent/image"
+	"github.com/microagent-dev/microagent/runner"
+	"github.com/microagent-dev/microagent/vmm/qemu"
+)
+
+// resourceFlags are --profile, --memory, --cpus and --disk-size.
+type resourceFlags struct {
+	profile, memory, disk string
+	cpus                  int
+}
+
+func (f *resourceFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&f.profile, "profile", "", "resource profile: tiny, small (default), medium, large")
+	c.Flags().StringVar(&f.memory, "memory", "", "guest memory, e.g. 512M or 2G (overrides the profile)")
+	c.Flags().IntVar(&f.cpus, "cpus", 0, "virtual CPUs (overrides the profile)")
+	c.Flags().StringVar(&f.disk, "disk-size", "", "writable layer size, e.g. 4G (overrides the profile)")
+}
+
+func (f *resourceFlags) resolve() (runner.Resources, error) {
+	name := f.profile
+	if name == "" {
+		name = runner.DefaultProfile
+	}
+	r, ok := runner.Profiles[name]
+	if !ok {
+		return r, usageError("unknown profile %q: use tiny, small, medium or large", f.profile)
+	}
+	if f.memory != "" {
+		b, err := parseSize(f.memory)
+		if err != nil || b < 64<<20 || b > 256<<30 {
+			return r, usageError("--memory %q: give a size from 64M to 256G, e.g. 512M or 2G", f.memory)
+		}
+		r.MemoryMiB = int(b >> 20)
+	}
+	if f.cpus != 0 {
+		if f.cpus < 1 || f.cpus > 64 {
+			return r, usageError("--cpus %d: give 1 to 64", f.cpus)
+		}
+		r.CPUs = f.cpus
+	}
+	if f.disk != "" {
+		b, err := parseSize(f.disk)
+		if err != nil || b < 64<<20 {
+			return r, usageError("--disk-size %q: give a size of at least 64M, e.g. 4G", f.disk)
+		}
+		r.DiskBytes = b
+	}
+	return r, nil
+}
+
+// parseSize reads "512", "512M", "2G", "1.5G" (bare numbers are MiB).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(strings.ToUpper(s))
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "B"), "I")
+	mult := float64(1 << 20)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'K':
+			mult, s = 1<<10, s[:n-1]
+		case 'M':
+			mult, s = 1<<20, s[:n-1]
+		case 'G':
+			mult, s = 1<<30, s[:n-1]
+		case 'T':
+			mult, s = 1<<40, s[:n-1]
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return int64(v * mult), nil
+}
+
+// parseEnv expands -e entries: K=V as given, a bare K takes the CLI's own value.
+func parseEnv(entries []string) ([]string, error) {
+	out := make([]string, 0, len(entries))
+	for _, e := range entries {
+		k, _, hasEq := strings.Cut(e, "=")
+		if k == "" || strings.ContainsAny(k, " \t\n") {
+			return nil, usageError("-e %q: give NAME=VALUE or NAME", e)
+		}
+		if !hasEq {
+			v, ok := os.LookupEnv(k)
+			if !ok {
+				continue
+			}
+			e = k + "=" + v
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func parsePullPolicy(s string) (image.PullPolicy, error) {
+	p, err := image.ParsePullPolicy(s)
+	if err != nil {
+		return p, &ExitError{Code: ExitUsage, Err: fmt.Errorf("--pull: %w", err)}
+	}
+	return p, nil
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	var (
+		res        resourceFlags
+		env        []string
+		cwd, user  string
+		pull       string
+		kernelPath string
+		timeout    time.Duration
+		interact   bool
+		rm         bool
+	)
+	c := &cobra.Command{
+		Use:   "run [flags] IMAGE [COMMAND [ARG...]]",
+		Short: "Boot a microVM from an image, run one command, and tear the VM down",
+		Long: `Boot a microVM from an OCI image, run one command in it, stream its output,
+and exit with the command's exit code. With no command, the image's Entrypoint
+and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if !rm {
+				return usageError("run always removes its VM (--rm): use \"microagent create\" for a workspace that persists")
+			}
+			r, err := res.resolve()
+			if err != nil {
+				return err
+			}
+			envs, err := parseEnv(env)
+			if err != nil {
+				return err
+			}
+			policy, err := parsePullPolicy(pull)
+			if err != nil {
+				return err
+			}
+			if timeout < 0 {
+				return usageError("--timeout %s: must not be negative", timeout)
+			}
+			h, err := g.home()
+			if err != nil {
+				return err
+			}
+			o := runner.Options{
+				PrepareOptions: runner.PrepareOptions{Image: args[0], Pull: policy, KernelPath: kernelPath},
+				Backend:        qemu.New(qemu.Options{}),
+				Resources:      r,
+				Command:        args[1:],
+				Env:            envs,
+				Cwd:            cwd,
+				User:           user,
+				Timeout:        timeout,
+				Stdout:         g.stdout,
+				Stderr:         g.stderr,
+			}
+			if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !g.json {
+				o.Progress = g.stderr
+			}
+			if interact || !isTerminal(g.stdin) {
+				o.Stdin = g.stdin
+			}
+			result, err := runner.Run(c.Context(), h, o)
+			if err != nil {
+				if errors.Is(err, c.Context().Err()) && c.Context().Err() != nil {
+					return &ExitError{Code: 130, Err: errors.New("interrupted")}
+				}
+				return err
+			}
+			es := result.Exit
+			if g.json {
+				json := map[string]any{"exitCode": es.Code, "bootSeconds": result.Boot.Seconds()}
+				if es.Signal != 0 {
+					json["signal"] = es.Signal
+				}
+				if es.TimedOut {
+					json["timedOut"] = true
+				}
+				if es.Error != "" {
+					json["error"] = es.Error
+				}
+				if err := g.printJSON(json); err != nil {
+					return err
+				}
+			}
+			switch {
+			case es.Error != "":
+				return &ExitError{Code: es.Code, Err: fmt.Errorf("%s: %s", args[0], es.Error)}
+			case es.TimedOut:
+				return &ExitError{Code: 124, Err: fmt.Errorf("the command timed out after %s and was killed", timeout)}
+			case es.Code != 0:
+				return &ExitError{Code: es.Code}
+			}
+			return nil
+		},
+	}
+	c.Flags().SetInterspersed(false)
+	res.add(c)
+	c.Flags().StringArrayVarP(&env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass the host's)")
+	c.Flags().StringVarP(&cwd, "workdir", "w", "", "working directory in the guest (default: the image's)")
+	c.Flags().StringVarP(&user, "user", "u", "", "user in the guest (default: the image's)")
+	c.Flags().StringVar(&pull, "pull", "missing", "when to pull the image: missing, always, never")
+	c.Flags().StringVar(&kernelPath, "kernel", "", "boot this kernel (vmlinux) instead of the installed default")
+	c.Flags().DurationVar(&timeout, "timeout", 0, "kill the command after this long (e.g. 30s; exit code 124)")
+	c.Flags().BoolVarP(&interact, "interactive", "i", false, "pass stdin to the command even when it is a terminal")
+	c.Flags().BoolVar(&rm, "rm", true, "remove the VM when the command ends (always on for run)")
+	return c
+}
+
+func isTerminal(r any) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
