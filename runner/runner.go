@@ -114,9 +114,14 @@ func Prepare(ctx context.Context, h home.Home, o PrepareOptions) (*Parts, error)
 	if err != nil {
 		return nil, err
 	}
-	img, err := store.Get(ctx, o.Image, o.Pull)
+	img, err := store.GetWithOptions(ctx, o.Image, o.Pull, image.PullOptions{Progress: o.Progress})
 	if err != nil {
 		return nil, err
+	}
+	if o.Progress != nil {
+		if _, err := os.Stat(rootfs.Path(h, img)); err != nil {
+			fmt.Fprintf(o.Progress, "rootfs: building the root disk of %s\n", img.Ref)
+		}
 	}
 	disk, err := rootfs.Ensure(ctx, h, img)
 	if err != nil {

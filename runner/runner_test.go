@@ -311,3 +311,38 @@ func TestRootDiskBuiltOnce(t *testing.T) {
 		t.Fatal("root disk rebuilt on the second prepare")
 	}
 }
+
+// A disk that fills up while the root disk is built is a real ENOSPC from a
+// small tmpfs: the error says so, and no half-built disk is left.
+func TestPrepareDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if testenv.InCI() {
+			t.Fatal("this test mounts a tmpfs and needs root")
+		}
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	shared := testenv.VMHome(t) // for a verified kernel outside the small disk
+	k, err := kernel.Default(shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := testenv.StartRegistry(t)
+	ref := reg.PushBusybox(t, "busybox")
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1700k,mode=0700"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	defer syscall.Unmount(dir, syscall.MNT_DETACH)
+	h := home.Home{Root: dir}
+	_, err = Prepare(context.Background(), h, PrepareOptions{Image: ref, KernelPath: k.Vmlinux, Agent: testenv.Agent(t)})
+	if err == nil || !errors.Is(err, syscall.ENOSPC) && !strings.Contains(err.Error(), "no space") {
+		t.Fatalf("want a disk-full error, got %v", err)
+	}
+	t.Log(err)
+	ents, _ := os.ReadDir(h.Path(home.RootfsDir))
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".ext4") {
+			t.Fatalf("half-built root disk left: %s", e.Name())
+		}
+	}
+}
