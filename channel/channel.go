@@ -61,6 +61,9 @@ type Header struct {
 	Op    string        `json:"op"`
 	Hello *HelloRequest `json:"hello,omitempty"`
 	Exec  *ExecRequest  `json:"exec,omitempty"`
+	// Secrets is the body of OpSecrets, Fetch of OpFetch.
+	Secrets *SecretsRequest `json:"secrets,omitempty"`
+	Fetch   *FetchRequest   `json:"fetch,omitempty"`
 }
 
 // HelloRequest configures the guest after each connection.

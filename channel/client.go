@@ -16,8 +16,9 @@ import (
 
 // Client is the host side of a connection to the guest agent.
 type Client struct {
-	conn net.Conn
-	sess *yamux.Session
+	conn  net.Conn
+	sess  *yamux.Session
+	fetch fetchHandler
 }
 
 // Connect performs the handshake on conn and starts the session. It returns
@@ -44,7 +45,9 @@ func Connect(ctx context.Context, conn net.Conn) (*Client, error) {
 		conn.Close()
 		return nil, fmt.Errorf("channel: start session: %w", err)
 	}
-	return &Client{conn: conn, sess: sess}, nil
+	c := &Client{conn: conn, sess: sess}
+	go c.serveGuest(context.WithoutCancel(ctx))
+	return c, nil
 }
 
 // Close ends the session and the connection.

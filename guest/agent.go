@@ -28,8 +28,10 @@ type Agent struct {
 	bootErr string
 	started time.Time
 
-	mu  sync.Mutex
-	cfg channel.HelloRequest
+	mu      sync.Mutex
+	cfg     channel.HelloRequest
+	sess    *yamux.Session
+	secrets secretsState
 }
 
 // logf writes to the serial console, which the host keeps as the VM's log.
@@ -40,13 +42,17 @@ func logf(format string, args ...any) {
 // Main runs the agent; it never returns.
 func Main() {
 	unix.Umask(0o022)
-	a := &Agent{started: time.Now(), reaper: newReaper()}
+	a := newAgent()
 	if err := a.boot(); err != nil {
 		// The agent still serves the channel so the host learns the cause.
 		a.bootErr = err.Error()
 		logf("boot failed: %v", err)
 	}
 	a.serve()
+}
+
+func newAgent() *Agent {
+	return &Agent{started: time.Now(), reaper: newReaper(), secrets: secretsState{dir: SecretsDir, sock: SecretsSock}}
 }
 
 func (a *Agent) boot() error {
@@ -145,6 +151,16 @@ func (a *Agent) serveSession(conn io.ReadWriteCloser) {
 		return
 	}
 	defer sess.Close()
+	a.mu.Lock()
+	a.sess = sess
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		if a.sess == sess {
+			a.sess = nil
+		}
+		a.mu.Unlock()
+	}()
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
@@ -169,6 +185,14 @@ func (a *Agent) handle(st *yamux.Stream) {
 		a.runExec(st, h.Exec)
 	case channel.OpHello:
 		channel.WriteJSON(st, channel.FrameReply, a.hello(h.Hello))
+	case channel.OpSecrets:
+		if h.Secrets == nil {
+			channel.WriteJSON(st, channel.FrameReply, channel.Reply{Error: "secrets without a request"})
+			return
+		}
+		channel.WriteJSON(st, channel.FrameReply, a.materialize(st, h.Secrets))
+	case channel.OpPurge:
+		channel.WriteJSON(st, channel.FrameReply, a.purge())
 	case channel.OpShutdown:
 		channel.WriteJSON(st, channel.FrameReply, a.shutdown())
 	default:

@@ -84,6 +84,9 @@ func (a *Agent) execute(st io.Reader, out *streamWriter, req *channel.ExecReques
 		return startErr(126, err)
 	}
 	env := buildEnv(cfg.Env, req.Env, id, cfg.Hostname, req.TTY)
+	if a.secretsSocket() {
+		env = append(env, SecretsSockEnv+"="+a.secrets.sock)
+	}
 	dir := req.Cwd
 	if dir == "" {
 		dir = cfg.WorkingDir

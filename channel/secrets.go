@@ -1,0 +1,190 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Secret operations. Values never travel inside JSON: each rides in its own
+// FrameSecret frame, so the only copies are buffers both sides can zero.
+const (
+	// OpSecrets (host to guest) materializes secrets in the guest's tmpfs
+	// and declares the names that may be fetched on demand.
+	OpSecrets = "secrets"
+	// OpPurge (host to guest) overwrites every materialized secret with
+	// zeros, removes it, and confirms.
+	OpPurge = "purge"
+	// OpFetch (guest to host) asks for one on-demand secret.
+	OpFetch = "fetch"
+)
+
+// FrameSecret carries one secret value.
+const FrameSecret FrameType = 20
+
+// MaxSecret bounds one secret value (one frame).
+const MaxSecret = MaxFrame
+
+// SecretItem describes one materialized secret; its value follows in a
+// FrameSecret frame of exactly Size bytes.
+type SecretItem struct {
+	Name string `json:"name"`
+	Size int    `json:"size"`
+}
+
+// SecretsRequest is the body of OpSecrets.
+type SecretsRequest struct {
+	Items []SecretItem `json:"items"`
+	// OnDemand lists the names the guest may fetch; the guest serves its
+	// secrets socket only when there are any.
+	OnDemand []string `json:"onDemand,omitempty"`
+}
+
+// FetchRequest is the body of OpFetch.
+type FetchRequest struct {
+	Name string `json:"name"`
+}
+
+// PurgeReply confirms a purge: the names whose files were zeroed and removed.
+type PurgeReply struct {
+	Purged []string `json:"purged"`
+}
+
+// DeliverSecrets sends values (values[i] belongs to items[i]) to the guest,
+// which writes them to /run/secrets before replying. The caller still owns
+// and zeroes values.
+func (c *Client) DeliverSecrets(ctx context.Context, req SecretsRequest, values [][]byte) error {
+	if len(values) != len(req.Items) {
+		return errors.New("channel: secrets: one value per item")
+	}
+	for i := range req.Items {
+		req.Items[i].Size = len(values[i])
+		if len(values[i]) > MaxSecret {
+			return fmt.Errorf("channel: secret %s is %d bytes, more than the %d a secret may hold", req.Items[i].Name, len(values[i]), MaxSecret)
+		}
+	}
+	st, err := c.sess.OpenStream()
+	if err != nil {
+		return fmt.Errorf("channel: open stream: %w", err)
+	}
+	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { st.Close() })
+	defer stop()
+	if err := WriteJSON(st, FrameHeader, Header{Op: OpSecrets, Secrets: &req}); err != nil {
+		return c.streamErr(ctx, OpSecrets, err)
+	}
+	for _, v := range values {
+		if err := WriteFrame(st, FrameSecret, v); err != nil {
+			return c.streamErr(ctx, OpSecrets, err)
+		}
+	}
+	var r Reply
+	if err := ReadJSON(st, FrameReply, &r); err != nil {
+		return c.streamErr(ctx, OpSecrets, err)
+	}
+	if r.Error != "" {
+		return fmt.Errorf("guest: secrets: %s", r.Error)
+	}
+	return nil
+}
+
+// Purge asks the guest to scrub /run/secrets and returns the names it
+// confirmed. An error means the guest could not confirm: treat the secrets
+// as still present.
+func (c *Client) Purge(ctx context.Context) ([]string, error) {
+	r, err := c.call(ctx, Header{Op: OpPurge})
+	if err != nil {
+		return nil, err
+	}
+	var pr PurgeReply
+	if len(r.Data) > 0 {
+		if err := jsonUnmarshal(r.Data, &pr); err != nil {
+			return nil, err
+		}
+	}
+	return pr.Purged, nil
+}
+
+// FetchFunc answers an on-demand fetch from the guest. It returns the value
+// and a release function that zeroes it once sent; or an error whose text
+// goes to the workload (so it must never contain a value).
+type FetchFunc func(ctx context.Context, name string) (value []byte, release func(), err error)
+
+// fetchHandler is the Client's current FetchFunc.
+type fetchHandler struct{ f atomic.Pointer[FetchFunc] }
+
+// SetFetchHandler installs the function that answers the guest's on-demand
+// fetches; nil refuses them.
+func (c *Client) SetFetchHandler(f FetchFunc) {
+	if f == nil {
+		c.fetch.f.Store(nil)
+		return
+	}
+	c.fetch.f.Store(&f)
+}
+
+// serveGuest answers streams the guest opens (on-demand fetches) until the
+// session ends.
+func (c *Client) serveGuest(ctx context.Context) {
+	for {
+		st, err := c.sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		go c.answerFetch(ctx, st)
+	}
+}
+
+func (c *Client) answerFetch(ctx context.Context, st *yamux.Stream) {
+	defer st.Close()
+	var h Header
+	if err := ReadJSON(st, FrameHeader, &h); err != nil {
+		return
+	}
+	if h.Op != OpFetch || h.Fetch == nil {
+		WriteJSON(st, FrameReply, Reply{Error: fmt.Sprintf("unknown operation %q", h.Op)})
+		return
+	}
+	fp := c.fetch.f.Load()
+	if fp == nil {
+		WriteJSON(st, FrameReply, Reply{Error: "no on-demand secrets are declared"})
+		return
+	}
+	value, release, err := (*fp)(ctx, h.Fetch.Name)
+	if err != nil {
+		WriteJSON(st, FrameReply, Reply{Error: err.Error()})
+		return
+	}
+	defer release()
+	if WriteJSON(st, FrameReply, Reply{}) == nil {
+		WriteFrame(st, FrameSecret, value)
+	}
+}
+
+// Fetch (guest side) asks the host for an on-demand secret over sess. The
+// caller zeroes the returned value.
+func Fetch(sess *yamux.Session, name string) ([]byte, error) {
+	st, err := sess.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("the host is not connected: %w", err)
+	}
+	defer st.Close()
+	if err := WriteJSON(st, FrameHeader, Header{Op: OpFetch, Fetch: &FetchRequest{Name: name}}); err != nil {
+		return nil, fmt.Errorf("ask the host: %w", err)
+	}
+	var r Reply
+	if err := ReadJSON(st, FrameReply, &r); err != nil {
+		return nil, fmt.Errorf("the host did not answer: %w", err)
+	}
+	if r.Error != "" {
+		return nil, errors.New(r.Error)
+	}
+	t, v, err := ReadFrame(st, nil)
+	if err != nil || t != FrameSecret {
+		return nil, fmt.Errorf("the host's answer was cut short")
+	}
+	return v, nil
+}

@@ -1,0 +1,320 @@
+//go:build linux
+
+package guest
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"golang.org/x/sys/unix"
+
+	"github.com/microagent-dev/microagent/channel"
+)
+
+// Where secrets live in the guest (the spec's paths).
+const (
+	SecretsDir  = "/run/secrets"
+	SecretsSock = "/run/secrets-api.sock"
+	// SecretsSockEnv is set in every process's environment while the
+	// on-demand socket is served.
+	SecretsSockEnv = "MICROAGENT_SECRETS_SOCK"
+)
+
+// maxRequestLine bounds one request on the secrets socket.
+const maxRequestLine = 256
+
+// secretName is the shape of a secret's name: environment-variable like,
+// so it is always a safe file name.
+var secretName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// zero overwrites b, so a buffer that carried a value holds none.
+func zero(b []byte) {
+	for i := range b {
+		b[i] = 0
+	}
+}
+
+// secretsState is the agent's view of delivered secrets.
+type secretsState struct {
+	dir, sock string
+	onDemand  []string
+	listener  net.Listener
+}
+
+// materialize handles OpSecrets: it reads one value frame per item, writes
+// each to a tmpfs file (mode 0400, owned by the image's user) and zeroes the
+// buffers, then serves the on-demand socket if names were declared.
+func (a *Agent) materialize(st io.Reader, req *channel.SecretsRequest) channel.Reply {
+	values := make([][]byte, 0, len(req.Items))
+	defer func() {
+		for _, v := range values {
+			zero(v)
+		}
+	}()
+	for _, it := range req.Items {
+		t, v, err := channel.ReadFrame(st, make([]byte, it.Size))
+		if err != nil || t != channel.FrameSecret || len(v) != it.Size {
+			return channel.Reply{Error: fmt.Sprintf("secret %s: value frame missing or short", it.Name)}
+		}
+		values = append(values, v)
+	}
+	for _, it := range req.Items {
+		if !secretName.MatchString(it.Name) {
+			return channel.Reply{Error: fmt.Sprintf("secret name %q is not a valid name", it.Name)}
+		}
+	}
+	id, err := lookupUser(a.config().User)
+	if err != nil {
+		return channel.Reply{Error: fmt.Sprintf("secrets owner: %v", err)}
+	}
+	s := &a.secrets
+	if err := mountSecrets(s.dir, id); err != nil {
+		return channel.Reply{Error: err.Error()}
+	}
+	for i, it := range req.Items {
+		if err := writeSecret(filepath.Join(s.dir, it.Name), values[i], id); err != nil {
+			return channel.Reply{Error: fmt.Sprintf("secret %s: %v", it.Name, err)}
+		}
+	}
+	a.mu.Lock()
+	s.onDemand = slices.Clone(req.OnDemand)
+	a.mu.Unlock()
+	if len(req.OnDemand) > 0 && !a.secretsSocket() {
+		if err := a.serveSecretsSocket(id); err != nil {
+			return channel.Reply{Error: err.Error()}
+		}
+	}
+	return channel.Reply{}
+}
+
+// mountSecrets mounts a private tmpfs at dir unless one is there: values
+// live in memory only, never on the root disk.
+func mountSecrets(dir string, id identity) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("mkdir %s: %w", dir, err)
+	}
+	if isMountPoint(dir) {
+		return nil // mounted by an earlier delivery (a rehydration)
+	}
+	opts := fmt.Sprintf("mode=0700,uid=%d,gid=%d,size=64m,nr_inodes=4096", id.uid, id.gid)
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, opts); err != nil {
+		return fmt.Errorf("mount a tmpfs on %s: %w", dir, err)
+	}
+	return nil
+}
+
+// isMountPoint reports whether dir is on another device than its parent.
+func isMountPoint(dir string) bool {
+	var a, b unix.Stat_t
+	if unix.Stat(dir, &a) != nil || unix.Stat(filepath.Dir(dir), &b) != nil {
+		return false
+	}
+	return a.Dev != b.Dev
+}
+
+// writeSecret writes value to path (replacing any older file) as 0400 owned by id.
+func writeSecret(path string, value []byte, id identity) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_EXCL, 0o400)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(value)
+	if err == nil {
+		err = f.Chown(int(id.uid), int(id.gid))
+	}
+	if err == nil {
+		err = f.Chmod(0o400)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		if old, serr := os.Stat(path); serr == nil {
+			scrubFile(path, old.Size())
+		}
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// scrubFile overwrites a file with zeros of its length, syncs and removes it.
+func scrubFile(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		// A 0400 file is still writable by root (the agent).
+		return err
+	}
+	buf := make([]byte, 32<<10)
+	for left := size; left > 0; {
+		n := int64(len(buf))
+		if left < n {
+			n = left
+		}
+		if _, err := f.Write(buf[:n]); err != nil {
+			f.Close()
+			return err
+		}
+		left -= n
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Remove(path)
+}
+
+// purge handles OpPurge: every file in the secrets folder is zeroed, synced
+// and removed. Any failure is reported, so the host refuses to go on.
+func (a *Agent) purge() channel.Reply {
+	ents, err := os.ReadDir(a.secrets.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return jsonReply(channel.PurgeReply{Purged: []string{}})
+	}
+	if err != nil {
+		return channel.Reply{Error: fmt.Sprintf("read %s: %v", a.secrets.dir, err)}
+	}
+	purged := []string{}
+	for _, e := range ents {
+		p := filepath.Join(a.secrets.dir, e.Name())
+		fi, err := e.Info()
+		if err == nil {
+			err = scrubFile(p, fi.Size())
+		}
+		if err != nil {
+			return channel.Reply{Error: fmt.Sprintf("purge %s: %v", e.Name(), err)}
+		}
+		purged = append(purged, e.Name())
+	}
+	unix.Sync()
+	return jsonReply(channel.PurgeReply{Purged: purged})
+}
+
+func jsonReply(v any) channel.Reply {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return channel.Reply{Error: err.Error()}
+	}
+	return channel.Reply{Data: b}
+}
+
+// serveSecretsSocket listens on the on-demand socket, owned by the image's
+// user with mode 0600.
+func (a *Agent) serveSecretsSocket(id identity) error {
+	s := &a.secrets
+	os.Remove(s.sock)
+	l, err := net.Listen("unix", s.sock)
+	if err != nil {
+		return fmt.Errorf("secrets socket %s: %w", s.sock, err)
+	}
+	if err := os.Chmod(s.sock, 0o600); err == nil {
+		err = os.Chown(s.sock, int(id.uid), int(id.gid))
+	}
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("secrets socket %s: %w", s.sock, err)
+	}
+	a.mu.Lock()
+	s.listener = l
+	a.mu.Unlock()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go a.answerSecretRequest(c)
+		}
+	}()
+	return nil
+}
+
+// ParseSecretRequest parses one request line of the secrets socket: "GET
+// <name>" (the newline already removed).
+func ParseSecretRequest(line string) (string, error) {
+	verb, name, ok := strings.Cut(line, " ")
+	if !ok || verb != "GET" {
+		return "", errors.New(`bad request: send "GET <name>\n"`)
+	}
+	if !secretName.MatchString(name) {
+		return "", errors.New("bad request: invalid secret name")
+	}
+	return name, nil
+}
+
+// answerSecretRequest serves one client: one request line, one reply line.
+// Every fetch goes to the host, which decides, audits and resolves afresh.
+func (a *Agent) answerSecretRequest(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	line, err := bufio.NewReaderSize(io.LimitReader(c, maxRequestLine), maxRequestLine).ReadString('\n')
+	if err != nil {
+		writeSecretReply(c, nil, errors.New("bad request: one line of at most 255 bytes, ending in a newline"))
+		return
+	}
+	name, err := ParseSecretRequest(strings.TrimSuffix(line, "\n"))
+	if err != nil {
+		writeSecretReply(c, nil, err)
+		return
+	}
+	sess := a.session()
+	if sess == nil {
+		writeSecretReply(c, nil, errors.New("the host is not connected"))
+		return
+	}
+	v, err := channel.Fetch(sess, name)
+	defer zero(v)
+	writeSecretReply(c, v, err)
+}
+
+// writeSecretReply writes {"ok":true,"value":"<base64>"} or
+// {"ok":false,"error":"..."}, zeroing the encoded copy afterwards.
+func writeSecretReply(w io.Writer, value []byte, err error) {
+	if err != nil {
+		b, _ := json.Marshal(struct {
+			OK    bool   `json:"ok"`
+			Error string `json:"error"`
+		}{false, err.Error()})
+		w.Write(append(b, '\n'))
+		return
+	}
+	const pre, post = `{"ok":true,"value":"`, "\"}\n"
+	out := make([]byte, len(pre)+base64.StdEncoding.EncodedLen(len(value))+len(post))
+	copy(out, pre)
+	base64.StdEncoding.Encode(out[len(pre):], value)
+	copy(out[len(out)-len(post):], post)
+	w.Write(out)
+	zero(out)
+}
+
+// session returns the current host session, or nil between sessions.
+func (a *Agent) session() *yamux.Session {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sess
+}
+
+// secretsSocket reports whether the on-demand socket is served.
+func (a *Agent) secretsSocket() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.secrets.listener != nil
+}
