@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/microagent-dev/microagent/internal/testenv"
+	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
 )
 
 func cli(t *testing.T, stdin string, args ...string) (int, string, string) {
@@ -65,10 +66,10 @@ func TestParseSize(t *testing.T) {
 // TestRunPassesExitCode drives the real CLI end to end: image pull from a
 // real registry, a VM boot, the guest's exit code as the CLI's.
 func TestRunPassesExitCode(t *testing.T) {
-	h := testenv.VMHome(t)
+	h := vmenv.VMHome(t)
 	reg := testenv.StartRegistry(t)
 	ref := reg.PushBusybox(t, "busybox")
-	t.Setenv("MICROAGENT_AGENT", testenv.Agent(t))
+	t.Setenv("MICROAGENT_AGENT", vmenv.Agent(t))
 	code, out, errs := cli(t, "piped input", "--state-dir", h.Root, "run", ref, "sh", "-c", "cat; echo; echo to-stderr >&2; exit 42")
 	if code != 42 || out != "piped input\n" || errs != "to-stderr\n" {
 		t.Fatalf("code %d stdout %q stderr %q", code, out, errs)

@@ -16,6 +16,7 @@ import (
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/internal/testenv"
+	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
 	"github.com/microagent-dev/microagent/kernel"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 )
@@ -30,7 +31,7 @@ type env struct {
 
 func setup(t *testing.T) *env {
 	t.Helper()
-	h := testenv.VMHome(t)
+	h := vmenv.VMHome(t)
 	return &env{h: h, reg: testenv.StartRegistry(t)}
 }
 
@@ -38,7 +39,7 @@ func (e *env) run(t *testing.T, ctx context.Context, o Options) (*Result, string
 	t.Helper()
 	var out, errb bytes.Buffer
 	o.Stdout, o.Stderr = &out, &errb
-	o.Agent = testenv.Agent(t)
+	o.Agent = vmenv.Agent(t)
 	if o.Backend == nil {
 		o.Backend = qemu.New(qemu.Options{})
 	}
@@ -264,7 +265,7 @@ func TestRunInterruptedDuringBoot(t *testing.T) {
 	e := setup(t)
 	ref := e.reg.PushBusybox(t, "busybox")
 	// Warm the caches first so the cancel lands in the boot itself.
-	if _, err := Prepare(context.Background(), e.h, PrepareOptions{Image: ref, Agent: testenv.Agent(t)}); err != nil {
+	if _, err := Prepare(context.Background(), e.h, PrepareOptions{Image: ref, Agent: vmenv.Agent(t)}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
@@ -296,13 +297,13 @@ func TestRunTimeout(t *testing.T) {
 func TestRootDiskBuiltOnce(t *testing.T) {
 	e := setup(t)
 	ref := e.reg.PushBusybox(t, "busybox")
-	p1, err := Prepare(context.Background(), e.h, PrepareOptions{Image: ref, Agent: testenv.Agent(t)})
+	p1, err := Prepare(context.Background(), e.h, PrepareOptions{Image: ref, Agent: vmenv.Agent(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st1, _ := os.Stat(p1.RootDisk)
 	e.reg.Stop() // the second prepare needs no registry
-	p2, err := Prepare(context.Background(), e.h, PrepareOptions{Image: ref, Agent: testenv.Agent(t)})
+	p2, err := Prepare(context.Background(), e.h, PrepareOptions{Image: ref, Agent: vmenv.Agent(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +322,7 @@ func TestPrepareDiskFull(t *testing.T) {
 		}
 		t.Skip("needs root to mount a small tmpfs")
 	}
-	shared := testenv.VMHome(t) // for a verified kernel outside the small disk
+	shared := vmenv.VMHome(t) // for a verified kernel outside the small disk
 	k, err := kernel.Default(shared)
 	if err != nil {
 		t.Fatal(err)
@@ -334,7 +335,7 @@ func TestPrepareDiskFull(t *testing.T) {
 	}
 	defer syscall.Unmount(dir, syscall.MNT_DETACH)
 	h := home.Home{Root: dir}
-	_, err = Prepare(context.Background(), h, PrepareOptions{Image: ref, KernelPath: k.Vmlinux, Agent: testenv.Agent(t)})
+	_, err = Prepare(context.Background(), h, PrepareOptions{Image: ref, KernelPath: k.Vmlinux, Agent: vmenv.Agent(t)})
 	if err == nil || !errors.Is(err, syscall.ENOSPC) && !strings.Contains(err.Error(), "no space") {
 		t.Fatalf("want a disk-full error, got %v", err)
 	}

@@ -1,4 +1,8 @@
-package testenv
+// Package vmenv provides what VM tests need beyond internal/testenv: a state
+// directory with a verified kernel, the guest agent, and a pulled image. It is
+// separate from testenv so that the image and kernel packages' own tests can
+// use testenv without an import cycle.
+package vmenv
 
 import (
 	"context"
@@ -13,6 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/image"
+	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/kernel"
 )
 
@@ -68,8 +74,8 @@ func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
 // skips (or fails under CI) when QEMU is missing.
 func VMHome(t testing.TB) home.Home {
 	t.Helper()
-	RequireTool(t, "qemu-system-x86_64")
-	RequireTool(t, "mkfs.ext4")
+	testenv.RequireTool(t, "qemu-system-x86_64")
+	testenv.RequireTool(t, "mkfs.ext4")
 	shared := home.Home{Root: filepath.Join(CacheDir(), "kernel-home")}
 	if err := os.MkdirAll(shared.Root, 0o700); err != nil {
 		t.Fatal(err)
@@ -88,7 +94,7 @@ func VMHome(t testing.TB) home.Home {
 		defer cancel()
 		k, err = kernel.Install(ctx, shared, kernel.InstallOptions{Force: true, CacheDir: CacheDir()})
 		if err != nil {
-			if InCI() {
+			if testenv.InCI() {
 				t.Fatalf("install the test kernel: %v", err)
 			}
 			t.Skipf("install the test kernel: %v", err)
@@ -111,4 +117,18 @@ func VMHome(t testing.TB) home.Home {
 		t.Fatalf("link the test kernel: %v", err)
 	}
 	return h
+}
+
+// PullForTest pulls ref into h's image store.
+func PullForTest(t testing.TB, h home.Home, ref string) *image.Image {
+	t.Helper()
+	s, err := image.OpenStore(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := s.Pull(context.Background(), ref, image.PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
 }
