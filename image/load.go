@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sys/unix"
+
+	"github.com/microagent-dev/microagent/internal/fsutil"
 )
 
 // annotationContainerdName carries the full image name in OCI archives
@@ -62,7 +64,7 @@ func (s *Store) Load(ctx context.Context, archive string) ([]*Image, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load %s: %w", archive, err)
 		}
-		if _, err := io.Copy(tmp, ctxReader{ctx: ctx, r: zr}); err != nil {
+		if _, err := io.Copy(tmp, fsutil.ContextReader(ctx, zr)); err != nil {
 			return nil, fmt.Errorf("load %s: decompress: %w", archive, err)
 		}
 		tarPath = tmp.Name()
@@ -366,7 +368,7 @@ func untarSafe(ctx context.Context, src, dir string) error {
 			if err != nil {
 				return err
 			}
-			_, err = io.Copy(out, ctxReader{ctx: ctx, r: tr})
+			_, err = io.Copy(out, fsutil.ContextReader(ctx, tr))
 			if cerr := out.Close(); err == nil {
 				err = cerr
 			}

@@ -24,6 +24,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
+
+	"github.com/microagent-dev/microagent/internal/fsutil"
 )
 
 // DefaultPlatform is the platform pulled when none is given.
@@ -270,7 +272,7 @@ func (s *Store) putBlob(ctx context.Context, r io.Reader, want v1.Hash, wantSize
 		}()
 		writers = append(writers, &softWriter{w: pw})
 	}
-	n, copyErr := io.Copy(io.MultiWriter(writers...), ctxReader{ctx: ctx, r: r})
+	n, copyErr := io.Copy(io.MultiWriter(writers...), fsutil.ContextReader(ctx, r))
 	var diffErr error
 	if diffID != nil {
 		pw.Close()
@@ -408,19 +410,6 @@ func (s *softWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
-}
-
-// ctxReader fails reads once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // guardTransport refuses plain http to hosts that are not allowed it

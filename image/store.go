@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/fsutil"
 )
 
 // File names inside the store directory.
@@ -148,7 +149,7 @@ func OpenStore(h home.Home) (*Store, error) {
 	}
 	layoutFile := filepath.Join(dir, "oci-layout")
 	if _, err := os.Stat(layoutFile); errors.Is(err, fs.ErrNotExist) {
-		if err := writeFileAtomic(layoutFile, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		if err := fsutil.WriteFileAtomic(layoutFile, []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o600); err != nil {
 			return nil, fmt.Errorf("image store %s: %w", dir, err)
 		}
 	}
@@ -210,7 +211,7 @@ func (s *Store) updateRefs(fn func(doc *refsDoc) error) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(s.dir, refsFile), data); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(s.dir, refsFile), data, 0o600); err != nil {
 		return fmt.Errorf("image store: write %s: %w", refsFile, err)
 	}
 	return s.writeLayoutIndex(doc)
@@ -249,7 +250,7 @@ func (s *Store) writeLayoutIndex(doc refsDoc) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(s.dir, "index.json"), data); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(s.dir, "index.json"), data, 0o600); err != nil {
 		return fmt.Errorf("image store: write index.json: %w", err)
 	}
 	return nil
@@ -555,42 +556,6 @@ func lockFile(path string, how int) (func(), error) {
 		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		f.Close()
 	}, nil
-}
-
-// writeFileAtomic writes data to path through a synced temporary file in
-// the same directory and a rename, so readers see the old or the new file.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, tmpPrefix+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // sha256Of returns the digest of data.

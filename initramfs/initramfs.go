@@ -13,7 +13,6 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,12 +21,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cavaliergopher/cpio"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/fsutil"
 	"github.com/microagent-dev/microagent/kernel"
 )
 
@@ -261,13 +260,14 @@ func Ensure(h home.Home, agent string, k *kernel.Kernel) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cur, err := statStamp(abs)
+	cur, err := fsutil.StatStamp(abs)
 	if err != nil {
 		return "", fmt.Errorf("initramfs: agent binary: %w", err)
 	}
-	stamps := loadStamps(dir)
-	if old, ok := stamps.Agents[abs]; ok && old.sameFile(cur) {
-		path := filepath.Join(dir, key(old.SHA256, k)+Ext)
+	stampPath := filepath.Join(dir, StampFile)
+	stamps := fsutil.LoadStamps(stampPath, stampField)
+	if sum, ok := stamps.Hash(abs, cur); ok {
+		path := filepath.Join(dir, key(sum, k)+Ext)
 		if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
 			return path, nil
 		}
@@ -290,18 +290,18 @@ func Ensure(h home.Home, agent string, k *kernel.Kernel) (string, error) {
 			return "", err
 		}
 	}
-	if after, err := statStamp(abs); err == nil && after.sameFile(cur) && time.Unix(0, cur.CtimeNs).Before(start.Add(-racyMargin)) {
-		cur.SHA256 = agentSum
-		if old, ok := stamps.Agents[abs]; !ok || old != cur {
-			stamps.Agents[abs] = cur
-			saveStamps(dir, stamps)
-		}
+	if stamps.Record(abs, abs, cur, agentSum, start, racyMargin) {
+		saveStamps(stampPath, stamps)
 	}
 	return path, nil
 }
 
 // StampFile remembers the hashes of agent binaries, in the initramfs folder.
 const StampFile = "agents.json"
+
+// stampField is the JSON field of StampFile that holds the stamps, by the
+// agent's absolute path.
+const stampField = "agents"
 
 // racyMargin is how long a file must have been left untouched before its
 // stamp may stand in for its hash: file times come from a coarse clock, so
@@ -312,113 +312,39 @@ var racyMargin = 3 * time.Second
 // agentHashes counts full reads of the agent, so tests can see the stamp work.
 var agentHashes atomic.Int64
 
-// fileStamp identifies an unchanged file; ctime cannot be set back from
-// user space, so any write after stamping changes it.
-type fileStamp struct {
-	SHA256  string `json:"sha256"`
-	Size    int64  `json:"size"`
-	MtimeNs int64  `json:"mtime_ns"`
-	CtimeNs int64  `json:"ctime_ns"`
-	Ino     uint64 `json:"ino"`
-	Dev     uint64 `json:"dev"`
-}
-
-func (a fileStamp) sameFile(b fileStamp) bool {
-	return a.Size == b.Size && a.MtimeNs == b.MtimeNs && a.CtimeNs == b.CtimeNs && a.Ino == b.Ino && a.Dev == b.Dev
-}
-
-func statStamp(path string) (fileStamp, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}, err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || !fi.Mode().IsRegular() {
-		return fileStamp{}, fmt.Errorf("%s is not a regular file", path)
-	}
-	return fileStamp{Size: fi.Size(), MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano(), Ino: st.Ino, Dev: uint64(st.Dev)}, nil
-}
-
-type stampRecord struct {
-	Agents map[string]fileStamp `json:"agents"`
-}
-
-// loadStamps reads agents.json; a missing or damaged file only costs hashing.
-func loadStamps(dir string) stampRecord {
-	var r stampRecord
-	if data, err := os.ReadFile(filepath.Join(dir, StampFile)); err == nil {
-		_ = json.Unmarshal(data, &r)
-	}
-	if r.Agents == nil {
-		r.Agents = map[string]fileStamp{}
-	}
-	return r
-}
-
-// saveStamps writes agents.json atomically, dropping agents that are gone.
-// Best effort: concurrent writers may drop each other's entry, which only
-// costs a re-hash.
-func saveStamps(dir string, r stampRecord) {
-	for p := range r.Agents {
+// saveStamps writes agents.json, dropping agents that are gone. Best
+// effort: concurrent writers may drop each other's entry, which only costs
+// a re-hash.
+func saveStamps(path string, stamps fsutil.Stamps) {
+	for p := range stamps {
 		if _, err := os.Stat(p); err != nil {
-			delete(r.Agents, p)
+			delete(stamps, p)
 		}
 	}
-	data, err := json.Marshal(&r)
-	if err != nil {
-		return
-	}
-	_ = writeAtomic(filepath.Join(dir, StampFile), func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
+	_ = stamps.Save(path, stampField)
 }
 
-// buildFile builds the archive into a temp file beside path and renames it
-// into place.
+// buildFile builds the archive into a temp file (0600) beside path and
+// renames it into place. A failed sync of the folder after the rename is
+// ignored: a lost entry is rebuilt anyway.
 func buildFile(path, agent string, agentData []byte, k *kernel.Kernel) error {
-	return writeAtomic(path, func(w io.Writer) error { return build(w, agent, agentData, k) })
-}
-
-// writeAtomic writes a new file through fill: a temp file (0600) in the same
-// folder, fsync, rename, fsync of the folder.
-func writeAtomic(path string, fill func(io.Writer) error) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("initramfs: %w", err)
-	}
-	tmp := f.Name()
-	done := false
-	defer func() {
-		if !done {
-			f.Close()
-			os.Remove(tmp)
+	var buildErr error
+	err := fsutil.WriteAtomic(path, 0o600, func(f *os.File) error {
+		bw := bufio.NewWriterSize(f, 1<<20)
+		if buildErr = build(bw, agent, agentData, k); buildErr != nil {
+			return buildErr
 		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("initramfs: %w", err)
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("write %s: %w", f.Name(), err)
+		}
+		return nil
+	})
+	var dirErr *fsutil.DirSyncError
+	switch {
+	case err == nil || errors.As(err, &dirErr):
+		return nil
+	case err == buildErr:
+		return err // already says "initramfs: ..."
 	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	if err := fill(bw); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("initramfs: write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("initramfs: write %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("initramfs: write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("initramfs: %w", err)
-	}
-	done = true
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // make the rename durable; a lost entry is rebuilt anyway
-		d.Close()
-	}
-	return nil
+	return fmt.Errorf("initramfs: %w", err)
 }

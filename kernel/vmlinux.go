@@ -14,6 +14,8 @@ import (
 	"os"
 
 	"github.com/pierrec/lz4/v4"
+
+	"github.com/microagent-dev/microagent/internal/fsutil"
 )
 
 // xenElfnotePhys32Entry is XEN_ELFNOTE_PHYS32_ENTRY: the note that gives a
@@ -93,19 +95,6 @@ func payloadFormat(head []byte) string {
 	return "unknown"
 }
 
-// ctxReader stops a long copy when ctx ends (Ctrl-C during an install).
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // extractVmlinux decompresses the ELF kernel inside the bzImage at src into
 // dst (created 0600) and returns its SHA-256. The Debian cloud kernel is LZ4
 // compressed (the kernel's variant of the legacy frame, which pierrec/lz4
@@ -153,7 +142,7 @@ func extractVmlinux(ctx context.Context, src, dst string) (string, error) {
 	}
 	defer out.Close()
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(out, h), ctxReader{ctx, dec}); err != nil {
+	if _, err := io.Copy(io.MultiWriter(out, h), fsutil.ContextReader(ctx, dec)); err != nil {
 		return "", fmt.Errorf("kernel image %s: decompress: %w", src, err)
 	}
 	if err := out.Sync(); err != nil {

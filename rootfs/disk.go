@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/fsutil"
 )
 
 // MinWritableDisk is the smallest writable disk NewWritableDisk makes
@@ -77,30 +78,22 @@ func ensureTemplate(ctx context.Context, h home.Home, size int64) (string, error
 	if err != nil {
 		return "", err
 	}
-	f, err := os.CreateTemp(dir, tmpPrefix+filepath.Base(p)+"-*")
+	err = fsutil.WriteAtomic(p, 0o600, func(f *os.File) error {
+		if err := f.Truncate(size); err != nil {
+			return err
+		}
+		// mkfs writes through its own descriptor; WriteAtomic's fsync of
+		// f then flushes the file all the same.
+		cmd := exec.CommandContext(ctx, mkfs, append(append([]string{}, mkfsArgs...), f.Name())...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v: %s", mkfs, err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	})
 	if err != nil {
 		return "", err
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	err = f.Truncate(size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", err
-	}
-	cmd := exec.CommandContext(ctx, mkfs, append(append([]string{}, mkfsArgs...), tmp)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("%s: %v: %s", mkfs, err, strings.TrimSpace(string(out)))
-	}
-	if err := syncFile(tmp); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		return "", err
-	}
-	return p, syncDir(dir)
+	return p, nil
 }
 
 // copySparseFile copies src to a new file dst of size bytes, reading only
@@ -141,7 +134,7 @@ func copySparseFile(ctx context.Context, src, dst string, size int64) (err error
 		}
 		return err
 	}
-	return syncDir(filepath.Dir(dst))
+	return fsutil.SyncDir(filepath.Dir(dst))
 }
 
 // copyExtents copies the data regions of in (up to size) to the same

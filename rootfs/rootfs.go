@@ -30,6 +30,7 @@ import (
 
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
+	"github.com/microagent-dev/microagent/internal/fsutil"
 )
 
 // maxRootDisk bounds a flattened image. tar2ext4 reserves group descriptors
@@ -38,7 +39,9 @@ import (
 const maxRootDisk = 128 << 30
 
 // tmpPrefix marks files being built; they are never returned as results.
-const tmpPrefix = ".tmp-"
+// It is fsutil's, since Build and ensureTemplate write through
+// fsutil.WriteAtomic and Prune must recognise their leftovers.
+const tmpPrefix = fsutil.TempPrefix
 
 // Path returns where the root disk of img is (or will be) cached.
 func Path(h home.Home, img *image.Image) string {
@@ -80,23 +83,16 @@ func Ensure(ctx context.Context, h home.Home, img *image.Image) (string, error) 
 // Build flattens img and writes it as an ext4 file system to dst (through a
 // temporary file beside it and a rename). File modes (setuid included),
 // ownership, symlinks, hard links, device nodes and PAX xattrs are kept.
-func Build(ctx context.Context, img v1.Image, dst string) (err error) {
-	dir := filepath.Dir(dst)
-	f, err := os.CreateTemp(dir, tmpPrefix+filepath.Base(dst)+"-*")
-	if err != nil {
-		return err
+func Build(ctx context.Context, img v1.Image, dst string) error {
+	err := fsutil.WriteAtomic(dst, 0o600, func(f *os.File) error { return convert(ctx, img, f) })
+	if errors.Is(err, syscall.ENOSPC) {
+		err = fmt.Errorf("%w (the disk holding %s is full: free space, or prune images and root disks)", err, filepath.Dir(dst))
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			if errors.Is(err, syscall.ENOSPC) {
-				err = fmt.Errorf("%w (the disk holding %s is full: free space, or prune images and root disks)", err, dir)
-			}
-		}
-	}()
+	return err
+}
 
+// convert streams the flattened img into f as an ext4 file system.
+func convert(ctx context.Context, img v1.Image, f *os.File) error {
 	flat := mutate.Extract(img)
 	defer flat.Close()
 	pr, pw := io.Pipe()
@@ -105,7 +101,7 @@ func Build(ctx context.Context, img v1.Image, dst string) (err error) {
 		// Large buffers on both sides cut the hand-offs between the three
 		// pipeline stages (flatten, reorder, convert).
 		bw := bufio.NewWriterSize(pw, 1<<20)
-		err := reorderLinks(bufio.NewReaderSize(ctxReader{ctx: ctx, r: flat}, 1<<20), bw)
+		err := reorderLinks(bufio.NewReaderSize(fsutil.ContextReader(ctx, flat), 1<<20), bw)
 		if err == nil {
 			err = bw.Flush()
 		}
@@ -124,16 +120,7 @@ func Build(ctx context.Context, img v1.Image, dst string) (err error) {
 	case convErr != nil:
 		return fmt.Errorf("convert to ext4: %w", convErr)
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return nil
 }
 
 var errConverterDone = errors.New("ext4 converter stopped")
@@ -185,19 +172,6 @@ func reorderLinks(r io.Reader, w io.Writer) error {
 
 func cleanName(n string) string { return path.Clean("/" + n)[1:] }
 
-// ctxReader fails reads once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // lock takes an exclusive flock on path, giving up when ctx ends.
 func lock(ctx context.Context, path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
@@ -229,15 +203,6 @@ func lock(ctx context.Context, path string) (func(), error) {
 		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		f.Close()
 	}, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Prune deletes the cached root disks of images no longer in store, and
