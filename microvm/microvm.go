@@ -125,7 +125,7 @@ func Boot(ctx context.Context, o Options) (*VM, error) {
 		var hr *channel.HelloReply
 		hr, err = client.Hello(bctx, o.Hello)
 		if err == nil && hr.BootError != "" {
-			err = fmt.Errorf("the guest failed to boot: %s", hr.BootError)
+			err = &GuestBootError{Step: hr.BootError}
 		}
 		if err != nil {
 			client.Close()
@@ -142,14 +142,28 @@ func Boot(ctx context.Context, o Options) (*VM, error) {
 	return vm, nil
 }
 
+// GuestBootError is a boot step the guest agent reported as failed.
+type GuestBootError struct {
+	// Step is the agent's description: the step and its cause.
+	Step string
+}
+
+func (e *GuestBootError) Error() string { return "the guest failed to boot: " + e.Step }
+
 // bootFailure explains why boot did not reach the agent: the caller gave up,
 // the VMM died, or the guest said nothing in time.
 func (v *VM) bootFailure(ctx context.Context, err error, limit time.Duration) error {
+	var gb *GuestBootError
+	if errors.As(err, &gb) {
+		return fmt.Errorf("%w%s", err, v.consoleTail())
+	}
+	// A VMM killed mid-handshake first shows as a reset connection; give
+	// its exit a moment to be seen, so the message names the real cause.
 	select {
 	case <-v.Machine.Done():
 		werr := v.Machine.Wait()
 		return fmt.Errorf("the VM stopped during boot: %v%s", werr, v.consoleTail())
-	default:
+	case <-time.After(time.Second):
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("boot interrupted: %w", ctx.Err())

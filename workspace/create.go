@@ -1,0 +1,202 @@
+package workspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"golang.org/x/sys/unix"
+
+	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/image"
+	"github.com/microagent-dev/microagent/rootfs"
+	"github.com/microagent-dev/microagent/runner"
+)
+
+// CreateOptions say what workspace to create.
+type CreateOptions struct {
+	// Name is the workspace's name (see ValidateName).
+	Name string
+	// Image is the OCI image reference; it is pulled (per Pull) and the
+	// workspace is pinned to its digest.
+	Image string
+	Pull  image.PullPolicy
+	// Profile names a runner profile (tiny, small, medium, large; empty
+	// for runner.DefaultProfile). Non-zero Resources fields override it.
+	Profile   string
+	Resources Resources
+	// KernelPath boots the user's own kernel instead of the default.
+	KernelPath string
+	// Agent is the guest agent binary (empty: runner.AgentBinary).
+	Agent string
+	// Progress receives pull and build progress (nil: silent).
+	Progress io.Writer
+}
+
+// resolveResources fills zero fields from the profile.
+func resolveResources(profile string, r Resources) (Resources, error) {
+	pn := profile
+	if pn == "" {
+		pn = runner.DefaultProfile
+	}
+	p, ok := runner.Profiles[pn]
+	if !ok {
+		return r, fmt.Errorf("unknown profile %q: use tiny, small, medium or large", profile)
+	}
+	if r.MemoryMiB == 0 {
+		r.MemoryMiB = p.MemoryMiB
+	}
+	if r.CPUs == 0 {
+		r.CPUs = p.CPUs
+	}
+	if r.DiskBytes == 0 {
+		r.DiskBytes = p.DiskBytes
+	}
+	if r.MemoryMiB < 64 || r.CPUs < 1 || r.DiskBytes < rootfs.MinWritableDisk {
+		return r, fmt.Errorf("resources %d MiB, %d CPUs, %d disk bytes: need at least 64 MiB, 1 CPU and a %d MiB disk",
+			r.MemoryMiB, r.CPUs, r.DiskBytes, rootfs.MinWritableDisk>>20)
+	}
+	return r, nil
+}
+
+// Create makes a new workspace: it pulls the image (per o.Pull), builds its
+// root disk, checks the kernel, and writes the workspace's folder with an
+// empty writable disk of the requested size. The workspace is left in state
+// Created; Start boots it.
+//
+// The folder is assembled under a hidden temporary name and renamed into
+// place in one step (failing if the name was taken meanwhile), so an
+// interrupted Create leaves nothing List shows; GC removes the leftovers.
+func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
+	if err := ValidateName(o.Name); err != nil {
+		return nil, err
+	}
+	if err := checkSocketPaths(h, o.Name); err != nil {
+		return nil, err
+	}
+	if o.Image == "" {
+		return nil, fmt.Errorf("workspace %s: no image given", o.Name)
+	}
+	res, err := resolveResources(o.Profile, o.Resources)
+	if err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	final := h.Path(Dir, o.Name)
+	if _, err := os.Lstat(final); err == nil {
+		return nil, existsError(o.Name)
+	}
+	parts, err := runner.Prepare(ctx, h, runner.PrepareOptions{
+		Image: o.Image, Pull: o.Pull, KernelPath: o.KernelPath, Agent: o.Agent, Progress: o.Progress,
+	})
+	if err != nil {
+		return nil, err
+	}
+	pinned, err := pin(parts.Image)
+	if err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	kpath := ""
+	if o.KernelPath != "" {
+		if kpath, err = filepath.Abs(o.KernelPath); err != nil {
+			return nil, err
+		}
+	}
+	base, err := h.Ensure(Dir)
+	if err != nil {
+		return nil, err
+	}
+	tmp := filepath.Join(base, tmpPrefix+o.Name+"-"+randSuffix())
+	if err := os.Mkdir(tmp, dirPerm); err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(tmp)
+		}
+	}()
+	// Held while the folder is assembled, so GC knows it is in progress.
+	l, err := tryLock(filepath.Join(tmp, lockFile), o.Name, "create")
+	if err != nil {
+		return nil, err
+	}
+	defer l.unlock()
+	w := &wsDir{h: h, name: o.Name, dir: tmp}
+	for _, d := range []string{runDir, logsDir} {
+		if err := os.Mkdir(w.path(d), dirPerm); err != nil {
+			return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+		}
+	}
+	if err := rootfs.NewWritableDisk(ctx, h, w.diskPath(), res.DiskBytes); err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	m := &Manifest{
+		Version: ManifestVersion,
+		Name:    o.Name,
+		Image: ImageRef{
+			Ref:      o.Image,
+			Resolved: parts.Image.Ref,
+			Digest:   parts.Image.Digest.String(),
+			Pinned:   pinned,
+		},
+		Resources:  res,
+		Profile:    o.Profile,
+		KernelPath: kpath,
+		Created:    time.Now().UTC(),
+	}
+	if err := writeManifest(w.manifestPath(), m); err != nil {
+		return nil, err
+	}
+	if err := writeRecord(w.path(recordFile), &record{State: Created}); err != nil {
+		return nil, fmt.Errorf("workspace %s: write state: %w", o.Name, err)
+	}
+	if err := syncDir(tmp); err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	if err := renameNoReplace(tmp, final); err != nil {
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+			return nil, existsError(o.Name)
+		}
+		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	done = true
+	if err := syncDir(base); err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	l.unlock()
+	return newWS(h, o.Name).info(ctx, false)
+}
+
+func existsError(name string) error {
+	return fmt.Errorf("%w: %q (pick another name, or delete it first with \"microagent delete %s\")", ErrExists, name, name)
+}
+
+// renameNoReplace renames a folder into place, failing with EEXIST when the
+// target exists (even as an empty folder, which rename(2) would replace).
+func renameNoReplace(from, to string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		// A file system without RENAME_NOREPLACE: check, then rename (racy
+		// only against a concurrent create of the same name).
+		if _, serr := os.Lstat(to); serr == nil {
+			return unix.EEXIST
+		}
+		return os.Rename(from, to)
+	}
+	return err
+}
+
+// pin names the image's repository at its manifest digest, so every boot
+// uses the image the workspace was created from even if the tag moves.
+func pin(img *image.Image) (string, error) {
+	ref, err := name.ParseReference(img.Ref, name.WeakValidation)
+	if err != nil {
+		return "", fmt.Errorf("image reference %s: %w", img.Ref, err)
+	}
+	return ref.Context().Digest(img.Digest.String()).String(), nil
+}

@@ -1,0 +1,40 @@
+// Package workspace manages named workspaces: persistent microVMs whose
+// writable disk survives between boots. It is the library behind
+// "microagent create", "start", "exec", "halt", "kill", "delete", "list",
+// "ps", "status", "logs", "wait" and "gc"; the CLI only parses flags and
+// prints.
+//
+// # State
+//
+// Each workspace is one folder, <state>/workspaces/<name>/:
+//
+//	manifest.json   what the workspace is (image and digest, resources); versioned
+//	state.json      what it is doing (state, reason, supervisor and VMM identity)
+//	disk.ext4       the writable disk (the overlay's upper layer)
+//	lock            the lifecycle lock (flock), naming its holder
+//	state.lock      serialises read-modify-write of state.json (held for microseconds)
+//	run/            runtime files of the current boot: sup.sock, qmp.sock, boot.json
+//	logs/           supervisor.log (boot and lifecycle events), console.log (serial)
+//
+// Files are 0600 and folders 0700; manifest.json and state.json are replaced
+// atomically (temporary file, fsync, rename). A workspace is created in a
+// hidden temporary folder and renamed into place only when complete, and
+// deleted by renaming it away first, so a crash never leaves a half
+// workspace that List shows.
+//
+// # Processes
+//
+// A running workspace has one detached supervisor process (the same binary
+// re-executed with the hidden command SuperviseCommand, in its own session).
+// It owns QEMU, which dies with it, and the guest channel, and serves the CLI
+// on run/sup.sock. Commands may exit at any time; the workspace keeps
+// running. Processes are identified by PID and start time (and host boot),
+// never by a bare PID, so Status reports the truth after any crash.
+//
+// # Locking
+//
+// Lifecycle commands (Create's rename, Start, Halt, Kill, Delete, GC) take
+// the workspace's flock without waiting: a second concurrent command gets an
+// error wrapping ErrBusy naming the holder. Exec takes no lock: concurrent
+// execs on a running workspace are independent.
+package workspace

@@ -1,0 +1,22 @@
+package workspace
+
+import "errors"
+
+// Errors returned (wrapped, with the workspace name and what to do) by the
+// functions of this package; test for them with errors.Is.
+var (
+	// ErrInvalidName: the name is not 1-63 of [a-z0-9_-] starting with a
+	// letter or digit, or makes the workspace's socket paths too long.
+	ErrInvalidName = errors.New("invalid workspace name")
+	// ErrNotFound: no workspace has this name.
+	ErrNotFound = errors.New("no such workspace")
+	// ErrExists: a workspace of this name already exists.
+	ErrExists = errors.New("workspace already exists")
+	// ErrBusy: another command holds the workspace's lock, or the
+	// workspace is between states (starting, halting). Try again later.
+	ErrBusy = errors.New("busy: another command holds the lock")
+	// ErrRunning: the operation needs a workspace that is not running.
+	ErrRunning = errors.New("workspace is running")
+	// ErrNotRunning: the operation needs a running workspace.
+	ErrNotRunning = errors.New("workspace is not running")
+)

@@ -1,0 +1,213 @@
+package workspace
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/fsutil"
+)
+
+// GCReport says what GC repaired.
+type GCReport struct {
+	// Removed are leftover folders of interrupted creates and deletes.
+	Removed []string `json:"removed"`
+	// Repaired are workspaces whose recorded state was corrected (a dead
+	// supervisor recorded as running, say) or whose stale runtime files
+	// were removed.
+	Repaired []string `json:"repaired"`
+	// Killed are the PIDs of orphan processes (QEMU or supervisors that no
+	// workspace owns) that were stopped.
+	Killed []int `json:"killed"`
+	// Skipped are workspaces another command held the lock of.
+	Skipped []string `json:"skipped"`
+}
+
+// GC repairs the state directory after crashes: it removes the leftovers of
+// interrupted creates and deletes, records the truth for workspaces whose
+// supervisor died, stops orphan QEMU and supervisor processes, and removes
+// stale sockets. Workspaces another command holds the lock of are skipped.
+func GC(ctx context.Context, h home.Home) (*GCReport, error) {
+	rep := &GCReport{Removed: []string{}, Repaired: []string{}, Killed: []int{}, Skipped: []string{}}
+	base := h.Path(Dir)
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return rep, nil
+		}
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	procs := scanProcs(h)
+	killAll := func(dir string, keep ...*procID) {
+		for _, p := range procs[dir] {
+			if isKept(p, keep) {
+				continue
+			}
+			if killAndWait(&p, 10*time.Second) == nil {
+				rep.Killed = append(rep.Killed, p.PID)
+			}
+		}
+	}
+	for _, e := range ents {
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+		name := e.Name()
+		dir := filepath.Join(base, name)
+		if hidden(name) {
+			if !strings.HasPrefix(name, tmpPrefix) && !strings.HasPrefix(name, trashPrefix) {
+				continue
+			}
+			l, err := tryLock(filepath.Join(dir, lockFile), name, "gc")
+			if errors.Is(err, ErrBusy) {
+				continue // a create or delete in progress
+			}
+			killAll(dir)
+			if err := os.RemoveAll(dir); err != nil {
+				l.unlock()
+				return rep, fmt.Errorf("gc: remove %s: %w", dir, err)
+			}
+			l.unlock()
+			rep.Removed = append(rep.Removed, name)
+			continue
+		}
+		if ValidateName(name) != nil {
+			continue
+		}
+		w := newWS(h, name)
+		l, err := w.lock("gc")
+		if err != nil {
+			if errors.Is(err, ErrBusy) {
+				rep.Skipped = append(rep.Skipped, name)
+			}
+			continue
+		}
+		repaired, err := w.gc(procs[dir], rep)
+		l.unlock()
+		if err != nil {
+			return rep, err
+		}
+		if repaired {
+			rep.Repaired = append(rep.Repaired, name)
+		}
+	}
+	// Processes of workspaces that no longer exist.
+	for dir := range procs {
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			killAll(dir)
+		}
+	}
+	return rep, nil
+}
+
+func isKept(p procID, keep []*procID) bool {
+	for _, k := range keep {
+		if k != nil && k.PID == p.PID && k.Start == p.Start {
+			return true
+		}
+	}
+	return false
+}
+
+// gc repairs one workspace; the caller holds its lock.
+func (w *wsDir) gc(procs []procID, rep *GCReport) (bool, error) {
+	obs, err := w.observe()
+	if err != nil {
+		return false, err
+	}
+	repaired := false
+	if obs.state.Live() {
+		// Only processes of other boots are orphans.
+		for _, p := range procs {
+			if isKept(p, []*procID{obs.rec.Supervisor, obs.rec.VMM}) || (obs.state == Starting && obs.rec.VMM == nil) {
+				continue
+			}
+			if killAndWait(&p, 10*time.Second) == nil {
+				rep.Killed = append(rep.Killed, p.PID)
+				repaired = true
+			}
+		}
+		return repaired, nil
+	}
+	for _, p := range procs {
+		if killAndWait(&p, 10*time.Second) == nil {
+			rep.Killed = append(rep.Killed, p.PID)
+			repaired = true
+		}
+	}
+	for _, p := range obs.orphans {
+		if killAndWait(p, 10*time.Second) == nil {
+			rep.Killed = append(rep.Killed, p.PID)
+			repaired = true
+		}
+	}
+	if obs.state != obs.rec.State {
+		repaired = true
+	}
+	if ents, _ := os.ReadDir(w.path(runDir)); len(ents) > 0 {
+		repaired = true
+	}
+	// Temporary files of atomic writes a crash interrupted.
+	if tmps, _ := filepath.Glob(filepath.Join(w.dir, fsutil.TempPrefix+"*")); len(tmps) > 0 {
+		for _, p := range tmps {
+			os.Remove(p)
+		}
+		repaired = true
+	}
+	return repaired, w.settle()
+}
+
+// scanProcs finds the processes that belong to workspace folders under h,
+// by their command lines: QEMU names the workspace's disk and logs, a
+// supervisor its state directory and name. Other processes (a user's
+// "tail -f" of a log) are never counted. The result is keyed by folder.
+func scanProcs(h home.Home) map[string][]procID {
+	out := map[string][]procID{}
+	base := h.Path(Dir) + string(filepath.Separator)
+	paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	me := os.Getpid()
+	for _, p := range paths {
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil || pid == me {
+			continue
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		args := strings.Split(string(bytes.TrimRight(b, "\x00")), "\x00")
+		// Only QEMU and supervisors: a user's "tail -f" of a log is no orphan.
+		isQEMU := strings.HasPrefix(filepath.Base(args[0]), "qemu")
+		dir := ""
+		for i, a := range args {
+			if i+2 < len(args) && a == "--state-dir" && filepath.Clean(args[i+1]) == h.Root && args[i+2] == SuperviseCommand && i+3 < len(args) {
+				dir = filepath.Join(h.Path(Dir), args[i+3])
+				break
+			}
+			if j := strings.Index(a, base); isQEMU && j >= 0 {
+				rest := a[j+len(base):]
+				if k := strings.IndexAny(rest, "/,"); k > 0 {
+					dir = base + rest[:k]
+					break
+				}
+			}
+		}
+		if dir == "" {
+			continue
+		}
+		id, err := identify(pid)
+		if err != nil {
+			continue
+		}
+		out[dir] = append(out[dir], id)
+	}
+	return out
+}

@@ -1,0 +1,290 @@
+package workspace
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/image"
+	"github.com/microagent-dev/microagent/runner"
+)
+
+// SuperviseCommand is the hidden subcommand of the microagent binary that
+// runs a workspace's supervisor: Start executes
+//
+//	<Executable> --state-dir <state> __supervise <name> --boot <n>
+//
+// with the readiness pipe as file descriptor 3, and the CLI's handler calls
+// Supervise.
+const SuperviseCommand = "__supervise"
+
+// StartOptions say how to start a workspace.
+type StartOptions struct {
+	Name string
+	// Executable is the microagent binary that runs the supervisor
+	// (default: os.Executable()). Tests pass a freshly built binary.
+	Executable string
+	// Agent is the guest agent binary (empty: runner.AgentBinary).
+	Agent string
+	// BootTimeout bounds boot to agent-ready (default 2 minutes).
+	BootTimeout time.Duration
+	// Progress receives pull and build progress (nil: silent); a start
+	// normally needs neither, the image being pinned and stored.
+	Progress io.Writer
+}
+
+// maxSupLog is the size past which Start moves the supervisor log aside
+// (to supervisor.log.1).
+const maxSupLog = 1 << 20
+
+// bootPlan is what Start prepared for the supervisor, in run/boot.json.
+type bootPlan struct {
+	Boot        int                  `json:"boot"`
+	Kernel      string               `json:"kernel"`
+	Initrd      string               `json:"initrd"`
+	RootDisk    string               `json:"rootDisk"`
+	MemoryMiB   int                  `json:"memoryMiB"`
+	CPUs        int                  `json:"cpus"`
+	Hello       channel.HelloRequest `json:"hello"`
+	BootTimeout time.Duration        `json:"bootTimeout"`
+}
+
+// readyMsg is the supervisor's one message on the readiness pipe.
+type readyMsg struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// Start boots a workspace and returns once its guest agent has answered.
+// The VM runs on under a detached supervisor process; the caller may exit.
+// Starting a live workspace fails with ErrRunning (ErrBusy while it is
+// starting or halting); a failed one is cleaned up and started again.
+// When ctx ends before the VM is ready, the boot is abandoned and the
+// workspace recorded as failed.
+func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
+	w, err := open(h, o.Name)
+	if err != nil {
+		return nil, err
+	}
+	l, err := w.lock("start")
+	if err != nil {
+		return nil, err
+	}
+	defer l.unlock()
+	m, err := w.readManifest()
+	if err != nil {
+		return nil, err
+	}
+	obs, err := w.observe()
+	if err != nil {
+		return nil, err
+	}
+	if obs.state.Live() {
+		return nil, liveError(w.name, obs, "start")
+	}
+	if err := w.stopOrphans(obs); err != nil {
+		return nil, err
+	}
+	exe := o.Executable
+	if exe == "" {
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("workspace %s: find the microagent binary for the supervisor: %w", w.name, err)
+		}
+	}
+	parts, err := runner.Prepare(ctx, h, runner.PrepareOptions{
+		Image: m.Image.Pinned, Pull: image.PullMissing, KernelPath: m.KernelPath, Agent: o.Agent, Progress: o.Progress,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", w.name, err)
+	}
+	if err := w.cleanRuntime(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(w.path(logsDir), dirPerm); err != nil {
+		return nil, err
+	}
+	// The supervisor log spans boots; keep it bounded.
+	if fi, err := os.Stat(w.supLog()); err == nil && fi.Size() > maxSupLog {
+		os.Rename(w.supLog(), w.supLog()+".1")
+	}
+	me := self()
+	rec, err := w.update(func(r *record) error {
+		*r = record{Boot: r.Boot + 1, State: Starting, Owner: &me, Started: time.Now().UTC()}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	boot := rec.Boot
+	plan := bootPlan{
+		Boot:      boot,
+		Kernel:    parts.Kernel.Vmlinux,
+		Initrd:    parts.Initramfs,
+		RootDisk:  parts.RootDisk,
+		MemoryMiB: m.Resources.MemoryMiB,
+		CPUs:      m.Resources.CPUs,
+		Hello: channel.HelloRequest{
+			Hostname:   w.name,
+			Env:        parts.Image.Config.Env,
+			User:       parts.Image.Config.User,
+			WorkingDir: parts.Image.Config.WorkingDir,
+		},
+		BootTimeout: o.BootTimeout,
+	}
+	pb, _ := json.Marshal(plan)
+	if err := writeFileAtomic(w.path(runDir, planFile), pb); err != nil {
+		return nil, w.startFailed(boot, fmt.Errorf("write the boot plan: %w", err))
+	}
+	if err := w.spawn(ctx, exe, boot); err != nil {
+		return nil, err
+	}
+	return w.info(ctx, false)
+}
+
+// liveError explains why an operation needing a workspace at rest refused.
+func liveError(name string, o *observation, op string) error {
+	switch o.state {
+	case Starting, Halting:
+		return fmt.Errorf("workspace %s is %s (%w): try again when it has finished", name, o.state, ErrBusy)
+	}
+	hint := fmt.Sprintf("halt it first (\"microagent halt %s\")", name)
+	if op == "delete" {
+		hint += ", or pass --force"
+	}
+	return fmt.Errorf("%w: %s (supervisor pid %d): %s", ErrRunning, name, o.rec.Supervisor.PID, hint)
+}
+
+// startFailed records a failed start (unless a newer boot or the supervisor
+// already recorded the end) and returns err.
+func (w *wsDir) startFailed(boot int, err error) error {
+	err = fmt.Errorf("workspace %s: start: %w", w.name, err)
+	w.update(func(r *record) error {
+		if r.Boot != boot || !r.State.Live() {
+			return errSkip
+		}
+		r.State, r.Reason, r.Owner, r.Stopped = Failed, err.Error(), nil, time.Now().UTC()
+		if r.KillRequested {
+			r.State, r.Reason = Halted, "killed"
+		}
+		return nil
+	})
+	w.cleanRuntime()
+	return err
+}
+
+// spawn starts the supervisor and waits for its readiness message.
+func (w *wsDir) spawn(ctx context.Context, exe string, boot int) error {
+	logf, err := os.OpenFile(w.supLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, filePerm)
+	if err != nil {
+		return w.startFailed(boot, fmt.Errorf("supervisor log: %w", err))
+	}
+	defer logf.Close()
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return w.startFailed(boot, err)
+	}
+	defer null.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return w.startFailed(boot, err)
+	}
+	defer pr.Close()
+	cmd := exec.Command(exe, "--state-dir", w.h.Root, SuperviseCommand, w.name, "--boot", strconv.Itoa(boot))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, logf, logf
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.Dir = "/"
+	// Its own session: no terminal signal (Ctrl-C, hang-up) reaches it,
+	// and it outlives this command.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		return w.startFailed(boot, fmt.Errorf("run the supervisor (%s): %w", exe, err))
+	}
+	// Reap it if it exits while we live (a library caller may live long);
+	// once we exit, init adopts it.
+	go cmd.Wait()
+	var sup *procID
+	if id, err := identify(cmd.Process.Pid); err == nil {
+		sup = &id
+		w.update(func(r *record) error {
+			if r.Boot != boot || r.State != Starting || r.Supervisor != nil {
+				return errSkip
+			}
+			r.Supervisor = sup
+			return nil
+		})
+	}
+
+	msgc := make(chan readyMsg, 1)
+	go func() {
+		var msg readyMsg
+		line, err := bufio.NewReader(pr).ReadBytes('\n')
+		if err != nil && len(line) == 0 {
+			msg.Error = "" // EOF: the supervisor exited without a word
+		} else if json.Unmarshal(line, &msg) != nil {
+			msg.Error = "garbled readiness message: " + strings.TrimSpace(string(line))
+		}
+		msgc <- msg
+	}()
+	select {
+	case msg := <-msgc:
+		if msg.OK {
+			return nil
+		}
+		if msg.Error != "" {
+			// The supervisor has recorded a failed boot and is exiting;
+			// a failure before the boot it leaves to us.
+			if sup != nil && !w.waitSupervisor(sup, 10*time.Second) {
+				killAndWait(sup, 10*time.Second)
+			}
+			return w.startFailed(boot, errors.New(msg.Error))
+		}
+		if sup != nil {
+			killAndWait(sup, 10*time.Second)
+		}
+		if r, err := w.readRecord(); err == nil && r.Boot == boot && r.VMM != nil {
+			killAndWait(r.VMM, 10*time.Second)
+		}
+		return w.startFailed(boot, fmt.Errorf("the supervisor exited during boot%s", w.supLogTail()))
+	case <-ctx.Done():
+		if sup != nil {
+			killAndWait(sup, 10*time.Second)
+		}
+		if r, err := w.readRecord(); err == nil && r.Boot == boot && r.VMM != nil {
+			killAndWait(r.VMM, 10*time.Second)
+		}
+		w.startFailed(boot, errors.New("interrupted before the VM was ready"))
+		return fmt.Errorf("workspace %s: start interrupted: %w", w.name, ctx.Err())
+	}
+}
+
+// supLogTail quotes the end of the supervisor log, which says why it
+// stopped.
+func (w *wsDir) supLogTail() string {
+	b, err := os.ReadFile(w.supLog())
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 3 {
+		lines = lines[len(lines)-3:]
+	}
+	return " (supervisor log: " + strings.Join(lines, "; ") + ")"
+}
+
+// sigTERM asks a process to stop.
+const sigTERM = unix.SIGTERM

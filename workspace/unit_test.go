@@ -1,0 +1,277 @@
+package workspace
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microagent-dev/microagent/home"
+)
+
+func TestValidateName(t *testing.T) {
+	for _, n := range []string{"a", "app", "0", "my_ws-2", strings.Repeat("x", 63)} {
+		if err := ValidateName(n); err != nil {
+			t.Errorf("%q: %v", n, err)
+		}
+	}
+	for _, n := range []string{"", "-a", "_a", "App", "a.b", "a/b", "..", "a b", strings.Repeat("x", 64), "é"} {
+		if err := ValidateName(n); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("%q accepted (%v)", n, err)
+		}
+	}
+}
+
+// TestCreateRefusesBadInput: bad names and a state directory too long for
+// the sockets fail at create, before anything is pulled or written.
+func TestCreateRefusesBadInput(t *testing.T) {
+	ctx := context.Background()
+	h := home.Home{Root: t.TempDir()}
+	if _, err := Create(ctx, h, CreateOptions{Name: "Bad!", Image: "x"}); !errors.Is(err, ErrInvalidName) {
+		t.Fatalf("bad name: %v", err)
+	}
+	long := home.Home{Root: filepath.Join(t.TempDir(), strings.Repeat("d", 60))}
+	_, err := Create(ctx, long, CreateOptions{Name: strings.Repeat("n", 40), Image: "x"})
+	if !errors.Is(err, ErrInvalidName) || !strings.Contains(err.Error(), "UNIX socket") {
+		t.Fatalf("long socket path: %v", err)
+	}
+	if _, err := Create(ctx, h, CreateOptions{Name: "a", Image: "x", Profile: "huge"}); err == nil || !strings.Contains(err.Error(), "unknown profile") {
+		t.Fatalf("bad profile: %v", err)
+	}
+	if ents, _ := os.ReadDir(h.Root); len(ents) != 0 {
+		t.Fatalf("bad input wrote %v", ents)
+	}
+	for _, f := range []func() error{
+		func() error { _, err := Status(ctx, h, "nope"); return err },
+		func() error { _, err := Start(ctx, h, StartOptions{Name: "nope"}); return err },
+		func() error { _, err := Halt(ctx, h, HaltOptions{Name: "nope"}); return err },
+		func() error { _, err := Kill(ctx, h, "nope"); return err },
+		func() error { return Delete(ctx, h, DeleteOptions{Name: "nope"}) },
+		func() error { _, err := Exec(ctx, h, ExecOptions{Name: "nope", Argv: []string{"x"}}); return err },
+		func() error { return Logs(ctx, h, LogsOptions{Name: "nope"}, nil) },
+		func() error { _, err := Wait(ctx, h, WaitOptions{Name: "nope"}); return err },
+	} {
+		if err := f(); !errors.Is(err, ErrNotFound) {
+			t.Errorf("unknown workspace: %v", err)
+		}
+	}
+}
+
+// fakeWS writes a workspace folder by hand, with the given record.
+func fakeWS(t *testing.T, h home.Home, name string, r *record) *wsDir {
+	t.Helper()
+	w := newWS(h, name)
+	for _, d := range []string{w.dir, w.path(runDir), w.path(logsDir)} {
+		if err := os.MkdirAll(d, dirPerm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := &Manifest{Version: ManifestVersion, Name: name, Image: ImageRef{Ref: "img", Digest: "sha256:00"}, Created: time.Now()}
+	if err := writeManifest(w.manifestPath(), m); err != nil {
+		t.Fatal(err)
+	}
+	if r != nil {
+		if err := writeRecord(w.path(recordFile), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w
+}
+
+// deadProc returns the identity of a process that has exited.
+func deadProc(t *testing.T) *procID {
+	t.Helper()
+	cmd := exec.Command("sleep", "10")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	id, err := identify(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	return &id
+}
+
+// TestStatusTellsTheTruth: a record claiming a live state is checked
+// against the processes it names.
+func TestStatusTellsTheTruth(t *testing.T) {
+	ctx := context.Background()
+	h := home.Home{Root: t.TempDir()}
+	me := self()
+	dead := deadProc(t)
+	reused := &procID{PID: me.PID, Start: me.Start + 1, BootID: me.BootID} // same PID, another process
+	for _, c := range []struct {
+		name   string
+		rec    record
+		want   State
+		reason string
+	}{
+		{"running-alive", record{State: Running, Supervisor: &me}, Running, ""},
+		{"running-dead", record{State: Running, Supervisor: dead}, Failed, "died while running"},
+		{"running-reused-pid", record{State: Running, Supervisor: reused}, Failed, "died while running"},
+		{"halting-dead", record{State: Halting, Supervisor: dead}, Failed, "died while halting"},
+		{"killed", record{State: Running, Supervisor: dead, KillRequested: true}, Halted, "killed"},
+		{"starting-owner-alive", record{State: Starting, Owner: &me}, Starting, ""},
+		{"starting-owner-dead", record{State: Starting, Owner: dead}, Failed, "interrupted"},
+		{"starting-supervisor-dead", record{State: Starting, Owner: &me, Supervisor: dead}, Failed, "exited during boot"},
+		{"halted-orphan", record{State: Halted, VMM: &me}, Halted, "still running"},
+		{"created", record{State: Created}, Created, ""},
+	} {
+		fakeWS(t, h, c.name, &c.rec)
+		inf, err := Status(ctx, h, c.name)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if inf.State != c.want || !strings.Contains(inf.Reason, c.reason) {
+			t.Errorf("%s: %s (%q), want %s with %q", c.name, inf.State, inf.Reason, c.want, c.reason)
+		}
+	}
+	ps, err := ListRunning(ctx, h)
+	if err != nil || len(ps) != 2 {
+		t.Fatalf("ps: %d %v", len(ps), err)
+	}
+}
+
+func TestManifestVersionAndCorruption(t *testing.T) {
+	h := home.Home{Root: t.TempDir()}
+	w := fakeWS(t, h, "v", nil)
+	b, _ := os.ReadFile(w.manifestPath())
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	m["version"] = ManifestVersion + 1
+	b, _ = json.Marshal(m)
+	os.WriteFile(w.manifestPath(), b, filePerm)
+	if _, err := Status(context.Background(), h, "v"); err == nil || !strings.Contains(err.Error(), "upgrade microagent") {
+		t.Fatalf("newer manifest: %v", err)
+	}
+	os.WriteFile(w.manifestPath(), []byte("{trunc"), filePerm)
+	if _, err := Status(context.Background(), h, "v"); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("corrupt manifest: %v", err)
+	}
+}
+
+// TestLock: a second lifecycle command is refused with ErrBusy naming the
+// holder; a workspace deleted while a command waited is not found.
+func TestLock(t *testing.T) {
+	h := home.Home{Root: t.TempDir()}
+	w := fakeWS(t, h, "l", &record{State: Halted})
+	l, err := w.lock("start")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, held := lockHeld(w.path(lockFile)); !held || op != "start" {
+		t.Fatalf("lockHeld: %q %v", op, held)
+	}
+	_, err = w.lock("halt")
+	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "(start, pid ") {
+		t.Fatalf("second lock: %v", err)
+	}
+	// Lifecycle functions refuse; Status does not need the lock.
+	if _, err := Halt(context.Background(), h, HaltOptions{Name: "l"}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("halt while locked: %v", err)
+	}
+	if err := Delete(context.Background(), h, DeleteOptions{Name: "l"}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("delete while locked: %v", err)
+	}
+	if _, err := Status(context.Background(), h, "l"); err != nil {
+		t.Fatal(err)
+	}
+	l.unlock()
+	if _, held := lockHeld(w.path(lockFile)); held {
+		t.Fatal("lock still shown held")
+	}
+	// Opened before a delete renamed the folder away, locked after.
+	f, err := os.OpenFile(w.path(lockFile), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	l, err = w.lock("delete")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(w.dir, w.dir+".gone")
+	l.unlock()
+	if _, err := tryLock(filepath.Join(w.dir+".gone", lockFile), "l", "x"); err != nil {
+		t.Fatalf("lock in the renamed folder: %v", err)
+	}
+	if _, err := w.lock("start"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("lock after delete: %v", err)
+	}
+}
+
+// TestGCLeftovers: leftovers of interrupted creates and deletes go, a
+// create in progress (its lock held) stays, a dead supervisor's record is
+// corrected and its stale socket removed.
+func TestGCLeftovers(t *testing.T) {
+	h := home.Home{Root: t.TempDir()}
+	base := h.Path(Dir)
+	for _, d := range []string{".tmp-a-1", ".trash-b-2", ".tmp-busy-3"} {
+		os.MkdirAll(filepath.Join(base, d, "run"), dirPerm)
+	}
+	busy, err := tryLock(filepath.Join(base, ".tmp-busy-3", lockFile), "busy", "create")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.unlock()
+	w := fakeWS(t, h, "crashed", &record{State: Running, Supervisor: deadProc(t)})
+	os.WriteFile(w.sockPath(), nil, filePerm)
+	os.WriteFile(filepath.Join(w.dir, ".tmp-state.json-123"), nil, filePerm)
+	rep, err := GC(context.Background(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(rep.Removed, ",") != ".tmp-a-1,.trash-b-2" || strings.Join(rep.Repaired, ",") != "crashed" {
+		t.Fatalf("gc: %+v", rep)
+	}
+	if _, err := os.Stat(filepath.Join(base, ".tmp-busy-3")); err != nil {
+		t.Fatal("gc removed a create in progress")
+	}
+	r, _ := w.readRecord()
+	if r.State != Failed || !strings.Contains(r.Reason, "died") || r.Stopped.IsZero() {
+		t.Fatalf("record after gc: %+v", r)
+	}
+	if left, _ := filepath.Glob(filepath.Join(w.dir, "*", "*.sock")); len(left) > 0 {
+		t.Fatalf("sockets left: %v", left)
+	}
+	if left, _ := filepath.Glob(filepath.Join(w.dir, ".tmp-*")); len(left) > 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+	if rep, _ := GC(context.Background(), h); len(rep.Repaired)+len(rep.Removed) != 0 {
+		t.Fatalf("second gc still repairs: %+v", rep)
+	}
+}
+
+func TestProcIdentity(t *testing.T) {
+	me := self()
+	if !me.alive() || me.Start == 0 || me.BootID == "" {
+		t.Fatalf("self: %+v", me)
+	}
+	if (&procID{PID: me.PID, Start: me.Start, BootID: "other-boot"}).alive() {
+		t.Fatal("a process of another boot is alive")
+	}
+	d := deadProc(t)
+	if d.alive() {
+		t.Fatal("dead process alive")
+	}
+	if _, err := openProc(d); !errors.Is(err, errGone) {
+		t.Fatalf("openProc(dead): %v", err)
+	}
+	cmd := exec.Command("sleep", "10")
+	cmd.Start()
+	defer cmd.Wait()
+	id, _ := identify(cmd.Process.Pid)
+	if err := killAndWait(&id, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if id.alive() {
+		t.Fatal("killAndWait left it alive")
+	}
+}
