@@ -88,6 +88,7 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newImageCmd(g),
 		newDoctorCmd(g),
 		newVersionCmd(g),
+		newSecretCmd(g),
 	)
 	root.AddCommand(newWorkspaceCmds(g)...)
 	return root

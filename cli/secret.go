@@ -1,0 +1,190 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/microagent-dev/microagent/audit"
+	"github.com/microagent-dev/microagent/secrets"
+)
+
+// secretCheckResult is one line of "secret check".
+type secretCheckResult struct {
+	Name    string `json:"name"`
+	OK      bool   `json:"ok"`
+	Source  string `json:"source,omitempty"`
+	Bytes   int    `json:"bytes,omitempty"`
+	Warning string `json:"warning,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+func newSecretCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "secret",
+		Short: "Check secret references and read secrets audit logs",
+	}
+	check := &cobra.Command{
+		Use:   "check NAME=<scheme>:<ref>...",
+		Short: "Resolve secret references and report their sizes, never their values",
+		Long: `Resolve each NAME=<scheme>:<ref> as a start would and print one line per
+entry: "NAME ok source=<scheme> bytes=<n>" (with a warning for plaintext
+schemes) or "NAME error <reason>". Values are never printed. Exits non-zero
+when any entry fails. Schemes: ` + strings.Join(secrets.Schemes(), ", ") + `.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			var decls secrets.Declarations
+			results := make([]secretCheckResult, 0, len(args))
+			failed := 0
+			for i, arg := range args {
+				r := secretCheckOne(c, &decls, i, arg)
+				if !r.OK {
+					failed++
+				}
+				results = append(results, r)
+				if !g.json {
+					printSecretCheck(g, r)
+				}
+			}
+			if g.json {
+				if err := g.printJSON(results); err != nil {
+					return err
+				}
+			}
+			if failed > 0 {
+				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("%d of %d secret references failed", failed, len(args))}
+			}
+			return nil
+		},
+	}
+
+	var verify bool
+	auditCmd := &cobra.Command{
+		Use:   "audit WORKSPACE",
+		Short: "Print a workspace's secrets audit log, or verify its hash chain",
+		Long: `Print one line per recorded secret access: "<time> <name> <access> <result>"
+(--json: the records). With --verify, check the log's hash chain and report
+the first broken record.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			ws := args[0]
+			if !secretWorkspaceArgOK(ws) {
+				return usageError("invalid workspace name %q", ws)
+			}
+			h, err := g.home()
+			if err != nil {
+				return err
+			}
+			path := audit.PathFor(h, ws)
+			if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+				if _, derr := os.Stat(h.Path(audit.WorkspacesDir, ws)); errors.Is(derr, fs.ErrNotExist) {
+					return fmt.Errorf("no workspace %q in %s", ws, h.Root)
+				}
+				return fmt.Errorf("workspace %s has no secrets audit log (%s): auditing is enabled by creating the workspace with --secrets-audit", ws, path)
+			}
+			if verify {
+				rep, err := audit.Verify(path)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					if err := g.printJSON(struct {
+						OK bool `json:"ok"`
+						audit.Report
+					}{rep.OK(), rep}); err != nil {
+						return err
+					}
+				} else if rep.OK() {
+					fmt.Fprintf(g.stdout, "ok: %d records, hash chain intact\n", rep.Records)
+				}
+				if !rep.OK() {
+					return fmt.Errorf("secrets audit log of %s is broken at record %d: %s", ws, rep.FirstBad, rep.Reason)
+				}
+				return nil
+			}
+			recs, readErr := audit.Read(path)
+			if g.json {
+				if recs == nil {
+					recs = []audit.Record{}
+				}
+				if err := g.printJSON(recs); err != nil {
+					return err
+				}
+			} else {
+				for _, r := range recs {
+					fmt.Fprintln(g.stdout, r.String())
+				}
+			}
+			return readErr
+		},
+	}
+	auditCmd.Flags().BoolVar(&verify, "verify", false, "check the hash chain and report the first broken record")
+	c.AddCommand(check, auditCmd)
+	return c
+}
+
+// secretCheckOne declares and resolves one "secret check" argument. The value is
+// zeroed before it returns; only its length survives.
+func secretCheckOne(c *cobra.Command, decls *secrets.Declarations, i int, arg string) secretCheckResult {
+	label := fmt.Sprintf("#%d", i+1) // an argument too malformed to name safely
+	fail := func(err error) secretCheckResult {
+		r := secretCheckResult{Name: label, Error: secrets.Reason(err)}
+		var se *secrets.Error
+		if errors.As(err, &se) {
+			if se.Name != "" {
+				r.Name = se.Name
+			}
+			r.Source = se.Scheme
+		}
+		return r
+	}
+	d, err := secrets.ParseDecl(arg)
+	if err != nil {
+		return fail(err)
+	}
+	label = d.Name
+	if err := decls.Add(d); err != nil {
+		return fail(err)
+	}
+	d = decls.Secrets[len(decls.Secrets)-1] // the canonical form
+	v, err := secrets.ResolveDecl(c.Context(), d, os.LookupEnv)
+	if err != nil {
+		return fail(err)
+	}
+	n := v.Len()
+	v.Zero()
+	r := secretCheckResult{Name: d.Name, OK: true, Source: d.Ref.Scheme, Bytes: n}
+	if secrets.IsPlaintext(d.Ref.Scheme) {
+		r.Warning = secrets.PlaintextWarning(d.Ref.Scheme)
+	}
+	return r
+}
+
+func printSecretCheck(g *globals, r secretCheckResult) {
+	if !r.OK {
+		fmt.Fprintf(g.stdout, "%s error %s\n", r.Name, r.Error)
+		return
+	}
+	line := fmt.Sprintf("%s ok source=%s bytes=%d", r.Name, r.Source, r.Bytes)
+	if r.Warning != "" {
+		line += " " + r.Warning
+	}
+	fmt.Fprintln(g.stdout, line)
+}
+
+// secretWorkspaceArgOK rejects names that would leave the workspaces folder.
+func secretWorkspaceArgOK(ws string) bool {
+	if ws == "" || ws == "." || ws == ".." || len(ws) > 255 || strings.ContainsAny(ws, "/\\") {
+		return false
+	}
+	for i := 0; i < len(ws); i++ {
+		if ws[i] < 0x20 || ws[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
