@@ -123,6 +123,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		timeout    time.Duration
 		interact   bool
 		rm         bool
+		sec        secretFlags
 	)
 	c := &cobra.Command{
 		Use:   "run [flags] IMAGE [COMMAND [ARG...]]",
@@ -147,6 +148,10 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 			if err != nil {
 				return err
 			}
+			decls, err := sec.declarations()
+			if err != nil {
+				return err
+			}
 			if timeout < 0 {
 				return usageError("--timeout %s: must not be negative", timeout)
 			}
@@ -165,6 +170,8 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 				Timeout:        timeout,
 				Stdout:         g.stdout,
 				Stderr:         g.stderr,
+				Secrets:        decls,
+				Warnings:       g.stderr,
 			}
 			if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !g.json {
 				o.Progress = g.stderr
@@ -208,6 +215,7 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 	}
 	c.Flags().SetInterspersed(false)
 	res.add(c)
+	sec.add(c, false)
 	c.Flags().StringArrayVarP(&env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass the host's)")
 	c.Flags().StringVarP(&cwd, "workdir", "w", "", "working directory in the guest (default: the image's)")
 	c.Flags().StringVarP(&user, "user", "u", "", "user in the guest (default: the image's)")

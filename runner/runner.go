@@ -15,13 +15,16 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/conduit"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/initramfs"
 	"github.com/microagent-dev/microagent/kernel"
 	"github.com/microagent-dev/microagent/microvm"
 	"github.com/microagent-dev/microagent/rootfs"
+	"github.com/microagent-dev/microagent/secrets"
 	"github.com/microagent-dev/microagent/vmm"
 )
 
@@ -150,6 +153,11 @@ type Options struct {
 	Stdin    io.Reader // nil: no stdin
 	Stdout   io.Writer
 	Stderr   io.Writer
+	// Secrets are resolved before the VM boots (failing closed) and
+	// delivered before the command starts; on-demand ones are resolved
+	// afresh at each fetch. Plaintext warnings go to Warnings.
+	Secrets  secrets.Declarations
+	Warnings io.Writer
 }
 
 // Result is how a run ended.
@@ -184,6 +192,12 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.Image, err)
 	}
+	sec, err := conduit.Resolve(ctx, o.Secrets, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer sec.Zero()
+	sec.PrintWarnings(o.Warnings)
 	res := o.Resources
 	def := Profiles[DefaultProfile]
 	if res.MemoryMiB == 0 {
@@ -236,6 +250,11 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer vm.Kill()
+	// A one-shot run has no workspace, so no audit log.
+	if err := sec.Deliver(ctx, vm.Client, nil, audit.Boot); err != nil {
+		return nil, err
+	}
+	vm.Client.SetFetchHandler(conduit.OnDemand(o.Secrets, nil, nil))
 	es, err := vm.Client.Exec(ctx, channel.ExecRequest{
 		Argv:    argv,
 		Env:     o.Env,

@@ -158,3 +158,11 @@ func TestRequireToolMissing(t *testing.T) {
 		t.Error("sh not found")
 	}
 }
+
+func TestPythonImage(t *testing.T) {
+	img := PythonImage(t)
+	ls, err := img.Layers()
+	if err != nil || len(ls) != 2 {
+		t.Fatalf("layers: %d %v", len(ls), err)
+	}
+}

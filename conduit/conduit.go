@@ -1,0 +1,106 @@
+// Package conduit carries resolved secrets from the host into a guest: it
+// joins package secrets (resolution), package audit (the access log) and the
+// channel (delivery). Both one-shot runs and workspace supervisors use it, so
+// the rules live in one place: resolve before the VM boots, record before a
+// value leaves the host, zero every host copy once it is sent.
+package conduit
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/microagent-dev/microagent/audit"
+	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/secrets"
+)
+
+// Prepared is a resolved materialization, waiting for the guest.
+type Prepared struct {
+	decls  secrets.Declarations
+	bundle *secrets.Bundle
+	// Warnings are the plaintext schemes in use.
+	Warnings []secrets.Warning
+}
+
+// Resolve resolves every materialized secret of d (failing closed on the
+// first that cannot be resolved) and checks the on-demand references. Call
+// it before the VM boots. env nil means the process's environment.
+func Resolve(ctx context.Context, d secrets.Declarations, env secrets.LookupEnv) (*Prepared, error) {
+	b, ws, err := secrets.ResolveAll(ctx, d, env)
+	if err != nil {
+		return nil, err
+	}
+	return &Prepared{decls: d, bundle: b, Warnings: ws}, nil
+}
+
+// Empty reports whether there is nothing to deliver: no secret of any kind.
+func (p *Prepared) Empty() bool {
+	return p == nil || (len(p.bundle.Secrets) == 0 && len(p.onDemand()) == 0)
+}
+
+// Zero drops the resolved values (on any path that does not deliver them).
+func (p *Prepared) Zero() {
+	if p != nil {
+		p.bundle.Zero()
+	}
+}
+
+func (p *Prepared) onDemand() []string {
+	var names []string
+	for _, d := range p.decls.Secrets {
+		if d.OnDemand {
+			names = append(names, d.Name)
+		}
+	}
+	return names
+}
+
+// PrintWarnings writes the plaintext warnings, one line each.
+func (p *Prepared) PrintWarnings(w io.Writer) {
+	if p == nil || w == nil {
+		return
+	}
+	for _, wr := range p.Warnings {
+		fmt.Fprintln(w, wr.String())
+	}
+}
+
+// Deliver records each access (when log is not nil) and only then sends the
+// values to the guest, which writes them to /run/secrets before answering;
+// the values are zeroed whatever happens. access is audit.Boot or
+// audit.Rehydrate.
+func (p *Prepared) Deliver(ctx context.Context, c *channel.Client, log *audit.Log, access audit.Access) error {
+	defer p.Zero()
+	if p.Empty() {
+		return nil
+	}
+	if err := log.GateBundle(access, p.bundle, nil); err != nil {
+		return err
+	}
+	req := channel.SecretsRequest{OnDemand: p.onDemand()}
+	values := make([][]byte, 0, len(p.bundle.Secrets))
+	for _, s := range p.bundle.Secrets {
+		req.Items = append(req.Items, channel.SecretItem{Name: s.Name})
+		values = append(values, s.Value.Bytes())
+	}
+	if err := c.DeliverSecrets(ctx, req, values); err != nil {
+		return fmt.Errorf("deliver secrets to the guest: %w", err)
+	}
+	return nil
+}
+
+// OnDemand returns the channel's answer to the guest's fetches: each fetch
+// re-resolves the reference (so rotation and revocation apply at once), is
+// recorded in log before the value is released, and undeclared names are
+// denied (and recorded). The error text reaches the workload, so it is the
+// reason only, never a value.
+func OnDemand(d secrets.Declarations, env secrets.LookupEnv, log *audit.Log) channel.FetchFunc {
+	return func(ctx context.Context, name string) ([]byte, func(), error) {
+		v, err := secrets.ResolveOnDemand(ctx, d, name, env)
+		if err := log.Gate(name, audit.OnDemand, v, err); err != nil {
+			return nil, nil, err
+		}
+		return v.Bytes(), v.Zero, nil
+	}
+}
