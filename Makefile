@@ -5,7 +5,7 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/microagent-dev/microagent/cli.Version=$(VERSION)
 
-.PHONY: all build deps setup demo test test-short bench vet fmt clean
+.PHONY: all build deps test-deps setup test bench vet clean
 
 all: build
 
@@ -17,6 +17,11 @@ build:
 # Host packages: QEMU, e2fsprogs, busybox-static, a registry for the tests.
 deps:
 	bash scripts/install-deps.sh
+
+# What the tests need beyond deps: a Vault server built from the Go module
+# proxy into a cache outside the repository (~15-20 min the first time).
+test-deps: deps
+	bash scripts/install-vault.sh
 
 # Everything a fresh host needs, then a first workload (see README).
 setup: deps build

@@ -2,10 +2,11 @@
 # Installs the host packages microagent and its tests need, on Debian or
 # Ubuntu: QEMU (microvm machine, TCG and KVM), e2fsprogs for writable disks,
 # busybox-static for the test and demo images, docker-registry for a real
-# registry in the tests, python3-minimal for the spec's python image fixture.
+# registry in the tests, python3-minimal for the spec's python image fixture,
+# pass and gnupg for the README's helper recipe test.
 # Idempotent.
 set -euo pipefail
-pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static docker-registry python3-minimal ca-certificates)
+pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static docker-registry python3-minimal pass gnupg ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
