@@ -1,0 +1,329 @@
+// Command bench measures microagent against floors measured in the same run
+// and writes the result as a markdown report (docs/performance.md, through
+// `make bench`):
+//
+//  1. a cold `microagent run IMAGE true` (runner.Run, image and root disk
+//     cached) against a raw QEMU boot of the same kernel to a trivial /init;
+//  2. runner.Prepare on a warm store, and the first Prepare for contrast;
+//  3. exec round trips of `true` on a booted VM against raw 64-byte echoes
+//     over a bare virtio-serial port;
+//  4. root disk builds (rootfs.Build, tar2ext4) against tar -x + mkfs.ext4 -d.
+//
+// Everything runs in a temporary state directory; the kernel comes from the
+// test suite's .deb cache when there is one (-kernel-cache).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/vmm/qemu"
+)
+
+type options struct {
+	out         string
+	n           int
+	rttN        int
+	execN       int
+	rootfsSrc   string
+	rootfsMB    int64
+	kernelCache string
+	keep        bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.out, "out", "", "write the markdown report to this file (it is printed to stdout either way)")
+	flag.IntVar(&o.n, "n", 5, "repetitions of each boot and build measurement")
+	flag.IntVar(&o.rttN, "rtt-n", 1000, "raw echo round trips per echo-floor boot")
+	flag.IntVar(&o.execN, "exec-n", 200, "exec and hello round trips on the booted VM")
+	flag.StringVar(&o.rootfsSrc, "rootfs-src", "/usr/lib", "folder whose files make the large layer of the rootfs build benchmark")
+	flag.Int64Var(&o.rootfsMB, "rootfs-mb", 200, "MB of file content in that layer")
+	flag.StringVar(&o.kernelCache, "kernel-cache", filepath.Join(os.TempDir(), "microagent-test-cache"),
+		"folder of cached kernel .debs (shared with the test suite); empty: download with apt-get")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary state directory")
+	flag.Parse()
+	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n and -rootfs-mb must be at least 1")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// results holds everything the report shows.
+type results struct {
+	opts               options
+	startedAt          time.Time
+	wall               time.Duration
+	host               hostFacts
+	floorArgs          []string
+	tmp                string
+	raw                []*rawBoot
+	echo               []*echoBoot
+	cold               []*coldRun
+	prepWarm           []time.Duration
+	prepFirst          []time.Duration
+	stepsWarm          []*prepareSteps
+	stepsFirst         []*prepareSteps
+	channel            *channelResult
+	tarSize, tarFiles  int64
+	rootfs             []*rootfsRound
+	loadStart, loadEnd string
+	loadSamples        []float64 // 1-minute load average, sampled per phase
+}
+
+// sampleLoad records the current 1-minute load average.
+func (r *results) sampleLoad() {
+	var l float64
+	if _, err := fmt.Sscan(loadAvg(), &l); err == nil {
+		r.loadSamples = append(r.loadSamples, l)
+	}
+}
+
+// loadRange is the lowest and highest sampled load average.
+func (r *results) loadRange() string {
+	if len(r.loadSamples) == 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.2f-%.2f", slices.Min(r.loadSamples), slices.Max(r.loadSamples))
+}
+
+func run(ctx context.Context, o options) error {
+	r := &results{opts: o, startedAt: time.Now()}
+	r.loadStart = loadAvg()
+	r.sampleLoad()
+	tmp, err := os.MkdirTemp("", "mabench-")
+	if err != nil {
+		return err
+	}
+	r.tmp = tmp
+	if o.keep {
+		logf("state kept in %s", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+
+	// Setup: programs, kernel, floor initramfs, image.
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	agent, err := agentBinary(ctx, root, tmp)
+	if err != nil {
+		return err
+	}
+	initBin := filepath.Join(tmp, "guestinit")
+	logf("building the floor VMs' init")
+	if err := buildStatic(ctx, root, "./bench/guestinit", initBin); err != nil {
+		return err
+	}
+	h := home.Home{Root: filepath.Join(tmp, "home")}
+	k, err := installKernel(ctx, h, o.kernelCache)
+	if err != nil {
+		return fmt.Errorf("install the guest kernel: %w", err)
+	}
+	if err := k.Verify(); err != nil {
+		return err
+	}
+	floorInitrd := filepath.Join(tmp, "floor.cpio")
+	if err := writeInitramfs(initBin, k, floorInitrd); err != nil {
+		return fmt.Errorf("floor initramfs: %w", err)
+	}
+	reg := startRegistry()
+	defer reg.Close()
+	img, err := busyboxImage()
+	if err != nil {
+		return err
+	}
+	ref, err := reg.push(ctx, "bench/busybox", img)
+	if err != nil {
+		return err
+	}
+	backend := qemu.New(qemu.Options{})
+	r.host = gatherHost(k)
+	vmDir := func() (string, error) { return os.MkdirTemp(tmp, "vm-") }
+
+	// 2b. The first Prepare on a machine that has only the kernel: pull,
+	// root disk build, initramfs build. Each repetition gets a fresh state
+	// directory sharing the installed kernel.
+	logf("first Prepare x%d (fresh state directories)", o.n)
+	fresh := filepath.Join(tmp, "fresh")
+	if err := os.Mkdir(fresh, 0o700); err != nil {
+		return err
+	}
+	for i := 0; i < o.n; i++ {
+		fh, err := freshHome(h, fresh)
+		if err != nil {
+			return err
+		}
+		d, err := timePrepare(ctx, fh, ref, agent)
+		if err != nil {
+			return err
+		}
+		r.prepFirst = append(r.prepFirst, d)
+		os.RemoveAll(fh.Root)
+		if fh, err = freshHome(h, fresh); err != nil {
+			return err
+		}
+		s, err := timePrepareSteps(ctx, fh, ref, agent)
+		if err != nil {
+			return err
+		}
+		r.stepsFirst = append(r.stepsFirst, s)
+		os.RemoveAll(fh.Root)
+	}
+
+	// 1. Boots, interleaved so that load changes hit floor and target alike;
+	// round 0 warms the page cache and is not counted.
+	for i := 0; i <= o.n; i++ {
+		label := fmt.Sprintf("round %d/%d", i, o.n)
+		if i == 0 {
+			label = "warm-up round"
+		}
+		logf("boots, %s: raw boot, raw echo, runner.Run true", label)
+		r.sampleLoad()
+		dir, err := vmDir()
+		if err != nil {
+			return err
+		}
+		rb, err := bootRaw(ctx, backend, k.Vmlinux, floorInitrd, dir)
+		if err != nil {
+			return err
+		}
+		if dir, err = vmDir(); err != nil {
+			return err
+		}
+		rtts := o.rttN
+		if i == 0 {
+			rtts = 10
+		}
+		eb, err := bootEcho(ctx, backend, k.Vmlinux, floorInitrd, dir, rtts)
+		if err != nil {
+			return err
+		}
+		cr, err := runTrue(ctx, h, backend, ref, agent)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			r.raw = append(r.raw, rb)
+			r.echo = append(r.echo, eb)
+			r.cold = append(r.cold, cr)
+		}
+		r.floorArgs = rb.args
+	}
+
+	// 2a. Prepare on a warm store (after one untimed call, which also lets
+	// the kernel and agent stamps settle).
+	logf("warm Prepare x%d", o.n)
+	r.sampleLoad()
+	if _, err := timePrepare(ctx, h, ref, agent); err != nil {
+		return err
+	}
+	for i := 0; i < o.n; i++ {
+		d, err := timePrepare(ctx, h, ref, agent)
+		if err != nil {
+			return err
+		}
+		r.prepWarm = append(r.prepWarm, d)
+		s, err := timePrepareSteps(ctx, h, ref, agent)
+		if err != nil {
+			return err
+		}
+		r.stepsWarm = append(r.stepsWarm, s)
+	}
+
+	// 3. Exec and hello round trips on one booted VM.
+	logf("exec VM: %d x exec true, %d x hello", o.execN, o.execN)
+	if r.channel, err = measureChannel(ctx, h, backend, ref, agent, o.execN); err != nil {
+		return fmt.Errorf("exec VM: %w", err)
+	}
+
+	// 4. Root disk builds from one large tar.
+	mkfs := lookTool("mkfs.ext4")
+	if mkfs == "" {
+		return fmt.Errorf("mkfs.ext4 not found: install it with `apt-get install --no-install-recommends e2fsprogs`")
+	}
+	tarPath := filepath.Join(tmp, "layer.tar")
+	logf("writing a %d MB tar of %s", o.rootfsMB, o.rootfsSrc)
+	size, files, err := writeTreeTar(o.rootfsSrc, tarPath, o.rootfsMB*1_000_000)
+	if err != nil {
+		return err
+	}
+	r.tarSize, r.tarFiles = size, int64(files)
+	layer, err := newFileLayer(tarPath)
+	if err != nil {
+		return err
+	}
+	rdir := filepath.Join(tmp, "rootfs-bench")
+	if err := os.Mkdir(rdir, 0o700); err != nil {
+		return err
+	}
+	for i := 0; i < o.n; i++ {
+		logf("root disk builds, round %d/%d", i+1, o.n)
+		r.sampleLoad()
+		rr, err := measureRootfs(ctx, tarPath, size, layer, rdir, mkfs)
+		if err != nil {
+			return err
+		}
+		r.rootfs = append(r.rootfs, rr)
+	}
+	os.Remove(tarPath)
+
+	r.loadEnd = loadAvg()
+	r.sampleLoad()
+	r.wall = time.Since(r.startedAt)
+	report := render(r)
+	fmt.Print(report)
+	if o.out != "" {
+		if err := writeReport(o.out, report); err != nil {
+			return err
+		}
+		logf("report written to %s", o.out)
+	}
+	return nil
+}
+
+// writeReport replaces path atomically (temp file beside it, fsync,
+// rename). The report is a repository document, so it is world-readable.
+func writeReport(path, text string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".performance-*.md")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

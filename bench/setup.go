@@ -1,0 +1,389 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/initramfs"
+	"github.com/microagent-dev/microagent/kernel"
+	"github.com/microagent-dev/microagent/runner"
+)
+
+// moduleRoot is the repository's root (the folder of go.mod), where the
+// guest programs are built from.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w (is Go installed?)", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside the microagent module: run the benchmark from the repository (make bench)")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// buildStatic builds a static linux/amd64 guest program.
+func buildStatic(ctx context.Context, root, pkg, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+// agentBinary returns $MICROAGENT_AGENT, or builds the agent into dir.
+func agentBinary(ctx context.Context, root, dir string) (string, error) {
+	if p := os.Getenv(runner.AgentEnvVar); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("guest agent %s (from %s): %w", p, runner.AgentEnvVar, err)
+		}
+		return filepath.Abs(p)
+	}
+	p := filepath.Join(dir, "microagent-agent")
+	logf("building the guest agent (set %s to reuse one)", runner.AgentEnvVar)
+	return p, buildStatic(ctx, root, "./cmd/microagent-agent", p)
+}
+
+// installKernel installs the default kernel into h, from the .deb cache
+// when cacheDir is set (else through EnsureDefault, i.e. apt-get download).
+func installKernel(ctx context.Context, h home.Home, cacheDir string) (*kernel.Kernel, error) {
+	progress := &prefixWriter{prefix: "bench: "}
+	if cacheDir != "" {
+		if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("kernel cache %s: %w", cacheDir, err)
+		}
+		return kernel.Install(ctx, h, kernel.InstallOptions{CacheDir: cacheDir, Stderr: progress})
+	}
+	return kernel.EnsureDefault(ctx, h, progress)
+}
+
+// freshHome returns a new state directory under parent sharing src's
+// installed kernels: big files are hard-linked, the small records copied
+// (so that a record rewritten in one home never changes another).
+func freshHome(src home.Home, parent string) (home.Home, error) {
+	dir, err := os.MkdirTemp(parent, "home-")
+	if err != nil {
+		return home.Home{}, err
+	}
+	h := home.Home{Root: dir}
+	from := src.Path(home.KernelsDir)
+	to := h.Path(home.KernelsDir)
+	err = filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		target := filepath.Join(to, rel)
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, 0o700)
+		case !d.Type().IsRegular():
+			return nil // lock files and the like
+		case strings.HasSuffix(p, ".json"):
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, b, 0o600)
+		default:
+			return os.Link(p, target)
+		}
+	})
+	if err != nil {
+		return home.Home{}, fmt.Errorf("share the kernel with %s: %w", dir, err)
+	}
+	return h, nil
+}
+
+// writeInitramfs writes the floor VMs' initramfs: the same layout and
+// modules as the agent's (initramfs.Build), with guestinit as /init.
+func writeInitramfs(initBin string, k *kernel.Kernel, dst string) error {
+	var buf bytes.Buffer
+	if err := initramfs.Build(&buf, initBin, k); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, buf.Bytes(), 0o600)
+}
+
+// localRegistry is an in-process OCI registry on 127.0.0.1 (plain http,
+// which the image store allows for loopback addresses).
+type localRegistry struct {
+	srv  *httptest.Server
+	host string
+}
+
+func startRegistry() *localRegistry {
+	// A nil logger makes the registry panic on its first request.
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	return &localRegistry{srv: srv, host: strings.TrimPrefix(srv.URL, "http://")}
+}
+
+func (r *localRegistry) Close() { r.srv.Close() }
+
+// push stores img as repo:latest and returns the full reference.
+func (r *localRegistry) push(ctx context.Context, repo string, img v1.Image) (string, error) {
+	ref := r.host + "/" + repo + ":latest"
+	tag, err := name.ParseReference(ref)
+	if err != nil {
+		return "", err
+	}
+	if err := remote.Write(tag, img, remote.WithContext(ctx)); err != nil {
+		return "", fmt.Errorf("push %s: %w", ref, err)
+	}
+	return ref, nil
+}
+
+// busyboxPath is Debian's static busybox (package busybox-static).
+const busyboxPath = "/bin/busybox"
+
+// fixedTime keeps the image's digest the same from run to run.
+var fixedTime = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// busyboxImage is a one-layer image holding the host's static busybox with
+// a link per applet, like the test suite's fixture.
+func busyboxImage() (v1.Image, error) {
+	bb, err := os.ReadFile(busyboxPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: install it with `apt-get install --no-install-recommends busybox-static`", err)
+	}
+	ef, err := elf.NewFile(bytes.NewReader(bb))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", busyboxPath, err)
+	}
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_INTERP {
+			return nil, fmt.Errorf("%s is dynamically linked; the guest needs busybox-static", busyboxPath)
+		}
+	}
+	out, err := exec.Command(busyboxPath, "--list-full").Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s --list-full: %w", busyboxPath, err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(h *tar.Header, body []byte) error {
+		h.ModTime, h.Uname, h.Gname = fixedTime, "root", "root"
+		h.Size = int64(len(body))
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		_, err := tw.Write(body)
+		return err
+	}
+	for _, d := range []string{"bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "dev", "proc", "sys", "run", "var", "root", "tmp"} {
+		mode := int64(0o755)
+		if d == "tmp" {
+			mode = 0o1777
+		}
+		if err := add(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: mode}, nil); err != nil {
+			return nil, err
+		}
+	}
+	files := []struct {
+		name string
+		body []byte
+		mode int64
+	}{
+		{"bin/busybox", bb, 0o755},
+		{"etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644},
+		{"etc/group", []byte("root:x:0:\n"), 0o644},
+	}
+	for _, f := range files {
+		if err := add(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: f.mode}, f.body); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || !strings.Contains(l, "/") || path.Base(l) == "busybox" {
+			continue
+		}
+		if err := add(&tar.Header{Typeflag: tar.TypeSymlink, Name: l, Linkname: "/bin/busybox", Mode: 0o777}, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	data := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching)
+	if err != nil {
+		return nil, err
+	}
+	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
+		Architecture: "amd64",
+		OS:           "linux",
+		Created:      v1.Time{Time: fixedTime},
+		Config:       v1.Config{Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, Cmd: []string{"/bin/sh"}},
+		RootFS:       v1.RootFS{Type: "layers"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.OCILayer})
+	if err != nil {
+		return nil, err
+	}
+	img = mutate.MediaType(img, types.OCIManifestSchema1)
+	return mutate.ConfigMediaType(img, types.OCIConfigJSON), nil
+}
+
+// fileLayer is an uncompressed layer read from a tar file. Its digest is
+// its diff ID, so nothing is gzipped (the rootfs benchmark must time the
+// ext4 build, not compression).
+type fileLayer struct {
+	path   string
+	digest v1.Hash
+	size   int64
+}
+
+func newFileLayer(p string) (*fileLayer, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return nil, fmt.Errorf("hash %s: %w", p, err)
+	}
+	return &fileLayer{path: p, size: n, digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}}, nil
+}
+
+func (l *fileLayer) Digest() (v1.Hash, error)             { return l.digest, nil }
+func (l *fileLayer) DiffID() (v1.Hash, error)             { return l.digest, nil }
+func (l *fileLayer) Compressed() (io.ReadCloser, error)   { return os.Open(l.path) }
+func (l *fileLayer) Uncompressed() (io.ReadCloser, error) { return os.Open(l.path) }
+func (l *fileLayer) Size() (int64, error)                 { return l.size, nil }
+func (l *fileLayer) MediaType() (types.MediaType, error)  { return types.OCIUncompressedLayer, nil }
+
+// maxTarFile skips the few huge files (JDK modules, compilers) of a system
+// folder, so the layer looks like an image's: many files of ordinary size.
+const maxTarFile = 16 << 20
+
+// writeTreeTar writes a tar of the folders, symlinks and readable regular
+// files of at most maxTarFile bytes under src (in lexical order) to dst,
+// stopping once limit bytes of file content are in; it returns the tar's
+// size and the file count.
+func writeTreeTar(src, dst string, limit int64) (size int64, files int, err error) {
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer out.Close()
+	tw := tar.NewWriter(out)
+	var content int64
+	errStop := errors.New("limit reached")
+	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // unreadable folders are skipped
+		}
+		if content >= limit {
+			return errStop
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil || rel == "." {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		link := ""
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			if link, err = os.Readlink(p); err != nil {
+				return nil
+			}
+		case fi.Mode().IsRegular() && fi.Size() > maxTarFile:
+			return nil
+		case fi.IsDir(), fi.Mode().IsRegular():
+		default:
+			return nil // sockets, devices, fifos
+		}
+		h, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return nil
+		}
+		h.Name = filepath.ToSlash(rel)
+		if fi.IsDir() {
+			h.Name += "/"
+		}
+		if !fi.Mode().IsRegular() {
+			return tw.WriteHeader(h)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil
+		}
+		defer f.Close()
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		n, err := io.Copy(tw, f)
+		if err != nil {
+			return fmt.Errorf("%s: %w (changed while being read?)", p, err)
+		}
+		content += n
+		files++
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return 0, 0, fmt.Errorf("tar %s: %w", src, err)
+	}
+	if err := tw.Close(); err != nil {
+		return 0, 0, err
+	}
+	if err := out.Close(); err != nil {
+		return 0, 0, err
+	}
+	fi, err := os.Stat(dst)
+	if err != nil {
+		return 0, 0, err
+	}
+	return fi.Size(), files, nil
+}
+
+// prefixWriter prefixes each write (a progress line) for stderr.
+type prefixWriter struct{ prefix string }
+
+func (w *prefixWriter) Write(p []byte) (int, error) {
+	fmt.Fprint(os.Stderr, w.prefix+string(p))
+	return len(p), nil
+}
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...)
+}
