@@ -70,6 +70,33 @@ var Profiles = map[string]Resources{
 // DefaultProfile is used when no profile or size is given.
 const DefaultProfile = "small"
 
+// ResolveResources fills r's zero fields from the named profile (""
+// means DefaultProfile) and checks the minimums a guest needs.
+func ResolveResources(profile string, r Resources) (Resources, error) {
+	pn := profile
+	if pn == "" {
+		pn = DefaultProfile
+	}
+	p, ok := Profiles[pn]
+	if !ok {
+		return r, fmt.Errorf("unknown profile %q: use tiny, small, medium or large", profile)
+	}
+	if r.MemoryMiB == 0 {
+		r.MemoryMiB = p.MemoryMiB
+	}
+	if r.CPUs == 0 {
+		r.CPUs = p.CPUs
+	}
+	if r.DiskBytes == 0 {
+		r.DiskBytes = p.DiskBytes
+	}
+	if r.MemoryMiB < 64 || r.CPUs < 1 || r.DiskBytes < rootfs.MinWritableDisk {
+		return r, fmt.Errorf("resources %d MiB, %d CPUs, %d disk bytes: need at least 64 MiB, 1 CPU and a %d MiB disk",
+			r.MemoryMiB, r.CPUs, r.DiskBytes, rootfs.MinWritableDisk>>20)
+	}
+	return r, nil
+}
+
 // Parts are the prepared inputs of a boot.
 type Parts struct {
 	Image     *image.Image
@@ -198,16 +225,9 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 	}
 	defer sec.Zero()
 	sec.PrintWarnings(o.Warnings)
-	res := o.Resources
-	def := Profiles[DefaultProfile]
-	if res.MemoryMiB == 0 {
-		res.MemoryMiB = def.MemoryMiB
-	}
-	if res.CPUs == 0 {
-		res.CPUs = def.CPUs
-	}
-	if res.DiskBytes == 0 {
-		res.DiskBytes = def.DiskBytes
+	res, err := ResolveResources("", o.Resources)
+	if err != nil {
+		return nil, err
 	}
 	runDir, err := h.Ensure(home.RunDir)
 	if err != nil {
