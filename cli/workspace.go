@@ -52,7 +52,7 @@ func wsError(err error) error {
 	switch {
 	case errors.As(err, &ee):
 		return err
-	case errors.Is(err, workspace.ErrInvalidName):
+	case errors.Is(err, workspace.ErrInvalidName), errors.Is(err, workspace.ErrSecretDecl):
 		return &ExitError{Code: ExitUsage, Err: err}
 	case errors.Is(err, workspace.ErrBusy):
 		return &ExitError{Code: ExitRetryable, Err: err}
@@ -75,13 +75,22 @@ func newCreateCmd(g *globals) *cobra.Command {
 		name, ref  string
 		pull       string
 		kernelPath string
+		sec        secretFlags
 	)
 	c := &cobra.Command{
 		Use:   "create NAME --image REF",
 		Short: "Create a named workspace: a persistent microVM whose disk survives between boots",
 		Long: `Create a named workspace from an OCI image. The image is pulled (per --pull)
 and the workspace pinned to its digest; its writable disk is created empty at
---disk-size (or the profile's size). "microagent start NAME" boots it.`,
+--disk-size (or the profile's size). "microagent start NAME" boots it.
+
+Secrets: --secret, --secret-on-demand and --secrets-env-file declare secrets
+(NAME=<scheme>:<ref>); the manifest keeps the references, never the values,
+and every start resolves them afresh (failing closed, before the VM boots).
+Materialized secrets appear as 0400 files in a tmpfs at /run/secrets;
+on-demand ones are fetched over $MICROAGENT_SECRETS_SOCK. --secrets-audit
+records every access in the workspace's append-only audit log ("microagent
+secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) == 1 {
@@ -107,21 +116,31 @@ and the workspace pinned to its digest; its writable disk is created empty at
 			if err != nil {
 				return err
 			}
+			decls, err := sec.declarations()
+			if err != nil {
+				return err
+			}
 			h, err := g.home()
 			if err != nil {
 				return err
 			}
 			inf, err := workspace.Create(c.Context(), h, workspace.CreateOptions{
-				Name:       name,
-				Image:      ref,
-				Pull:       policy,
-				Profile:    res.profile,
-				Resources:  workspace.Resources{MemoryMiB: r.MemoryMiB, CPUs: r.CPUs, DiskBytes: r.DiskBytes},
-				KernelPath: kernelPath,
-				Progress:   progressWriter(g),
+				Name:         name,
+				Image:        ref,
+				Pull:         policy,
+				Profile:      res.profile,
+				Resources:    workspace.Resources{MemoryMiB: r.MemoryMiB, CPUs: r.CPUs, DiskBytes: r.DiskBytes},
+				KernelPath:   kernelPath,
+				Progress:     progressWriter(g),
+				Secrets:      decls,
+				SecretsAudit: sec.audit,
 			})
 			if err != nil {
 				return wsError(err)
+			}
+			// Declaration-time warnings; each start repeats them.
+			for _, w := range decls.PlaintextWarnings() {
+				fmt.Fprintln(g.stderr, w.String())
 			}
 			if g.json {
 				return g.printJSON(inf)
@@ -136,24 +155,50 @@ and the workspace pinned to its digest; its writable disk is created empty at
 	c.Flags().StringVar(&pull, "pull", "missing", "when to pull the image: missing, always, never")
 	c.Flags().StringVar(&kernelPath, "kernel", "", "boot this kernel (vmlinux) instead of the installed default")
 	res.add(c)
+	sec.add(c, true)
 	return c
 }
 
 func newStartCmd(g *globals) *cobra.Command {
-	var wait bool
+	var (
+		wait bool
+		sec  secretFlags
+	)
 	c := &cobra.Command{
 		Use:   "start NAME",
 		Short: "Boot a workspace; it keeps running after this command exits",
 		Long: `Boot a workspace and return once its guest is ready. The VM runs on under a
 detached supervisor process until "microagent halt" or "kill". With --wait,
-stay until the workspace stops and exit 0 if it halted, 1 if it failed.`,
+stay until the workspace stops and exit 0 if it halted, 1 if it failed.
+
+Secrets: the workspace's secret references are resolved before the VM boots,
+in this command's environment (env: references, VAULT_ADDR, VAULT_TOKEN ...).
+A reference that cannot be resolved fails the start naming the secret and the
+reason; the VM is not booted and the workspace stays in the state it was in.
+Plaintext schemes are warned about on stderr. --secret, --secret-on-demand and
+--secrets-env-file add declarations to the workspace: they are kept for every
+later start once this start succeeds. A name (or env file) that is already
+declared is refused and nothing is changed (exit 2); declarations cannot be
+changed or removed, so to change one, delete the workspace and create it
+again. --secrets-audit turns on the audit log (and starts a new, empty one if
+the old log is missing, which otherwise refuses the start).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			decls, err := sec.declarations()
+			if err != nil {
+				return err
+			}
+			if err := workspace.ValidateName(args[0]); err != nil {
+				return wsError(err)
+			}
 			h, err := g.home()
 			if err != nil {
 				return err
 			}
-			inf, err := workspace.Start(c.Context(), h, workspace.StartOptions{Name: args[0], Progress: progressWriter(g)})
+			inf, err := workspace.Start(c.Context(), h, workspace.StartOptions{
+				Name: args[0], Progress: progressWriter(g),
+				Secrets: decls, SecretsAudit: sec.audit, Warnings: g.stderr,
+			})
 			if err != nil {
 				return wsError(err)
 			}
@@ -171,6 +216,7 @@ stay until the workspace stops and exit 0 if it halted, 1 if it failed.`,
 		},
 	}
 	c.Flags().BoolVar(&wait, "wait", false, "after starting, wait until the workspace stops")
+	sec.add(c, true)
 	return c
 }
 
@@ -579,6 +625,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if i.State == workspace.Running {
 				fmt.Fprintf(tw, "execs:\t%d\n", i.Execs)
 			}
+			if i.Secrets != nil {
+				fmt.Fprintf(tw, "secrets:\t%s\n", secretsSummary(i.Secrets))
+			}
 			fmt.Fprintf(tw, "dir:\t%s\n", i.Dir)
 			return tw.Flush()
 		},
@@ -718,4 +767,20 @@ func newSuperviseCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().IntVar(&boot, "boot", 0, "boot number")
 	return c
+}
+
+// secretsSummary lists a workspace's secret declarations (references, which
+// are safe to print) on one line.
+func secretsSummary(sc *workspace.SecretsConfig) string {
+	var parts []string
+	for _, d := range sc.Secrets {
+		parts = append(parts, d.String())
+	}
+	for _, p := range sc.EnvFiles {
+		parts = append(parts, "env file "+p)
+	}
+	if sc.Audit {
+		parts = append(parts, "audit on")
+	}
+	return strings.Join(parts, ", ")
 }

@@ -12,10 +12,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"golang.org/x/sys/unix"
 
+	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/rootfs"
 	"github.com/microagent-dev/microagent/runner"
+	"github.com/microagent-dev/microagent/secrets"
 )
 
 // CreateOptions say what workspace to create.
@@ -36,32 +38,13 @@ type CreateOptions struct {
 	Agent string
 	// Progress receives pull and build progress (nil: silent).
 	Progress io.Writer
-}
-
-// resolveResources fills zero fields from the profile.
-func resolveResources(profile string, r Resources) (Resources, error) {
-	pn := profile
-	if pn == "" {
-		pn = runner.DefaultProfile
-	}
-	p, ok := runner.Profiles[pn]
-	if !ok {
-		return r, fmt.Errorf("unknown profile %q: use tiny, small, medium or large", profile)
-	}
-	if r.MemoryMiB == 0 {
-		r.MemoryMiB = p.MemoryMiB
-	}
-	if r.CPUs == 0 {
-		r.CPUs = p.CPUs
-	}
-	if r.DiskBytes == 0 {
-		r.DiskBytes = p.DiskBytes
-	}
-	if r.MemoryMiB < 64 || r.CPUs < 1 || r.DiskBytes < rootfs.MinWritableDisk {
-		return r, fmt.Errorf("resources %d MiB, %d CPUs, %d disk bytes: need at least 64 MiB, 1 CPU and a %d MiB disk",
-			r.MemoryMiB, r.CPUs, r.DiskBytes, rootfs.MinWritableDisk>>20)
-	}
-	return r, nil
+	// Secrets are stored in the manifest (references only) and resolved
+	// at every start. A malformed declaration fails Create with
+	// ErrSecretDecl before anything is pulled or written.
+	Secrets secrets.Declarations
+	// SecretsAudit turns on the workspace's secrets audit log, created
+	// empty here.
+	SecretsAudit bool
 }
 
 // Create makes a new workspace: it pulls the image (per o.Pull), builds its
@@ -82,9 +65,13 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	if o.Image == "" {
 		return nil, fmt.Errorf("workspace %s: no image given", o.Name)
 	}
-	res, err := resolveResources(o.Profile, o.Resources)
+	res, err := runner.ResolveResources(o.Profile, o.Resources)
 	if err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	sec := SecretsConfig{Declarations: o.Secrets, Audit: o.SecretsAudit}
+	if err := checkDecls(sec.Declarations); err != nil {
+		return nil, declError(o.Name, err)
 	}
 	final := h.Path(Dir, o.Name)
 	if _, err := os.Lstat(final); err == nil {
@@ -135,6 +122,11 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	if err := rootfs.NewWritableDisk(ctx, h, w.diskPath(), res.DiskBytes); err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
 	}
+	if sec.Audit {
+		if err := createAuditLog(w.path(audit.FileName)); err != nil {
+			return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+		}
+	}
 	m := &Manifest{
 		Version: ManifestVersion,
 		Name:    o.Name,
@@ -148,6 +140,9 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 		Profile:    o.Profile,
 		KernelPath: kpath,
 		Created:    time.Now().UTC(),
+	}
+	if err := m.setSecrets(sec); err != nil {
+		return nil, err
 	}
 	if err := writeManifest(w.manifestPath(), m); err != nil {
 		return nil, err

@@ -8,13 +8,15 @@
 //
 // Each workspace is one folder, <state>/workspaces/<name>/:
 //
-//	manifest.json   what the workspace is (image and digest, resources); versioned
+//	manifest.json   what the workspace is (image and digest, resources, secret
+//	                declarations: references only, never values); versioned
 //	state.json      what it is doing (state, reason, supervisor and VMM identity)
 //	disk.ext4       the writable disk (the overlay's upper layer)
 //	lock            the lifecycle lock (flock), naming its holder
 //	state.lock      serialises read-modify-write of state.json (held for microseconds)
 //	run/            runtime files of the current boot: sup.sock, qmp.sock, boot.json
 //	logs/           supervisor.log (boot and lifecycle events), console.log (serial)
+//	secrets-audit.log  the secrets audit log, when auditing is on (package audit)
 //
 // Files are 0600 and folders 0700; manifest.json and state.json are replaced
 // atomically (temporary file, fsync, rename). A workspace is created in a
@@ -37,4 +39,16 @@
 // the workspace's flock without waiting: a second concurrent command gets an
 // error wrapping ErrBusy naming the holder. Exec takes no lock: concurrent
 // execs on a running workspace are independent.
+//
+// # Secrets
+//
+// Create and Start take secret declarations (package secrets); the manifest
+// keeps them. Every start's supervisor resolves them (package conduit) in
+// the environment it inherits from the start command, before QEMU is
+// launched: a secret that cannot be resolved fails the start, names the
+// secret and the reason, and leaves the workspace in the state it was in.
+// Once the guest is up the values are recorded in the audit log (when on),
+// written by the guest to a tmpfs at /run/secrets and zeroed on the host;
+// on-demand secrets are resolved afresh at every fetch. Values live only in
+// the supervisor's memory, never in a file of the workspace.
 package workspace

@@ -19,4 +19,7 @@ var (
 	ErrRunning = errors.New("workspace is running")
 	// ErrNotRunning: the operation needs a running workspace.
 	ErrNotRunning = errors.New("workspace is not running")
+	// ErrSecretDecl: a secret declaration given to Create or Start is
+	// malformed, or names a secret (or env file) already declared.
+	ErrSecretDecl = errors.New("invalid secret declaration")
 )

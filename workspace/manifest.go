@@ -13,8 +13,8 @@ import (
 const ManifestVersion = 1
 
 // Manifest is what a workspace is: its image, pinned to a digest, and its
-// resources. It is written once at create (and by future commands that
-// change declarations), atomically.
+// resources. It is written at create (and by a start that adds secret
+// declarations), atomically.
 type Manifest struct {
 	Version int    `json:"version"`
 	Name    string `json:"name"`

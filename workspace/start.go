@@ -20,6 +20,7 @@ import (
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/runner"
+	"github.com/microagent-dev/microagent/secrets"
 )
 
 // SuperviseCommand is the hidden subcommand of the microagent binary that
@@ -44,6 +45,17 @@ type StartOptions struct {
 	// Progress receives pull and build progress (nil: silent); a start
 	// normally needs neither, the image being pinned and stored.
 	Progress io.Writer
+	// Secrets are declared at this start, in addition to the workspace's
+	// own: they are resolved with them and, once the start succeeds, kept
+	// in the manifest for every later start. A name (or env file) already
+	// declared fails the start with ErrSecretDecl, changing nothing.
+	Secrets secrets.Declarations
+	// SecretsAudit turns on the secrets audit log (kept for later starts);
+	// it also starts a new, empty log when the old one is missing.
+	SecretsAudit bool
+	// Warnings receives the plaintext-scheme warnings, one line each (nil:
+	// discarded).
+	Warnings io.Writer
 }
 
 // maxSupLog is the size past which Start moves the supervisor log aside
@@ -60,20 +72,36 @@ type bootPlan struct {
 	CPUs        int                  `json:"cpus"`
 	Hello       channel.HelloRequest `json:"hello"`
 	BootTimeout time.Duration        `json:"bootTimeout"`
+	// Secrets are the declarations to resolve before the boot
+	// (references only).
+	Secrets *SecretsConfig `json:"secrets,omitempty"`
 }
 
-// readyMsg is the supervisor's one message on the readiness pipe.
+// readyMsg is a supervisor's message on the readiness pipe: zero or more
+// carrying only Warnings, then one with OK or Error.
 type readyMsg struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
+	// NotBooted says the start failed before the VM was launched (its
+	// secrets could not be resolved): the workspace goes back to the
+	// state it was in.
+	NotBooted bool `json:"notBooted,omitempty"`
+	// Warnings are lines for the start command's stderr.
+	Warnings []string `json:"warnings,omitempty"`
 }
+
+// final reports whether the message ends the exchange.
+func (m readyMsg) final() bool { return m.OK || m.Error != "" || len(m.Warnings) == 0 }
 
 // Start boots a workspace and returns once its guest agent has answered.
 // The VM runs on under a detached supervisor process; the caller may exit.
 // Starting a live workspace fails with ErrRunning (ErrBusy while it is
 // starting or halting); a failed one is cleaned up and started again.
 // When ctx ends before the VM is ready, the boot is abandoned and the
-// workspace recorded as failed.
+// workspace recorded as failed. A start whose secrets cannot be resolved
+// (or whose audit log cannot be opened) fails before the VM is launched,
+// naming the secret and the reason, and leaves the workspace in the state
+// it was in.
 func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	w, err := open(h, o.Name)
 	if err != nil {
@@ -88,12 +116,21 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
+	sec, changed, err := w.startSecrets(m, o)
+	if err != nil {
+		return nil, err
+	}
 	obs, err := w.observe()
 	if err != nil {
 		return nil, err
 	}
 	if obs.state.Live() {
 		return nil, liveError(w.name, obs, "start")
+	}
+	if sec.Audit && !o.SecretsAudit {
+		if err := w.auditMissing(); err != nil {
+			return nil, err
+		}
 	}
 	if err := w.stopOrphans(obs); err != nil {
 		return nil, err
@@ -121,7 +158,9 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 		os.Rename(w.supLog(), w.supLog()+".1")
 	}
 	me := self()
+	var prev record
 	rec, err := w.update(func(r *record) error {
+		prev = *r
 		*r = record{Boot: r.Boot + 1, State: Starting, Owner: &me, Started: time.Now().UTC()}
 		return nil
 	})
@@ -144,14 +183,47 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 		},
 		BootTimeout: o.BootTimeout,
 	}
+	if !sec.Empty() {
+		plan.Secrets = &sec
+	}
 	pb, _ := json.Marshal(plan)
 	if err := writeFileAtomic(w.path(runDir, planFile), pb); err != nil {
 		return nil, w.startFailed(boot, fmt.Errorf("write the boot plan: %w", err))
 	}
-	if err := w.spawn(ctx, exe, boot); err != nil {
+	if err := w.spawn(ctx, exe, boot, &prev, o.Warnings); err != nil {
 		return nil, err
 	}
+	if changed {
+		// Declarations made at this start are kept only now that it has
+		// succeeded: a failed start changes nothing.
+		if err := m.setSecrets(sec); err == nil {
+			err = writeManifest(w.manifestPath(), m)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("workspace %s: started, but its new secret declarations were not saved (later starts will not have them): %w", w.name, err)
+		}
+	}
 	return w.info(ctx, false)
+}
+
+// startSecrets combines the workspace's secret declarations with those
+// made at this start; changed says whether the manifest must be updated.
+func (w *wsDir) startSecrets(m *Manifest, o StartOptions) (sec SecretsConfig, changed bool, err error) {
+	sec, err = m.Secrets()
+	if err != nil {
+		return sec, false, err
+	}
+	if len(o.Secrets.Secrets) > 0 || len(o.Secrets.EnvFiles) > 0 {
+		d, err := mergeDecls(sec.Declarations, o.Secrets)
+		if err != nil {
+			return sec, false, declError(w.name, err)
+		}
+		sec.Declarations, changed = d, true
+	}
+	if o.SecretsAudit && !sec.Audit {
+		sec.Audit, changed = true, true
+	}
+	return sec, changed, nil
 }
 
 // liveError explains why an operation needing a workspace at rest refused.
@@ -185,8 +257,32 @@ func (w *wsDir) startFailed(boot int, err error) error {
 	return err
 }
 
-// spawn starts the supervisor and waits for its readiness message.
-func (w *wsDir) spawn(ctx context.Context, exe string, boot int) error {
+// startAborted puts the workspace back in the state it was in before a
+// start that failed before launching the VM (nothing ran), keeping the new
+// boot number so the aborted boot's supervisor can write nothing more, and
+// returns err.
+func (w *wsDir) startAborted(boot int, prev *record, err error) error {
+	err = fmt.Errorf("workspace %s: start: %w", w.name, err)
+	w.update(func(r *record) error {
+		if r.Boot != boot || !r.State.Live() {
+			return errSkip
+		}
+		if r.KillRequested {
+			r.State, r.Reason, r.Owner, r.Stopped = Halted, "killed", nil, time.Now().UTC()
+			return nil
+		}
+		*r = *prev
+		r.Boot = boot
+		return nil
+	})
+	w.cleanRuntime()
+	return err
+}
+
+// spawn starts the supervisor and waits for its readiness message; the
+// warnings it sends on the way go to warn. prev is the record before this
+// start.
+func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *record, warn io.Writer) error {
 	logf, err := os.OpenFile(w.supLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, filePerm)
 	if err != nil {
 		return w.startFailed(boot, fmt.Errorf("supervisor log: %w", err))
@@ -229,21 +325,54 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int) error {
 		})
 	}
 
-	msgc := make(chan readyMsg, 1)
+	msgc := make(chan readyMsg)
+	stopRead := make(chan struct{})
+	defer close(stopRead)
 	go func() {
-		var msg readyMsg
-		line, err := bufio.NewReader(pr).ReadBytes('\n')
-		if err != nil && len(line) == 0 {
-			msg.Error = "" // EOF: the supervisor exited without a word
-		} else if json.Unmarshal(line, &msg) != nil {
-			msg.Error = "garbled readiness message: " + strings.TrimSpace(string(line))
+		br := bufio.NewReader(pr)
+		for {
+			var msg readyMsg
+			line, err := br.ReadBytes('\n')
+			if err != nil && len(line) == 0 {
+				msg = readyMsg{} // EOF: the supervisor exited without a word
+			} else if json.Unmarshal(line, &msg) != nil {
+				msg = readyMsg{Error: "garbled readiness message: " + strings.TrimSpace(string(line))}
+			}
+			select {
+			case msgc <- msg:
+			case <-stopRead:
+				return
+			}
+			if msg.final() {
+				return
+			}
 		}
-		msgc <- msg
 	}()
-	select {
-	case msg := <-msgc:
+	var msg readyMsg
+	for {
+		select {
+		case msg = <-msgc:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil || msg.final() {
+			break
+		}
+		if warn != nil {
+			for _, l := range msg.Warnings {
+				fmt.Fprintln(warn, l)
+			}
+		}
+	}
+	switch {
+	case ctx.Err() == nil:
 		if msg.OK {
 			return nil
+		}
+		if msg.NotBooted && msg.Error != "" {
+			if sup != nil && !w.waitSupervisor(sup, 10*time.Second) {
+				killAndWait(sup, 10*time.Second)
+			}
+			return w.startAborted(boot, prev, errors.New(msg.Error))
 		}
 		if msg.Error != "" {
 			// The supervisor has recorded a failed boot and is exiting;
@@ -260,7 +389,7 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int) error {
 			killAndWait(r.VMM, 10*time.Second)
 		}
 		return w.startFailed(boot, fmt.Errorf("the supervisor exited during boot%s", w.supLogTail()))
-	case <-ctx.Done():
+	default:
 		if sup != nil {
 			killAndWait(sup, 10*time.Second)
 		}

@@ -42,6 +42,8 @@ type Info struct {
 	DiskUsedBytes int64 `json:"diskUsedBytes"`
 	// Dir is the workspace's folder.
 	Dir string `json:"dir"`
+	// Secrets are the workspace's secret declarations (references only).
+	Secrets *SecretsConfig `json:"secrets,omitempty"`
 }
 
 // Status returns the observed state of one workspace.
@@ -125,6 +127,9 @@ func (w *wsDir) info(ctx context.Context, ask bool) (*Info, error) {
 	}
 	if o.rec.Ready > 0 {
 		inf.BootSeconds = o.rec.Ready.Seconds()
+	}
+	if sc, err := m.Secrets(); err == nil && !sc.Empty() {
+		inf.Secrets = &sc
 	}
 	if o.state.Live() {
 		if o.rec.Supervisor != nil {

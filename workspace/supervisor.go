@@ -85,18 +85,24 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		logw = os.Stderr
 	}
 	lg := log.New(logw, "supervisor: ", log.LstdFlags|log.Lmicroseconds|log.LUTC|log.Lmsgprefix)
-	ready := func(err error) {
+	send := func(msg readyMsg) {
 		if o.Ready == nil {
 			return
 		}
-		msg := readyMsg{OK: err == nil}
-		if err != nil {
-			msg.Error = err.Error()
-		}
 		b, _ := json.Marshal(msg)
 		o.Ready.Write(append(b, '\n'))
-		o.Ready.Close()
-		o.Ready = nil
+		if msg.final() {
+			o.Ready.Close()
+			o.Ready = nil
+		}
+	}
+	notBooted := false // set while a failure leaves nothing launched
+	ready := func(err error) {
+		msg := readyMsg{OK: err == nil}
+		if err != nil {
+			msg.Error, msg.NotBooted = err.Error(), notBooted
+		}
+		send(msg)
 	}
 	if o.Ready != nil {
 		// QEMU must not inherit the pipe: Start reads EOF as "supervisor gone".
@@ -138,6 +144,19 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 	}
 	if superseded {
 		return fmt.Errorf("workspace %s: boot %d is no longer starting", w.name, o.Boot)
+	}
+	// Secrets are resolved before anything is launched: a secret that
+	// cannot be resolved fails the start with the VM never booted.
+	var sec *supSecrets
+	if plan.Secrets != nil && !plan.Secrets.Empty() {
+		if sec, err = prepareSecrets(ctx, w, *plan.Secrets, lg); err != nil {
+			notBooted = true
+			return fmt.Errorf("%w; the VM was not booted", err)
+		}
+		defer sec.close()
+		if ws := sec.warnings(); len(ws) > 0 {
+			send(readyMsg{Warnings: ws})
+		}
 	}
 	lg.Printf("pid %d: booting workspace %s (boot %d, %d MiB, %d CPU)", me.PID, w.name, o.Boot, plan.MemoryMiB, plan.CPUs)
 	os.Rename(w.consoleLog(), w.path(logsDir, prevConsole)) // keep the previous boot's console
@@ -181,6 +200,12 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 	s := &supervisor{
 		w: w, boot: o.Boot, log: lg, vm: vm, phase: Running,
 		reqs: make(chan stopReq), finished: make(chan struct{}),
+	}
+	if err := sec.deliver(ctx, vm.Client); err != nil {
+		vm.Kill()
+		s.record(Failed, err.Error())
+		w.cleanRuntime()
+		return err
 	}
 	if err := s.listen(); err != nil {
 		vm.Kill()

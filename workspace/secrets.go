@@ -1,0 +1,332 @@
+package workspace
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/microagent-dev/microagent/audit"
+	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/conduit"
+	"github.com/microagent-dev/microagent/secrets"
+)
+
+// secretsKey is the manifest's declarations slot for secrets.
+const secretsKey = "secrets"
+
+// resolveTimeout bounds the resolution of a start's secrets (a backend
+// that does not answer must not hang the start forever).
+const resolveTimeout = time.Minute
+
+// deliverTimeout bounds handing the resolved values to the guest.
+const deliverTimeout = 30 * time.Second
+
+// SecretsConfig is what a workspace declares about secrets, as kept in its
+// manifest: references, never values. They are resolved afresh at every
+// start (materialized ones) or every fetch (on-demand ones).
+type SecretsConfig struct {
+	secrets.Declarations
+	// Audit makes the supervisor record every access in the workspace's
+	// audit log (audit.PathFor), which must then exist.
+	Audit bool `json:"audit,omitempty"`
+}
+
+// Empty reports whether nothing is declared and auditing is off.
+func (c SecretsConfig) Empty() bool {
+	return len(c.Secrets) == 0 && len(c.EnvFiles) == 0 && !c.Audit
+}
+
+func (c SecretsConfig) hasDecls() bool { return len(c.Secrets) > 0 || len(c.EnvFiles) > 0 }
+
+// Secrets returns the workspace's secret declarations (zero when none).
+func (m *Manifest) Secrets() (SecretsConfig, error) {
+	var c SecretsConfig
+	raw, ok := m.Declarations[secretsKey]
+	if !ok {
+		return c, nil
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return c, fmt.Errorf("workspace %s: the secret declarations in its manifest are corrupt (%v): delete the workspace and create it again", m.Name, err)
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("workspace %s: the secret declarations in its manifest are invalid (%w): delete the workspace and create it again", m.Name, err)
+	}
+	return c, nil
+}
+
+// setSecrets stores c in the manifest's declarations slot.
+func (m *Manifest) setSecrets(c SecretsConfig) error {
+	if c.Empty() {
+		delete(m.Declarations, secretsKey)
+		return nil
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("workspace %s: encode the secret declarations: %w", m.Name, err)
+	}
+	if m.Declarations == nil {
+		m.Declarations = map[string]json.RawMessage{}
+	}
+	m.Declarations[secretsKey] = b
+	return nil
+}
+
+// declError marks a malformed or conflicting declaration (a usage error).
+func declError(name string, err error) error {
+	return fmt.Errorf("workspace %s: %w: %w", name, ErrSecretDecl, err)
+}
+
+// checkDecls validates declarations without resolving anything: names,
+// schemes, reference syntax, names declared twice, and the env files that
+// can be read now (malformed, bad or clashing keys). An env file that is
+// missing or unreadable is a resolution matter, reported at start: it may
+// be written later.
+func checkDecls(d secrets.Declarations) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	if _, err := d.Expand(); err != nil && (errors.Is(err, secrets.ErrDuplicate) || errors.Is(err, secrets.ErrBadName) || errors.Is(err, secrets.ErrInvalid)) {
+		return err
+	}
+	return nil
+}
+
+// mergeDecls adds the declarations of add to those of base; a name or env
+// file already declared is an error, and base is never modified.
+func mergeDecls(base, add secrets.Declarations) (secrets.Declarations, error) {
+	out := secrets.Declarations{Secrets: slices.Clone(base.Secrets), EnvFiles: slices.Clone(base.EnvFiles)}
+	for _, d := range add.Secrets {
+		if err := out.Add(d); err != nil {
+			return base, err
+		}
+	}
+	for _, p := range add.EnvFiles {
+		if err := out.AddEnvFile(p); err != nil {
+			return base, err
+		}
+	}
+	if err := checkDecls(out); err != nil {
+		return base, err
+	}
+	return out, nil
+}
+
+// auditMissing reports whether auditing is on and the log is gone.
+func (w *wsDir) auditMissing() error {
+	p := w.path(audit.FileName)
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("workspace %s: its secrets audit log %s is missing (removed?) and the records it held are lost: refusing to start; "+
+			"to start with a new, empty log run \"microagent start %s --secrets-audit\"", w.name, p, w.name)
+	} else if err != nil {
+		return fmt.Errorf("workspace %s: secrets audit log: %w", w.name, err)
+	}
+	return nil
+}
+
+// createAuditLog creates an empty audit log in dir (if there is none), so
+// "secret audit" can tell "no accesses yet" from "log removed".
+func createAuditLog(path string) error {
+	l, err := audit.Open(path)
+	if err != nil {
+		return err
+	}
+	return l.Close()
+}
+
+// supSecrets is a supervisor's share of the secrets: the resolved
+// materialization (until delivered), the audit log, and what on-demand
+// fetches resolve with.
+type supSecrets struct {
+	cfg   SecretsConfig
+	prep  *conduit.Prepared
+	env   secrets.LookupEnv
+	audit *auditFile
+	lg    *log.Logger
+}
+
+// auditFile is the open audit log and the file it was opened on: records
+// must land in the log at its path, so a log removed or replaced after the
+// start (the open descriptor would still write to the old file) refuses
+// every access instead.
+type auditFile struct {
+	log  *audit.Log
+	path string
+	fi   os.FileInfo
+}
+
+// errAuditReplaced is what the guest is told (the host's paths are none of
+// its business); the supervisor log says which file.
+var errAuditReplaced = errors.New("secret access refused: the workspace's secrets audit log was removed or replaced since it started, so the access cannot be recorded")
+
+func (a *auditFile) check() error {
+	if a == nil {
+		return nil
+	}
+	fi, err := os.Lstat(a.path)
+	if err != nil || !os.SameFile(fi, a.fi) {
+		return errAuditReplaced
+	}
+	return nil
+}
+
+func (a *auditFile) logOrNil() *audit.Log {
+	if a == nil {
+		return nil
+	}
+	return a.log
+}
+
+func (a *auditFile) close() {
+	if a != nil {
+		a.log.Close()
+	}
+}
+
+// prepareSecrets runs in the supervisor before the VM boots: it opens the
+// audit log (when auditing is on) and resolves every materialized secret,
+// failing closed on the first that cannot be. References to the
+// environment are resolved in the environment the supervisor inherited
+// from the start command, captured here; those variables are then removed
+// from the process environment so QEMU does not inherit the values.
+func prepareSecrets(ctx context.Context, w *wsDir, cfg SecretsConfig, lg *log.Logger) (*supSecrets, error) {
+	s := &supSecrets{cfg: cfg, env: envSnapshot(), lg: lg}
+	if cfg.Audit {
+		p := w.path(audit.FileName)
+		l, err := audit.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("secrets audit is on but its log cannot be opened (%w): refusing to start", err)
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("secrets audit log %s: %w", p, err)
+		}
+		s.audit = &auditFile{log: l, path: p, fi: fi}
+	}
+	if cfg.hasDecls() {
+		rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+		prep, err := conduit.Resolve(rctx, cfg.Declarations, s.env)
+		cancel()
+		if err != nil {
+			// The failed materialization is an access too: record it.
+			if aerr := s.audit.logOrNil().GateBundle(audit.Boot, nil, err); aerr != nil {
+				err = aerr
+			}
+			s.audit.close()
+			return nil, err
+		}
+		s.prep = prep
+	}
+	scrubEnv(cfg.Declarations)
+	lg.Printf("secrets: %d declared, %d env files, audit %s: resolved", len(cfg.Secrets), len(cfg.EnvFiles), onOff(cfg.Audit))
+	return s, nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// warnings returns the plaintext-scheme warning lines.
+func (s *supSecrets) warnings() []string {
+	if s == nil || s.prep == nil {
+		return nil
+	}
+	var out []string
+	for _, w := range s.prep.Warnings {
+		out = append(out, w.String())
+	}
+	return out
+}
+
+// deliver installs the on-demand handler and hands the materialized secrets
+// to the guest (recording each in the audit log first); the host's copies
+// are zeroed whatever happens.
+func (s *supSecrets) deliver(ctx context.Context, c *channel.Client) error {
+	if s == nil || !s.cfg.hasDecls() {
+		return nil
+	}
+	defer s.prep.Zero()
+	c.SetFetchHandler(s.fetch)
+	if err := s.audit.check(); err != nil {
+		return fmt.Errorf("secrets audit log %s: %w", s.audit.path, err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
+	defer cancel()
+	if err := s.prep.Deliver(dctx, c, s.audit.logOrNil(), audit.Boot); err != nil {
+		return fmt.Errorf("deliver the secrets: %w", err)
+	}
+	return nil
+}
+
+// fetch answers one on-demand fetch from the guest.
+func (s *supSecrets) fetch(ctx context.Context, name string) ([]byte, func(), error) {
+	shown := name
+	if !secrets.ValidName(name) {
+		shown = "(invalid name)" // the guest's bytes, not for the log
+	}
+	if err := s.audit.check(); err != nil {
+		s.lg.Printf("on-demand fetch of %s refused: the audit log %s was removed or replaced", shown, s.audit.path)
+		return nil, nil, err
+	}
+	v, release, err := conduit.OnDemand(s.cfg.Declarations, s.env, s.audit.logOrNil())(ctx, name)
+	if err != nil {
+		s.lg.Printf("on-demand fetch of %s failed: %v", shown, err)
+		if errors.Is(err, audit.ErrWithheld) {
+			// The details (host paths) stay in the supervisor log.
+			err = fmt.Errorf("secret %s: %w (see the workspace's supervisor log)", shown, audit.ErrWithheld)
+		}
+	}
+	return v, release, err
+}
+
+// close drops whatever is still held.
+func (s *supSecrets) close() {
+	if s == nil {
+		return
+	}
+	s.prep.Zero()
+	s.audit.close()
+}
+
+// envSnapshot captures the process environment for resolving env:
+// references and the backends' configuration (VAULT_ADDR ...).
+func envSnapshot() secrets.LookupEnv {
+	m := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
+}
+
+// scrubEnv removes from the process environment the variables env:
+// references name (the snapshot keeps them), so that the processes the
+// supervisor starts (QEMU, helpers) do not inherit secret values. PATH and
+// microagent's own settings are left, whatever a declaration says: the
+// supervisor needs them to run QEMU.
+func scrubEnv(d secrets.Declarations) {
+	for _, decl := range d.Secrets {
+		if decl.Ref.Scheme != "env" {
+			continue
+		}
+		v := decl.Ref.Ref
+		if v == "PATH" || strings.HasPrefix(v, "MICROAGENT_") {
+			continue
+		}
+		os.Unsetenv(v)
+	}
+}
