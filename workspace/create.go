@@ -65,7 +65,8 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	if o.Image == "" {
 		return nil, fmt.Errorf("workspace %s: no image given", o.Name)
 	}
-	res, err := runner.ResolveResources(o.Profile, o.Resources)
+	rres, err := runner.ResolveResources(o.Profile, runner.Resources(o.Resources))
+	res := Resources(rres)
 	if err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
 	}
