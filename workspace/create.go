@@ -66,10 +66,10 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 		return nil, fmt.Errorf("workspace %s: no image given", o.Name)
 	}
 	rres, err := runner.ResolveResources(o.Profile, runner.Resources(o.Resources))
-	res := Resources(rres)
 	if err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
 	}
+	res := Resources(rres)
 	sec := SecretsConfig{Declarations: o.Secrets, Audit: o.SecretsAudit}
 	if err := checkDecls(sec.Declarations); err != nil {
 		return nil, declError(o.Name, err)
