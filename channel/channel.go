@@ -77,6 +77,9 @@ type HelloRequest struct {
 	WorkingDir string `json:"workingDir,omitempty"`
 	// UnixNano is the host's clock; the guest sets its clock from it.
 	UnixNano int64 `json:"unixNano"`
+	// Network, when set, is applied once per boot; nil leaves the guest's
+	// network alone (only lo is up).
+	Network *NetworkConfig `json:"network,omitempty"`
 }
 
 // HelloReply reports the guest's state.

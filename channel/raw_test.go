@@ -13,6 +13,8 @@ import (
 func TestOpenRaw(t *testing.T) {
 	host, guest := socketPair(t)
 	served := make(chan error, 1)
+	hostDone := make(chan struct{})
+	defer close(hostDone)
 	go func() {
 		if err := GuestHandshake(guest); err != nil {
 			served <- err
@@ -23,7 +25,9 @@ func TestOpenRaw(t *testing.T) {
 			served <- err
 			return
 		}
-		defer sess.Close()
+		// Keep the session until the host has read everything: a session
+		// torn down under a waiting reader may be reported before its data.
+		defer func() { <-hostDone; sess.Close() }()
 		st, err := sess.AcceptStream()
 		if err != nil {
 			served <- err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/runner"
+	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 )
 
@@ -124,6 +125,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		interact   bool
 		rm         bool
 		sec        secretFlags
+		netf       networkFlags
 	)
 	c := &cobra.Command{
 		Use:   "run [flags] IMAGE [COMMAND [ARG...]]",
@@ -155,6 +157,10 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 			if timeout < 0 {
 				return usageError("--timeout %s: must not be negative", timeout)
 			}
+			network, err := netf.resolve()
+			if err != nil {
+				return err
+			}
 			h, err := g.home()
 			if err != nil {
 				return err
@@ -172,6 +178,7 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 				Stderr:         g.stderr,
 				Secrets:        decls,
 				Warnings:       g.stderr,
+				Network:        network,
 			}
 			if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !g.json {
 				o.Progress = g.stderr
@@ -216,6 +223,7 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 	c.Flags().SetInterspersed(false)
 	res.add(c)
 	sec.add(c, false)
+	netf.add(c)
 	c.Flags().StringArrayVarP(&env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass the host's)")
 	c.Flags().StringVarP(&cwd, "workdir", "w", "", "working directory in the guest (default: the image's)")
 	c.Flags().StringVarP(&user, "user", "u", "", "user in the guest (default: the image's)")
@@ -225,6 +233,41 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 	c.Flags().BoolVarP(&interact, "interactive", "i", false, "pass stdin to the command even when it is a terminal")
 	c.Flags().BoolVar(&rm, "rm", true, "remove the VM when the command ends (always on for run)")
 	return c
+}
+
+// networkFlags are --network, --publish and --host-access.
+type networkFlags struct {
+	mode       string
+	publish    []string
+	hostAccess bool
+}
+
+func (f *networkFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&f.mode, "network", "user", "network: user (NAT, no privileges) or isolated (no network device)")
+	c.Flags().StringArrayVarP(&f.publish, "publish", "p", nil,
+		"publish a guest TCP port: [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp] (host IP default 127.0.0.1; repeatable)")
+	c.Flags().BoolVar(&f.hostAccess, "host-access", false,
+		"let the guest reach the host's loopback services at 10.0.2.2; also allows outbound traffic and DNS, "+
+			"which user mode otherwise blocks (QEMU's NAT cannot allow one without the other)")
+}
+
+func (f *networkFlags) resolve() (vmm.Network, error) {
+	mode, err := vmm.ParseNetworkMode(f.mode)
+	if err != nil {
+		return vmm.Network{}, usageError("--network: %v", err)
+	}
+	n := vmm.Network{Mode: mode, HostAccess: f.hostAccess}
+	for _, spec := range f.publish {
+		fw, err := vmm.ParseForward(spec)
+		if err != nil {
+			return n, usageError("--%v", err)
+		}
+		n.Forwards = append(n.Forwards, fw)
+	}
+	if err := n.Validate(); err != nil {
+		return n, usageError("%v", err)
+	}
+	return n, nil
 }
 
 func isTerminal(r any) bool {

@@ -32,6 +32,7 @@ type Agent struct {
 	cfg     channel.HelloRequest
 	sess    *yamux.Session
 	secrets secretsState
+	net     netState
 }
 
 // logf writes to the serial console, which the host keeps as the VM's log.
@@ -213,6 +214,12 @@ func (a *Agent) hello(req *channel.HelloRequest) channel.Reply {
 	if req.Hostname != "" {
 		if err := unix.Sethostname([]byte(req.Hostname)); err != nil {
 			logf("set hostname: %v", err)
+		}
+	}
+	if req.Network != nil {
+		if err := a.applyNetwork(req.Network); err != nil {
+			logf("network: %v", err)
+			return channel.Reply{Error: "network setup failed: " + err.Error()}
 		}
 	}
 	a.mu.Lock()

@@ -39,6 +39,9 @@ type Options struct {
 	BootTimeout time.Duration
 	// DieWithParent ties the VMM's life to the calling process.
 	DieWithParent bool
+	// Network is the guest's network (nil: no NIC). The matching guest
+	// setup goes in Hello.Network.
+	Network *vmm.Network
 }
 
 // VM is a booted guest whose agent has answered.
@@ -101,6 +104,7 @@ func Boot(ctx context.Context, o Options) (*VM, error) {
 		SerialLog:     o.SerialLog,
 		RuntimeDir:    o.RuntimeDir,
 		DieWithParent: o.DieWithParent,
+		Network:       o.Network,
 	})
 	if err != nil {
 		conn.Close()

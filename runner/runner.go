@@ -185,6 +185,9 @@ type Options struct {
 	// afresh at each fetch. Plaintext warnings go to Warnings.
 	Secrets  secrets.Declarations
 	Warnings io.Writer
+	// Network is the guest's network; the zero value is user mode with no
+	// published ports and no host access.
+	Network vmm.Network
 }
 
 // Result is how a run ended.
@@ -211,6 +214,13 @@ func Argv(cfg image.Config, command []string) ([]string, error) {
 
 // Run boots a VM, runs the command, streams its output and tears the VM down.
 func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
+	// Network mistakes are found before anything is pulled or booted.
+	if err := o.Network.Validate(); err != nil {
+		return nil, err
+	}
+	if err := CheckForwards(o.Network.Forwards); err != nil {
+		return nil, err
+	}
 	parts, err := Prepare(ctx, h, o.PrepareOptions)
 	if err != nil {
 		return nil, err
@@ -259,11 +269,13 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 		RuntimeDir:    dir,
 		SerialLog:     filepath.Join(dir, "console.log"),
 		DieWithParent: true,
+		Network:       &o.Network,
 		Hello: channel.HelloRequest{
 			Hostname:   hostname,
 			Env:        parts.Image.Config.Env,
 			User:       parts.Image.Config.User,
 			WorkingDir: parts.Image.Config.WorkingDir,
+			Network:    GuestNetwork(&o.Network, hostname),
 		},
 	})
 	if err != nil {
@@ -283,6 +295,11 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 		Stdin:   o.Stdin != nil,
 		Timeout: o.Timeout,
 	}, o.Stdin, o.Stdout, o.Stderr)
+	if err == nil && ctx.Err() != nil {
+		// Interrupted: the guest may have reported the kill before the
+		// stream closed, but the caller asked to stop, not for an exit code.
+		err = ctx.Err()
+	}
 	if err != nil {
 		return nil, err
 	}

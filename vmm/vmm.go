@@ -49,6 +49,8 @@ type Config struct {
 	// DieWithParent kills the VMM when the process that started it dies
 	// (used by one-shot runs, so Ctrl-C or kill -9 never leaves a VM behind).
 	DieWithParent bool
+	// Network is the guest's network; nil means no NIC (only lo).
+	Network *Network
 }
 
 // Machine is a started virtual machine.

@@ -179,6 +179,9 @@ func validate(mc *MachineConfig) error {
 	if mc.Share && mc.MemoryFile == "" {
 		return errors.New("qemu: Share needs a MemoryFile")
 	}
+	if err := c.Network.Validate(); err != nil {
+		return fmt.Errorf("qemu: network: %w", err)
+	}
 	return nil
 }
 
@@ -268,6 +271,7 @@ func buildArgs(mc *MachineConfig, l launch) []string {
 			"-device", "virtserialport,chardev=agent,name="+optEscape(c.ChannelName),
 		)
 	}
+	a = append(a, netArgs(c.Network)...)
 	if c.SerialLog != "" {
 		a = append(a, "-chardev", "file,id=serial0,path="+optEscape(c.SerialLog), "-serial", "chardev:serial0")
 	} else {

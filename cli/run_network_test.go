@@ -1,0 +1,29 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestRunNetworkUsageErrors(t *testing.T) {
+	state := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--network", "bridge"}, `unknown network mode "bridge"`},
+		{[]string{"-p", "8080"}, `"8080": need a host port and a guest port`},
+		{[]string{"-p", "x:80"}, `"x:80": host port: "x" is not a number`},
+		{[]string{"--publish", "8080:70000"}, `"8080:70000": guest port: 70000 is out of range`},
+		{[]string{"-p", "8080:80/udp"}, `"8080:80/udp": only tcp`},
+		{[]string{"-p", "localhost:8080:80"}, `"localhost:8080:80": host address`},
+		{[]string{"--network", "isolated", "-p", "8080:80"}, "cannot publish 127.0.0.1:8080:80/tcp: the isolated network has no network device"},
+		{[]string{"--network", "isolated", "--host-access"}, "isolated network has none"},
+	} {
+		args := append([]string{"--state-dir", state, "run"}, c.args...)
+		code, out, errs := cli(t, "", append(args, "img", "true")...)
+		if code != ExitUsage || out != "" || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: code %d, stdout %q, stderr %q; want exit 2 and %q", c.args, code, out, errs, c.want)
+		}
+	}
+}

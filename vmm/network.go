@@ -1,0 +1,179 @@
+package vmm
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// NetworkMode says how a guest is connected.
+type NetworkMode string
+
+// Network modes.
+const (
+	// NetworkUser gives the guest one NIC behind a user-mode NAT that runs
+	// inside the VMM process (no privileges, no host interfaces). The empty
+	// mode means NetworkUser.
+	NetworkUser NetworkMode = "user"
+	// NetworkIsolated gives the guest no NIC at all: it sees only lo.
+	NetworkIsolated NetworkMode = "isolated"
+)
+
+// ParseNetworkMode reads a --network value.
+func ParseNetworkMode(s string) (NetworkMode, error) {
+	switch m := NetworkMode(s); m {
+	case NetworkUser, NetworkIsolated:
+		return m, nil
+	case "":
+		return NetworkUser, nil
+	}
+	return "", fmt.Errorf("unknown network mode %q: use user or isolated", s)
+}
+
+// Forward publishes a guest TCP port on a host address.
+type Forward struct {
+	// HostIP is the host address to listen on (IPv4).
+	HostIP netip.Addr
+	// HostPort and GuestPort are TCP ports (1-65535).
+	HostPort, GuestPort int
+}
+
+// String renders the forward as a full --publish spec.
+func (f Forward) String() string {
+	return fmt.Sprintf("%s:%d:%d/tcp", f.HostIP, f.HostPort, f.GuestPort)
+}
+
+// DefaultPublishIP is the host address a --publish spec without one binds:
+// loopback, so a published port is not exposed to the host's network unless
+// asked for.
+var DefaultPublishIP = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+
+// ParseForward reads a publish spec, [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp].
+// The host address defaults to DefaultPublishIP.
+func ParseForward(spec string) (Forward, error) {
+	bad := func(why string) (Forward, error) {
+		return Forward{}, fmt.Errorf("publish %q: %s: use [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp], e.g. 127.0.0.1:8080:80", spec, why)
+	}
+	s, proto, hasProto := strings.Cut(spec, "/")
+	if hasProto && proto != "tcp" {
+		if proto == "udp" {
+			return bad("only tcp ports can be published")
+		}
+		return bad(fmt.Sprintf("unknown protocol %q", proto))
+	}
+	parts := strings.Split(s, ":")
+	f := Forward{HostIP: DefaultPublishIP}
+	switch len(parts) {
+	case 2:
+	case 3:
+		ip, err := netip.ParseAddr(parts[0])
+		if err != nil || !ip.Is4() {
+			return bad(fmt.Sprintf("host address %q is not an IPv4 address", parts[0]))
+		}
+		f.HostIP = ip
+		parts = parts[1:]
+	default:
+		return bad("need a host port and a guest port")
+	}
+	var err error
+	if f.HostPort, err = parsePort(parts[0]); err != nil {
+		return bad("host port: " + err.Error())
+	}
+	if f.GuestPort, err = parsePort(parts[1]); err != nil {
+		return bad("guest port: " + err.Error())
+	}
+	return f, nil
+}
+
+func parsePort(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || s == "" || s[0] == '+' || s[0] == '-' {
+		return 0, fmt.Errorf("%q is not a number", s)
+	}
+	if n < 1 || n > 65535 {
+		return 0, fmt.Errorf("%d is out of range 1-65535", n)
+	}
+	return n, nil
+}
+
+// Network describes a guest's network. A nil *Network in Config means no
+// NIC, as NetworkIsolated does.
+type Network struct {
+	// Mode is NetworkUser (or empty) or NetworkIsolated.
+	Mode NetworkMode
+	// Forwards publish guest TCP ports on the host (user mode only).
+	Forwards []Forward
+	// HostAccess lets the guest reach services on the host's loopback
+	// through UserAddressing.Gateway. Without it the backend must block
+	// that; a backend that cannot block host loopback alone (QEMU's slirp)
+	// blocks all outbound traffic instead, so HostAccess also opens the
+	// way out.
+	HostAccess bool
+}
+
+// Isolated reports whether n gives the guest no NIC.
+func (n *Network) Isolated() bool { return n == nil || n.Mode == NetworkIsolated }
+
+// Validate checks n against the rules every backend shares.
+func (n *Network) Validate() error {
+	if n == nil {
+		return nil
+	}
+	if _, err := ParseNetworkMode(string(n.Mode)); err != nil {
+		return err
+	}
+	if n.Isolated() {
+		if len(n.Forwards) > 0 {
+			return fmt.Errorf("cannot publish %s: the isolated network has no network device; use --network user", n.Forwards[0])
+		}
+		if n.HostAccess {
+			return fmt.Errorf("host access needs a network device: the isolated network has none; use --network user")
+		}
+		return nil
+	}
+	seen := map[int]Forward{}
+	for _, f := range n.Forwards {
+		if !f.HostIP.Is4() || f.HostPort < 1 || f.HostPort > 65535 || f.GuestPort < 1 || f.GuestPort > 65535 {
+			return fmt.Errorf("invalid forward %+v: need an IPv4 host address and ports 1-65535", f)
+		}
+		// Ports on different addresses could coexist, but one port named
+		// twice is almost always a mistake; refuse it plainly.
+		if prev, ok := seen[f.HostPort]; ok {
+			return fmt.Errorf("host port %d is published twice (%s and %s)", f.HostPort, prev, f)
+		}
+		seen[f.HostPort] = f
+	}
+	return nil
+}
+
+// Addressing is the IPv4 setup the guest must apply statically on its NIC
+// in user mode.
+type Addressing struct {
+	// Guest is the guest's address within Prefix.
+	Guest netip.Addr
+	// Prefix is the virtual network.
+	Prefix netip.Prefix
+	// Gateway is the NAT's router; in user mode it also stands for the
+	// host's loopback when HostAccess is on.
+	Gateway netip.Addr
+	// DNS is the NAT's DNS forwarder (it answers only when outbound
+	// traffic is allowed).
+	DNS netip.Addr
+}
+
+// GuestPrefix is the guest address with the network's prefix length, as
+// "10.0.2.15/24".
+func (a Addressing) GuestPrefix() netip.Prefix {
+	return netip.PrefixFrom(a.Guest, a.Prefix.Bits())
+}
+
+// UserAddressing is the user-mode network every backend must provide (the
+// classic slirp layout; the QEMU backend passes it explicitly, so it does
+// not depend on slirp's defaults).
+var UserAddressing = Addressing{
+	Guest:   netip.AddrFrom4([4]byte{10, 0, 2, 15}),
+	Prefix:  netip.MustParsePrefix("10.0.2.0/24"),
+	Gateway: netip.AddrFrom4([4]byte{10, 0, 2, 2}),
+	DNS:     netip.AddrFrom4([4]byte{10, 0, 2, 3}),
+}

@@ -1,0 +1,76 @@
+package vmm
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestParseForward(t *testing.T) {
+	for spec, want := range map[string]Forward{
+		"8080:80":               {HostIP: DefaultPublishIP, HostPort: 8080, GuestPort: 80},
+		"8080:80/tcp":           {HostIP: DefaultPublishIP, HostPort: 8080, GuestPort: 80},
+		"0.0.0.0:1:65535":       {HostIP: netip.MustParseAddr("0.0.0.0"), HostPort: 1, GuestPort: 65535},
+		"127.0.0.2:18080:8080":  {HostIP: netip.MustParseAddr("127.0.0.2"), HostPort: 18080, GuestPort: 8080},
+		"10.1.2.3:443:8443/tcp": {HostIP: netip.MustParseAddr("10.1.2.3"), HostPort: 443, GuestPort: 8443},
+	} {
+		got, err := ParseForward(spec)
+		if err != nil || got != want {
+			t.Errorf("%q: got %+v, %v; want %+v", spec, got, err, want)
+		}
+	}
+	for spec, why := range map[string]string{
+		"":                 "need a host port",
+		"8080":             "need a host port",
+		"a:80":             `host port: "a" is not a number`,
+		"80:b":             `guest port: "b" is not a number`,
+		"0:80":             "out of range",
+		"80:65536":         "out of range",
+		"-1:80":            "not a number",
+		"+1:80":            "not a number",
+		"8080:80/udp":      "only tcp",
+		"8080:80/sctp":     "unknown protocol",
+		"localhost:80:80":  "not an IPv4 address",
+		"[::1]:80:80":      "need a host port",
+		"::1:80:80":        "need a host port",
+		"1.2.3.4:5:6:7":    "need a host port",
+		"127.0.0.1::80":    `host port: "" is not a number`,
+		"127.0.0.1:80:":    `guest port: "" is not a number`,
+		"8080:80/tcp/tcp":  "unknown protocol",
+		"99999999999:80":   "out of range",
+		"127.0.0.1:80:8 0": "not a number",
+	} {
+		_, err := ParseForward(spec)
+		if err == nil || !strings.Contains(err.Error(), why) || !strings.Contains(err.Error(), `"`+spec+`"`) {
+			t.Errorf("%q: got %v; want an error naming the spec and %q", spec, err, why)
+		}
+	}
+}
+
+func TestNetworkValidate(t *testing.T) {
+	fw := func(port int) Forward { return Forward{HostIP: DefaultPublishIP, HostPort: port, GuestPort: 80} }
+	for name, n := range map[string]*Network{
+		"nil":          nil,
+		"default":      {},
+		"user forward": {Mode: NetworkUser, Forwards: []Forward{fw(1), fw(2)}, HostAccess: true},
+		"isolated":     {Mode: NetworkIsolated},
+	} {
+		if err := n.Validate(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for name, n := range map[string]*Network{
+		"isolated publish":     {Mode: NetworkIsolated, Forwards: []Forward{fw(1)}},
+		"isolated host access": {Mode: NetworkIsolated, HostAccess: true},
+		"unknown mode":         {Mode: "bridge"},
+		"twice":                {Forwards: []Forward{fw(1), fw(1)}},
+		"zero forward":         {Forwards: []Forward{{}}},
+	} {
+		if err := n.Validate(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	if !(*Network)(nil).Isolated() || (&Network{}).Isolated() {
+		t.Error("Isolated: nil must be isolated, the zero mode must not")
+	}
+}

@@ -1,0 +1,45 @@
+package qemu
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/microagent-dev/microagent/vmm"
+)
+
+func TestNetArgs(t *testing.T) {
+	if a := netArgs(nil); a != nil {
+		t.Errorf("no network: got %q", a)
+	}
+	if a := netArgs(&vmm.Network{Mode: vmm.NetworkIsolated}); a != nil {
+		t.Errorf("isolated: got %q", a)
+	}
+	got := netArgs(&vmm.Network{})
+	want := []string{"-netdev", "user,id=n0,ipv6=off,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,dhcpstart=10.0.2.15,restrict=on",
+		"-device", "virtio-net-device,netdev=n0"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("default user:\n got %q\nwant %q", got, want)
+	}
+	got = netArgs(&vmm.Network{Mode: vmm.NetworkUser, HostAccess: true, Forwards: []vmm.Forward{
+		{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 18080, GuestPort: 8080},
+		{HostIP: netip.MustParseAddr("0.0.0.0"), HostPort: 2222, GuestPort: 22},
+	}})
+	want[1] = "user,id=n0,ipv6=off,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,dhcpstart=10.0.2.15,restrict=off" +
+		",hostfwd=tcp:127.0.0.1:18080-10.0.2.15:8080,hostfwd=tcp:0.0.0.0:2222-10.0.2.15:22"
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("host access and forwards:\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestValidateNetwork(t *testing.T) {
+	k := filepath.Join(t.TempDir(), "k")
+	os.WriteFile(k, nil, 0o600)
+	mc := MachineConfig{Config: vmm.Config{Kernel: k, Initrd: k, Network: &vmm.Network{Mode: vmm.NetworkIsolated,
+		Forwards: []vmm.Forward{{HostIP: vmm.DefaultPublishIP, HostPort: 1, GuestPort: 1}}}}}
+	if err := validate(&mc); err == nil {
+		t.Error("isolated network with a forward: no error")
+	}
+}
