@@ -11,9 +11,13 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-if ((${#missing[@]})); then
-  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+# The guest kernel is fetched with `apt-get download`, which needs package
+# lists even when every package above is already installed.
+if ((${#missing[@]})) || ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
   $SUDO apt-get update -q
+fi
+if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
