@@ -14,7 +14,7 @@ done
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 # The guest kernel is fetched with `apt-get download`, which needs package
 # lists even when every package above is already installed.
-if ((${#missing[@]})) || ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+if ((${#missing[@]})) || ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
   $SUDO apt-get update -q
 fi
 if ((${#missing[@]})); then
