@@ -1,16 +1,13 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,10 +34,7 @@ type Registry struct {
 	// can tamper with stored blobs (see BlobPath).
 	Root string
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	out    *lockedBuffer
+	proc *Process
 }
 
 // StartRegistry starts a docker-registry on 127.0.0.1 with a free port and
@@ -61,23 +55,13 @@ func StartRegistry(t testing.TB) *Registry {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	// The free port is found by binding and releasing it, so another process
-	// can take it before the registry does: retry a few times.
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		r, err := startRegistry(t, bin, dir, root)
-		if err == nil {
-			t.Cleanup(r.Stop)
-			return r
-		}
-		lastErr = err
-	}
-	t.Fatalf("start docker-registry: %v", lastErr)
-	return nil
+	return StartRetried(t, "docker-registry", func() (*Registry, error) {
+		return startRegistry(t, bin, dir, root)
+	})
 }
 
 func startRegistry(t testing.TB, bin, dir, root string) (*Registry, error) {
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -99,63 +83,26 @@ http:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	r := &Registry{
-		Host:   host,
-		URL:    "http://" + host,
-		Root:   root,
-		exited: make(chan struct{}),
-		out:    &lockedBuffer{},
+	p, err := StartProcess(exec.Command(bin, "serve", cfgPath))
+	if err != nil {
+		return nil, err
 	}
-	cmd := exec.Command(bin, "serve", cfgPath)
-	cmd.Stdout = r.out
-	cmd.Stderr = r.out
-	// A registry must not outlive a test binary killed by a timeout.
-	cmd.SysProcAttr = pdeathsig()
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	r.cmd = cmd
-	go func() {
-		_ = cmd.Wait()
-		close(r.exited)
-	}()
-
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(registryReadyTimeout)
-	for {
-		select {
-		case <-r.exited:
-			return nil, fmt.Errorf("docker-registry on %s exited early: %s", host, strings.TrimSpace(r.out.String()))
-		default:
-		}
-		resp, err := client.Get(r.URL + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return r, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			r.Stop()
-			return nil, fmt.Errorf("docker-registry on %s did not answer GET /v2/ within %v (last error %v): %s",
-				host, registryReadyTimeout, err, strings.TrimSpace(r.out.String()))
-		}
-		time.Sleep(20 * time.Millisecond)
+	r := &Registry{Host: host, URL: "http://" + host, Root: root, proc: p}
+	switch err := WaitHTTP(r.URL+"/v2/", time.Second, registryReadyTimeout, p.Exited()); {
+	case err == nil:
+		return r, nil
+	case errors.Is(err, ErrExited):
+		return nil, fmt.Errorf("docker-registry on %s exited early: %s", host, strings.TrimSpace(p.Output()))
+	default:
+		p.Stop()
+		return nil, fmt.Errorf("docker-registry on %s did not answer GET /v2/ within %v (%v): %s",
+			host, registryReadyTimeout, err, strings.TrimSpace(p.Output()))
 	}
 }
 
 // Stop kills the registry and waits for it to exit. Stopping twice is fine;
 // later pulls from r fail with "connection refused".
-func (r *Registry) Stop() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	<-r.exited
-	r.cmd = nil
-}
+func (r *Registry) Stop() { r.proc.Stop() }
 
 // Ref returns the full reference "127.0.0.1:PORT/repo[:tag]" for repo; a repo
 // without a tag or digest gets ":latest".
@@ -176,22 +123,19 @@ func (r *Registry) BlobPath(h v1.Hash) string {
 // the full reference.
 func (r *Registry) PushImage(t testing.TB, repo string, img v1.Image) string {
 	t.Helper()
-	ref := r.Ref(repo)
-	tag, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatalf("push %s: %v", ref, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := remote.Write(tag, img, remote.WithContext(ctx)); err != nil {
-		t.Fatalf("push %s: %v", ref, err)
-	}
-	return ref
+	return r.push(t, repo, img)
 }
 
 // PushIndex pushes the image index idx as repo and returns the full
 // reference.
 func (r *Registry) PushIndex(t testing.TB, repo string, idx v1.ImageIndex) string {
+	t.Helper()
+	return r.push(t, repo, idx)
+}
+
+// push pushes an image or an index (remote.Write and remote.WriteIndex are
+// both remote.Push) and returns the full reference.
+func (r *Registry) push(t testing.TB, repo string, obj remote.Taggable) string {
 	t.Helper()
 	ref := r.Ref(repo)
 	tag, err := name.ParseReference(ref)
@@ -200,7 +144,7 @@ func (r *Registry) PushIndex(t testing.TB, repo string, idx v1.ImageIndex) strin
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := remote.WriteIndex(tag, idx, remote.WithContext(ctx)); err != nil {
+	if err := remote.Push(tag, obj, remote.WithContext(ctx)); err != nil {
 		t.Fatalf("push %s: %v", ref, err)
 	}
 	return ref
@@ -222,31 +166,4 @@ func (r *Registry) PushWhiteout(t testing.TB, repo string) string {
 func (r *Registry) PushUser(t testing.TB, repo string) string {
 	t.Helper()
 	return r.PushImage(t, repo, UserImage(t))
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// lockedBuffer collects a child's output from two pipes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

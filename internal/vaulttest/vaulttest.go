@@ -8,23 +8,21 @@
 package vaulttest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+
+	"github.com/microagent-dev/microagent/internal/testenv"
 )
 
 // Version is the Vault release scripts/install-vault.sh builds.
@@ -87,10 +85,7 @@ type Server struct {
 	// RootToken is the dev server's root token.
 	RootToken string
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	out    *lockedBuffer
+	proc *testenv.Process
 }
 
 // Start starts a Vault dev server (in-memory storage, KV v2 mounted at
@@ -107,21 +102,11 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip(msg)
 	}
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		s, err := start(t, bin)
-		if err == nil {
-			t.Cleanup(s.Stop)
-			return s
-		}
-		lastErr = err
-	}
-	t.Fatalf("start vault dev server: %v", lastErr)
-	return nil
+	return testenv.StartRetried(t, "vault dev server", func() (*Server, error) { return start(t, bin) })
 }
 
 func start(t testing.TB, bin string) (*Server, error) {
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -132,8 +117,6 @@ func start(t testing.TB, bin string) (*Server, error) {
 	s := &Server{
 		Addr:      fmt.Sprintf("http://127.0.0.1:%d", port),
 		RootToken: "root-" + hex.EncodeToString(tok),
-		exited:    make(chan struct{}),
-		out:       &lockedBuffer{},
 	}
 	home := t.TempDir()
 	cmd := exec.Command(bin, "server", "-dev",
@@ -144,54 +127,25 @@ func start(t testing.TB, bin string) (*Server, error) {
 	// user's. No VAULT_* variable of the test's environment leaks in.
 	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "TMPDIR=" + home}
 	cmd.Dir = home
-	cmd.Stdout = s.out
-	cmd.Stderr = s.out
-	// A server must not outlive a test binary killed by a timeout.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+	p, err := testenv.StartProcess(cmd)
+	if err != nil {
+		return nil, err
 	}
-	s.cmd = cmd
-	go func() {
-		_ = cmd.Wait()
-		close(s.exited)
-	}()
-
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		select {
-		case <-s.exited:
-			return nil, fmt.Errorf("vault on %s exited early: %s", s.Addr, tail(s.out.String()))
-		default:
-		}
-		resp, err := client.Get(s.Addr + "/v1/sys/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			return nil, fmt.Errorf("vault on %s not active within %v (last error %v): %s", s.Addr, readyTimeout, err, tail(s.out.String()))
-		}
-		time.Sleep(20 * time.Millisecond)
+	s.proc = p
+	switch err := testenv.WaitHTTP(s.Addr+"/v1/sys/health", 2*time.Second, readyTimeout, p.Exited()); {
+	case err == nil:
+		return s, nil
+	case errors.Is(err, testenv.ErrExited):
+		return nil, fmt.Errorf("vault on %s exited early: %s", s.Addr, tail(p.Output()))
+	default:
+		p.Stop()
+		return nil, fmt.Errorf("vault on %s not active within %v (%v): %s", s.Addr, readyTimeout, err, tail(p.Output()))
 	}
 }
 
 // Stop kills the server and waits for it to exit. Stopping twice is fine;
 // requests to Addr then fail with "connection refused".
-func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	<-s.exited
-	s.cmd = nil
-}
+func (s *Server) Stop() { s.proc.Stop() }
 
 // Env returns a lookup function (like os.LookupEnv) that sees only
 // VAULT_ADDR=Addr and VAULT_TOKEN=token.
@@ -305,7 +259,7 @@ func (s *Server) Seal(t testing.TB) {
 func (s *Server) Unseal(t testing.TB) {
 	t.Helper()
 	var key string
-	for _, line := range strings.Split(s.out.String(), "\n") {
+	for _, line := range strings.Split(s.proc.Output(), "\n") {
 		if k, ok := strings.CutPrefix(strings.TrimSpace(line), "Unseal Key: "); ok {
 			key = strings.TrimSpace(k)
 		}
@@ -321,34 +275,13 @@ func (s *Server) Unseal(t testing.TB) {
 		t.Fatal("vault: still sealed after unseal")
 	}
 	// Unsealed is not yet active: wait until the server answers as active.
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		resp, err := client.Get(s.Addr + "/v1/sys/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("vault: not active within %v after unseal", readyTimeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testenv.WaitHTTP(s.Addr+"/v1/sys/health", 2*time.Second, readyTimeout, nil); err != nil {
+		t.Fatalf("vault: not active within %v after unseal", readyTimeout)
 	}
 }
 
 // Output returns what the server printed (for a failing test's message).
-func (s *Server) Output() string { return s.out.String() }
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func (s *Server) Output() string { return s.proc.Output() }
 
 func tail(s string) string {
 	s = strings.TrimSpace(s)
@@ -356,22 +289,4 @@ func tail(s string) string {
 		s = "..." + s[len(s)-2000:]
 	}
 	return s
-}
-
-// lockedBuffer collects a child's output from two pipes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
