@@ -7,7 +7,15 @@
 //  2. runner.Prepare on a warm store, and the first Prepare for contrast;
 //  3. exec round trips of `true` on a booted VM against raw 64-byte echoes
 //     over a bare virtio-serial port;
-//  4. root disk builds (rootfs.Build, tar2ext4) against tar -x + mkfs.ext4 -d.
+//  4. root disk builds (rootfs.Build, tar2ext4) against tar -x + mkfs.ext4 -d;
+//  5. named workspaces: Start of a halted workspace against the raw boot,
+//     `exec NAME true` through the CLI, the library and the raw channel, and
+//     the host memory of an idle workspace beyond its guest RAM;
+//  6. density: how many idle tiny workspaces run side by side, each still
+//     answering exec within a second.
+//
+// -sections selects sections (run = 1-3, rootfs = 4, workspace = 5,
+// density = 6); the default runs them all.
 //
 // Everything runs in a temporary state directory; the kernel comes from the
 // test suite's .deb cache when there is one (-kernel-cache).
@@ -18,9 +26,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,7 +47,17 @@ type options struct {
 	rootfsMB    int64
 	kernelCache string
 	keep        bool
+	sections    map[string]bool
+	wsExecN     int
+	densityMax  int
+	densityTime time.Duration
 }
+
+// allSections are the -sections names, in report order.
+var allSections = []string{"run", "rootfs", "workspace", "density"}
+
+// has reports whether section s was selected.
+func (o options) has(s string) bool { return o.sections[s] }
 
 func main() {
 	var o options
@@ -50,10 +70,23 @@ func main() {
 	flag.StringVar(&o.kernelCache, "kernel-cache", filepath.Join(os.TempDir(), "microagent-test-cache"),
 		"folder of cached kernel .debs (shared with the test suite); empty: download with apt-get")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary state directory")
+	sections := flag.String("sections", strings.Join(allSections, ","), "comma-separated sections to run: "+strings.Join(allSections, ", "))
+	flag.IntVar(&o.wsExecN, "ws-exec-n", 100, "exec true round trips each through the CLI, the workspace library and the raw channel")
+	flag.IntVar(&o.densityMax, "density-max", 32, "density goal: stop after this many running workspaces")
+	flag.DurationVar(&o.densityTime, "density-timeout", 5*time.Minute, "bound on the density section's start-and-check loop")
 	flag.Parse()
-	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n and -rootfs-mb must be at least 1")
+	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 || o.wsExecN < 1 || o.densityMax < 1 || o.densityTime <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n, -rootfs-mb, -ws-exec-n, -density-max and -density-timeout must be positive")
 		os.Exit(2)
+	}
+	o.sections = map[string]bool{}
+	for _, s := range strings.Split(*sections, ",") {
+		s = strings.TrimSpace(s)
+		if !slices.Contains(allSections, s) {
+			fmt.Fprintf(os.Stderr, "bench: -sections: unknown section %q (use %s)\n", s, strings.Join(allSections, ", "))
+			os.Exit(2)
+		}
+		o.sections[s] = true
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -84,6 +117,8 @@ type results struct {
 	rootfs             []*rootfsRound
 	loadStart, loadEnd string
 	loadSamples        []float64 // 1-minute load average, sampled per phase
+	ws                 *wsResult
+	density            *densityResult
 }
 
 // sampleLoad records the current 1-minute load average.
@@ -157,11 +192,79 @@ func run(ctx context.Context, o options) error {
 	r.host = gatherHost(k)
 	vmDir := func() (string, error) { return os.MkdirTemp(tmp, "vm-") }
 
+	if o.has("run") {
+		if err := runSections123(ctx, r, h, backend, k.Vmlinux, floorInitrd, ref, agent, vmDir); err != nil {
+			return err
+		}
+	}
+	if o.has("rootfs") {
+		if err := runSection4(ctx, r, tmp); err != nil {
+			return err
+		}
+	}
+	if o.has("workspace") || o.has("density") {
+		if err := runWorkspaceSections(ctx, r, root, h, backend, k.Vmlinux, floorInitrd, ref, agent, vmDir); err != nil {
+			return err
+		}
+	}
+
+	r.loadEnd = loadAvg()
+	r.sampleLoad()
+	r.wall = time.Since(r.startedAt)
+	report := render(r)
+	fmt.Print(report)
+	if o.out != "" {
+		if err := writeReport(o.out, report); err != nil {
+			return err
+		}
+		logf("report written to %s", o.out)
+	}
+	return nil
+}
+
+// runWorkspaceSections runs sections 5 and 6 with a freshly built
+// microagent binary (the supervisors re-execute it; the CLI exec runs it).
+// Every workspace is killed and deleted on the way out, error or not.
+func runWorkspaceSections(ctx context.Context, r *results, root string, h home.Home, backend *qemu.Backend, vmlinux, floorInitrd, ref, agent string, vmDir func() (string, error)) error {
+	o := r.opts
+	exe := filepath.Join(r.tmp, "microagent")
+	logf("building the microagent binary (workspace supervisors, CLI exec)")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", exe, "./cmd/microagent")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/microagent: %v\n%s", err, b)
+	}
+	e := &wsEnv{h: h, ref: ref, agent: agent, exe: exe}
+	defer e.cleanupAll()
+	if o.has("workspace") {
+		r.sampleLoad()
+		ws, err := measureWorkspace(ctx, e, backend, vmlinux, floorInitrd, vmDir, o.n, o.wsExecN)
+		if err != nil {
+			return fmt.Errorf("workspace section: %w", err)
+		}
+		r.ws = ws
+		r.sampleLoad()
+	}
+	if o.has("density") {
+		logf("density: up to %d tiny workspaces, bounded by %s", o.densityMax, o.densityTime)
+		d, err := measureDensity(ctx, e, o.densityMax, o.densityTime, time.Second)
+		if err != nil {
+			return fmt.Errorf("density section: %w", err)
+		}
+		r.density = d
+		r.sampleLoad()
+	}
+	return nil
+}
+
+// runSections123 runs sections 1-3: boots, Prepare, exec round trips.
+func runSections123(ctx context.Context, r *results, h home.Home, backend *qemu.Backend, vmlinux, floorInitrd, ref, agent string, vmDir func() (string, error)) error {
+	o := r.opts
 	// 2b. The first Prepare on a machine that has only the kernel: pull,
 	// root disk build, initramfs build. Each repetition gets a fresh state
 	// directory sharing the installed kernel.
 	logf("first Prepare x%d (fresh state directories)", o.n)
-	fresh := filepath.Join(tmp, "fresh")
+	fresh := filepath.Join(r.tmp, "fresh")
 	if err := os.Mkdir(fresh, 0o700); err != nil {
 		return err
 	}
@@ -200,7 +303,7 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		rb, err := bootRaw(ctx, backend, k.Vmlinux, floorInitrd, dir)
+		rb, err := bootRaw(ctx, backend, vmlinux, floorInitrd, dir)
 		if err != nil {
 			return err
 		}
@@ -211,7 +314,7 @@ func run(ctx context.Context, o options) error {
 		if i == 0 {
 			rtts = 10
 		}
-		eb, err := bootEcho(ctx, backend, k.Vmlinux, floorInitrd, dir, rtts)
+		eb, err := bootEcho(ctx, backend, vmlinux, floorInitrd, dir, rtts)
 		if err != nil {
 			return err
 		}
@@ -249,11 +352,16 @@ func run(ctx context.Context, o options) error {
 
 	// 3. Exec and hello round trips on one booted VM.
 	logf("exec VM: %d x exec true, %d x hello", o.execN, o.execN)
+	var err error
 	if r.channel, err = measureChannel(ctx, h, backend, ref, agent, o.execN); err != nil {
 		return fmt.Errorf("exec VM: %w", err)
 	}
+	return nil
+}
 
-	// 4. Root disk builds from one large tar.
+// runSection4 runs section 4: root disk builds from one large tar.
+func runSection4(ctx context.Context, r *results, tmp string) error {
+	o := r.opts
 	mkfs := lookTool("mkfs.ext4")
 	if mkfs == "" {
 		return fmt.Errorf("mkfs.ext4 not found: install it with `apt-get install --no-install-recommends e2fsprogs`")
@@ -283,18 +391,6 @@ func run(ctx context.Context, o options) error {
 		r.rootfs = append(r.rootfs, rr)
 	}
 	os.Remove(tarPath)
-
-	r.loadEnd = loadAvg()
-	r.sampleLoad()
-	r.wall = time.Since(r.startedAt)
-	report := render(r)
-	fmt.Print(report)
-	if o.out != "" {
-		if err := writeReport(o.out, report); err != nil {
-			return err
-		}
-		logf("report written to %s", o.out)
-	}
 	return nil
 }
 

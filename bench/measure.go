@@ -167,30 +167,31 @@ type channelResult struct {
 	helloCPU, execCPU time.Duration
 }
 
-// measureChannel boots one VM as runner.Run does and times Hello and
-// Exec(["true"]) round trips on it.
-func measureChannel(ctx context.Context, h home.Home, b vmm.Backend, ref, agent string, n int) (*channelResult, error) {
+// bootExecVM boots one VM as runner.Run does (default profile, a fresh
+// writable disk) and returns it with its Hello request; cleanup kills it and
+// removes its folder.
+func bootExecVM(ctx context.Context, h home.Home, b vmm.Backend, ref, agent string) (vm *microvm.VM, hello channel.HelloRequest, cleanup func(), err error) {
 	parts, err := runner.Prepare(ctx, h, runner.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: agent})
 	if err != nil {
-		return nil, err
+		return nil, hello, nil, err
 	}
 	dir, err := os.MkdirTemp(h.Path(), "vm-")
 	if err != nil {
-		return nil, err
+		return nil, hello, nil, err
 	}
-	defer os.RemoveAll(dir)
 	rw := filepath.Join(dir, "rw.ext4")
 	def := runner.Profiles[runner.DefaultProfile]
 	if err := rootfs.NewWritableDisk(ctx, h, rw, def.DiskBytes); err != nil {
-		return nil, err
+		os.RemoveAll(dir)
+		return nil, hello, nil, err
 	}
-	hello := channel.HelloRequest{
+	hello = channel.HelloRequest{
 		Hostname:   "microagent",
 		Env:        parts.Image.Config.Env,
 		User:       parts.Image.Config.User,
 		WorkingDir: parts.Image.Config.WorkingDir,
 	}
-	vm, err := microvm.Boot(ctx, microvm.Options{
+	vm, err = microvm.Boot(ctx, microvm.Options{
 		Backend:       b,
 		Kernel:        parts.Kernel.Vmlinux,
 		Initrd:        parts.Initramfs,
@@ -204,10 +205,21 @@ func measureChannel(ctx context.Context, h home.Home, b vmm.Backend, ref, agent 
 		Hello:         hello,
 	})
 	if err != nil {
+		os.RemoveAll(dir)
+		return nil, hello, nil, err
+	}
+	return vm, hello, func() { vm.Kill(); os.RemoveAll(dir) }, nil
+}
+
+// measureChannel boots one VM as runner.Run does and times Hello and
+// Exec(["true"]) round trips on it.
+func measureChannel(ctx context.Context, h home.Home, b vmm.Backend, ref, agent string, n int) (*channelResult, error) {
+	vm, hello, cleanup, err := bootExecVM(ctx, h, b, ref, agent)
+	if err != nil {
 		return nil, err
 	}
+	defer cleanup()
 	readyAt := time.Now()
-	defer vm.Kill()
 	r := &channelResult{ready: vm.Ready}
 
 	// Where boot went, from the guest's clocks: the agent's uptime (since

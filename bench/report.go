@@ -45,32 +45,19 @@ func render(r *results) string {
 	h := r.host
 
 	rawExit := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.exit }))
-	rawMarker := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.marker }))
-	rawQMP := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.qmp }))
-	rawGuest := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.guest }))
-	rawPre := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.marker - x.guest }))
-	echoReady := summarize(collect(r.echo, func(x *echoBoot) time.Duration { return x.ready }))
-	echoMods := summarize(collect(r.echo, func(x *echoBoot) time.Duration { return x.modules - x.guest }))
-	echoPort := summarize(collect(r.echo, func(x *echoBoot) time.Duration { return x.port - x.modules }))
 	var rtts []time.Duration
 	for _, e := range r.echo {
 		rtts = append(rtts, e.rtts...)
 	}
 	echo := summarize(rtts)
 	coldTotal := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.total }))
-	coldPrep := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.prepare }))
-	coldVMM := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.vmmStart }))
-	coldBoot := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.boot }))
-	coldExec := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.exec }))
-	coldDown := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.teardown }))
 	warm := summarize(r.prepWarm)
-	first := summarize(r.prepFirst)
 	ch := r.channel
-	execS, helloS := summarize(ch.exec), summarize(ch.hello)
+	if ch == nil {
+		ch = &channelResult{}
+	}
+	execS := summarize(ch.exec)
 	build := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.build }))
-	conv := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.tar2ext4 }))
-	untar := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.untar }))
-	mkfs := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.mkfs }))
 	classic := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.untar + x.mkfs }))
 
 	rawCPU := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.cpu }))
@@ -80,7 +67,6 @@ func render(r *results) string {
 		echoCPU += e.rttCPU
 	}
 	perEcho := perOp(echoCPU, len(rtts))
-	perHello := perOp(ch.helloCPU, len(ch.hello))
 	perExec := perOp(ch.execCPU, len(ch.exec))
 
 	bootRatio := ratio(coldTotal.median, rawExit.median)
@@ -106,27 +92,83 @@ func render(r *results) string {
 	b.f("| Go, commit | %s, %s |\n", h.goVersion, h.commit)
 	b.f("| Load average (1/5/15 min) | %s at start, %s at end; 1-min average %s during the run (other work, e.g. the test suite, may share the host) |\n",
 		r.loadStart, r.loadEnd, r.loadRange())
-	b.f("| Repetitions | n=%d (+1 untimed warm-up round of boots), %d raw echoes per echo boot, %d execs and %d hellos on one VM |\n\n",
-		o.n, o.rttN, o.execN, o.execN)
+	b.f("| Repetitions | n=%d (+1 untimed warm-up round of boots), %d raw echoes per echo boot, %d execs and %d hellos on one VM, %d exec rounds on a workspace |\n",
+		o.n, o.rttN, o.execN, o.execN, o.wsExecN)
+	b.f("| Sections | %s |\n\n", r.sectionList())
 
 	b.f("## Summary\n\n")
 	b.f("| Measurement | Floor (median) | microagent (median) | Ratio of medians | Ratio of minima | CPU-time ratio | Goal | Met (medians) |\n|---|--:|--:|--:|--:|--:|---|---|\n")
-	b.f("| 1. cold `run busybox true` vs raw QEMU boot to a trivial init | %s | %s | %s | %s | %s | ≤ 1.3x | %s |\n",
-		dur(rawExit.median), dur(coldTotal.median), x(bootRatio), x(ratio(coldTotal.min, rawExit.min)),
-		x(ratio(coldCPU.median, rawCPU.median)), verdict(bootRatio, 1.3))
-	b.f("| 2. `Prepare` on a warm store | — | %s | — | — | — | ≤ 100 ms | %s |\n",
-		dur(warm.median), verdict(float64(warm.median), float64(100*time.Millisecond)))
-	b.f("| 3. exec `true` round trip vs raw 64 B echo, p50 | %s | %s | %s | %s | %s | ≤ 2x | %s |\n",
-		dur(echo.median), dur(execS.median), x(execRatio50), x(ratio(execS.min, echo.min)),
-		x(ratio(perExec, perEcho)), verdict(execRatio50, 2))
-	b.f("| 3. same, p99 | %s | %s | %s | — | — | ≤ 2x | %s |\n",
-		dur(echo.p99), dur(execS.p99), x(execRatio99), verdict(execRatio99, 2))
-	b.f("| 4. root disk build throughput vs `tar -x` + `mkfs.ext4 -d` | %.0f MB/s | %.0f MB/s | %s | %s | — | — | — |\n\n",
-		classicMBs, buildMBs, speed(buildMBs/classicMBs), speed(ratio(classic.min, build.min)))
+	if o.has("run") {
+		b.f("| 1. cold `run busybox true` vs raw QEMU boot to a trivial init | %s | %s | %s | %s | %s | ≤ 1.3x | %s |\n",
+			dur(rawExit.median), dur(coldTotal.median), x(bootRatio), x(ratio(coldTotal.min, rawExit.min)),
+			x(ratio(coldCPU.median, rawCPU.median)), verdict(bootRatio, 1.3))
+		b.f("| 2. `Prepare` on a warm store | — | %s | — | — | — | ≤ 100 ms | %s |\n",
+			dur(warm.median), verdict(float64(warm.median), float64(100*time.Millisecond)))
+		b.f("| 3. exec `true` round trip vs raw 64 B echo, p50 | %s | %s | %s | %s | %s | ≤ 2x | %s |\n",
+			dur(echo.median), dur(execS.median), x(execRatio50), x(ratio(execS.min, echo.min)),
+			x(ratio(perExec, perEcho)), verdict(execRatio50, 2))
+		b.f("| 3. same, p99 | %s | %s | %s | — | — | ≤ 2x | %s |\n",
+			dur(echo.p99), dur(execS.p99), x(execRatio99), verdict(execRatio99, 2))
+	}
+	if o.has("rootfs") {
+		b.f("| 4. root disk build throughput vs `tar -x` + `mkfs.ext4 -d` | %.0f MB/s | %.0f MB/s | %s | %s | — | — | — |\n",
+			classicMBs, buildMBs, speed(buildMBs/classicMBs), speed(ratio(classic.min, build.min)))
+	}
+	renderWorkspaceSummary(&b, r)
+	b.f("\n")
 	b.f("Goals are judged on wall-time medians, as specified. Other work on the host only ever adds time, so\n")
 	b.f("on a busy host the ratio of minima and the CPU-time ratio (CPU used by QEMU and the harness, which\n")
 	b.f("other tenants barely change) are the steadier comparisons. The 1-minute load average ranged %s\n", r.loadRange())
 	b.f("during the run.\n\n")
+
+	if o.has("run") {
+		renderRun(&b, r)
+	}
+	if o.has("rootfs") {
+		renderRootfs(&b, r)
+	}
+	renderWorkspace(&b, r)
+	renderDensity(&b, r)
+	return b.String()
+}
+
+// renderRun writes sections 1-3.
+func renderRun(b *report, r *results) {
+	rawExit := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.exit }))
+	rawMarker := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.marker }))
+	rawQMP := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.qmp }))
+	rawGuest := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.guest }))
+	rawPre := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.marker - x.guest }))
+	echoReady := summarize(collect(r.echo, func(x *echoBoot) time.Duration { return x.ready }))
+	echoMods := summarize(collect(r.echo, func(x *echoBoot) time.Duration { return x.modules - x.guest }))
+	echoPort := summarize(collect(r.echo, func(x *echoBoot) time.Duration { return x.port - x.modules }))
+	var rtts []time.Duration
+	for _, e := range r.echo {
+		rtts = append(rtts, e.rtts...)
+	}
+	echo := summarize(rtts)
+	coldTotal := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.total }))
+	coldPrep := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.prepare }))
+	coldVMM := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.vmmStart }))
+	coldBoot := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.boot }))
+	coldExec := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.exec }))
+	coldDown := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.teardown }))
+	warm := summarize(r.prepWarm)
+	first := summarize(r.prepFirst)
+	ch := r.channel
+	execS, helloS := summarize(ch.exec), summarize(ch.hello)
+	rawCPU := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.cpu }))
+	coldCPU := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.cpu }))
+	var echoCPU time.Duration
+	for _, e := range r.echo {
+		echoCPU += e.rttCPU
+	}
+	perEcho := perOp(echoCPU, len(rtts))
+	perHello := perOp(ch.helloCPU, len(ch.hello))
+	perExec := perOp(ch.execCPU, len(ch.exec))
+	bootRatio := ratio(coldTotal.median, rawExit.median)
+	execRatio50 := ratio(execS.median, echo.median)
+	execRatio99 := ratio(execS.p99, echo.p99)
 
 	b.f("## 1. Cold run vs raw boot\n\n")
 	b.f("Floor: the installed kernel booted by the same backend (`qemu.Backend.StartWith`, same machine flags)\n")
@@ -215,6 +257,19 @@ func render(r *results) string {
 		x(ratio(perExec, perEcho)), x(ratio(perHello, perEcho)))
 	b.f("all round trips).\n\n")
 
+}
+
+// renderRootfs writes section 4.
+func renderRootfs(b *report, r *results) {
+	o := r.opts
+	build := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.build }))
+	conv := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.tar2ext4 }))
+	untar := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.untar }))
+	mkfs := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.mkfs }))
+	classic := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.untar + x.mkfs }))
+	buildMBs := mbps(r.tarSize, build.median)
+	classicMBs := mbps(r.tarSize, classic.median)
+
 	b.f("## 4. Root disk build throughput\n\n")
 	b.f("One uncompressed layer: the first %d MB of regular files under `%s` (files over %d MiB skipped)\n", o.rootfsMB, o.rootfsSrc, maxTarFile>>20)
 	b.f("with its folders and symlinks: %d files, tar %.0f MB, in the page cache. MB/s = tar bytes / median time.\n", r.tarFiles, float64(r.tarSize)/1e6)
@@ -232,7 +287,6 @@ func render(r *results) string {
 	row("**`tar -x` + `mkfs.ext4 -d`**", classic)
 	b.f("\n`rootfs.Build` is **%s** than `tar -x` + `mkfs.ext4 -d` (medians); tar2ext4 alone is %s.\n",
 		speed(buildMBs/classicMBs), speed(ratio(classic.median, conv.median)))
-	return b.String()
 }
 
 // shellJoin quotes the arguments that need it, for display.
