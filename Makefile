@@ -18,10 +18,12 @@ build:
 deps:
 	bash scripts/install-deps.sh
 
-# What the tests need beyond deps: a Vault server built from the Go module
-# proxy into a cache outside the repository (~15-20 min the first time).
+# What the tests need beyond deps: a Vault server and the sops CLI, built from
+# the Go module proxy into caches outside the repository (~20-25 min the
+# first time, nothing after).
 test-deps: deps
 	bash scripts/install-vault.sh
+	bash scripts/install-sops.sh
 
 # Everything a fresh host needs, then a first workload (see README).
 setup: deps build

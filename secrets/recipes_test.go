@@ -74,3 +74,81 @@ func TestHelperRecipePass(t *testing.T) {
 		t.Fatalf("missing entry: %v", err)
 	}
 }
+
+// sopsBinary finds sops on PATH or in install-sops.sh's cache.
+func sopsBinary(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("sops"); err == nil {
+		return p
+	}
+	dirs := []string{os.Getenv("MICROAGENT_SOPS_CACHE"), "/var/cache/microagent/sops"}
+	if x := os.Getenv("XDG_CACHE_HOME"); x != "" {
+		dirs = append(dirs, filepath.Join(x, "microagent", "sops"))
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		dirs = append(dirs, filepath.Join(h, ".cache", "microagent", "sops"))
+	}
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		p := filepath.Join(d, "bin", "sops")
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	if testenv.InCI() {
+		t.Fatal("sops not found: run scripts/install-sops.sh")
+	}
+	t.Skip("sops not found: run scripts/install-sops.sh")
+	return ""
+}
+
+// The README's SOPS recipe against a real sops-encrypted YAML file and age key.
+func TestHelperRecipeSOPS(t *testing.T) {
+	sops := sopsBinary(t)
+	testenv.RequireTool(t, "age-keygen")
+	dir := t.TempDir()
+	key := filepath.Join(dir, "age.key")
+	out, err := exec.Command("age-keygen", "-o", key).CombinedOutput()
+	if err != nil {
+		t.Fatalf("age-keygen: %v %s", err, out)
+	}
+	m := regexp.MustCompile(`age1[0-9a-z]+`).FindString(string(out))
+	if m == "" {
+		b, _ := os.ReadFile(key)
+		m = regexp.MustCompile(`age1[0-9a-z]+`).FindString(string(b))
+	}
+	const value = "sops-held-value-41d2"
+	plain := filepath.Join(dir, "secrets.yaml")
+	if err := os.WriteFile(plain, []byte("db_password: "+value+"\nother: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	enc := filepath.Join(dir, "secrets.enc.yaml")
+	cmd := exec.Command(sops, "-e", "--age", m, "--output", enc, plain)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sops -e: %v %s", err, out)
+	}
+	os.Remove(plain)
+	if b, _ := os.ReadFile(enc); strings.Contains(string(b), value) {
+		t.Fatal("the encrypted file holds the value in clear")
+	}
+	script := filepath.Join(dir, "ma-sops")
+	if err := os.WriteFile(script, []byte(readmeRecipe(t, "ma-sops")), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", filepath.Dir(sops)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv("SOPS_AGE_KEY_FILE", key)
+	t.Setenv(HelperEnv, script)
+	v, err := Resolve(context.Background(), Ref{Scheme: "helper", Ref: enc + "#db_password"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Zero()
+	if string(v.Bytes()) != value {
+		t.Fatalf("sops recipe resolved %d bytes, not the stored value", v.Len())
+	}
+	if _, err := Resolve(context.Background(), Ref{Scheme: "helper", Ref: enc + "#missing"}, nil); err == nil || strings.Contains(err.Error(), value) {
+		t.Fatalf("missing key: %v", err)
+	}
+}
