@@ -12,10 +12,12 @@
 //     `exec NAME true` through the CLI, the library and the raw channel, and
 //     the host memory of an idle workspace beyond its guest RAM;
 //  6. density: how many idle tiny workspaces run side by side, each still
-//     answering exec within a second.
+//     answering exec within a second;
+//  7. secrets: on-demand fetches from inside the guest against the raw
+//     echo, and start-to-ready with 0 versus 100 materialized secrets.
 //
 // -sections selects sections (run = 1-3, rootfs = 4, workspace = 5,
-// density = 6); the default runs them all.
+// density = 6, secrets = 7); the default runs them all.
 //
 // Everything runs in a temporary state directory; the kernel comes from the
 // test suite's .deb cache when there is one (-kernel-cache).
@@ -51,10 +53,12 @@ type options struct {
 	wsExecN     int
 	densityMax  int
 	densityTime time.Duration
+	fetchN      int
+	secretsN    int
 }
 
 // allSections are the -sections names, in report order.
-var allSections = []string{"run", "rootfs", "workspace", "density"}
+var allSections = []string{"run", "rootfs", "workspace", "density", "secrets"}
 
 // has reports whether section s was selected.
 func (o options) has(s string) bool { return o.sections[s] }
@@ -74,9 +78,11 @@ func main() {
 	flag.IntVar(&o.wsExecN, "ws-exec-n", 100, "exec true round trips each through the CLI, the workspace library and the raw channel")
 	flag.IntVar(&o.densityMax, "density-max", 32, "density goal: stop after this many running workspaces")
 	flag.DurationVar(&o.densityTime, "density-timeout", 5*time.Minute, "bound on the density section's start-and-check loop")
+	flag.IntVar(&o.fetchN, "fetch-n", 500, "on-demand secret fetches timed inside the guest")
+	flag.IntVar(&o.secretsN, "secrets-n", 100, "materialized secrets in the start-with-secrets measurement")
 	flag.Parse()
-	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 || o.wsExecN < 1 || o.densityMax < 1 || o.densityTime <= 0 {
-		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n, -rootfs-mb, -ws-exec-n, -density-max and -density-timeout must be positive")
+	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 || o.wsExecN < 1 || o.densityMax < 1 || o.densityTime <= 0 || o.fetchN < 1 || o.secretsN < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n, -rootfs-mb, -ws-exec-n, -density-max, -density-timeout, -fetch-n and -secrets-n must be positive")
 		os.Exit(2)
 	}
 	o.sections = map[string]bool{}
@@ -119,6 +125,7 @@ type results struct {
 	loadSamples        []float64 // 1-minute load average, sampled per phase
 	ws                 *wsResult
 	density            *densityResult
+	secrets            *secretsResult
 }
 
 // sampleLoad records the current 1-minute load average.
@@ -194,6 +201,25 @@ func run(ctx context.Context, o options) error {
 
 	if o.has("run") {
 		if err := runSections123(ctx, r, h, backend, k.Vmlinux, floorInitrd, ref, agent, vmDir); err != nil {
+			return err
+		}
+	}
+	if o.has("secrets") {
+		// The busybox image plus the fetch client, in its own repository
+		// so that the other sections' image stays as it was.
+		client, err := secretsClientBinary(ctx, root, tmp)
+		if err != nil {
+			return err
+		}
+		simg, err := secretsImage(img, client)
+		if err != nil {
+			return fmt.Errorf("secrets image: %w", err)
+		}
+		sref, err := reg.push(ctx, "bench/busybox-secrets", simg)
+		if err != nil {
+			return err
+		}
+		if err := runSecretsSection(ctx, r, h, backend, k.Vmlinux, floorInitrd, sref, agent, vmDir); err != nil {
 			return err
 		}
 	}

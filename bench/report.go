@@ -12,6 +12,19 @@ type report struct{ strings.Builder }
 
 func (b *report) f(format string, a ...any) { fmt.Fprintf(b, format, a...) }
 
+func (b *report) sprintf(format string, a ...any) string { return fmt.Sprintf(format, a...) }
+
+// pct is a as a percentage of b.
+func pct(a, b time.Duration) string {
+	if b <= 0 || a < 0 {
+		return "n/a"
+	}
+	if p := 100 * float64(a) / float64(b); p < 1 {
+		return fmt.Sprintf("%.2f%%", p)
+	}
+	return fmt.Sprintf("%.0f%%", 100*float64(a)/float64(b))
+}
+
 // statHeader and statRow make the min/median/p99 tables.
 func (b *report) statHeader(first string) {
 	b.f("| %s | n | min | median | p99 |\n|---|--:|--:|--:|--:|\n", first)
@@ -115,6 +128,7 @@ func render(r *results) string {
 			classicMBs, buildMBs, speed(buildMBs/classicMBs), speed(ratio(classic.min, build.min)))
 	}
 	renderWorkspaceSummary(&b, r)
+	renderSecretsSummary(&b, r)
 	b.f("\n")
 	b.f("Goals are judged on wall-time medians, as specified. Other work on the host only ever adds time, so\n")
 	b.f("on a busy host the ratio of minima and the CPU-time ratio (CPU used by QEMU and the harness, which\n")
@@ -129,6 +143,7 @@ func render(r *results) string {
 	}
 	renderWorkspace(&b, r)
 	renderDensity(&b, r)
+	renderSecrets(&b, r)
 	return b.String()
 }
 
