@@ -41,6 +41,10 @@ print(s.recv(4096).decode().strip())`)
 	}
 	// dmF1bHQtdjEtYXBp is base64("vault-v1-api").
 	read("vault-v1-pw\n{\"ok\":true,\"value\":\"dmF1bHQtdjEtYXBp\"}")
+	// The guest never sees the backing credentials.
+	if code, out, _ := e.exec(t, "vlt", "", "sh", "-c", "env; cat /proc/1/environ"); code != 0 || strings.Contains(out, token) || strings.Contains(out, "VAULT_") {
+		t.Fatalf("the guest sees Vault credentials (exit %d)", code)
+	}
 
 	// Rotate: on demand sees it at once, the materialized file at the next start.
 	v.PutKV(t, "secret", "app", map[string]any{"password": "vault-v2-pw", "api": "vault-v2-api"})
