@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/imagebuild"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 )
 
@@ -187,7 +188,7 @@ func run(ctx context.Context, o options) error {
 	}
 	reg := startRegistry()
 	defer reg.Close()
-	img, err := busyboxImage()
+	img, err := imagebuild.Busybox()
 	if err != nil {
 		return err
 	}
@@ -211,7 +212,7 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		simg, err := secretsImage(img, client)
+		simg, err := secretsImage(client)
 		if err != nil {
 			return fmt.Errorf("secrets image: %w", err)
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -16,14 +15,12 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/conduit"
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/imagebuild"
 	"github.com/microagent-dev/microagent/secrets"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
@@ -52,33 +49,19 @@ type secretsResult struct {
 	count                    int
 }
 
-// secretsImage is base with one more layer holding the fetch client.
-func secretsImage(base v1.Image, clientBin string) (v1.Image, error) {
+// secretsImage is the busybox image with one more layer holding the fetch
+// client.
+func secretsImage(clientBin string) (v1.Image, error) {
 	bin, err := os.ReadFile(clientBin)
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	h := &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(secretsClientPath, "/"), Mode: 0o755,
-		Size: int64(len(bin)), ModTime: fixedTime, Uname: "root", Gname: "root"}
-	if err := tw.WriteHeader(h); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(bin); err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	data := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(data)), nil
-	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching)
+	base, err := imagebuild.BaseEntries()
 	if err != nil {
 		return nil, err
 	}
-	return mutate.Append(base, mutate.Addendum{Layer: layer, MediaType: types.OCILayer})
+	client := []imagebuild.Entry{imagebuild.File(strings.TrimPrefix(secretsClientPath, "/"), string(bin), 0o755, 0, 0)}
+	return imagebuild.Build(v1.Config{Env: []string{imagebuild.DefaultPath}, Cmd: []string{"/bin/sh"}}, base, client)
 }
 
 // mapEnv is a secrets.LookupEnv over a map, so that the benchmark's values

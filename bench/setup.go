@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,18 +14,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/microagent-dev/microagent/home"
@@ -160,103 +154,6 @@ func (r *localRegistry) push(ctx context.Context, repo string, img v1.Image) (st
 		return "", fmt.Errorf("push %s: %w", ref, err)
 	}
 	return ref, nil
-}
-
-// busyboxPath is Debian's static busybox (package busybox-static).
-const busyboxPath = "/bin/busybox"
-
-// fixedTime keeps the image's digest the same from run to run.
-var fixedTime = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// busyboxImage is a one-layer image holding the host's static busybox with
-// a link per applet, like the test suite's fixture.
-func busyboxImage() (v1.Image, error) {
-	bb, err := os.ReadFile(busyboxPath)
-	if err != nil {
-		return nil, fmt.Errorf("%w: install it with `apt-get install --no-install-recommends busybox-static`", err)
-	}
-	ef, err := elf.NewFile(bytes.NewReader(bb))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", busyboxPath, err)
-	}
-	for _, p := range ef.Progs {
-		if p.Type == elf.PT_INTERP {
-			return nil, fmt.Errorf("%s is dynamically linked; the guest needs busybox-static", busyboxPath)
-		}
-	}
-	out, err := exec.Command(busyboxPath, "--list-full").Output()
-	if err != nil {
-		return nil, fmt.Errorf("%s --list-full: %w", busyboxPath, err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	add := func(h *tar.Header, body []byte) error {
-		h.ModTime, h.Uname, h.Gname = fixedTime, "root", "root"
-		h.Size = int64(len(body))
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		_, err := tw.Write(body)
-		return err
-	}
-	for _, d := range []string{"bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "dev", "proc", "sys", "run", "var", "root", "tmp"} {
-		mode := int64(0o755)
-		if d == "tmp" {
-			mode = 0o1777
-		}
-		if err := add(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: mode}, nil); err != nil {
-			return nil, err
-		}
-	}
-	files := []struct {
-		name string
-		body []byte
-		mode int64
-	}{
-		{"bin/busybox", bb, 0o755},
-		{"etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644},
-		{"etc/group", []byte("root:x:0:\n"), 0o644},
-	}
-	for _, f := range files {
-		if err := add(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: f.mode}, f.body); err != nil {
-			return nil, err
-		}
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		l = strings.TrimSpace(l)
-		if l == "" || !strings.Contains(l, "/") || path.Base(l) == "busybox" {
-			continue
-		}
-		if err := add(&tar.Header{Typeflag: tar.TypeSymlink, Name: l, Linkname: "/bin/busybox", Mode: 0o777}, nil); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	data := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(data)), nil
-	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching)
-	if err != nil {
-		return nil, err
-	}
-	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
-		Architecture: "amd64",
-		OS:           "linux",
-		Created:      v1.Time{Time: fixedTime},
-		Config:       v1.Config{Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, Cmd: []string{"/bin/sh"}},
-		RootFS:       v1.RootFS{Type: "layers"},
-	})
-	if err != nil {
-		return nil, err
-	}
-	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.OCILayer})
-	if err != nil {
-		return nil, err
-	}
-	img = mutate.MediaType(img, types.OCIManifestSchema1)
-	return mutate.ConfigMediaType(img, types.OCIConfigJSON), nil
 }
 
 // fileLayer is an uncompressed layer read from a tar file. Its digest is

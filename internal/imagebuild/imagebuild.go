@@ -7,6 +7,7 @@ package imagebuild
 import (
 	"archive/tar"
 	"bytes"
+	"debug/elf"
 	"fmt"
 	"io"
 	"os"
@@ -81,7 +82,16 @@ func Symlink(name, target string) Entry {
 func BaseEntries() ([]Entry, error) {
 	bb, err := os.ReadFile(BusyboxPath)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: install it with `apt-get install --no-install-recommends busybox-static`", err)
+	}
+	ef, err := elf.NewFile(bytes.NewReader(bb))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", BusyboxPath, err)
+	}
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_INTERP {
+			return nil, fmt.Errorf("%s is dynamically linked; the guest needs busybox-static", BusyboxPath)
+		}
 	}
 	applets, err := busyboxApplets()
 	if err != nil {
