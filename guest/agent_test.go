@@ -24,13 +24,20 @@ var testAgent = &Agent{reaper: newReaper(), started: time.Now()}
 
 func connect(t *testing.T) *channel.Client {
 	t.Helper()
+	return connectAgent(t, testAgent, channel.HelloRequest{Env: []string{"FROM_IMAGE=1", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, Hostname: "h"})
+}
+
+// connectAgent serves a over the real handshake and a yamux session on an
+// in-memory connection, and says hello.
+func connectAgent(t *testing.T, a *Agent, hello channel.HelloRequest) *channel.Client {
+	t.Helper()
 	host, guest := net.Pipe()
 	go func() {
 		if err := channel.GuestHandshake(guest); err != nil {
 			guest.Close()
 			return
 		}
-		testAgent.serveSession(guest)
+		a.serveSession(guest)
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -39,7 +46,7 @@ func connect(t *testing.T) *channel.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if _, err := c.Hello(ctx, channel.HelloRequest{Env: []string{"FROM_IMAGE=1", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, Hostname: "h"}); err != nil {
+	if _, err := c.Hello(ctx, hello); err != nil {
 		t.Fatal(err)
 	}
 	return c

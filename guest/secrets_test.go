@@ -36,22 +36,7 @@ func secretsAgent(t *testing.T) (*Agent, *channel.Client) {
 		}
 		syscall.Unmount(a.secrets.dir, syscall.MNT_DETACH)
 	})
-	host, guest := net.Pipe()
-	go func() {
-		if channel.GuestHandshake(guest) == nil {
-			a.serveSession(guest)
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := channel.Connect(ctx, host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if _, err := c.Hello(ctx, channel.HelloRequest{User: "nobody"}); err != nil {
-		t.Fatal(err)
-	}
+	c := connectAgent(t, a, channel.HelloRequest{User: "nobody"})
 	return a, c
 }
 
