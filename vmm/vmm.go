@@ -51,6 +51,44 @@ type Config struct {
 	DieWithParent bool
 	// Network is the guest's network; nil means no NIC (only lo).
 	Network *Network
+	// Memory backs guest RAM with a file (nil: anonymous memory). Shared
+	// RAM lets a snapshot skip copying RAM through the state stream; a
+	// private mapping of a saved RAM file is a copy-on-write fork of it.
+	Memory *Memory
+	// Incoming starts the machine paused, waiting for LoadState (the
+	// machine must implement Snapshotter). The backend does not accept the
+	// channel connection's bytes before the state is loaded.
+	Incoming bool
+}
+
+// Memory is a file that backs guest RAM. The backend maps it at start;
+// the caller keeps ownership of File (the VMM gets its own descriptor).
+type Memory struct {
+	// File is the backing file: a memfd or a regular file, exactly the
+	// guest's RAM size or empty (then it is sized).
+	File *os.File
+	// Shared maps File shared: the guest's writes land in it. Otherwise
+	// the mapping is private and File never changes.
+	Shared bool
+}
+
+// Snapshotter is implemented by machines that can save and load their
+// state (device state, and RAM unless it is shared: shared RAM is the
+// memory file itself and is saved by copying that file while paused).
+type Snapshotter interface {
+	// Pause stops the guest's CPUs; Resume starts them again.
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+	// Paused reports whether the guest's CPUs are stopped.
+	Paused(ctx context.Context) (bool, error)
+	// SaveState writes the machine's state to path; the machine must be
+	// paused and stays paused. Block devices are flushed first.
+	SaveState(ctx context.Context, path string) error
+	// LoadState reads a state SaveState wrote into a machine started with
+	// Config.Incoming; sharedRAM must say whether the saved machine's RAM
+	// was shared (then RAM is not in the stream and Memory must map the
+	// saved RAM file). The machine is paused afterwards.
+	LoadState(ctx context.Context, path string, sharedRAM bool) error
 }
 
 // Machine is a started virtual machine.

@@ -69,7 +69,7 @@ func (b *Backend) StartWith(ctx context.Context, mc MachineConfig) (*Machine, er
 	if err != nil {
 		return nil, err
 	}
-	l := launch{accel: accel, channelFD: -1}
+	l := launch{accel: accel, channelFD: -1, memoryFD: -1}
 	if accel == AccelTCG {
 		// Off amd64 there is no host TSC to pass on; boot without it.
 		l.tscKHz, _ = HostTSCkHz()
@@ -102,12 +102,6 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 			return nil, fmt.Errorf("qemu: serial log: %w", err)
 		}
 	}
-	if mc.MemoryFile != "" {
-		if err := createPrivate(mc.MemoryFile, false); err != nil {
-			return nil, fmt.Errorf("qemu: memory file: %w", err)
-		}
-	}
-
 	// QMP: we listen, QEMU inherits the listening socket and we connect at
 	// once. The connection waits in the backlog until QEMU accepts it, so
 	// there is no sleep and no poll for a socket file to appear.
@@ -137,6 +131,10 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 	if mc.Channel != nil {
 		l.channelFD = 3 + len(extra)
 		extra = append(extra, mc.Channel)
+	}
+	if mc.Memory != nil {
+		l.memoryFD = 3 + len(extra)
+		extra = append(extra, mc.Memory.File)
 	}
 	l.qmpFD = 3 + len(extra)
 	extra = append(extra, lnFile)

@@ -56,22 +56,9 @@ func New(opts Options) *Backend { return &Backend{opts: opts} }
 func (b *Backend) Name() string { return "qemu" }
 
 // MachineConfig extends vmm.Config with QEMU-only settings, used through
-// StartWith (snapshots and restores need them; vmm.Config has no fields
-// for them).
+// StartWith.
 type MachineConfig struct {
 	vmm.Config
-	// MemoryFile, when set, backs guest RAM with this file
-	// (memory-backend-file) so RAM can be saved or forked without copying it
-	// through the migration stream. It is created (0600) if missing; put it
-	// on tmpfs (/dev/shm) for speed.
-	MemoryFile string
-	// Share maps MemoryFile shared (guest writes reach the file). Without
-	// it the mapping is private: the guest sees the file's contents but the
-	// file never changes (a copy-on-write fork of a RAM snapshot).
-	Share bool
-	// Incoming starts QEMU paused with "-incoming defer", waiting for a
-	// migrate-incoming QMP command (after migrate-set-capabilities).
-	Incoming bool
 	// ExtraArgs are appended to QEMU's command line as they are.
 	ExtraArgs []string
 }
@@ -176,8 +163,8 @@ func validate(mc *MachineConfig) error {
 	if c.Channel != nil && c.ChannelName == "" {
 		return errors.New("qemu: Channel is set but ChannelName is empty: name the guest port")
 	}
-	if mc.Share && mc.MemoryFile == "" {
-		return errors.New("qemu: Share needs a MemoryFile")
+	if c.Memory != nil && c.Memory.File == nil {
+		return errors.New("qemu: Memory without a File")
 	}
 	if err := c.Network.Validate(); err != nil {
 		return fmt.Errorf("qemu: network: %w", err)
@@ -207,6 +194,7 @@ type launch struct {
 	accel     string
 	tscKHz    int // 0: no clock arguments
 	channelFD int // -1: no agent channel
+	memoryFD  int // -1: anonymous guest RAM
 	qmpFD     int
 }
 
@@ -230,7 +218,7 @@ func kernelCmdline(mc *MachineConfig, l launch) string {
 func buildArgs(mc *MachineConfig, l launch) []string {
 	c := &mc.Config
 	machine := "microvm" // ACPI stays on: the guest finds virtio-mmio through it
-	if mc.MemoryFile != "" {
+	if c.Memory != nil {
 		machine += ",memory-backend=mem"
 	}
 	cpu := "max"
@@ -249,13 +237,16 @@ func buildArgs(mc *MachineConfig, l launch) []string {
 		"-initrd", c.Initrd,
 		"-append", kernelCmdline(mc, l),
 	}
-	if mc.MemoryFile != "" {
+	if c.Memory != nil {
+		// QEMU opens the inherited descriptor through /proc: the file
+		// (often a memfd) needs no name, and nothing is left to clean up
+		// when the processes die.
 		share := "off"
-		if mc.Share {
+		if c.Memory.Shared {
 			share = "on"
 		}
-		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s",
-			c.MemoryMiB, optEscape(mc.MemoryFile), share))
+		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=/proc/self/fd/%d,share=%s",
+			c.MemoryMiB, l.memoryFD, share))
 	}
 	for i, d := range c.Disks {
 		drive := fmt.Sprintf("id=d%d,file=%s,format=%s,if=none", i, optEscape(d.Path), d.Format)
@@ -281,7 +272,7 @@ func buildArgs(mc *MachineConfig, l launch) []string {
 		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", l.qmpFD),
 		"-mon", "chardev=qmp,mode=control",
 	)
-	if mc.Incoming {
+	if c.Incoming {
 		a = append(a, "-incoming", "defer")
 	}
 	return append(a, mc.ExtraArgs...)

@@ -21,26 +21,25 @@ func TestBuildArgs(t *testing.T) {
 			Disks:       []vmm.Disk{{Path: "/d/a,b.raw", Format: "raw", ReadOnly: true}, {Path: "/d/w.qcow2", Format: "qcow2"}},
 			ChannelName: "agent",
 			SerialLog:   "/r/serial.log",
+			Memory:      &vmm.Memory{File: os.Stdin, Shared: true},
+			Incoming:    true,
 		},
-		MemoryFile: "/dev/shm/m,1",
-		Share:      true,
-		Incoming:   true,
-		ExtraArgs:  []string{"-S"},
+		ExtraArgs: []string{"-S"},
 	}
-	got := buildArgs(&mc, launch{accel: AccelTCG, tscKHz: 2096052, channelFD: 3, qmpFD: 4})
+	got := buildArgs(&mc, launch{accel: AccelTCG, tscKHz: 2096052, channelFD: 3, memoryFD: 4, qmpFD: 5})
 	want := []string{
 		"-M", "microvm,memory-backend=mem", "-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "2",
 		"-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
 		"-kernel", "/k/vmlinux", "-initrd", "/k/initrd",
 		"-append", "console=ttyS0 quiet panic=-1 tsc_early_khz=2096052 tsc=reliable root=/dev/vda",
-		"-object", "memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/m,,1,share=on",
+		"-object", "memory-backend-file,id=mem,size=512M,mem-path=/proc/self/fd/4,share=on",
 		"-drive", "id=d0,file=/d/a,,b.raw,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=d0",
 		"-drive", "id=d1,file=/d/w.qcow2,format=qcow2,if=none", "-device", "virtio-blk-device,drive=d1",
 		"-device", "virtio-serial-device",
 		"-chardev", "socket,id=agent,fd=3,server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name=agent",
 		"-chardev", "file,id=serial0,path=/r/serial.log", "-serial", "chardev:serial0",
-		"-chardev", "socket,id=qmp,fd=4,server=on,wait=off", "-mon", "chardev=qmp,mode=control",
+		"-chardev", "socket,id=qmp,fd=5,server=on,wait=off", "-mon", "chardev=qmp,mode=control",
 		"-incoming", "defer", "-S",
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -79,7 +78,7 @@ func TestValidateDefaults(t *testing.T) {
 		"negative memory": func(mc *MachineConfig) { mc.MemoryMiB = -1 },
 		"kernel is a dir": func(mc *MachineConfig) { mc.Kernel = dir },
 		"channel no name": func(mc *MachineConfig) { mc.Channel = os.Stdin },
-		"share no file":   func(mc *MachineConfig) { mc.Share = true },
+		"memory no file":  func(mc *MachineConfig) { mc.Memory = &vmm.Memory{Shared: true} },
 		"no kernel":       func(mc *MachineConfig) { mc.Kernel = "" },
 	} {
 		mc := MachineConfig{Config: vmm.Config{Kernel: k, Initrd: k}}

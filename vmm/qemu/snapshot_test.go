@@ -8,6 +8,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/microagent-dev/microagent/vmm"
 )
 
 // shmDir is a private directory on tmpfs when there is one: guest RAM in a
@@ -36,80 +40,67 @@ func fileHash(t *testing.T, path string) [32]byte {
 	return sum
 }
 
-// waitMigration waits for a MIGRATION event with a final status.
-func waitMigration(t *testing.T, events <-chan Event, timeout time.Duration) {
-	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				t.Fatal("QMP closed while migrating")
-			}
-			if ev.Event != "MIGRATION" {
-				continue
-			}
-			switch ev.Data["status"] {
-			case "completed":
-				return
-			case "failed", "cancelled":
-				t.Fatalf("migration %v", ev.Data["status"])
-			}
-		case <-deadline:
-			t.Fatalf("migration not completed after %v", timeout)
-		}
-	}
-}
-
-var ignoreShared = map[string]any{"capabilities": []map[string]any{
-	{"capability": "x-ignore-shared", "state": true},
-	{"capability": "events", "state": true},
-}}
-
-// TestMemoryFileFork saves a running guest (RAM in a shared file plus
-// x-ignore-shared device state), then forks it: a new QEMU maps the saved
-// RAM privately with -incoming defer and resumes where the first stopped.
+// TestMemoryFileFork saves a running guest (RAM in a shared memfd plus
+// x-ignore-shared device state), then forks it: a new QEMU maps a copy of
+// the saved RAM privately with -incoming defer and resumes where the first
+// stopped, without changing the copy.
 func TestMemoryFileFork(t *testing.T) {
 	dir := shmDir(t)
 	mem := filepath.Join(dir, "guest.mem")
-	state := filepath.Join(dir, "dev.state")
+	state := filepath.Join(dir, "dev's state") // a quote: the exec: URI must quote it
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	a := startVM(t, func(mc *MachineConfig) { mc.MemoryFile, mc.Share = mem, true })
-	if fi, err := os.Stat(mem); err != nil || fi.Size() != 256<<20 || fi.Mode().Perm() != 0o600 {
+	fd, err := unix.MemfdCreate("test-ram", unix.MFD_CLOEXEC)
+	must(t, err)
+	ram := os.NewFile(uintptr(fd), "test-ram")
+	defer ram.Close()
+	a := startVM(t, func(mc *MachineConfig) { mc.Memory = &vmm.Memory{File: ram, Shared: true} })
+	if fi, err := ram.Stat(); err != nil || fi.Size() != 256<<20 {
 		t.Fatalf("memory file: %v %v", fi, err)
 	}
 	a.waitSerial(t, "GUEST_READY", 60*time.Second)
 	a.echo(t, "before\n")
 
 	saveStart := time.Now()
-	events, stop := a.m.Events()
-	defer stop()
-	must(t, a.m.QMP(ctx, "migrate-set-capabilities", ignoreShared, nil))
-	must(t, a.m.QMP(ctx, "stop", nil, nil))
-	must(t, a.m.QMP(ctx, "migrate", map[string]string{"uri": "exec:cat > " + state}, nil))
-	waitMigration(t, events, 30*time.Second)
+	if err := a.m.SaveState(ctx, state); err == nil {
+		t.Fatal("SaveState of a running machine: no error")
+	}
+	must(t, a.m.Pause(ctx))
+	if p, err := a.m.Paused(ctx); err != nil || !p {
+		t.Fatalf("Paused after Pause: %v %v", p, err)
+	}
+	must(t, a.m.SaveState(ctx, state))
+	if p, _ := a.m.Paused(ctx); !p {
+		t.Error("the machine runs after SaveState")
+	}
+	// The RAM file is copied while the guest is paused, as a snapshot does.
+	f, err := os.OpenFile(mem, os.O_CREATE|os.O_WRONLY, 0o600)
+	must(t, err)
+	_, err = io.Copy(f, io.NewSectionReader(ram, 0, 256<<20))
+	must(t, err)
+	f.Close()
 	must(t, a.m.Shutdown(ctx))
-	t.Logf("save (stop, device state, quit): %v", time.Since(saveStart).Round(time.Millisecond))
+	t.Logf("save (stop, device state, RAM copy, quit): %v", time.Since(saveStart).Round(time.Millisecond))
 	if fi, err := os.Stat(state); err != nil || fi.Size() > 1<<20 {
 		t.Fatalf("device state: %v %v (want well under 1 MiB)", fi, err)
 	}
 	before := fileHash(t, mem)
 
 	forkStart := time.Now()
-	b := startVM(t, func(mc *MachineConfig) { mc.MemoryFile, mc.Share, mc.Incoming = mem, false, true })
+	saved, err := os.Open(mem)
+	must(t, err)
+	defer saved.Close()
+	b := startVM(t, func(mc *MachineConfig) {
+		mc.Memory, mc.Incoming = &vmm.Memory{File: saved}, true
+	})
 	var st struct{ Status string }
 	must(t, b.m.QMP(ctx, "query-status", nil, &st))
 	if st.Status != "inmigrate" {
 		t.Errorf("status with Incoming: %q, want inmigrate", st.Status)
 	}
-	events, stop = b.m.Events()
-	defer stop()
-	must(t, b.m.QMP(ctx, "migrate-set-capabilities", ignoreShared, nil))
-	must(t, b.m.QMP(ctx, "migrate-incoming", map[string]string{"uri": "exec:cat " + state}, nil))
-	waitMigration(t, events, 30*time.Second)
-	must(t, b.m.QMP(ctx, "cont", nil, nil))
+	must(t, b.m.LoadState(ctx, state, true))
+	must(t, b.m.Resume(ctx))
 	t.Logf("fork (start, device state, cont): %v", time.Since(forkStart).Round(time.Millisecond))
 	b.echo(t, "after fork\n") // the guest's agent loop carries on
 	t.Logf("fork to first echo: %v", time.Since(forkStart).Round(time.Millisecond))
@@ -117,6 +108,20 @@ func TestMemoryFileFork(t *testing.T) {
 	if fileHash(t, mem) != before {
 		t.Error("the RAM snapshot changed although the fork mapped it privately")
 	}
+}
+
+// TestLoadStateErrors: a corrupt state is refused with QEMU's reason.
+func TestLoadStateErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	bad := filepath.Join(t.TempDir(), "state")
+	must(t, os.WriteFile(bad, []byte("not a migration stream"), 0o600))
+	v := startVM(t, func(mc *MachineConfig) { mc.Incoming = true })
+	err := v.m.LoadState(ctx, bad, false)
+	if err == nil {
+		t.Fatal("LoadState of garbage: no error")
+	}
+	t.Logf("error: %v", err)
 }
 
 func must(t *testing.T, err error) {
