@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestFrameRoundTrip(t *testing.T) {
@@ -121,4 +122,50 @@ func socketPair(t *testing.T) (net.Conn, net.Conn) {
 		conns[i] = c
 	}
 	return conns[0], conns[1]
+}
+
+// TestResyncHandshake plays a restored guest: its old session eats the
+// first greeting's start (a yamux header's worth), fails, and returns to the
+// handshake; a session whose first line is not the host's payload is also
+// broken and starts over. The host must end with a clean session.
+func TestResyncHandshake(t *testing.T) {
+	host, guest := socketPair(t)
+	defer host.Close()
+	defer guest.Close()
+	errc := make(chan error, 1)
+	go func() {
+		var hdr [12]byte
+		if _, err := io.ReadFull(guest, hdr[:]); err != nil {
+			errc <- err
+			return
+		}
+		for range 20 {
+			if err := GuestHandshake(guest); err != nil {
+				errc <- err
+				return
+			}
+			line, err := readLine(guest)
+			if err != nil {
+				errc <- err
+				return
+			}
+			if line == "PAYLOAD" {
+				errc <- nil
+				return
+			}
+		}
+		errc <- errors.New("no clean session after 20 handshakes")
+	}()
+	if err := ResyncHandshake(host, "n1", 20*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(host, "PAYLOAD\n")
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("guest never saw the payload as the first line of a session")
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/yamux"
 )
@@ -25,13 +26,25 @@ type Client struct {
 // when the agent has answered, when ctx ends, or when conn fails; a guest that
 // has not booted yet simply has not answered. On error conn is closed.
 func Connect(ctx context.Context, conn net.Conn) (*Client, error) {
+	return connect(ctx, conn, HostHandshake)
+}
+
+// Reconnect is Connect for a guest resumed from a snapshot, whose agent may
+// still be in the saved session: see ResyncHandshake.
+func Reconnect(ctx context.Context, conn net.Conn) (*Client, error) {
+	return connect(ctx, conn, func(rw io.ReadWriter, nonce string) error {
+		return ResyncHandshake(rw, nonce, 200*time.Millisecond)
+	})
+}
+
+func connect(ctx context.Context, conn net.Conn, handshake func(io.ReadWriter, string) error) (*Client, error) {
 	var nb [8]byte
 	if _, err := rand.Read(nb[:]); err != nil {
 		conn.Close()
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	err := HostHandshake(conn, hex.EncodeToString(nb[:]))
+	err := handshake(conn, hex.EncodeToString(nb[:]))
 	if !stop() || ctx.Err() != nil {
 		conn.Close()
 		return nil, ctx.Err()

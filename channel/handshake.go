@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
+	"time"
 )
 
 // maxLine bounds a handshake line; longer runs of bytes are stale data and
@@ -50,6 +52,63 @@ func HostHandshake(rw io.ReadWriter, nonce string) error {
 			return fmt.Errorf("channel: wait for guest greeting: %w", err)
 		}
 		if line == want {
+			return nil
+		}
+	}
+}
+
+// ResyncHandshake is HostHandshake for a guest whose agent may still be in
+// an old session (a restored snapshot): the first greeting may be eaten by
+// that session, which then fails and returns to the handshake. So the
+// greeting is sent again after resend, and then at growing intervals, each
+// time with a new nonce; only the acknowledgement of the latest one counts,
+// and nothing is sent after it, so the session that follows starts clean.
+func ResyncHandshake(rw io.ReadWriter, nonce string, resend time.Duration) error {
+	var mu sync.Mutex
+	attempt, done := 0, false
+	current := func() string { return greeting(fmt.Sprintf("%s.%d", nonce, attempt)) }
+	send := func() error {
+		_, err := io.WriteString(rw, "\n"+current()+"\n")
+		return err
+	}
+	mu.Lock()
+	err := send()
+	mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("channel: send greeting: %w", err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for d := resend; ; d = min(2*d, 2*time.Second) {
+			select {
+			case <-stop:
+				return
+			case <-time.After(d):
+			}
+			mu.Lock()
+			if done {
+				mu.Unlock()
+				return
+			}
+			attempt++
+			err := send()
+			mu.Unlock()
+			if err != nil {
+				return // the reader sees the broken connection too
+			}
+		}
+	}()
+	for {
+		line, err := readLine(rw)
+		if err != nil {
+			return fmt.Errorf("channel: wait for guest greeting: %w", err)
+		}
+		mu.Lock()
+		ok := line == current()+" OK"
+		done = ok
+		mu.Unlock()
+		if ok {
 			return nil
 		}
 	}

@@ -42,6 +42,19 @@ type Options struct {
 	// Network is the guest's network (nil: no NIC). The matching guest
 	// setup goes in Hello.Network.
 	Network *vmm.Network
+	// Memory backs guest RAM with a file (see vmm.Memory).
+	Memory *vmm.Memory
+	// Restore resumes a saved machine instead of booting the kernel.
+	Restore *Restore
+}
+
+// Restore names a saved machine state to resume (see vmm.Snapshotter).
+type Restore struct {
+	// State is the device state file SaveState wrote.
+	State string
+	// SharedRAM says the saved RAM is not in State: Options.Memory maps
+	// the saved RAM file.
+	SharedRAM bool
 }
 
 // VM is a booted guest whose agent has answered.
@@ -72,19 +85,28 @@ func Boot(ctx context.Context, o Options) (*VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("channel socket: %w", err)
 	}
-	// Connect before the VMM even starts: the connection waits in the
-	// backlog. Closing the listener then unlinks the path, so no one else
-	// can reach the guest's agent through it; QEMU gets a copy of the
-	// listening socket.
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		l.Close()
-		return nil, fmt.Errorf("channel socket: %w", err)
+	// A booting guest: connect before the VMM even starts; the connection
+	// waits in the backlog. Closing the listener then unlinks the path, so
+	// no one else can reach the guest's agent through it; QEMU gets a copy
+	// of the listening socket. A restored guest: connect only once it runs
+	// again, so that its agent first sees the old host end gone (EOF on
+	// its port) and returns to the handshake.
+	var conn net.Conn
+	if o.Restore == nil {
+		if conn, err = net.Dial("unix", sock); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("channel socket: %w", err)
+		}
+	} else {
+		l.SetUnlinkOnClose(false)
+		defer os.Remove(sock)
 	}
 	lf, err := l.File()
 	l.Close()
 	if err != nil {
-		conn.Close()
+		if conn != nil {
+			conn.Close()
+		}
 		return nil, fmt.Errorf("channel socket: %w", err)
 	}
 	defer lf.Close()
@@ -105,12 +127,25 @@ func Boot(ctx context.Context, o Options) (*VM, error) {
 		RuntimeDir:    o.RuntimeDir,
 		DieWithParent: o.DieWithParent,
 		Network:       o.Network,
+		Memory:        o.Memory,
+		Incoming:      o.Restore != nil,
 	})
 	if err != nil {
-		conn.Close()
+		if conn != nil {
+			conn.Close()
+		}
 		return nil, err
 	}
 	lf.Close()
+	connect := channel.Connect
+	if o.Restore != nil {
+		if conn, err = resume(ctx, m, o.Restore, sock); err != nil {
+			m.Kill()
+			m.Wait()
+			return nil, err
+		}
+		connect = channel.Reconnect
+	}
 
 	vm := &VM{Machine: m, serial: o.SerialLog}
 	bctx, cancel := context.WithTimeout(ctx, o.BootTimeout)
@@ -123,7 +158,7 @@ func Boot(ctx context.Context, o Options) (*VM, error) {
 		case <-bctx.Done():
 		}
 	}()
-	client, err := channel.Connect(bctx, conn)
+	client, err := connect(bctx, conn)
 	if err == nil {
 		o.Hello.UnixNano = time.Now().UnixNano()
 		var hr *channel.HelloReply
@@ -144,6 +179,26 @@ func Boot(ctx context.Context, o Options) (*VM, error) {
 	vm.Client = client
 	vm.Ready = time.Since(start)
 	return vm, nil
+}
+
+// resume loads a saved state into a machine started with Incoming, runs
+// it, and connects to its channel.
+func resume(ctx context.Context, m vmm.Machine, r *Restore, sock string) (net.Conn, error) {
+	sn, ok := m.(vmm.Snapshotter)
+	if !ok {
+		return nil, errors.New("restore: this VMM backend cannot load a saved state")
+	}
+	if err := sn.LoadState(ctx, r.State, r.SharedRAM); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if err := sn.Resume(ctx); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("restore: channel socket: %w", err)
+	}
+	return conn, nil
 }
 
 // GuestBootError is a boot step the guest agent reported as failed.
