@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/fsutil"
@@ -49,7 +46,7 @@ func NewWritableDisk(ctx context.Context, h home.Home, path string, sizeBytes in
 	if err != nil {
 		return fmt.Errorf("writable disk %s: %w", path, err)
 	}
-	if err := copySparseFile(ctx, tmpl, path, sizeBytes); err != nil {
+	if err := fsutil.CopySparseFile(ctx, tmpl, path, sizeBytes, nil); err != nil {
 		return fmt.Errorf("writable disk %s: %w", path, err)
 	}
 	return nil
@@ -94,99 +91,6 @@ func ensureTemplate(ctx context.Context, h home.Home, size int64) (string, error
 		return "", err
 	}
 	return p, nil
-}
-
-// copySparseFile copies src to a new file dst of size bytes, reading only
-// src's data extents (SEEK_DATA/SEEK_HOLE) so holes stay holes. dst is
-// written through a temporary file and linked into place, so an existing
-// dst is never replaced.
-func copySparseFile(ctx context.Context, src, dst string, size int64) (err error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.CreateTemp(filepath.Dir(dst), tmpPrefix+filepath.Base(dst)+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := out.Name()
-	defer func() {
-		out.Close()
-		os.Remove(tmp)
-	}()
-	if err := out.Truncate(size); err != nil {
-		return err
-	}
-	if err := copyExtents(ctx, in, out, size); err != nil {
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	// link fails with EEXIST instead of replacing a file created meanwhile.
-	if err := os.Link(tmp, dst); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%s already exists", dst)
-		}
-		return err
-	}
-	return fsutil.SyncDir(filepath.Dir(dst))
-}
-
-// copyExtents copies the data regions of in (up to size) to the same
-// offsets of out.
-func copyExtents(ctx context.Context, in, out *os.File, size int64) error {
-	ifd := int(in.Fd())
-	var off int64
-	for off < size {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		data, err := unix.Seek(ifd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			return nil // only a hole remains
-		}
-		if err != nil {
-			// No SEEK_DATA support: copy everything.
-			return copyRange(in, out, 0, size)
-		}
-		hole, err := unix.Seek(ifd, data, unix.SEEK_HOLE)
-		if err != nil {
-			return err
-		}
-		if hole > size {
-			hole = size
-		}
-		if err := copyRange(in, out, data, hole-data); err != nil {
-			return err
-		}
-		off = hole
-	}
-	return nil
-}
-
-// copyRange copies n bytes at off from in to out, in the kernel when it can.
-func copyRange(in, out *os.File, off, n int64) error {
-	roff, woff := off, off
-	for n > 0 {
-		c, err := unix.CopyFileRange(int(in.Fd()), &roff, int(out.Fd()), &woff, int(min(n, 1<<30)), 0)
-		if err != nil {
-			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-				_, err := io.Copy(io.NewOffsetWriter(out, woff), io.NewSectionReader(in, roff, n))
-				return err
-			}
-			return err
-		}
-		if c == 0 {
-			return fmt.Errorf("copy: unexpected end of %s at %d", in.Name(), roff)
-		}
-		n -= int64(c)
-	}
-	return nil
 }
 
 // Grow enlarges the ext4 file system in the disk image at path to
