@@ -39,6 +39,17 @@ func (p *Prepared) Empty() bool {
 	return p == nil || (len(p.bundle.Secrets) == 0 && len(p.onDemand()) == 0)
 }
 
+// Each calls f with every materialized value, before delivery (to
+// fingerprint them, say); f must not keep value.
+func (p *Prepared) Each(f func(name string, value []byte)) {
+	if p == nil {
+		return
+	}
+	for _, s := range p.bundle.Secrets {
+		f(s.Name, s.Value.Bytes())
+	}
+}
+
 // Zero drops the resolved values (on any path that does not deliver them).
 func (p *Prepared) Zero() {
 	if p != nil {
