@@ -37,6 +37,9 @@ func newWorkspaceCmds(g *globals) []*cobra.Command {
 		newLogsCmd(g),
 		newWaitCmd(g),
 		newGCCmd(g),
+		newPauseCmd(g),
+		newResumeCmd(g),
+		newSnapshotCmd(g),
 		newSuperviseCmd(g),
 	}
 }
@@ -76,9 +79,10 @@ func newCreateCmd(g *globals) *cobra.Command {
 		pull       string
 		kernelPath string
 		sec        secretFlags
+		fromSnap   string
 	)
 	c := &cobra.Command{
-		Use:   "create NAME --image REF",
+		Use:   "create NAME --image REF | create NAME --from-snapshot WS:TAG",
 		Short: "Create a named workspace: a persistent microVM whose disk survives between boots",
 		Long: `Create a named workspace from an OCI image. The image is pulled (per --pull)
 and the workspace pinned to its digest; its writable disk is created empty at
@@ -90,7 +94,14 @@ and every start resolves them afresh (failing closed, before the VM boots).
 Materialized secrets appear as 0400 files in a tmpfs at /run/secrets;
 on-demand ones are fetched over $MICROAGENT_SECRETS_SOCK. --secrets-audit
 records every access in the workspace's append-only audit log ("microagent
-secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
+secret audit NAME"). A malformed declaration creates nothing (exit 2).
+
+--from-snapshot WS:TAG forks a snapshot instead: the new workspace has the
+source's image, resources and secret declarations, its own copy of the
+snapshot's disk, and is started at once, resumed from the snapshot's moment
+(memory mapped copy-on-write) with its own hostname, machine id and fresh
+entropy; its secrets are resolved afresh. The source is not changed. If that
+first start fails, the fork is deleted again.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) == 1 {
@@ -101,6 +112,9 @@ secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
 			}
 			if name == "" {
 				return usageError("create needs a name: microagent create NAME --image REF")
+			}
+			if fromSnap != "" {
+				return createFork(g, c, name, fromSnap)
 			}
 			if ref == "" {
 				return usageError("create needs --image REF")
@@ -154,6 +168,7 @@ secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
 	c.Flags().StringVar(&ref, "image", "", "OCI image reference (required)")
 	c.Flags().StringVar(&pull, "pull", "missing", "when to pull the image: missing, always, never")
 	c.Flags().StringVar(&kernelPath, "kernel", "", "boot this kernel (vmlinux) instead of the installed default")
+	c.Flags().StringVar(&fromSnap, "from-snapshot", "", "fork WS:TAG, a snapshot of another workspace, and start the fork")
 	res.add(c)
 	sec.add(c, true)
 	return c
@@ -161,8 +176,9 @@ secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
 
 func newStartCmd(g *globals) *cobra.Command {
 	var (
-		wait bool
-		sec  secretFlags
+		wait         bool
+		sec          secretFlags
+		fromSnapshot string
 	)
 	c := &cobra.Command{
 		Use:   "start NAME",
@@ -181,7 +197,13 @@ later start once this start succeeds. A name (or env file) that is already
 declared is refused and nothing is changed (exit 2); declarations cannot be
 changed or removed, so to change one, delete the workspace and create it
 again. --secrets-audit turns on the audit log (and starts a new, empty one if
-the old log is missing, which otherwise refuses the start).`,
+the old log is missing, which otherwise refuses the start).
+
+--from-snapshot TAG rolls the workspace back to one of its snapshots: memory,
+devices and disk as they were (changes since are lost), then its secrets are
+resolved again. Refused, with nothing changed, for a running workspace or a
+snapshot this machine cannot resume (another kernel, memory size, CPU count or
+accelerator).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			decls, err := sec.declarations()
@@ -191,6 +213,11 @@ the old log is missing, which otherwise refuses the start).`,
 			if err := workspace.ValidateName(args[0]); err != nil {
 				return wsError(err)
 			}
+			if fromSnapshot != "" {
+				if err := workspace.ValidateTag(fromSnapshot); err != nil {
+					return snapError(err)
+				}
+			}
 			h, err := g.home()
 			if err != nil {
 				return err
@@ -198,9 +225,10 @@ the old log is missing, which otherwise refuses the start).`,
 			inf, err := workspace.Start(c.Context(), h, workspace.StartOptions{
 				Name: args[0], Progress: progressWriter(g),
 				Secrets: decls, SecretsAudit: sec.audit, Warnings: g.stderr,
+				FromSnapshot: fromSnapshot,
 			})
 			if err != nil {
-				return wsError(err)
+				return snapError(err)
 			}
 			if !wait {
 				if g.json {
@@ -216,6 +244,7 @@ the old log is missing, which otherwise refuses the start).`,
 		},
 	}
 	c.Flags().BoolVar(&wait, "wait", false, "after starting, wait until the workspace stops")
+	c.Flags().StringVar(&fromSnapshot, "from-snapshot", "", "roll back to this snapshot of the workspace (memory, devices and disk)")
 	sec.add(c, true)
 	return c
 }

@@ -27,6 +27,8 @@ type Options struct {
 	// upper layer (ext4).
 	RootDisk, WritableDisk string
 	MemoryMiB, CPUs        int
+	// Cmdline holds extra kernel arguments.
+	Cmdline string
 	// RuntimeDir holds the channel socket while booting; it must exist and
 	// be private (0700).
 	RuntimeDir string
@@ -115,6 +117,7 @@ func Boot(ctx context.Context, o Options) (*VM, error) {
 	m, err := o.Backend.Start(ctx, vmm.Config{
 		Kernel:    o.Kernel,
 		Initrd:    o.Initrd,
+		Cmdline:   o.Cmdline,
 		MemoryMiB: o.MemoryMiB,
 		CPUs:      o.CPUs,
 		Disks: []vmm.Disk{

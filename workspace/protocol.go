@@ -21,6 +21,10 @@ const (
 	opExec   = channel.OpExec
 	opHalt   = "halt"
 	opKill   = "kill"
+	// Pause, resume and snapshot are control requests: one reply.
+	opPause    = "pause"
+	opResume   = "resume"
+	opSnapshot = "snapshot"
 )
 
 type supRequest struct {
@@ -28,6 +32,8 @@ type supRequest struct {
 	Exec *channel.ExecRequest `json:"exec,omitempty"`
 	// Timeout bounds a halt's graceful part.
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// Tag names the snapshot to capture.
+	Tag string `json:"tag,omitempty"`
 }
 
 // supStatus is the data of a status reply.

@@ -23,6 +23,9 @@ const (
 	Halting  State = "halting"
 	Halted   State = "halted"
 	Failed   State = "failed"
+	// Paused is shown for a running workspace whose VM is paused; the
+	// record keeps Running with its Paused flag set.
+	Paused State = "paused"
 )
 
 // Live reports whether a supervisor process belongs to the state.
@@ -52,6 +55,9 @@ type record struct {
 	Started       time.Time     `json:"started,omitzero"`
 	Ready         time.Duration `json:"ready,omitempty"`
 	Stopped       time.Time     `json:"stopped,omitzero"`
+	// Paused: the running VM's CPUs are stopped (pause, or a snapshot
+	// of a paused workspace).
+	Paused bool `json:"paused,omitempty"`
 }
 
 func (w *wsDir) readRecord() (*record, error) {

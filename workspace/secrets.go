@@ -149,6 +149,16 @@ type supSecrets struct {
 	env   secrets.LookupEnv
 	audit *auditFile
 	lg    *log.Logger
+	// sentValues fingerprints what was materialized in the guest.
+	sentValues delivered
+}
+
+// sent returns the fingerprints of the delivered values (nil-safe).
+func (s *supSecrets) sent() *delivered {
+	if s == nil {
+		return nil
+	}
+	return &s.sentValues
 }
 
 // auditFile is the open audit log and the file it was opened on: records
@@ -251,7 +261,7 @@ func (s *supSecrets) warnings() []string {
 // deliver installs the on-demand handler and hands the materialized secrets
 // to the guest (recording each in the audit log first); the host's copies
 // are zeroed whatever happens.
-func (s *supSecrets) deliver(ctx context.Context, c *channel.Client) error {
+func (s *supSecrets) deliver(ctx context.Context, c *channel.Client, kind audit.Access) error {
 	if s == nil || !s.cfg.hasDecls() {
 		return nil
 	}
@@ -262,7 +272,8 @@ func (s *supSecrets) deliver(ctx context.Context, c *channel.Client) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
 	defer cancel()
-	if err := s.prep.Deliver(dctx, c, s.audit.logOrNil(), audit.Boot); err != nil {
+	s.prep.Each(s.sentValues.add)
+	if err := s.prep.Deliver(dctx, c, s.audit.logOrNil(), kind); err != nil {
 		return fmt.Errorf("deliver the secrets: %w", err)
 	}
 	return nil

@@ -56,6 +56,11 @@ type StartOptions struct {
 	// Warnings receives the plaintext-scheme warnings, one line each (nil:
 	// discarded).
 	Warnings io.Writer
+	// FromSnapshot rolls the workspace back to this snapshot: its disk is
+	// replaced by the snapshot's and the saved machine resumes (memory,
+	// devices and disk as they were). Refused for a live workspace, or a
+	// snapshot this machine cannot resume, with nothing changed.
+	FromSnapshot string
 }
 
 // maxSupLog is the size past which Start moves the supervisor log aside
@@ -75,6 +80,8 @@ type bootPlan struct {
 	// Secrets are the declarations to resolve before the boot
 	// (references only).
 	Secrets *SecretsConfig `json:"secrets,omitempty"`
+	// Restore resumes a snapshot instead of booting.
+	Restore *restorePlan `json:"restore,omitempty"`
 }
 
 // readyMsg is a supervisor's message on the readiness pipe: zero or more
@@ -147,6 +154,15 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", w.name, err)
 	}
+	restore, _, err := w.restoreFor(o.FromSnapshot, m, parts.Kernel.Vmlinux, parts.Initramfs)
+	if err != nil {
+		return nil, err
+	}
+	if restore != nil && !restore.Fork {
+		if err := w.rollBackDisk(ctx, restore.Dir); err != nil {
+			return nil, err
+		}
+	}
 	if err := w.cleanRuntime(); err != nil {
 		return nil, err
 	}
@@ -186,6 +202,7 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if !sec.Empty() {
 		plan.Secrets = &sec
 	}
+	plan.Restore = restore
 	pb, _ := json.Marshal(plan)
 	if err := writeFileAtomic(w.path(runDir, planFile), pb); err != nil {
 		return nil, w.startFailed(boot, fmt.Errorf("write the boot plan: %w", err))

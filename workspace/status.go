@@ -128,6 +128,9 @@ func (w *wsDir) info(ctx context.Context, ask bool) (*Info, error) {
 	if o.rec.Ready > 0 {
 		inf.BootSeconds = o.rec.Ready.Seconds()
 	}
+	if o.state == Running && o.rec.Paused {
+		inf.State = Paused
+	}
 	if sc, err := m.Secrets(); err == nil && !sc.Empty() {
 		inf.Secrets = &sc
 	}

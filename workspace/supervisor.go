@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/microvm"
@@ -55,10 +56,23 @@ type supervisor struct {
 	finished chan struct{}
 	replies  sync.WaitGroup // stop requests still writing their reply
 
-	mu    sync.Mutex
-	phase State
-	execs int
-	final *record
+	// For pause, resume and snapshots: the boot plan and manifest, the
+	// guest RAM, and the secrets.
+	plan     *bootPlan
+	manifest *Manifest
+	mem      *guestMemory
+	sec      *supSecrets
+	// ctl serializes pause, resume, snapshot and the halt's resume.
+	ctl sync.Mutex
+	// purged: a snapshot purged the guest's secrets; resuming restores
+	// them. Guarded by ctl.
+	purged bool
+
+	mu     sync.Mutex
+	paused bool
+	phase  State
+	execs  int
+	final  *record
 	// finishedSet is set (with final) once the VM has stopped; requests
 	// arriving later are answered from final.
 	finishedSet bool
@@ -158,7 +172,22 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 			send(readyMsg{Warnings: ws})
 		}
 	}
-	lg.Printf("pid %d: booting workspace %s (boot %d, %d MiB, %d CPU)", me.PID, w.name, o.Boot, plan.MemoryMiB, plan.CPUs)
+	m, err := w.readManifest()
+	if err != nil {
+		notBooted = true
+		return err
+	}
+	mem, err := prepareMemory(ctx, &plan)
+	if err != nil {
+		notBooted = true
+		return fmt.Errorf("workspace %s: %w", w.name, err)
+	}
+	defer mem.close()
+	if r := plan.Restore; r != nil {
+		lg.Printf("pid %d: resuming workspace %s from snapshot %s:%s (boot %d, %d MiB, %d CPU)", me.PID, w.name, r.Source, r.Tag, o.Boot, plan.MemoryMiB, plan.CPUs)
+	} else {
+		lg.Printf("pid %d: booting workspace %s (boot %d, %d MiB, %d CPU)", me.PID, w.name, o.Boot, plan.MemoryMiB, plan.CPUs)
+	}
 	os.Rename(w.consoleLog(), w.path(logsDir, prevConsole)) // keep the previous boot's console
 
 	backend := o.Backend
@@ -178,6 +207,11 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		Hello:         plan.Hello,
 		BootTimeout:   plan.BootTimeout,
 		DieWithParent: true,
+		Memory:        &vmm.Memory{File: mem.file, Shared: mem.shared},
+		// Freed pages are zeroed, so a secret the guest purged (or a
+		// process that read it exited) leaves no copy in a snapshot.
+		Cmdline: "init_on_free=1",
+		Restore: restoreOptions(plan.Restore),
 	})
 	if err != nil {
 		st, reason := Failed, err.Error()
@@ -200,8 +234,17 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 	s := &supervisor{
 		w: w, boot: o.Boot, log: lg, vm: vm, phase: Running,
 		reqs: make(chan stopReq), finished: make(chan struct{}),
+		plan: &plan, manifest: m, mem: mem, sec: sec,
 	}
-	if err := sec.deliver(ctx, vm.Client); err != nil {
+	kind := audit.Boot
+	if plan.Restore != nil {
+		kind = audit.Rehydrate
+		if plan.Restore.Fork {
+			// The fork's QEMU maps the RAM file; the links are not needed.
+			os.RemoveAll(plan.Restore.Dir)
+		}
+	}
+	if err := sec.deliver(ctx, vm.Client, kind); err != nil {
 		vm.Kill()
 		s.record(Failed, err.Error())
 		w.cleanRuntime()
@@ -349,6 +392,15 @@ loop:
 func (s *supervisor) shutdown(timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	// A paused guest cannot stop its processes: run it (no need to give
+	// back purged secrets, it is going down).
+	s.ctl.Lock()
+	if s.isPaused() {
+		if sn, err := s.snapshotter(); err == nil && sn.Resume(ctx) == nil {
+			s.setPaused(false)
+		}
+	}
+	s.ctl.Unlock()
 	if err := s.vm.Client.Shutdown(ctx); err != nil {
 		if ctx.Err() != nil {
 			s.setForced(fmt.Sprintf("the guest did not stop its processes and sync within %s", timeout))
@@ -458,6 +510,14 @@ func (s *supervisor) handle(c *net.UnixConn) {
 		s.exec(c, req.Exec)
 	case opHalt, opKill:
 		s.stop(c, req)
+	case opPause, opResume, opSnapshot:
+		data, err := s.handleControl(req)
+		r := channel.Reply{Data: data}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		reply(c, r)
+		c.Close()
 	default:
 		reply(c, channel.Reply{Error: fmt.Sprintf("unknown operation %q: is the supervisor older than this microagent? halt and start the workspace", req.Op)})
 		c.Close()
@@ -501,11 +561,15 @@ func (s *supervisor) stop(c net.Conn, req supRequest) {
 func (s *supervisor) exec(c net.Conn, req *channel.ExecRequest) {
 	defer c.Close()
 	s.mu.Lock()
-	phase := s.phase
-	if phase == Running {
+	phase, paused := s.phase, s.paused
+	if phase == Running && !paused {
 		s.execs++
 	}
 	s.mu.Unlock()
+	if paused && phase == Running {
+		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s is paused: resume it first (\"microagent resume %s\")", s.w.name, s.w.name)})
+		return
+	}
 	if phase != Running {
 		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s is %s", s.w.name, phase)})
 		return

@@ -1,0 +1,219 @@
+package workspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/microagent-dev/microagent/audit"
+	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/fsutil"
+	"github.com/microagent-dev/microagent/vmm/qemu"
+)
+
+// ParseSnapshotRef reads "WORKSPACE:TAG".
+func ParseSnapshotRef(ref string) (ws, tag string, err error) {
+	ws, tag, ok := strings.Cut(ref, ":")
+	if !ok || ws == "" || tag == "" {
+		return "", "", fmt.Errorf("%w: snapshot %q: use WORKSPACE:TAG, e.g. builder:baseline", ErrInvalidTag, ref)
+	}
+	if err := ValidateName(ws); err != nil {
+		return "", "", err
+	}
+	if err := ValidateTag(tag); err != nil {
+		return "", "", err
+	}
+	return ws, tag, nil
+}
+
+// ForkOptions say which snapshot to fork into which new workspace.
+type ForkOptions struct {
+	// Name is the new workspace's name.
+	Name string
+	// Source and Tag name the snapshot.
+	Source, Tag string
+}
+
+// Fork creates a new workspace from a snapshot of another: same image,
+// resources and declarations, its own copy of the snapshot's disk, and the
+// snapshot's saved machine, which its first Start resumes (mapping the
+// saved RAM copy-on-write, so the time does not grow with the RAM size)
+// with a new identity: its own name as hostname, a new machine id, fresh
+// entropy, and secrets resolved at that start. The source is not changed.
+func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
+	if err := ValidateName(o.Name); err != nil {
+		return nil, err
+	}
+	if err := checkSocketPaths(h, o.Name); err != nil {
+		return nil, err
+	}
+	src, err := open(h, o.Source)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := src.readSnapshot(o.Tag)
+	if err != nil {
+		return nil, err
+	}
+	final := h.Path(Dir, o.Name)
+	if _, err := os.Lstat(final); err == nil {
+		return nil, existsError(o.Name)
+	}
+	sm, err := src.readManifest()
+	if err != nil {
+		return nil, err
+	}
+	// The source's lock keeps the snapshot from being deleted while it is
+	// copied; the fork's files then stand on their own.
+	sl, err := src.lock("fork")
+	if err != nil {
+		return nil, err
+	}
+	defer sl.unlock()
+
+	base, err := h.Ensure(Dir)
+	if err != nil {
+		return nil, err
+	}
+	tmp := filepath.Join(base, tmpPrefix+o.Name+"-"+randSuffix())
+	if err := os.Mkdir(tmp, dirPerm); err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(tmp)
+		}
+	}()
+	l, err := tryLock(filepath.Join(tmp, lockFile), o.Name, "create")
+	if err != nil {
+		return nil, err
+	}
+	defer l.unlock()
+	w := &wsDir{h: h, name: o.Name, dir: tmp}
+	for _, d := range []string{runDir, logsDir, restoreDir} {
+		if err := os.Mkdir(w.path(d), dirPerm); err != nil {
+			return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+		}
+	}
+	sdir := src.snapDir(o.Tag)
+	fi, err := os.Stat(filepath.Join(sdir, snapDisk))
+	if err != nil {
+		return nil, fmt.Errorf("workspace %s: snapshot %s:%s: %w", o.Name, o.Source, o.Tag, err)
+	}
+	if err := fsutil.CopySparseFile(ctx, filepath.Join(sdir, snapDisk), w.diskPath(), fi.Size(), nil); err != nil {
+		return nil, fmt.Errorf("workspace %s: copy the snapshot's disk: %w", o.Name, err)
+	}
+	// The saved machine is linked, not copied: the files never change, and
+	// a link outlives the snapshot's deletion.
+	for _, f := range []string{snapState, snapMemory, snapMeta} {
+		err := os.Link(filepath.Join(sdir, f), w.path(restoreDir, f))
+		if errors.Is(err, os.ErrNotExist) && f == snapMemory && !snap.SharedRAM {
+			continue // the RAM is in the state stream
+		}
+		if err != nil {
+			return nil, fmt.Errorf("workspace %s: link the snapshot's %s: %w", o.Name, f, err)
+		}
+	}
+	sec, err := sm.Secrets()
+	if err != nil {
+		return nil, err
+	}
+	if sec.Audit {
+		// The fork's accesses are its own: a new, empty log.
+		if err := createAuditLog(w.path(audit.FileName)); err != nil {
+			return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+		}
+	}
+	m := *sm
+	m.Name, m.Created = o.Name, time.Now().UTC()
+	if err := writeManifest(w.manifestPath(), &m); err != nil {
+		return nil, err
+	}
+	if err := writeRecord(w.path(recordFile), &record{State: Created}); err != nil {
+		return nil, fmt.Errorf("workspace %s: write state: %w", o.Name, err)
+	}
+	if err := syncDir(tmp); err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	if err := renameNoReplace(tmp, final); err != nil {
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+			return nil, existsError(o.Name)
+		}
+		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	done = true
+	syncDir(base)
+	l.unlock()
+	return newWS(h, o.Name).info(ctx, false)
+}
+
+// restoreFor plans the resumption of a saved machine at a start: the
+// snapshot named by fromSnapshot (an in-place restore), or a fork's first
+// start. It refuses a snapshot this start could not resume safely, before
+// anything changes.
+func (w *wsDir) restoreFor(fromSnapshot string, m *Manifest, kernel, initrd string) (*restorePlan, *Snapshot, error) {
+	var snap *Snapshot
+	var r *restorePlan
+	var err error
+	switch {
+	case fromSnapshot != "":
+		if snap, err = w.readSnapshot(fromSnapshot); err != nil {
+			return nil, nil, err
+		}
+		r = &restorePlan{Dir: w.snapDir(fromSnapshot), SharedRAM: snap.SharedRAM, Tag: snap.Tag, Source: w.name}
+	default:
+		if _, serr := os.Stat(w.path(restoreDir, snapMeta)); serr != nil {
+			return nil, nil, nil // an ordinary boot
+		}
+		if snap, err = readSnapshotFile(w.path(restoreDir, snapMeta)); err != nil {
+			return nil, nil, fmt.Errorf("workspace %s: the snapshot it was forked from: %w", w.name, err)
+		}
+		r = &restorePlan{Dir: w.path(restoreDir), SharedRAM: snap.SharedRAM, Fork: true, Tag: snap.Tag, Source: snap.Workspace}
+	}
+	accel, _ := qemu.DetectAccel()
+	var diffs []string
+	check := func(what, was, now string) {
+		if was != now {
+			diffs = append(diffs, fmt.Sprintf("%s %s, now %s", what, was, now))
+		}
+	}
+	check("memory (MiB)", fmt.Sprint(snap.MemoryMiB), fmt.Sprint(m.Resources.MemoryMiB))
+	check("CPUs", fmt.Sprint(snap.CPUs), fmt.Sprint(m.Resources.CPUs))
+	check("kernel", snap.Kernel, kernel)
+	check("guest agent and modules (initramfs)", snap.Initrd, initrd)
+	check("accelerator", snap.Accel, accel)
+	check("devices", snap.Devices, machineDevices())
+	if len(diffs) > 0 {
+		return nil, nil, fmt.Errorf("workspace %s: snapshot %s:%s cannot be resumed by this machine: it was taken with %s: start without the snapshot, or take a new one",
+			w.name, r.Source, r.Tag, strings.Join(diffs, "; "))
+	}
+	return r, snap, nil
+}
+
+// rollBackDisk replaces the writable disk with a copy of a snapshot's (a
+// copy made beside it, then renamed over it: a crash leaves one or the
+// other).
+func (w *wsDir) rollBackDisk(ctx context.Context, snapDir string) error {
+	src := filepath.Join(snapDir, snapDisk)
+	fi, err := os.Stat(src)
+	if err != nil {
+		return fmt.Errorf("workspace %s: the snapshot's disk: %w", w.name, err)
+	}
+	tmp := w.path(tmpPrefix + diskFile + "-" + randSuffix())
+	if err := fsutil.CopySparseFile(ctx, src, tmp, fi.Size(), nil); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("workspace %s: copy the snapshot's disk: %w", w.name, err)
+	}
+	if err := os.Rename(tmp, w.diskPath()); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("workspace %s: roll back the disk: %w", w.name, err)
+	}
+	return syncDir(w.dir)
+}

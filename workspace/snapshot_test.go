@@ -1,0 +1,239 @@
+package workspace
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// counterScript counts in /tmp/count in its own session (exec kills the
+// process group it started when the exec ends), so it runs on in the guest.
+const counterScript = `setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &`
+
+func (e *env) count(t *testing.T, name string) int {
+	t.Helper()
+	code, out, errs := e.exec(t, name, "", "cat", "/tmp/count")
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if code != 0 || err != nil {
+		t.Fatalf("%s: read the counter: exit %d %q %q", name, code, out, errs)
+	}
+	return n
+}
+
+// countsOn waits (bounded) until the counter passes min: it runs.
+func (e *env) countsOn(t *testing.T, name string, min int) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n := e.count(t, name)
+		if n > min {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the counter stays at %d (want > %d)", name, n, min)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (e *env) catFile(t *testing.T, name, path string) (string, bool) {
+	t.Helper()
+	code, out, _ := e.exec(t, name, "", "cat", path)
+	return out, code == 0
+}
+
+// secretIs checks the guest's secret file by its hash: reading the value
+// back through exec would put a copy in the agent's output buffers, which
+// the snapshot's leak scan would then rightly find.
+func (e *env) secretIs(t *testing.T, name, value string) bool {
+	t.Helper()
+	code, out, _ := e.exec(t, name, "", "sha256sum", "/run/secrets/TOKEN")
+	sum := sha256.Sum256([]byte(value))
+	return code == 0 && strings.HasPrefix(out, hex.EncodeToString(sum[:]))
+}
+
+func secretValue(t *testing.T, prefix string) string {
+	var b [12]byte
+	rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+// TestSnapshots is the issue's session: pause/resume, snapshot of a running
+// workspace, restore in place, a fork, with a counter process that keeps
+// counting and a secret that is purged, scanned for and given back
+// (rotated in between).
+func TestSnapshots(t *testing.T) {
+	e := setup(t)
+	ctx := testCtx(t)
+	secFile := filepath.Join(t.TempDir(), "token")
+	v1 := secretValue(t, "first")
+	os.WriteFile(secFile, []byte(v1), 0o600)
+	if _, err := Create(ctx, e.h, CreateOptions{Name: "src", Image: e.ref, Agent: e.agent, Profile: "tiny",
+		Resources: Resources{DiskBytes: 256 << 20}, Secrets: decls(t, "TOKEN=file:"+secFile)}); err != nil {
+		t.Fatal(err)
+	}
+	// A halted (never started) workspace has no moment to capture.
+	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "x"}); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("snapshot of a created workspace: %v, want ErrNotRunning", err)
+	}
+	e.start(t, "src")
+	if !e.secretIs(t, "src", v1) {
+		t.Fatal("secret before: not the value")
+	}
+	if code, _, errs := e.exec(t, "src", "", "sh", "-c", counterScript+" echo before > /root/before"); code != 0 {
+		t.Fatalf("counter: %s", errs)
+	}
+	waitFor(t, "the counter's first count", 30*time.Second, func() bool { _, ok := e.catFile(t, "src", "/tmp/count"); return ok })
+	n := e.countsOn(t, "src", 0)
+
+	// Pause and resume: exec is refused while paused, the counter goes on.
+	if inf, err := Pause(ctx, e.h, "src"); err != nil || inf.State != Paused {
+		t.Fatalf("pause: %v %v", inf, err)
+	}
+	if _, err := Exec(ctx, e.h, ExecOptions{Name: "src", Argv: []string{"true"}}); err == nil || !strings.Contains(err.Error(), "paused") {
+		t.Fatalf("exec while paused: %v", err)
+	}
+	if inf, err := Resume(ctx, e.h, "src"); err != nil || inf.State != Running {
+		t.Fatalf("resume: %v %v", inf, err)
+	}
+	n = e.countsOn(t, "src", n)
+
+	// Snapshot of the running workspace: it resumes, secrets come back.
+	for _, bad := range []string{"../x", ".hidden", "a/b"} {
+		if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: bad}); !errors.Is(err, ErrInvalidTag) {
+			t.Errorf("tag %q: %v, want ErrInvalidTag", bad, err)
+		}
+	}
+	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src"}); err != nil {
+		t.Fatalf("snapshot with the default tag: %v", err)
+	}
+	snaps, _ := ListSnapshots(e.h, "src")
+	if len(snaps) != 1 || !strings.HasPrefix(snaps[0].Tag, "20") {
+		t.Fatalf("the default tag: %+v", snaps)
+	}
+	if err := DeleteSnapshot(e.h, "src", snaps[0].Tag); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	snap, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "base"})
+	if err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	t.Logf("snapshot create: %v, %d MiB, scan: %s", time.Since(start).Round(time.Millisecond), snap.SizeBytes>>20, snap.Scan)
+	if len(snap.SecretsPurged) != 1 || !strings.Contains(snap.Scan, "no copy") {
+		t.Errorf("snapshot: purged %v, scan %q", snap.SecretsPurged, snap.Scan)
+	}
+	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "base"}); err == nil {
+		t.Error("a second snapshot with the same tag: no error")
+	}
+	atSnap := e.countsOn(t, "src", n)
+	if !e.secretIs(t, "src", v1) {
+		t.Fatal("secret after the snapshot: not the value")
+	}
+	e.exec(t, "src", "", "sh", "-c", "echo after > /root/after; sync")
+	v2 := secretValue(t, "rotated")
+	os.WriteFile(secFile, []byte(v2), 0o600)
+
+	// The snapshot holds no copy of the value: the memory file and disk.
+	for _, f := range []string{snapMemory, snapDisk, snapState} {
+		b, err := os.ReadFile(filepath.Join(e.h.Path(Dir, "src"), snapshotsDir, "base", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(v1)) {
+			t.Errorf("snapshot %s holds the secret value", f)
+		}
+	}
+
+	// Restore of a running workspace is refused, nothing changes.
+	if _, err := Start(ctx, e.h, StartOptions{Name: "src", Executable: e.exe, Agent: e.agent, FromSnapshot: "base"}); !errors.Is(err, ErrRunning) {
+		t.Fatalf("restore of a running workspace: %v, want ErrRunning", err)
+	}
+
+	// A fork: the snapshot's files and counter, its own name and writes.
+	start = time.Now()
+	if _, err := Fork(ctx, e.h, ForkOptions{Name: "fork1", Source: "src", Tag: "base"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(ctx, e.h, StartOptions{Name: "fork1", Executable: e.exe, Agent: e.agent}); err != nil {
+		t.Fatalf("start the fork: %v", err)
+	}
+	t.Logf("fork to exec-ready: %v", time.Since(start).Round(time.Millisecond))
+	if c := e.countsOn(t, "fork1", 0); c > atSnap+50 {
+		t.Errorf("fork counter %d: did not continue from the snapshot (%d)", c, atSnap)
+	}
+	if _, ok := e.catFile(t, "fork1", "/root/before"); !ok {
+		t.Error("fork: a file from before the snapshot is missing")
+	}
+	if _, ok := e.catFile(t, "fork1", "/root/after"); ok {
+		t.Error("fork: a file written after the snapshot is there")
+	}
+	if out, _ := e.catFile(t, "fork1", "/proc/sys/kernel/hostname"); strings.TrimSpace(out) != "fork1" {
+		t.Errorf("fork hostname %q", out)
+	}
+	if !e.secretIs(t, "fork1", v2) {
+		t.Error("fork secret: not the rotated value")
+	}
+	e.exec(t, "fork1", "", "sh", "-c", "echo fork > /root/forkonly; sync")
+	if _, ok := e.catFile(t, "src", "/root/forkonly"); ok {
+		t.Error("the fork's write reached the source")
+	}
+	if _, err := os.Stat(e.h.Path(Dir, "fork1", restoreDir)); err == nil {
+		t.Error("the fork's restore folder is left after its start")
+	}
+
+	// Restore in place: halted, rolled back, counting on.
+	if _, err := Halt(ctx, e.h, HaltOptions{Name: "src"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "x"}); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("snapshot of a halted workspace: %v, want ErrNotRunning", err)
+	}
+	if _, err := Start(ctx, e.h, StartOptions{Name: "src", Executable: e.exe, Agent: e.agent, FromSnapshot: "nosuch"}); !errors.Is(err, ErrSnapshotNotFound) {
+		t.Fatalf("restore of a missing snapshot: %v", err)
+	}
+	if inf := e.status(t, "src"); inf.State != Halted {
+		t.Fatalf("after refused snapshot and restore: %s", inf.State)
+	}
+	start = time.Now()
+	if _, err := Start(ctx, e.h, StartOptions{Name: "src", Executable: e.exe, Agent: e.agent, FromSnapshot: "base"}); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	t.Logf("restore to exec-ready: %v", time.Since(start).Round(time.Millisecond))
+	if c := e.countsOn(t, "src", 0); c > atSnap+50 {
+		t.Errorf("restored counter %d: did not continue from the snapshot (%d)", c, atSnap)
+	}
+	if _, ok := e.catFile(t, "src", "/root/after"); ok {
+		t.Error("restore: a file written after the snapshot is still there")
+	}
+	if _, ok := e.catFile(t, "src", "/root/before"); !ok {
+		t.Error("restore: a file from before the snapshot is missing")
+	}
+	if !e.secretIs(t, "src", v2) {
+		t.Error("restored secret: not the rotated value")
+	}
+
+	// Delete: the snapshot goes, the fork runs on.
+	if err := DeleteSnapshot(e.h, "src", "base"); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := ListSnapshots(e.h, "src"); len(s) != 0 {
+		t.Errorf("snapshots after delete: %v", s)
+	}
+	e.countsOn(t, "fork1", 0)
+	for _, n := range []string{"src", "fork1"} {
+		if err := Delete(ctx, e.h, DeleteOptions{Name: n, Force: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.assertNoProcs(t)
+}
+

@@ -1,0 +1,374 @@
+package workspace
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/microagent-dev/microagent/audit"
+	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/conduit"
+	"github.com/microagent-dev/microagent/internal/fsutil"
+	"github.com/microagent-dev/microagent/microvm"
+	"github.com/microagent-dev/microagent/vmm"
+)
+
+// snapshotTimeout bounds one capture (purge, device state, RAM and disk
+// copies) in the supervisor.
+const snapshotTimeout = 10 * time.Minute
+
+// restorePlan is the part of a boot plan that resumes a saved machine.
+type restorePlan struct {
+	// Dir holds the saved state: a snapshot folder (an in-place restore)
+	// or the fork's restore folder (links to the snapshot's files).
+	Dir string `json:"dir"`
+	// SharedRAM: Dir/memory holds the RAM (else the state stream does).
+	SharedRAM bool `json:"sharedRAM"`
+	// Fork maps Dir/memory privately (copy-on-write, no copy at all) and
+	// removes Dir once the guest runs; an in-place restore copies the RAM
+	// into the workspace's own shared memory instead, so that its later
+	// snapshots stay cheap.
+	Fork bool `json:"fork,omitempty"`
+	// Tag and Source name the snapshot, for logs and audit.
+	Tag    string `json:"tag"`
+	Source string `json:"source"`
+}
+
+// guestMemory is the workspace's guest RAM.
+type guestMemory struct {
+	file   *os.File
+	shared bool
+}
+
+func (m *guestMemory) close() {
+	if m != nil && m.file != nil {
+		m.file.Close()
+	}
+}
+
+// newMemfd makes an anonymous shared-memory file of size bytes: guest RAM
+// that the supervisor can copy while the guest is paused, and that
+// vanishes with the last process holding it (no file to clean up after a
+// crash).
+func newMemfd(name string, size int64) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("guest memory: memfd_create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("guest memory: %w", err)
+	}
+	return f, nil
+}
+
+// prepareMemory makes the guest RAM for a boot plan.
+func prepareMemory(ctx context.Context, plan *bootPlan) (*guestMemory, error) {
+	size := int64(plan.MemoryMiB) << 20
+	r := plan.Restore
+	if r != nil && r.SharedRAM && r.Fork {
+		f, err := os.Open(filepath.Join(r.Dir, snapMemory))
+		if err != nil {
+			return nil, fmt.Errorf("snapshot RAM: %w", err)
+		}
+		return &guestMemory{file: f}, nil
+	}
+	f, err := newMemfd("microagent-ram", size)
+	if err != nil {
+		return nil, err
+	}
+	if r != nil && r.SharedRAM {
+		in, err := os.Open(filepath.Join(r.Dir, snapMemory))
+		if err == nil {
+			err = fsutil.CopySparse(ctx, in, f, size, nil)
+			in.Close()
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("load the snapshot's RAM: %w", err)
+		}
+	}
+	return &guestMemory{file: f, shared: true}, nil
+}
+
+// restoreOptions turns a restore plan into microvm's.
+func restoreOptions(r *restorePlan) *microvm.Restore {
+	if r == nil {
+		return nil
+	}
+	return &microvm.Restore{State: filepath.Join(r.Dir, snapState), SharedRAM: r.SharedRAM}
+}
+
+// snapshotter is the running machine's snapshot interface.
+func (s *supervisor) snapshotter() (vmm.Snapshotter, error) {
+	sn, ok := s.vm.Machine.(vmm.Snapshotter)
+	if !ok {
+		return nil, errors.New("this VMM backend cannot pause or snapshot a machine")
+	}
+	return sn, nil
+}
+
+// pause stops the guest's CPUs.
+func (s *supervisor) pause(ctx context.Context) error {
+	s.ctl.Lock()
+	defer s.ctl.Unlock()
+	if s.isPaused() {
+		return nil
+	}
+	sn, err := s.snapshotter()
+	if err != nil {
+		return err
+	}
+	if err := sn.Pause(ctx); err != nil {
+		return err
+	}
+	s.setPaused(true)
+	s.log.Printf("paused")
+	return nil
+}
+
+// resume runs the guest again and then brings it up to date.
+func (s *supervisor) resume(ctx context.Context) error {
+	s.ctl.Lock()
+	defer s.ctl.Unlock()
+	return s.resumeLocked(ctx)
+}
+
+func (s *supervisor) resumeLocked(ctx context.Context) error {
+	if !s.isPaused() {
+		return nil
+	}
+	sn, err := s.snapshotter()
+	if err != nil {
+		return err
+	}
+	if err := sn.Resume(ctx); err != nil {
+		return err
+	}
+	s.setPaused(false)
+	s.log.Printf("resumed")
+	return s.afterResume(ctx)
+}
+
+// afterResume sets the guest's clock (it stood still while paused) and
+// gives back the secrets a snapshot purged.
+func (s *supervisor) afterResume(ctx context.Context) error {
+	if !s.purged {
+		return nil
+	}
+	if err := s.sec.rehydrate(ctx, s.vm.Client); err != nil {
+		s.log.Printf("rehydrate secrets: %v", err)
+		return fmt.Errorf("the guest runs again, but its secrets could not be restored: %w", err)
+	}
+	s.purged = false
+	return nil
+}
+
+func (s *supervisor) isPaused() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.paused
+}
+
+func (s *supervisor) setPaused(p bool) {
+	s.mu.Lock()
+	s.paused = p
+	s.mu.Unlock()
+	s.w.update(func(r *record) error {
+		if r.Boot != s.boot || r.State != Running {
+			return errSkip
+		}
+		r.Paused = p
+		return nil
+	})
+}
+
+// snapshot captures the machine into snapshots/<tag>.
+func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *Snapshot, err error) {
+	s.ctl.Lock()
+	defer s.ctl.Unlock()
+	if err := ValidateTag(tag); err != nil {
+		return nil, err
+	}
+	final := s.w.snapDir(tag)
+	if _, err := os.Stat(final); err == nil {
+		return nil, fmt.Errorf("a snapshot %q exists already", tag)
+	}
+	sn, err := s.snapshotter()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	wasPaused := s.isPaused()
+	snap = &Snapshot{
+		Tag: tag, Workspace: s.w.name, Created: start.UTC(), Image: s.manifest.Image,
+		MemoryMiB: s.plan.MemoryMiB, CPUs: s.plan.CPUs, Kernel: s.plan.Kernel, Initrd: s.plan.Initrd,
+		Accel: s.accel(), Devices: machineDevices(), SharedRAM: s.mem.shared, Paused: wasPaused,
+	}
+
+	// Secrets first: no memory may be written while the guest holds them.
+	if s.sec.materializes() && !s.purged {
+		if wasPaused {
+			if err := sn.Resume(ctx); err != nil {
+				return nil, err
+			}
+		}
+		names, err := s.vm.Client.Purge(ctx)
+		if err != nil {
+			if wasPaused {
+				sn.Pause(ctx)
+			}
+			return nil, fmt.Errorf("the guest could not confirm that it purged /run/secrets (%v): snapshot aborted, nothing written", err)
+		}
+		s.purged = true
+		snap.SecretsPurged = names
+		s.sec.recordPurge(names)
+		if wasPaused {
+			if err := sn.Pause(ctx); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if !s.isPaused() {
+		if err := sn.Pause(ctx); err != nil {
+			return nil, err
+		}
+		s.setPaused(true)
+	}
+	defer func() {
+		if wasPaused {
+			return // stays paused; a resume gives the secrets back
+		}
+		if rerr := s.resumeLocked(context.WithoutCancel(ctx)); rerr != nil {
+			if err == nil {
+				err = fmt.Errorf("snapshot %s saved, but: %w", tag, rerr)
+			}
+		}
+	}()
+
+	tmp, err := os.MkdirTemp(s.w.path(snapshotsDir), tmpPrefix+tag+"-")
+	if err != nil {
+		return nil, fmt.Errorf("snapshot folder: %w", err)
+	}
+	defer os.RemoveAll(tmp) // a no-op once renamed into place
+	if err := sn.SaveState(ctx, filepath.Join(tmp, snapState)); err != nil {
+		return nil, err
+	}
+	paused := time.Since(start)
+	scan := newLeakCheck(s.sec.sent())
+	if s.mem.shared {
+		if err := fsutil.CopySparseFrom(ctx, s.mem.file, filepath.Join(tmp, snapMemory), int64(s.plan.MemoryMiB)<<20, scan.visit("memory")); err != nil {
+			return nil, fmt.Errorf("save the RAM: %w", err)
+		}
+	}
+	if err := s.copyDisk(ctx, filepath.Join(tmp, snapDisk), scan.visit("disk")); err != nil {
+		return nil, err
+	}
+	if err := scan.check(); err != nil {
+		return nil, err
+	}
+	snap.Scan = scan.summary()
+	snap.SizeBytes = dirSize(tmp)
+	if err := writeSnapshotMeta(tmp, snap); err != nil {
+		return nil, err
+	}
+	if err := renameNoReplace(tmp, final); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", tag, err)
+	}
+	fsutil.SyncDir(filepath.Dir(final))
+	s.log.Printf("snapshot %s: %d MiB on disk in %s (device state after %s)", tag, snap.SizeBytes>>20,
+		time.Since(start).Round(time.Millisecond), paused.Round(time.Millisecond))
+	return snap, nil
+}
+
+// copyDisk copies the writable disk; QEMU flushed it when it saved the
+// device state, and the guest is paused.
+func (s *supervisor) copyDisk(ctx context.Context, dst string, visit fsutil.VisitFunc) error {
+	fi, err := os.Stat(s.w.diskPath())
+	if err != nil {
+		return fmt.Errorf("save the disk: %w", err)
+	}
+	if err := fsutil.CopySparseFile(ctx, s.w.diskPath(), dst, fi.Size(), visit); err != nil {
+		return fmt.Errorf("save the disk: %w", err)
+	}
+	return nil
+}
+
+// accel names the accelerator the machine runs on (device state from TCG
+// and KVM is not interchangeable).
+func (s *supervisor) accel() string {
+	if a, ok := s.vm.Machine.(interface{ Accel() string }); ok {
+		return a.Accel()
+	}
+	return ""
+}
+
+// machineDevices describes the device set of a workspace's machine, which
+// a restore must match.
+func machineDevices() string { return "virtio-blk:2,virtio-serial:1" }
+
+// handleControl serves pause, resume and snapshot requests.
+func (s *supervisor) handleControl(req supRequest) ([]byte, error) {
+	s.mu.Lock()
+	phase := s.phase
+	s.mu.Unlock()
+	if phase != Running {
+		return nil, fmt.Errorf("workspace %s is %s", s.w.name, phase)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+	defer cancel()
+	switch req.Op {
+	case opPause:
+		return nil, s.pause(ctx)
+	case opResume:
+		return nil, s.resume(ctx)
+	case opSnapshot:
+		snap, err := s.snapshot(ctx, req.Tag)
+		if err != nil {
+			s.log.Printf("snapshot %s failed: %v", req.Tag, err)
+			return nil, err
+		}
+		return json.Marshal(snap)
+	}
+	return nil, fmt.Errorf("unknown operation %q", req.Op)
+}
+
+// materializes reports whether the workspace puts secrets in /run/secrets.
+func (s *supSecrets) materializes() bool { return s != nil && s.cfg.hasDecls() }
+
+// recordPurge notes the purge in the supervisor log (the names only).
+func (s *supSecrets) recordPurge(names []string) {
+	s.lg.Printf("secrets: guest purged %d materialized secrets before a snapshot", len(names))
+}
+
+// rehydrate resolves the materialized secrets again and hands them to the
+// guest (an audit record of kind rehydrate each).
+func (s *supSecrets) rehydrate(ctx context.Context, c *channel.Client) error {
+	if !s.materializes() {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	prep, err := conduit.Resolve(rctx, s.cfg.Declarations, s.env)
+	cancel()
+	if err != nil {
+		if aerr := s.audit.logOrNil().GateBundle(audit.Rehydrate, nil, err); aerr != nil {
+			err = aerr
+		}
+		return err
+	}
+	defer prep.Zero()
+	if err := s.audit.check(); err != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
+	defer cancel()
+	prep.Each(s.sentValues.add)
+	return prep.Deliver(dctx, c, s.audit.logOrNil(), audit.Rehydrate)
+}
