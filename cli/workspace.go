@@ -52,7 +52,7 @@ func wsError(err error) error {
 	switch {
 	case errors.As(err, &ee):
 		return err
-	case errors.Is(err, workspace.ErrInvalidName), errors.Is(err, workspace.ErrSecretDecl):
+	case errors.Is(err, workspace.ErrInvalidName), errors.Is(err, workspace.ErrSecretDecl), errors.Is(err, workspace.ErrNetwork):
 		return &ExitError{Code: ExitUsage, Err: err}
 	case errors.Is(err, workspace.ErrBusy):
 		return &ExitError{Code: ExitRetryable, Err: err}
@@ -76,6 +76,7 @@ func newCreateCmd(g *globals) *cobra.Command {
 		pull       string
 		kernelPath string
 		sec        secretFlags
+		netf       networkFlags
 	)
 	c := &cobra.Command{
 		Use:   "create NAME --image REF",
@@ -90,7 +91,12 @@ and every start resolves them afresh (failing closed, before the VM boots).
 Materialized secrets appear as 0400 files in a tmpfs at /run/secrets;
 on-demand ones are fetched over $MICROAGENT_SECRETS_SOCK. --secrets-audit
 records every access in the workspace's append-only audit log ("microagent
-secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
+secret audit NAME"). A malformed declaration creates nothing (exit 2).
+
+Network: --network, -p/--publish, --host-access and --dns work as for "run"
+and are kept for every start: published ports are bound again at each start,
+and a port taken on the host then fails that start before the VM boots. A
+spec that can never work creates nothing (exit 2).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) == 1 {
@@ -120,6 +126,10 @@ secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
 			if err != nil {
 				return err
 			}
+			network, err := netf.resolve()
+			if err != nil {
+				return err
+			}
 			h, err := g.home()
 			if err != nil {
 				return err
@@ -134,6 +144,7 @@ secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
 				Progress:     progressWriter(g),
 				Secrets:      decls,
 				SecretsAudit: sec.audit,
+				Network:      network,
 			})
 			if err != nil {
 				return wsError(err)
@@ -156,6 +167,7 @@ secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
 	c.Flags().StringVar(&kernelPath, "kernel", "", "boot this kernel (vmlinux) instead of the installed default")
 	res.add(c)
 	sec.add(c, true)
+	netf.add(c)
 	return c
 }
 
@@ -627,6 +639,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			if i.Secrets != nil {
 				fmt.Fprintf(tw, "secrets:\t%s\n", secretsSummary(i.Secrets))
+			}
+			if i.Network != nil {
+				fmt.Fprintf(tw, "network:\t%s\n", networkSummary(i.Network))
 			}
 			fmt.Fprintf(tw, "dir:\t%s\n", i.Dir)
 			return tw.Flush()

@@ -178,6 +178,7 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		Hello:         plan.Hello,
 		BootTimeout:   plan.BootTimeout,
 		DieWithParent: true,
+		Network:       plan.Network,
 	})
 	if err != nil {
 		st, reason := Failed, err.Error()
