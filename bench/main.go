@@ -14,10 +14,13 @@
 //  6. density: how many idle tiny workspaces run side by side, each still
 //     answering exec within a second;
 //  7. secrets: on-demand fetches from inside the guest against the raw
-//     echo, and start-to-ready with 0 versus 100 materialized secrets.
+//     echo, and start-to-ready with 0 versus 100 materialized secrets;
+//  8. network: TCP throughput host → guest and guest → host through a
+//     published port, against a raw QEMU (same slirp arguments, bare init)
+//     and a host loopback TCP pair.
 //
 // -sections selects sections (run = 1-3, rootfs = 4, workspace = 5,
-// density = 6, secrets = 7); the default runs them all.
+// density = 6, secrets = 7, network = 8); the default runs them all.
 //
 // Everything runs in a temporary state directory; the kernel comes from the
 // test suite's .deb cache when there is one (-kernel-cache).
@@ -56,10 +59,11 @@ type options struct {
 	densityTime time.Duration
 	fetchN      int
 	secretsN    int
+	netMB       int
 }
 
 // allSections are the -sections names, in report order.
-var allSections = []string{"run", "rootfs", "workspace", "density", "secrets"}
+var allSections = []string{"run", "rootfs", "workspace", "density", "secrets", "network"}
 
 // has reports whether section s was selected.
 func (o options) has(s string) bool { return o.sections[s] }
@@ -81,9 +85,10 @@ func main() {
 	flag.DurationVar(&o.densityTime, "density-timeout", 5*time.Minute, "bound on the density section's start-and-check loop")
 	flag.IntVar(&o.fetchN, "fetch-n", 500, "on-demand secret fetches timed inside the guest")
 	flag.IntVar(&o.secretsN, "secrets-n", 100, "materialized secrets in the start-with-secrets measurement")
+	flag.IntVar(&o.netMB, "net-mb", 64, "MiB per network transfer (each way, each path, each round)")
 	flag.Parse()
-	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 || o.wsExecN < 1 || o.densityMax < 1 || o.densityTime <= 0 || o.fetchN < 1 || o.secretsN < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n, -rootfs-mb, -ws-exec-n, -density-max, -density-timeout, -fetch-n and -secrets-n must be positive")
+	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 || o.wsExecN < 1 || o.densityMax < 1 || o.densityTime <= 0 || o.fetchN < 1 || o.secretsN < 1 || o.netMB < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n, -rootfs-mb, -ws-exec-n, -density-max, -density-timeout, -fetch-n, -secrets-n and -net-mb must be positive")
 		os.Exit(2)
 	}
 	o.sections = map[string]bool{}
@@ -127,6 +132,7 @@ type results struct {
 	ws                 *wsResult
 	density            *densityResult
 	secrets            *secretsResult
+	net                *netResult
 }
 
 // sampleLoad records the current 1-minute load average.
@@ -221,6 +227,23 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		if err := runSecretsSection(ctx, r, h, backend, k.Vmlinux, floorInitrd, sref, agent, vmDir); err != nil {
+			return err
+		}
+	}
+	if o.has("network") {
+		srv, err := netServerBinary(ctx, root, tmp)
+		if err != nil {
+			return err
+		}
+		nimg, err := netImage(srv)
+		if err != nil {
+			return fmt.Errorf("network image: %w", err)
+		}
+		nref, err := reg.push(ctx, "bench/busybox-net", nimg)
+		if err != nil {
+			return err
+		}
+		if err := runNetSection(ctx, r, h, backend, k.Vmlinux, floorInitrd, nref, agent, vmDir); err != nil {
 			return err
 		}
 	}

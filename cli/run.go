@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -235,11 +236,12 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 	return c
 }
 
-// networkFlags are --network, --publish and --host-access.
+// networkFlags are --network, --publish, --host-access and --dns.
 type networkFlags struct {
 	mode       string
 	publish    []string
 	hostAccess bool
+	dns        []string
 }
 
 func (f *networkFlags) add(c *cobra.Command) {
@@ -249,6 +251,9 @@ func (f *networkFlags) add(c *cobra.Command) {
 	c.Flags().BoolVar(&f.hostAccess, "host-access", false,
 		"let the guest reach the host's loopback services at 10.0.2.2; also allows outbound traffic and DNS, "+
 			"which user mode otherwise blocks (QEMU's NAT cannot allow one without the other)")
+	c.Flags().StringArrayVar(&f.dns, "dns", nil,
+		"nameserver for the guest's /etc/resolv.conf instead of the NAT's forwarder (IPv4; repeatable; "+
+			"10.0.2.2 is a resolver on the host's loopback; needs --host-access)")
 }
 
 func (f *networkFlags) resolve() (vmm.Network, error) {
@@ -263,6 +268,13 @@ func (f *networkFlags) resolve() (vmm.Network, error) {
 			return n, usageError("--%v", err)
 		}
 		n.Forwards = append(n.Forwards, fw)
+	}
+	for _, s := range f.dns {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return n, usageError("--dns %q: not an IP address: give a nameserver's IPv4 address, e.g. 10.0.2.2", s)
+		}
+		n.DNS = append(n.DNS, ip)
 	}
 	if err := n.Validate(); err != nil {
 		return n, usageError("%v", err)

@@ -55,7 +55,7 @@ func wsError(err error) error {
 	switch {
 	case errors.As(err, &ee):
 		return err
-	case errors.Is(err, workspace.ErrInvalidName), errors.Is(err, workspace.ErrSecretDecl):
+	case errors.Is(err, workspace.ErrInvalidName), errors.Is(err, workspace.ErrSecretDecl), errors.Is(err, workspace.ErrNetwork):
 		return &ExitError{Code: ExitUsage, Err: err}
 	case errors.Is(err, workspace.ErrBusy):
 		return &ExitError{Code: ExitRetryable, Err: err}
@@ -80,6 +80,7 @@ func newCreateCmd(g *globals) *cobra.Command {
 		kernelPath string
 		sec        secretFlags
 		fromSnap   string
+		netf       networkFlags
 	)
 	c := &cobra.Command{
 		Use:   "create NAME --image REF | create NAME --from-snapshot WS:TAG",
@@ -95,6 +96,11 @@ Materialized secrets appear as 0400 files in a tmpfs at /run/secrets;
 on-demand ones are fetched over $MICROAGENT_SECRETS_SOCK. --secrets-audit
 records every access in the workspace's append-only audit log ("microagent
 secret audit NAME"). A malformed declaration creates nothing (exit 2).
+
+Network: --network, -p/--publish, --host-access and --dns work as for "run"
+and are kept for every start: published ports are bound again at each start,
+and a port taken on the host then fails that start before the VM boots. A
+spec that can never work creates nothing (exit 2).
 
 --from-snapshot WS:TAG forks a snapshot instead: the new workspace has the
 source's image, resources and secret declarations, its own copy of the
@@ -134,6 +140,10 @@ first start fails, the fork is deleted again.`,
 			if err != nil {
 				return err
 			}
+			network, err := netf.resolve()
+			if err != nil {
+				return err
+			}
 			h, err := g.home()
 			if err != nil {
 				return err
@@ -148,6 +158,7 @@ first start fails, the fork is deleted again.`,
 				Progress:     progressWriter(g),
 				Secrets:      decls,
 				SecretsAudit: sec.audit,
+				Network:      network,
 			})
 			if err != nil {
 				return wsError(err)
@@ -171,6 +182,7 @@ first start fails, the fork is deleted again.`,
 	c.Flags().StringVar(&fromSnap, "from-snapshot", "", "fork WS:TAG, a snapshot of another workspace, and start the fork")
 	res.add(c)
 	sec.add(c, true)
+	netf.add(c)
 	return c
 }
 
@@ -656,6 +668,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			if i.Secrets != nil {
 				fmt.Fprintf(tw, "secrets:\t%s\n", secretsSummary(i.Secrets))
+			}
+			if i.Network != nil {
+				fmt.Fprintf(tw, "network:\t%s\n", networkSummary(i.Network))
 			}
 			fmt.Fprintf(tw, "dir:\t%s\n", i.Dir)
 			return tw.Flush()

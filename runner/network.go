@@ -33,6 +33,12 @@ func GuestNetwork(n *vmm.Network, hostname string) *channel.NetworkConfig {
 	if n.HostAccess {
 		c.DNS = []string{a.DNS.String()}
 	}
+	if len(n.DNS) > 0 {
+		c.DNS = c.DNS[:0]
+		for _, d := range n.DNS {
+			c.DNS = append(c.DNS, d.String())
+		}
+	}
 	c.Hosts = append(c.Hosts, channel.HostEntry{IP: a.Guest.String(), Names: []string{hostname}})
 	return c
 }

@@ -110,6 +110,11 @@ type Network struct {
 	// blocks all outbound traffic instead, so HostAccess also opens the
 	// way out.
 	HostAccess bool
+	// DNS are the nameservers the guest uses instead of the NAT's own
+	// forwarder (UserAddressing.DNS), e.g. UserAddressing.Gateway for a
+	// resolver on the host's loopback. They are reached over the NAT's
+	// outbound path, which the QEMU backend opens only with HostAccess.
+	DNS []netip.Addr
 }
 
 // Isolated reports whether n gives the guest no NIC.
@@ -130,7 +135,20 @@ func (n *Network) Validate() error {
 		if n.HostAccess {
 			return fmt.Errorf("host access needs a network device: the isolated network has none; use --network user")
 		}
+		if len(n.DNS) > 0 {
+			return fmt.Errorf("a DNS server needs a network device: the isolated network has none; use --network user")
+		}
 		return nil
+	}
+	for _, d := range n.DNS {
+		if !d.Is4() || d.IsUnspecified() {
+			return fmt.Errorf("DNS server %q: give an IPv4 address (the guest network is IPv4 only), e.g. %s for a resolver on the host's loopback", d, UserAddressing.Gateway)
+		}
+	}
+	// The user-mode NAT blocks all outbound traffic without host access
+	// (see HostAccess), so a DNS server would never answer: say so now.
+	if len(n.DNS) > 0 && !n.HostAccess {
+		return fmt.Errorf("a DNS server (%s) is reached through the network's outbound path, which is closed without host access: add --host-access", n.DNS[0])
 	}
 	seen := map[int]Forward{}
 	for _, f := range n.Forwards {

@@ -54,6 +54,7 @@ func TestNetworkValidate(t *testing.T) {
 		"default":      {},
 		"user forward": {Mode: NetworkUser, Forwards: []Forward{fw(1), fw(2)}, HostAccess: true},
 		"isolated":     {Mode: NetworkIsolated},
+		"dns":          {HostAccess: true, DNS: []netip.Addr{UserAddressing.Gateway, netip.MustParseAddr("192.0.2.53")}},
 	} {
 		if err := n.Validate(); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -65,6 +66,11 @@ func TestNetworkValidate(t *testing.T) {
 		"unknown mode":         {Mode: "bridge"},
 		"twice":                {Forwards: []Forward{fw(1), fw(1)}},
 		"zero forward":         {Forwards: []Forward{{}}},
+		"isolated dns":         {Mode: NetworkIsolated, DNS: []netip.Addr{UserAddressing.Gateway}},
+		"dns without access":   {DNS: []netip.Addr{UserAddressing.Gateway}},
+		"ipv6 dns":             {HostAccess: true, DNS: []netip.Addr{netip.MustParseAddr("::1")}},
+		"unspecified dns":      {HostAccess: true, DNS: []netip.Addr{netip.MustParseAddr("0.0.0.0")}},
+		"zero dns":             {HostAccess: true, DNS: []netip.Addr{{}}},
 	} {
 		if err := n.Validate(); err == nil {
 			t.Errorf("%s: no error", name)

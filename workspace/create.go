@@ -18,6 +18,7 @@ import (
 	"github.com/microagent-dev/microagent/rootfs"
 	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/secrets"
+	"github.com/microagent-dev/microagent/vmm"
 )
 
 // CreateOptions say what workspace to create.
@@ -45,6 +46,11 @@ type CreateOptions struct {
 	// SecretsAudit turns on the workspace's secrets audit log, created
 	// empty here.
 	SecretsAudit bool
+	// Network is the workspace's network, kept for every start (the zero
+	// value: user mode, no published ports, no host access). One that can
+	// never work fails Create with ErrNetwork before anything is pulled or
+	// written; whether a published port is free is checked at each start.
+	Network vmm.Network
 }
 
 // Create makes a new workspace: it pulls the image (per o.Pull), builds its
@@ -64,6 +70,9 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	}
 	if o.Image == "" {
 		return nil, fmt.Errorf("workspace %s: no image given", o.Name)
+	}
+	if err := checkNetwork(o.Name, o.Network); err != nil {
+		return nil, err
 	}
 	rres, err := runner.ResolveResources(o.Profile, runner.Resources(o.Resources))
 	if err != nil {
@@ -143,6 +152,9 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 		Created:    time.Now().UTC(),
 	}
 	if err := m.setSecrets(sec); err != nil {
+		return nil, err
+	}
+	if err := m.setNetwork(NewNetworkConfig(o.Network)); err != nil {
 		return nil, err
 	}
 	if err := writeManifest(w.manifestPath(), m); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,6 +134,15 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 	}
 	m := *sm
 	m.Name, m.Created = o.Name, time.Now().UTC()
+	// The source may be running with its ports published: the fork keeps
+	// the network's mode and settings but publishes nothing.
+	m.Declarations = maps.Clone(sm.Declarations)
+	if nc, err := sm.Network(); err == nil && len(nc.Publish) > 0 {
+		nc.Publish = nil
+		if err := m.setNetwork(nc); err != nil {
+			return nil, err
+		}
+	}
 	if err := writeManifest(w.manifestPath(), &m); err != nil {
 		return nil, err
 	}
@@ -189,7 +199,12 @@ func (w *wsDir) restoreFor(fromSnapshot string, m *Manifest, kernel, initrd stri
 	check("kernel", snap.Kernel, kernel)
 	check("guest agent and modules (initramfs)", snap.Initrd, initrd)
 	check("accelerator", snap.Accel, accel)
-	check("devices", snap.Devices, machineDevices())
+	nc, err := m.Network()
+	if err != nil {
+		return nil, nil, err
+	}
+	n := nc.VMM()
+	check("devices", snap.Devices, machineDevices(&n))
 	if len(diffs) > 0 {
 		return nil, nil, fmt.Errorf("workspace %s: snapshot %s:%s cannot be resumed by this machine: it was taken with %s: start without the snapshot, or take a new one",
 			w.name, r.Source, r.Tag, strings.Join(diffs, "; "))

@@ -21,6 +21,7 @@ import (
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/secrets"
+	"github.com/microagent-dev/microagent/vmm"
 )
 
 // SuperviseCommand is the hidden subcommand of the microagent binary that
@@ -82,6 +83,9 @@ type bootPlan struct {
 	Secrets *SecretsConfig `json:"secrets,omitempty"`
 	// Restore resumes a snapshot instead of booting.
 	Restore *restorePlan `json:"restore,omitempty"`
+	// Network is the VM's network (nil: no NIC); Hello.Network is the
+	// guest's matching setup.
+	Network *vmm.Network `json:"network,omitempty"`
 }
 
 // readyMsg is a supervisor's message on the readiness pipe: zero or more
@@ -142,6 +146,12 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if err := w.stopOrphans(obs); err != nil {
 		return nil, err
 	}
+	// After stopOrphans: an orphaned QEMU of this workspace may hold the
+	// ports it publishes.
+	network, err := w.startNetwork(m)
+	if err != nil {
+		return nil, err
+	}
 	exe := o.Executable
 	if exe == "" {
 		if exe, err = os.Executable(); err != nil {
@@ -196,8 +206,10 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 			Env:        parts.Image.Config.Env,
 			User:       parts.Image.Config.User,
 			WorkingDir: parts.Image.Config.WorkingDir,
+			Network:    runner.GuestNetwork(network, w.name),
 		},
 		BootTimeout: o.BootTimeout,
+		Network:     network,
 	}
 	if !sec.Empty() {
 		plan.Secrets = &sec

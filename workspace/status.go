@@ -44,6 +44,9 @@ type Info struct {
 	Dir string `json:"dir"`
 	// Secrets are the workspace's secret declarations (references only).
 	Secrets *SecretsConfig `json:"secrets,omitempty"`
+	// Network is the workspace's network and its published ports (nil
+	// only when the manifest's network is unreadable).
+	Network *NetworkConfig `json:"network,omitempty"`
 }
 
 // Status returns the observed state of one workspace.
@@ -133,6 +136,9 @@ func (w *wsDir) info(ctx context.Context, ask bool) (*Info, error) {
 	}
 	if sc, err := m.Secrets(); err == nil && !sc.Empty() {
 		inf.Secrets = &sc
+	}
+	if nc, err := m.Network(); err == nil {
+		inf.Network = &nc
 	}
 	if o.state.Live() {
 		if o.rec.Supervisor != nil {

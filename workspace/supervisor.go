@@ -212,6 +212,7 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		// process that read it exited) leaves no copy in a snapshot.
 		Cmdline: "init_on_free=1",
 		Restore: restoreOptions(plan.Restore),
+		Network: plan.Network,
 	})
 	if err != nil {
 		st, reason := Failed, err.Error()

@@ -210,7 +210,7 @@ func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *Snapshot, 
 	snap = &Snapshot{
 		Tag: tag, Workspace: s.w.name, Created: start.UTC(), Image: s.manifest.Image,
 		MemoryMiB: s.plan.MemoryMiB, CPUs: s.plan.CPUs, Kernel: s.plan.Kernel, Initrd: s.plan.Initrd,
-		Accel: s.accel(), Devices: machineDevices(), SharedRAM: s.mem.shared, Paused: wasPaused,
+		Accel: s.accel(), Devices: machineDevices(s.plan.Network), SharedRAM: s.mem.shared, Paused: wasPaused,
 	}
 
 	// Secrets first: no memory may be written while the guest holds them.
@@ -311,8 +311,14 @@ func (s *supervisor) accel() string {
 }
 
 // machineDevices describes the device set of a workspace's machine, which
-// a restore must match.
-func machineDevices() string { return "virtio-blk:2,virtio-serial:1" }
+// a restore must match: the disks, the agent's port, and the NIC if any.
+func machineDevices(n *vmm.Network) string {
+	d := "virtio-blk:2,virtio-serial:1"
+	if !n.Isolated() {
+		d += ",virtio-net:1"
+	}
+	return d
+}
 
 // handleControl serves pause, resume and snapshot requests.
 func (s *supervisor) handleControl(req supRequest) ([]byte, error) {

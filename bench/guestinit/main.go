@@ -12,6 +12,9 @@
 //     virtio-serial port named by "benchport=", print "BENCH_PORT
 //     boottime_ns=N modules_ns=M" and echo every byte it reads (the raw
 //     channel floor: no protocol, no process spawn).
+//   - "net": load the modules, give eth0 the user-mode network's guest
+//     address with ioctls (no agent, no netlink), serve netpeer transfers
+//     on netpeer.Port and print "BENCH_NET ready" (the raw network floor).
 //
 // boottime_ns is CLOCK_BOOTTIME when /init started, i.e. how long the guest
 // kernel took to reach /init.
@@ -35,6 +38,8 @@ func main() {
 	switch os.Getenv("benchmode") {
 	case "echo":
 		echo(start)
+	case "net":
+		netFloor()
 	default:
 		fmt.Printf("BENCH_INIT boottime_ns=%d\n", start)
 		powerOff()

@@ -1,0 +1,310 @@
+package workspace
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/vmm"
+)
+
+// Network tests boot real VMs; all their traffic stays on this machine
+// (the host's loopback and the VM's NAT).
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// fetch polls url until it answers 200 with want, bounded: the NAT accepts
+// host connections before the guest's server listens (and then resets
+// them).
+func fetch(t *testing.T, url, want string) time.Duration {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	start := time.Now()
+	var last string
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := client.Get(url)
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode == http.StatusOK && string(b) == want {
+			return time.Since(start)
+		}
+		last = fmt.Sprintf("%s %q %v", resp.Status, b, err)
+	}
+	t.Fatalf("GET %s: never got %q (last: %s)", url, want, last)
+	return 0
+}
+
+// TestWorkspacePublishedPort: a port published at create is reached from
+// the host after start, again after halt and start; status shows it; a
+// port taken on the host refuses the start before anything boots.
+func TestWorkspacePublishedPort(t *testing.T) {
+	e := setup(t)
+	ctx := testCtx(t)
+	port := freePort(t)
+	fw := vmm.Forward{HostIP: vmm.DefaultPublishIP, HostPort: port, GuestPort: 8080}
+	inf, err := Create(ctx, e.h, CreateOptions{Name: "web", Image: e.ref, Agent: e.agent, Profile: "tiny",
+		Resources: Resources{DiskBytes: 256 << 20}, Network: vmm.Network{Forwards: []vmm.Forward{fw}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantNet := NetworkConfig{Mode: vmm.NetworkUser, Publish: []Port{{HostIP: vmm.DefaultPublishIP, HostPort: port, GuestPort: 8080, Protocol: "tcp"}}}
+	if got, _ := json.Marshal(inf.Network); string(got) != string(must(json.Marshal(wantNet))) {
+		t.Fatalf("created: network %s, want %s", got, must(json.Marshal(wantNet)))
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/x", port)
+	serve := func(body string) {
+		t.Helper()
+		// httpd daemonizes: the exec returns, the server stays.
+		if code, out, errs := e.exec(t, "web", "", "sh", "-c", "mkdir -p /www && echo "+body+" > /www/x && httpd -p 8080 -h /www"); code != 0 {
+			t.Fatalf("start httpd: %d %q %q", code, out, errs)
+		}
+	}
+
+	e.start(t, "web")
+	serve("first")
+	t.Logf("first page after %s", fetch(t, url, "first\n"))
+	if inf := e.status(t, "web"); inf.Network == nil || len(inf.Network.Publish) != 1 || inf.Network.Publish[0].HostPort != port {
+		t.Fatalf("status: network %+v", inf.Network)
+	}
+	if _, err := Halt(ctx, e.h, HaltOptions{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	// The port is free again once the workspace is halted.
+	if l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+		t.Fatalf("port still held after halt: %v", err)
+	} else {
+		l.Close()
+	}
+	e.start(t, "web")
+	serve("second")
+	t.Logf("second page after %s", fetch(t, url, "second\n"))
+	if _, err := Halt(ctx, e.h, HaltOptions{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Someone else takes the port: the start is refused before boot and
+	// the workspace stays halted, with nothing running.
+	l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	before := e.record(t, "web")
+	_, err = Start(ctx, e.h, StartOptions{Name: "web", Executable: e.exe, Agent: e.agent})
+	if err == nil || !strings.Contains(err.Error(), "already in use") || !strings.Contains(err.Error(), fmt.Sprint(port)) {
+		t.Fatalf("start with the port taken: %v", err)
+	}
+	after := e.record(t, "web")
+	if after.State != Halted || after.Boot != before.Boot {
+		t.Fatalf("refused start changed the record: %+v -> %+v", before, after)
+	}
+	e.assertAtRest(t, "web", Halted)
+}
+
+// TestWorkspaceIsolated: an isolated workspace has only lo.
+func TestWorkspaceIsolated(t *testing.T) {
+	e := setup(t)
+	ctx := testCtx(t)
+	if _, err := Create(ctx, e.h, CreateOptions{Name: "iso", Image: e.ref, Agent: e.agent, Profile: "tiny",
+		Resources: Resources{DiskBytes: 256 << 20}, Network: vmm.Network{Mode: vmm.NetworkIsolated}}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, "iso")
+	if code, out, errs := e.exec(t, "iso", "", "ls", "/sys/class/net"); code != 0 || strings.Fields(out)[0] != "lo" || len(strings.Fields(out)) != 1 {
+		t.Fatalf("isolated: interfaces %q (%d %q)", out, code, errs)
+	}
+	if inf := e.status(t, "iso"); inf.Network == nil || inf.Network.Mode != vmm.NetworkIsolated {
+		t.Fatalf("status: network %+v", inf.Network)
+	}
+}
+
+// TestWorkspaceDNS resolves a name inside the guest against a DNS server
+// the test runs on the host's loopback (reached at the NAT's gateway,
+// which host access maps to the host's 127.0.0.1): the guest's
+// resolv.conf names it through --dns. Nothing leaves this machine.
+func TestWorkspaceDNS(t *testing.T) {
+	srv := startDNS(t, "probe.microagent.test.", netip.MustParseAddr("192.0.2.77"))
+	e := setup(t)
+	ctx := testCtx(t)
+	if _, err := Create(ctx, e.h, CreateOptions{Name: "dns", Image: e.ref, Agent: e.agent, Profile: "tiny",
+		Resources: Resources{DiskBytes: 256 << 20},
+		Network:   vmm.Network{HostAccess: true, DNS: []netip.Addr{vmm.UserAddressing.Gateway}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, "dns")
+	code, out, errs := e.exec(t, "dns", "", "sh", "-c", "cat /etc/resolv.conf; nslookup probe.microagent.test")
+	if code != 0 || !strings.Contains(out, "nameserver 10.0.2.2") || !strings.Contains(out, "192.0.2.77") {
+		t.Fatalf("nslookup: %d %q %q", code, out, errs)
+	}
+	if srv.queries.Load() == 0 {
+		t.Fatal("the host's DNS server saw no query")
+	}
+	// A name it does not know is not found (and is not resolved elsewhere).
+	if code, out, _ := e.exec(t, "dns", "", "nslookup", "other.microagent.test"); code == 0 || strings.Contains(out, "192.0.2.77") {
+		t.Fatalf("nslookup of an unknown name: %d %q", code, out)
+	}
+}
+
+type dnsServer struct {
+	queries atomic.Int64
+}
+
+// startDNS answers A queries for name with addr and NXDOMAIN for the rest,
+// on 127.0.0.1:53 (the guest's resolver cannot use another port).
+func startDNS(t *testing.T, name string, addr netip.Addr) *dnsServer {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:53")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("DNS test server: %v", err)
+		}
+		t.Skipf("DNS test server needs 127.0.0.1:53 (root, port free): %v", err)
+	}
+	s := &dnsServer{}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if resp, err := answerDNS(buf[:n], name, addr); err == nil {
+				s.queries.Add(1)
+				pc.WriteTo(resp, from)
+			}
+		}
+	}()
+	return s
+}
+
+func answerDNS(req []byte, name string, addr netip.Addr) ([]byte, error) {
+	var p dnsmessage.Parser
+	h, err := p.Start(req)
+	if err != nil {
+		return nil, err
+	}
+	q, err := p.Question()
+	if err != nil {
+		return nil, err
+	}
+	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
+	known := strings.EqualFold(q.Name.String(), name)
+	if !known {
+		rh.RCode = dnsmessage.RCodeNameError
+	}
+	b := dnsmessage.NewBuilder(nil, rh)
+	b.EnableCompression()
+	if err := b.StartQuestions(); err != nil {
+		return nil, err
+	}
+	if err := b.Question(q); err != nil {
+		return nil, err
+	}
+	if known && q.Type == dnsmessage.TypeA {
+		if err := b.StartAnswers(); err != nil {
+			return nil, err
+		}
+		if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
+			dnsmessage.AResource{A: addr.As4()}); err != nil {
+			return nil, err
+		}
+	}
+	return b.Finish()
+}
+
+// TestCreateBadNetwork: a network that can never work is refused before
+// anything is pulled (the image does not even exist) and nothing is
+// created.
+func TestCreateBadNetwork(t *testing.T) {
+	h := home.Home{Root: t.TempDir()}
+	fw := vmm.Forward{HostIP: vmm.DefaultPublishIP, HostPort: 18080, GuestPort: 80}
+	for name, n := range map[string]vmm.Network{
+		"isolated publish": {Mode: vmm.NetworkIsolated, Forwards: []vmm.Forward{fw}},
+		"isolated access":  {Mode: vmm.NetworkIsolated, HostAccess: true},
+		"twice":            {Forwards: []vmm.Forward{fw, fw}},
+		"bad port":         {Forwards: []vmm.Forward{{HostIP: vmm.DefaultPublishIP, HostPort: 70000, GuestPort: 80}}},
+		"unknown mode":     {Mode: "bridge"},
+		"dns no access":    {DNS: []netip.Addr{vmm.UserAddressing.Gateway}},
+	} {
+		_, err := Create(context.Background(), h, CreateOptions{Name: "x", Image: "127.0.0.1:1/none:latest", Network: n})
+		if !errors.Is(err, ErrNetwork) {
+			t.Errorf("%s: %v, want ErrNetwork", name, err)
+		}
+	}
+	if ents, _ := os.ReadDir(h.Path(Dir)); len(ents) != 0 {
+		t.Fatalf("a refused create left %d entries", len(ents))
+	}
+}
+
+// TestManifestNetworkDefault: a manifest from before networking (no
+// network declaration) means user mode, no ports, no host access; a
+// stored network reads back as written.
+func TestManifestNetworkDefault(t *testing.T) {
+	m := &Manifest{Version: 1, Name: "old"}
+	c, err := m.Network()
+	if err != nil || c.Mode != vmm.NetworkUser || len(c.Publish) != 0 || c.HostAccess || len(c.DNS) != 0 {
+		t.Fatalf("old manifest: %+v %v", c, err)
+	}
+	n := vmm.Network{Forwards: []vmm.Forward{{HostIP: netip.MustParseAddr("127.0.0.2"), HostPort: 8080, GuestPort: 80}},
+		HostAccess: true, DNS: []netip.Addr{vmm.UserAddressing.Gateway}}
+	if err := m.setNetwork(NewNetworkConfig(n)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Manifest
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	c, err = back.Network()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.VMM()
+	if got.Mode != vmm.NetworkUser || !got.HostAccess || len(got.Forwards) != 1 || got.Forwards[0] != n.Forwards[0] || got.DNS[0] != n.DNS[0] {
+		t.Fatalf("round trip: %+v from %s", got, b)
+	}
+	// A corrupt or invalid stored network is refused with a way out.
+	for _, raw := range []string{`{"mode":1}`, `{"mode":"isolated","hostAccess":true}`, `{"mode":"user","publish":[{"hostIP":"127.0.0.1","hostPort":1,"guestPort":2,"protocol":"udp"}]}`} {
+		m.Declarations[networkKey] = json.RawMessage(raw)
+		if _, err := m.Network(); err == nil || !strings.Contains(err.Error(), "workspace old") {
+			t.Errorf("%s: %v", raw, err)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
