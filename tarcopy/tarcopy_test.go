@@ -26,7 +26,7 @@ func tree(t *testing.T) string {
 	must(os.MkdirAll(filepath.Join(src, "sub", "empty"), 0o755))
 	must(os.WriteFile(filepath.Join(src, "a.txt"), []byte("alpha"), 0o640))
 	must(os.WriteFile(filepath.Join(src, "sub", "run.sh"), []byte("#!/bin/sh\n"), 0o755))
-	must(os.Chmod(filepath.Join(src, "sub", "run.sh"), 0o4755))
+	must(syscall.Chmod(filepath.Join(src, "sub", "run.sh"), 0o4755)) // os.Chmod would drop the raw bit
 	must(os.Symlink("../a.txt", filepath.Join(src, "sub", "rel-link")))
 	must(os.Symlink("/etc/passwd", filepath.Join(src, "abs-link")))
 	must(os.Symlink("nowhere", filepath.Join(src, "dangling")))

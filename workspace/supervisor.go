@@ -458,6 +458,8 @@ func (s *supervisor) handle(c *net.UnixConn) {
 		s.exec(c, req.Exec)
 	case opHalt, opKill:
 		s.stop(c, req)
+	case channel.OpCopyIn, channel.OpCopyOut:
+		s.relay(c, req.Op, req.Copy)
 	default:
 		reply(c, channel.Reply{Error: fmt.Sprintf("unknown operation %q: is the supervisor older than this microagent? halt and start the workspace", req.Op)})
 		c.Close()
