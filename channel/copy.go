@@ -178,7 +178,9 @@ func SendArchive(rw io.ReadWriter, archive io.Reader) (tarcopy.Stats, error) {
 
 type streamLost struct{ err error }
 
-func (e streamLost) Error() string { return "copy: the connection to the guest was lost: " + e.err.Error() }
+func (e streamLost) Error() string {
+	return "copy: the connection to the guest was lost: " + e.err.Error()
+}
 func (e streamLost) Unwrap() error { return e.err }
 
 func errStreamLost(err error) error { return streamLost{err} }
