@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/tarcopy"
 	"github.com/microagent-dev/microagent/workspace"
 )
 
@@ -52,7 +53,7 @@ func wsError(err error) error {
 	switch {
 	case errors.As(err, &ee):
 		return err
-	case errors.Is(err, workspace.ErrInvalidName), errors.Is(err, workspace.ErrSecretDecl):
+	case errors.Is(err, workspace.ErrInvalidName), errors.Is(err, workspace.ErrSecretDecl), errors.Is(err, tarcopy.ErrFileSpec):
 		return &ExitError{Code: ExitUsage, Err: err}
 	case errors.Is(err, workspace.ErrBusy):
 		return &ExitError{Code: ExitRetryable, Err: err}
@@ -76,6 +77,7 @@ func newCreateCmd(g *globals) *cobra.Command {
 		pull       string
 		kernelPath string
 		sec        secretFlags
+		files      fileFlags
 	)
 	c := &cobra.Command{
 		Use:   "create NAME --image REF",
@@ -90,7 +92,13 @@ and every start resolves them afresh (failing closed, before the VM boots).
 Materialized secrets appear as 0400 files in a tmpfs at /run/secrets;
 on-demand ones are fetched over $MICROAGENT_SECRETS_SOCK. --secrets-audit
 records every access in the workspace's append-only audit log ("microagent
-secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
+secret audit NAME"). A malformed declaration creates nothing (exit 2).
+
+Files: --file HOST:GUEST[:MODE] archives the host file or directory now (later
+changes to it do not matter) and the first start puts it at GUEST, creating
+parent directories, owned by the image's user, before it reports ready; then
+the workspace forgets it. A missing host path creates nothing (exit 2). If the
+copy fails, that start fails and the next start tries again.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) == 1 {
@@ -120,6 +128,10 @@ secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
 			if err != nil {
 				return err
 			}
+			specs, err := files.resolve()
+			if err != nil {
+				return err
+			}
 			h, err := g.home()
 			if err != nil {
 				return err
@@ -134,6 +146,7 @@ secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
 				Progress:     progressWriter(g),
 				Secrets:      decls,
 				SecretsAudit: sec.audit,
+				Files:        specs,
 			})
 			if err != nil {
 				return wsError(err)
@@ -156,6 +169,7 @@ secret audit NAME"). A malformed declaration creates nothing (exit 2).`,
 	c.Flags().StringVar(&kernelPath, "kernel", "", "boot this kernel (vmlinux) instead of the installed default")
 	res.add(c)
 	sec.add(c, true)
+	files.add(c, "at its first start (copied now, put in before start reports ready)", "the image's user")
 	return c
 }
 

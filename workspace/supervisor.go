@@ -207,6 +207,12 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		w.cleanRuntime()
 		return err
 	}
+	if err := w.deliverFiles(ctx, vm.Client, plan.Hello.User, lg); err != nil {
+		vm.Kill()
+		s.record(Failed, err.Error())
+		w.cleanRuntime()
+		return err
+	}
 	if err := s.listen(); err != nil {
 		vm.Kill()
 		s.record(Failed, err.Error())
