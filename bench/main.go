@@ -14,10 +14,12 @@
 //  6. density: how many idle tiny workspaces run side by side, each still
 //     answering exec within a second;
 //  7. secrets: on-demand fetches from inside the guest against the raw
-//     echo, and start-to-ready with 0 versus 100 materialized secrets.
+//     echo, and start-to-ready with 0 versus 100 materialized secrets;
+//  8. copy: `microagent cp` throughput both ways against the same bytes
+//     streamed through exec stdin/stdout on the same workspace.
 //
 // -sections selects sections (run = 1-3, rootfs = 4, workspace = 5,
-// density = 6, secrets = 7); the default runs them all.
+// density = 6, secrets = 7, copy = 8); the default runs them all.
 //
 // Everything runs in a temporary state directory; the kernel comes from the
 // test suite's .deb cache when there is one (-kernel-cache).
@@ -56,10 +58,11 @@ type options struct {
 	densityTime time.Duration
 	fetchN      int
 	secretsN    int
+	copyMiB     int
 }
 
 // allSections are the -sections names, in report order.
-var allSections = []string{"run", "rootfs", "workspace", "density", "secrets"}
+var allSections = []string{"run", "rootfs", "workspace", "density", "secrets", "copy"}
 
 // has reports whether section s was selected.
 func (o options) has(s string) bool { return o.sections[s] }
@@ -81,8 +84,9 @@ func main() {
 	flag.DurationVar(&o.densityTime, "density-timeout", 5*time.Minute, "bound on the density section's start-and-check loop")
 	flag.IntVar(&o.fetchN, "fetch-n", 500, "on-demand secret fetches timed inside the guest")
 	flag.IntVar(&o.secretsN, "secrets-n", 100, "materialized secrets in the start-with-secrets measurement")
+	flag.IntVar(&o.copyMiB, "copy-mib", 64, "MiB of the file the copy section moves")
 	flag.Parse()
-	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 || o.wsExecN < 1 || o.densityMax < 1 || o.densityTime <= 0 || o.fetchN < 1 || o.secretsN < 1 {
+	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 || o.wsExecN < 1 || o.densityMax < 1 || o.densityTime <= 0 || o.fetchN < 1 || o.secretsN < 1 || o.copyMiB < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n, -rootfs-mb, -ws-exec-n, -density-max, -density-timeout, -fetch-n and -secrets-n must be positive")
 		os.Exit(2)
 	}
@@ -127,6 +131,7 @@ type results struct {
 	ws                 *wsResult
 	density            *densityResult
 	secrets            *secretsResult
+	copy               *copyResult
 }
 
 // sampleLoad records the current 1-minute load average.
@@ -229,7 +234,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	if o.has("workspace") || o.has("density") {
+	if o.has("workspace") || o.has("density") || o.has("copy") {
 		if err := runWorkspaceSections(ctx, r, root, h, backend, k.Vmlinux, floorInitrd, ref, agent, vmDir); err != nil {
 			return err
 		}
@@ -279,6 +284,15 @@ func runWorkspaceSections(ctx context.Context, r *results, root string, h home.H
 			return fmt.Errorf("density section: %w", err)
 		}
 		r.density = d
+		r.sampleLoad()
+	}
+	if o.has("copy") {
+		r.sampleLoad()
+		c, err := measureCopy(ctx, e, r.tmp, o.n, o.copyMiB)
+		if err != nil {
+			return fmt.Errorf("copy section: %w", err)
+		}
+		r.copy = c
 		r.sampleLoad()
 	}
 	return nil
