@@ -18,9 +18,11 @@
 //  8. network: TCP throughput host → guest and guest → host through a
 //     published port, against a raw QEMU (same slirp arguments, bare init)
 //     and a host loopback TCP pair.
+//  9. copy: `microagent cp` throughput both ways against the same bytes
+//     streamed through exec stdin/stdout on the same workspace.
 //
 // -sections selects sections (run = 1-3, rootfs = 4, workspace = 5,
-// density = 6, secrets = 7, network = 8); the default runs them all.
+// density = 6, secrets = 7, network = 8, copy = 9); the default runs them all.
 //
 // Everything runs in a temporary state directory; the kernel comes from the
 // test suite's .deb cache when there is one (-kernel-cache).
@@ -60,10 +62,11 @@ type options struct {
 	fetchN      int
 	secretsN    int
 	netMB       int
+	copyMiB     int
 }
 
 // allSections are the -sections names, in report order.
-var allSections = []string{"run", "rootfs", "workspace", "density", "secrets", "network"}
+var allSections = []string{"run", "rootfs", "workspace", "density", "secrets", "network", "copy"}
 
 // has reports whether section s was selected.
 func (o options) has(s string) bool { return o.sections[s] }
@@ -86,9 +89,10 @@ func main() {
 	flag.IntVar(&o.fetchN, "fetch-n", 500, "on-demand secret fetches timed inside the guest")
 	flag.IntVar(&o.secretsN, "secrets-n", 100, "materialized secrets in the start-with-secrets measurement")
 	flag.IntVar(&o.netMB, "net-mb", 64, "MiB per network transfer (each way, each path, each round)")
+	flag.IntVar(&o.copyMiB, "copy-mib", 64, "MiB of the file the copy section moves")
 	flag.Parse()
-	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 || o.wsExecN < 1 || o.densityMax < 1 || o.densityTime <= 0 || o.fetchN < 1 || o.secretsN < 1 || o.netMB < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n, -rootfs-mb, -ws-exec-n, -density-max, -density-timeout, -fetch-n, -secrets-n and -net-mb must be positive")
+	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 || o.wsExecN < 1 || o.densityMax < 1 || o.densityTime <= 0 || o.fetchN < 1 || o.secretsN < 1 || o.netMB < 1 || o.copyMiB < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n, -rootfs-mb, -ws-exec-n, -density-max, -density-timeout, -fetch-n, -secrets-n, -net-mb and -copy-mib must be positive")
 		os.Exit(2)
 	}
 	o.sections = map[string]bool{}
@@ -133,6 +137,7 @@ type results struct {
 	density            *densityResult
 	secrets            *secretsResult
 	net                *netResult
+	copy               *copyResult
 }
 
 // sampleLoad records the current 1-minute load average.
@@ -252,7 +257,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	if o.has("workspace") || o.has("density") {
+	if o.has("workspace") || o.has("density") || o.has("copy") {
 		if err := runWorkspaceSections(ctx, r, root, h, backend, k.Vmlinux, floorInitrd, ref, agent, vmDir); err != nil {
 			return err
 		}
@@ -302,6 +307,15 @@ func runWorkspaceSections(ctx context.Context, r *results, root string, h home.H
 			return fmt.Errorf("density section: %w", err)
 		}
 		r.density = d
+		r.sampleLoad()
+	}
+	if o.has("copy") {
+		r.sampleLoad()
+		c, err := measureCopy(ctx, e, r.tmp, o.n, o.copyMiB)
+		if err != nil {
+			return fmt.Errorf("copy section: %w", err)
+		}
+		r.copy = c
 		r.sampleLoad()
 	}
 	return nil

@@ -130,6 +130,7 @@ func render(r *results) string {
 	renderWorkspaceSummary(&b, r)
 	renderSecretsSummary(&b, r)
 	renderNetSummary(&b, r)
+	renderCopySummary(&b, r)
 	b.f("\n")
 	b.f("Goals are judged on wall-time medians, as specified. Other work on the host only ever adds time, so\n")
 	b.f("on a busy host the ratio of minima and the CPU-time ratio (CPU used by QEMU and the harness, which\n")
@@ -146,6 +147,7 @@ func render(r *results) string {
 	renderDensity(&b, r)
 	renderSecrets(&b, r)
 	renderNet(&b, r)
+	renderCopy(&b, r)
 	return b.String()
 }
 

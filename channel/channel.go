@@ -64,6 +64,8 @@ type Header struct {
 	// Secrets is the body of OpSecrets, Fetch of OpFetch.
 	Secrets *SecretsRequest `json:"secrets,omitempty"`
 	Fetch   *FetchRequest   `json:"fetch,omitempty"`
+	// Copy is the body of OpCopyIn and OpCopyOut.
+	Copy *CopyRequest `json:"copy,omitempty"`
 }
 
 // HelloRequest configures the guest after each connection.

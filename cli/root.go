@@ -89,6 +89,7 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newDoctorCmd(g),
 		newVersionCmd(g),
 		newSecretCmd(g),
+		newCpCmd(g),
 	)
 	root.AddCommand(newWorkspaceCmds(g)...)
 	return root

@@ -127,6 +127,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		rm         bool
 		sec        secretFlags
 		netf       networkFlags
+		files      fileFlags
 	)
 	c := &cobra.Command{
 		Use:   "run [flags] IMAGE [COMMAND [ARG...]]",
@@ -162,6 +163,10 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 			if err != nil {
 				return err
 			}
+			specs, err := files.resolve()
+			if err != nil {
+				return err
+			}
 			h, err := g.home()
 			if err != nil {
 				return err
@@ -180,6 +185,7 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 				Secrets:        decls,
 				Warnings:       g.stderr,
 				Network:        network,
+				Files:          specs,
 			}
 			if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !g.json {
 				o.Progress = g.stderr
@@ -225,6 +231,7 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 	res.add(c)
 	sec.add(c, false)
 	netf.add(c)
+	files.add(c, "before the command runs", "the command's user")
 	c.Flags().StringArrayVarP(&env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass the host's)")
 	c.Flags().StringVarP(&cwd, "workdir", "w", "", "working directory in the guest (default: the image's)")
 	c.Flags().StringVarP(&user, "user", "u", "", "user in the guest (default: the image's)")

@@ -180,9 +180,9 @@ not purged, and they are saved with its memory.`,
 // fork whose first start fails is deleted, so the command either leaves a
 // running fork or nothing.
 func createFork(g *globals, c *cobra.Command, name, ref string) error {
-	for _, f := range []string{"image", "pull", "kernel", "profile", "memory", "cpus", "disk-size", "secret", "secret-on-demand", "secrets-env-file", "secrets-audit"} {
+	for _, f := range []string{"image", "pull", "kernel", "profile", "memory", "cpus", "disk-size", "secret", "secret-on-demand", "secrets-env-file", "secrets-audit", "network", "publish", "host-access", "dns", "file"} {
 		if fl := c.Flags().Lookup(f); fl != nil && fl.Changed {
-			return usageError("--%s cannot be combined with --from-snapshot: a fork takes the source's image, resources and secret declarations", f)
+			return usageError("--%s cannot be combined with --from-snapshot: a fork takes the source's image, resources, secret declarations and network (without its published ports)", f)
 		}
 	}
 	if err := workspace.ValidateName(name); err != nil {

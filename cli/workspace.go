@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/tarcopy"
 	"github.com/microagent-dev/microagent/workspace"
 )
 
@@ -55,7 +56,7 @@ func wsError(err error) error {
 	switch {
 	case errors.As(err, &ee):
 		return err
-	case errors.Is(err, workspace.ErrInvalidName), errors.Is(err, workspace.ErrSecretDecl), errors.Is(err, workspace.ErrNetwork):
+	case errors.Is(err, workspace.ErrInvalidName), errors.Is(err, workspace.ErrSecretDecl), errors.Is(err, workspace.ErrNetwork), errors.Is(err, tarcopy.ErrFileSpec):
 		return &ExitError{Code: ExitUsage, Err: err}
 	case errors.Is(err, workspace.ErrBusy):
 		return &ExitError{Code: ExitRetryable, Err: err}
@@ -81,6 +82,7 @@ func newCreateCmd(g *globals) *cobra.Command {
 		sec        secretFlags
 		fromSnap   string
 		netf       networkFlags
+		files      fileFlags
 	)
 	c := &cobra.Command{
 		Use:   "create NAME --image REF | create NAME --from-snapshot WS:TAG",
@@ -107,7 +109,13 @@ source's image, resources and secret declarations, its own copy of the
 snapshot's disk, and is started at once, resumed from the snapshot's moment
 (memory mapped copy-on-write) with its own hostname, machine id and fresh
 entropy; its secrets are resolved afresh. The source is not changed. If that
-first start fails, the fork is deleted again.`,
+first start fails, the fork is deleted again.
+
+Files: --file HOST:GUEST[:MODE] archives the host file or directory now (later
+changes to it do not matter) and the first start puts it at GUEST, creating
+parent directories, owned by the image's user, before it reports ready; then
+the workspace forgets it. A missing host path creates nothing (exit 2). If the
+copy fails, that start fails and the next start tries again.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) == 1 {
@@ -141,6 +149,7 @@ first start fails, the fork is deleted again.`,
 				return err
 			}
 			network, err := netf.resolve()
+			specs, err := files.resolve()
 			if err != nil {
 				return err
 			}
@@ -159,6 +168,7 @@ first start fails, the fork is deleted again.`,
 				Secrets:      decls,
 				SecretsAudit: sec.audit,
 				Network:      network,
+				Files:        specs,
 			})
 			if err != nil {
 				return wsError(err)
@@ -183,6 +193,7 @@ first start fails, the fork is deleted again.`,
 	res.add(c)
 	sec.add(c, true)
 	netf.add(c)
+	files.add(c, "at its first start (copied now, put in before start reports ready)", "the image's user")
 	return c
 }
 

@@ -196,6 +196,8 @@ func (a *Agent) handle(st *yamux.Stream) {
 		channel.WriteJSON(st, channel.FrameReply, a.purge())
 	case channel.OpShutdown:
 		channel.WriteJSON(st, channel.FrameReply, a.shutdown())
+	case channel.OpCopyIn, channel.OpCopyOut:
+		a.copyFiles(st, &h)
 	default:
 		channel.WriteJSON(st, channel.FrameReply, channel.Reply{Error: fmt.Sprintf("unknown operation %q", h.Op)})
 	}

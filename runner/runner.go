@@ -25,6 +25,7 @@ import (
 	"github.com/microagent-dev/microagent/microvm"
 	"github.com/microagent-dev/microagent/rootfs"
 	"github.com/microagent-dev/microagent/secrets"
+	"github.com/microagent-dev/microagent/tarcopy"
 	"github.com/microagent-dev/microagent/vmm"
 )
 
@@ -188,6 +189,9 @@ type Options struct {
 	// Network is the guest's network; the zero value is user mode with no
 	// published ports and no host access.
 	Network vmm.Network
+	// Files are copied into the guest after boot, before the command
+	// starts, owned by the command's user (see PutFiles).
+	Files []tarcopy.FileSpec
 }
 
 // Result is how a run ended.
@@ -219,6 +223,9 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 		return nil, err
 	}
 	if err := CheckForwards(o.Network.Forwards); err != nil {
+		return nil, err
+	}
+	if err := CheckFiles(o.Files); err != nil {
 		return nil, err
 	}
 	parts, err := Prepare(ctx, h, o.PrepareOptions)
@@ -287,6 +294,15 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 		return nil, err
 	}
 	vm.Client.SetFetchHandler(conduit.OnDemand(o.Secrets, nil, nil))
+	if len(o.Files) > 0 {
+		owner := o.User
+		if owner == "" {
+			owner = parts.Image.Config.User
+		}
+		if err := PutFiles(ctx, vm.Client, o.Files, owner); err != nil {
+			return nil, err
+		}
+	}
 	es, err := vm.Client.Exec(ctx, channel.ExecRequest{
 		Argv:    argv,
 		Env:     o.Env,

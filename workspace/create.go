@@ -18,6 +18,7 @@ import (
 	"github.com/microagent-dev/microagent/rootfs"
 	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/secrets"
+	"github.com/microagent-dev/microagent/tarcopy"
 	"github.com/microagent-dev/microagent/vmm"
 )
 
@@ -51,6 +52,10 @@ type CreateOptions struct {
 	// never work fails Create with ErrNetwork before anything is pulled or
 	// written; whether a published port is free is checked at each start.
 	Network vmm.Network
+	// Files are archived now and put into the guest by the first start,
+	// before it reports ready (see files.go). A missing host path fails
+	// Create with tarcopy.ErrFileSpec before anything is pulled.
+	Files []tarcopy.FileSpec
 }
 
 // Create makes a new workspace: it pulls the image (per o.Pull), builds its
@@ -82,6 +87,9 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	sec := SecretsConfig{Declarations: o.Secrets, Audit: o.SecretsAudit}
 	if err := checkDecls(sec.Declarations); err != nil {
 		return nil, declError(o.Name, err)
+	}
+	if err := checkFiles(o.Name, o.Files); err != nil {
+		return nil, err
 	}
 	final := h.Path(Dir, o.Name)
 	if _, err := os.Lstat(final); err == nil {
@@ -131,6 +139,9 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	}
 	if err := rootfs.NewWritableDisk(ctx, h, w.diskPath(), res.DiskBytes); err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	if err := w.storeFiles(o.Files); err != nil {
+		return nil, err
 	}
 	if sec.Audit {
 		if err := createAuditLog(w.path(audit.FileName)); err != nil {

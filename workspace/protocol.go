@@ -30,6 +30,8 @@ const (
 type supRequest struct {
 	Op   string               `json:"op"`
 	Exec *channel.ExecRequest `json:"exec,omitempty"`
+	// Copy is the body of channel.OpCopyIn and OpCopyOut.
+	Copy *channel.CopyRequest `json:"copy,omitempty"`
 	// Timeout bounds a halt's graceful part.
 	Timeout time.Duration `json:"timeout,omitempty"`
 	// Tag names the snapshot to capture.

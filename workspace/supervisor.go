@@ -251,6 +251,12 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		w.cleanRuntime()
 		return err
 	}
+	if err := w.deliverFiles(ctx, vm.Client, plan.Hello.User, lg); err != nil {
+		vm.Kill()
+		s.record(Failed, err.Error())
+		w.cleanRuntime()
+		return err
+	}
 	if err := s.listen(); err != nil {
 		vm.Kill()
 		s.record(Failed, err.Error())
@@ -519,6 +525,8 @@ func (s *supervisor) handle(c *net.UnixConn) {
 		}
 		reply(c, r)
 		c.Close()
+	case channel.OpCopyIn, channel.OpCopyOut:
+		s.relay(c, req.Op, req.Copy)
 	default:
 		reply(c, channel.Reply{Error: fmt.Sprintf("unknown operation %q: is the supervisor older than this microagent? halt and start the workspace", req.Op)})
 		c.Close()
