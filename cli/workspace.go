@@ -149,6 +149,9 @@ copy fails, that start fails and the next start tries again.`,
 				return err
 			}
 			network, err := netf.resolve()
+			if err != nil {
+				return err
+			}
 			specs, err := files.resolve()
 			if err != nil {
 				return err

@@ -70,14 +70,6 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The source's lock keeps the snapshot from being deleted while it is
-	// copied; the fork's files then stand on their own.
-	sl, err := src.lock("fork")
-	if err != nil {
-		return nil, err
-	}
-	defer sl.unlock()
-
 	base, err := h.Ensure(Dir)
 	if err != nil {
 		return nil, err
@@ -103,24 +95,29 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 			return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
 		}
 	}
+	// The snapshot's files are linked first, not copied: they never
+	// change, and a link outlives the snapshot's deletion, so no lock on
+	// the source is needed and forks of one snapshot run side by side.
 	sdir := src.snapDir(o.Tag)
-	fi, err := os.Stat(filepath.Join(sdir, snapDisk))
-	if err != nil {
-		return nil, fmt.Errorf("workspace %s: snapshot %s:%s: %w", o.Name, o.Source, o.Tag, err)
-	}
-	if err := fsutil.CopySparseFile(ctx, filepath.Join(sdir, snapDisk), w.diskPath(), fi.Size(), nil); err != nil {
-		return nil, fmt.Errorf("workspace %s: copy the snapshot's disk: %w", o.Name, err)
-	}
-	// The saved machine is linked, not copied: the files never change, and
-	// a link outlives the snapshot's deletion.
-	for _, f := range []string{snapState, snapMemory, snapMeta} {
+	for _, f := range []string{snapState, snapMemory, snapMeta, snapDisk} {
 		err := os.Link(filepath.Join(sdir, f), w.path(restoreDir, f))
 		if errors.Is(err, os.ErrNotExist) && f == snapMemory && !snap.SharedRAM {
 			continue // the RAM is in the state stream
 		}
 		if err != nil {
-			return nil, fmt.Errorf("workspace %s: link the snapshot's %s: %w", o.Name, f, err)
+			return nil, fmt.Errorf("workspace %s: snapshot %s:%s (deleted meanwhile?): %w", o.Name, o.Source, o.Tag, err)
 		}
+	}
+	linked := w.path(restoreDir, snapDisk)
+	fi, err := os.Stat(linked)
+	if err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+	}
+	if err := fsutil.CopySparseFile(ctx, linked, w.diskPath(), fi.Size(), nil); err != nil {
+		return nil, fmt.Errorf("workspace %s: copy the snapshot's disk: %w", o.Name, err)
+	}
+	if err := os.Remove(linked); err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
 	}
 	sec, err := sm.Secrets()
 	if err != nil {

@@ -10,13 +10,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
 
 // counterScript counts in /tmp/count in its own session (exec kills the
-// process group it started when the exec ends), so it runs on in the guest.
-const counterScript = `setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &`
+// process group it started when the exec ends), so it runs on in the
+// guest; it waits for the first count, which the new session writes, so
+// the exec cannot end (and kill its group) before setsid has run.
+const counterScript = `setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 & while [ ! -e /tmp/count ]; do sleep 0.05; done;`
 
 func (e *env) count(t *testing.T, name string) int {
 	t.Helper()
@@ -91,7 +94,6 @@ func TestSnapshots(t *testing.T) {
 	if code, _, errs := e.exec(t, "src", "", "sh", "-c", counterScript+" echo before > /root/before"); code != 0 {
 		t.Fatalf("counter: %s", errs)
 	}
-	waitFor(t, "the counter's first count", 30*time.Second, func() bool { _, ok := e.catFile(t, "src", "/tmp/count"); return ok })
 	n := e.countsOn(t, "src", 0)
 
 	// Pause and resume: exec is refused while paused, the counter goes on.
@@ -237,3 +239,97 @@ func TestSnapshots(t *testing.T) {
 	e.assertNoProcs(t)
 }
 
+
+// TestSnapshotForksAtOnce forks one snapshot three times at once: each
+// fork resumes the counter and has its own disk.
+func TestSnapshotForksAtOnce(t *testing.T) {
+	e := setup(t)
+	ctx := testCtx(t)
+	e.create(t, "src")
+	e.start(t, "src")
+	e.exec(t, "src", "", "sh", "-c", counterScript+" echo base > /root/base")
+	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Halt(ctx, e.h, HaltOptions{Name: "src"}); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"f1", "f2", "f3"}
+	errs := make(chan error, len(names))
+	start := time.Now()
+	for _, n := range names {
+		go func() {
+			if _, err := Fork(ctx, e.h, ForkOptions{Name: n, Source: "src", Tag: "s"}); err != nil {
+				errs <- err
+				return
+			}
+			_, err := Start(ctx, e.h, StartOptions{Name: n, Executable: e.exe, Agent: e.agent})
+			errs <- err
+		}()
+	}
+	for range names {
+		if err := <-errs; err != nil {
+			t.Fatalf("fork: %v", err)
+		}
+	}
+	t.Logf("three forks to exec-ready: %v", time.Since(start).Round(time.Millisecond))
+	for _, n := range names {
+		e.countsOn(t, n, 0)
+		e.exec(t, n, "", "sh", "-c", "echo "+n+" > /root/own; sync")
+	}
+	for _, n := range names {
+		if out, ok := e.catFile(t, n, "/root/own"); !ok || strings.TrimSpace(out) != n {
+			t.Errorf("%s: /root/own = %q: a sibling's write reached it", n, out)
+		}
+		if out, _ := e.catFile(t, n, "/root/base"); strings.TrimSpace(out) != "base" {
+			t.Errorf("%s: the snapshot's file: %q", n, out)
+		}
+	}
+	for _, n := range append(names, "src") {
+		if err := Delete(ctx, e.h, DeleteOptions{Name: n, Force: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.assertNoProcs(t)
+}
+
+// TestSnapshotKilled kills the supervisor in the middle of a capture: no
+// half snapshot is listed, the workspace is failed (not running), it
+// starts again, and the next capture clears the leftovers.
+func TestSnapshotKilled(t *testing.T) {
+	e := setup(t)
+	ctx := testCtx(t)
+	e.create(t, "ws")
+	sup := e.start(t, "ws").SupervisorPID
+	done := make(chan error, 1)
+	go func() {
+		_, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "ws", Tag: "t"})
+		done <- err
+	}()
+	snapDir := e.h.Path(Dir, "ws", snapshotsDir)
+	waitFor(t, "a capture in progress", 60*time.Second, func() bool {
+		m, _ := filepath.Glob(filepath.Join(snapDir, tmpPrefix+"*"))
+		return len(m) > 0
+	})
+	if err := syscall.Kill(sup, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the killed capture reported success")
+	}
+	if s, err := ListSnapshots(e.h, "ws"); err != nil || len(s) != 0 {
+		t.Fatalf("after the kill: %v %v", s, err)
+	}
+	waitFor(t, "the workspace to show as stopped", 30*time.Second, func() bool { return !e.status(t, "ws").State.Live() })
+	e.start(t, "ws")
+	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "ws", Tag: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(snapDir, tmpPrefix+"*")); len(m) > 0 {
+		t.Errorf("leftovers: %v", m)
+	}
+	if err := Delete(ctx, e.h, DeleteOptions{Name: "ws", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertNoProcs(t)
+}

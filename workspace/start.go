@@ -146,6 +146,7 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if err := w.stopOrphans(obs); err != nil {
 		return nil, err
 	}
+	w.cleanSnapshotLeftovers() // of captures killed midway
 	// After stopOrphans: an orphaned QEMU of this workspace may hold the
 	// ports it publishes.
 	network, err := w.startNetwork(m)
