@@ -64,6 +64,8 @@ type Header struct {
 	// Secrets is the body of OpSecrets, Fetch of OpFetch.
 	Secrets *SecretsRequest `json:"secrets,omitempty"`
 	Fetch   *FetchRequest   `json:"fetch,omitempty"`
+	// Resumed is the body of OpResumed.
+	Resumed *ResumedRequest `json:"resumed,omitempty"`
 }
 
 // HelloRequest configures the guest after each connection.

@@ -122,3 +122,11 @@ func socketPair(t *testing.T) (net.Conn, net.Conn) {
 	}
 	return conns[0], conns[1]
 }
+
+func TestNewMachineIDIsValidAndFresh(t *testing.T) {
+	a, b := NewMachineID(), NewMachineID()
+	r := ResumedRequest{UnixNano: 1, Entropy: make([]byte, ResumedEntropy), MachineID: a}
+	if err := r.Validate(); err != nil || a == b {
+		t.Fatalf("%q %q: %v", a, b, err)
+	}
+}
