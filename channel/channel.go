@@ -22,8 +22,9 @@ import (
 	"github.com/hashicorp/yamux"
 )
 
-// Version is the protocol version in the handshake line.
-const Version = 1
+// Version is the protocol version in the handshake line. Version 2 seals
+// secret values (an agent of version 1 would wait for plaintext).
+const Version = 2
 
 // PortName is the name of the guest's virtio-serial port.
 const PortName = "microagent.0"
