@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -48,7 +49,7 @@ func (b ramBackend) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, err
 
 // bootBusybox boots the agent on a busybox image with RAM in a file under
 // /dev/shm and returns the VM and that file.
-func bootBusybox(t *testing.T) (*microvm.VM, string) {
+func bootBusybox(t *testing.T) (*microvm.VM, string, string) {
 	t.Helper()
 	h := vmenv.VMHome(t)
 	reg := testenv.StartRegistry(t)
@@ -86,7 +87,31 @@ func bootBusybox(t *testing.T) (*microvm.VM, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(vm.Kill)
-	return vm, mem
+	return vm, mem, rw
+}
+
+// fetchClient builds testdata/fetchclient (static) and copies it into the
+// guest as /tmp/fetch.
+func fetchClient(t *testing.T, vm *microvm.VM) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "fetch")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "./testdata/fetchclient")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the fetch client: %v\n%s", err, b)
+	}
+	bin, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var errb bytes.Buffer
+	es, err := vm.Client.Exec(ctx, channel.ExecRequest{Argv: []string{"sh", "-c", "cat > /tmp/fetch && chmod 755 /tmp/fetch"}, Stdin: true},
+		bytes.NewReader(bin), nil, &errb)
+	if err != nil || es.Code != 0 {
+		t.Fatalf("copy the fetch client in: %+v %v %s", es, err, errb.String())
+	}
 }
 
 func sh(t *testing.T, vm *microvm.VM, script string) string {
@@ -142,7 +167,7 @@ func describeHits(t *testing.T, mem string, hits []leakscan.Hit, lens []int) str
 // guest RAM: not in the tmpfs, the kernel's freed pages (init_on_free=1),
 // nor the agent's heap (values travel sealed; buffers are zeroed).
 func TestNoCopyInRAMAfterPurge(t *testing.T) {
-	vm, mem := bootBusybox(t)
+	vm, mem, rw := bootBusybox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	token := make([]byte, 24)
@@ -150,6 +175,7 @@ func TestNoCopyInRAMAfterPurge(t *testing.T) {
 	values := [][]byte{
 		[]byte("tok-" + hex.EncodeToString(token)),                        // text, like an API key
 		func() []byte { b := make([]byte, 40); rand.Read(b); return b }(), // binary
+		[]byte("on-demand-" + hex.EncodeToString(token[:12])),             // fetched only
 	}
 	var fps []leakscan.Fingerprint
 	var lens []int
@@ -166,17 +192,27 @@ func TestNoCopyInRAMAfterPurge(t *testing.T) {
 		sums = append(sums, hex.EncodeToString(s[:]))
 	}
 	send := [][]byte{bytes.Clone(values[0]), bytes.Clone(values[1])}
+	vm.Client.SetFetchHandler(func(ctx context.Context, name string) ([]byte, func(), error) {
+		v := bytes.Clone(values[2])
+		return v, func() { clear(v) }, nil
+	})
 	err := vm.Client.DeliverSecrets(ctx, channel.SecretsRequest{
-		Items: []channel.SecretItem{{Name: "API_TOKEN"}, {Name: "BLOB"}},
+		Items:    []channel.SecretItem{{Name: "API_TOKEN"}, {Name: "BLOB"}},
+		OnDemand: []string{"DB_PASSWORD"},
 	}, send)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range append(send, values...) {
+	clear(send[0])
+	clear(send[1])
+	// Workloads read the values (only their hashes leave the guest); the
+	// fetch client holds the on-demand value in its own memory until it
+	// exits.
+	fetchClient(t, vm)
+	out := sh(t, vm, "cat /run/secrets/API_TOKEN /run/secrets/BLOB >/dev/null && sha256sum /run/secrets/API_TOKEN /run/secrets/BLOB && /tmp/fetch DB_PASSWORD")
+	for _, v := range values {
 		clear(v) // the test process's copies are not in guest RAM anyway
 	}
-	// A workload reads the values (only their hashes leave the guest).
-	out := sh(t, vm, "cat /run/secrets/API_TOKEN /run/secrets/BLOB >/dev/null && sha256sum /run/secrets/API_TOKEN /run/secrets/BLOB")
 	for _, s := range sums {
 		if !strings.Contains(out, s) {
 			t.Fatalf("guest files differ from the values: %s", out)
@@ -194,6 +230,12 @@ func TestNoCopyInRAMAfterPurge(t *testing.T) {
 	}
 	if !seen[0] || !seen[1] {
 		t.Fatalf("control: the values were not found in guest RAM before the purge (hits %v)", hits)
+	}
+	// The fetched value was never materialized: the agent's copies were
+	// sealed or zeroed, the client's memory and the socket's buffers were
+	// freed (and zeroed) when it exited.
+	if seen[2] {
+		t.Errorf("the on-demand value is still in guest RAM after its client exited:\n%s", describeHits(t, mem, hits, lens))
 	}
 	t.Logf("before purge: %d copies", len(hits))
 
@@ -216,13 +258,17 @@ func TestNoCopyInRAMAfterPurge(t *testing.T) {
 	if len(hits) > 0 {
 		t.Fatalf("%d copies left in guest RAM after the purge:\n%s", len(hits), describeHits(t, mem, hits, lens))
 	}
+	// Values live on the tmpfs only: the writable disk never held one.
+	if hits, err := leakscan.ScanFile(rw, fps); err != nil || len(hits) > 0 {
+		t.Fatalf("writable disk: %d copies, %v", len(hits), err)
+	}
 }
 
 // OpResumed sets the guest's clock, reseeds its CRNG (which needs PID 1's
 // CAP_SYS_ADMIN: this is the real ioctl path) and gives a fork a new
 // identity.
 func TestResumedInGuest(t *testing.T) {
-	vm, _ := bootBusybox(t)
+	vm, _, _ := bootBusybox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	sh(t, vm, "echo 0123456789abcdef0123456789abcdef > /etc/machine-id")
