@@ -196,6 +196,7 @@ func TestNoCopyInRAMAfterPurge(t *testing.T) {
 		v := bytes.Clone(values[2])
 		return v, func() { clear(v) }, nil
 	})
+	t0 := time.Now()
 	err := vm.Client.DeliverSecrets(ctx, channel.SecretsRequest{
 		Items:    []channel.SecretItem{{Name: "API_TOKEN"}, {Name: "BLOB"}},
 		OnDemand: []string{"DB_PASSWORD"},
@@ -203,6 +204,7 @@ func TestNoCopyInRAMAfterPurge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("delivered 2 values in %v", time.Since(t0).Round(time.Millisecond))
 	clear(send[0])
 	clear(send[1])
 	// Workloads read the values (only their hashes leave the guest); the
@@ -239,7 +241,9 @@ func TestNoCopyInRAMAfterPurge(t *testing.T) {
 	}
 	t.Logf("before purge: %d copies", len(hits))
 
+	t0 = time.Now()
 	purged, err := vm.Client.Purge(ctx)
+	t.Logf("purged in %v", time.Since(t0).Round(time.Millisecond))
 	if err != nil || len(purged) != 2 {
 		t.Fatalf("purge: %v %v", purged, err)
 	}

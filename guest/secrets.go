@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -51,6 +52,29 @@ func zero(b []byte) { clear(b) }
 // plaintext (they arrive sealed and their buffers are zeroed); key material
 // inside crypto/hpke may, see channel.OpenSecrets.
 func releaseMemory() { debug.FreeOSMemory() }
+
+// releaseLater asks for a releaseMemory soon, off the caller's path;
+// requests made while one is pending share it. On-demand fetches use it:
+// a burst of them costs one collection, and a purge (before any snapshot)
+// releases synchronously anyway.
+func releaseLater() {
+	releaseOnce.Do(func() {
+		go func() {
+			for range releaseReq {
+				releaseMemory()
+			}
+		}()
+	})
+	select {
+	case releaseReq <- struct{}{}:
+	default: // one is already pending
+	}
+}
+
+var (
+	releaseOnce sync.Once
+	releaseReq  = make(chan struct{}, 1)
+)
 
 // secretsState is the agent's view of delivered secrets.
 type secretsState struct {
@@ -298,7 +322,7 @@ func (a *Agent) answerSecretRequest(c net.Conn) {
 	zero(v)
 	// The value now lives in the workload's memory (its own to manage)
 	// and in the socket's kernel buffers until read (freed, so zeroed).
-	releaseMemory()
+	releaseLater()
 }
 
 // writeSecretReply writes {"ok":true,"value":"<base64>"} or
