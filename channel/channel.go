@@ -22,8 +22,9 @@ import (
 	"github.com/hashicorp/yamux"
 )
 
-// Version is the protocol version in the handshake line.
-const Version = 1
+// Version is the protocol version in the handshake line. Version 2 seals
+// secret values (an agent of version 1 would wait for plaintext).
+const Version = 2
 
 // PortName is the name of the guest's virtio-serial port.
 const PortName = "microagent.0"
@@ -66,6 +67,8 @@ type Header struct {
 	Fetch   *FetchRequest   `json:"fetch,omitempty"`
 	// Copy is the body of OpCopyIn and OpCopyOut.
 	Copy *CopyRequest `json:"copy,omitempty"`
+	// Resumed is the body of OpResumed.
+	Resumed *ResumedRequest `json:"resumed,omitempty"`
 }
 
 // HelloRequest configures the guest after each connection.

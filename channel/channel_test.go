@@ -169,3 +169,11 @@ func TestResyncHandshake(t *testing.T) {
 		t.Fatal("guest never saw the payload as the first line of a session")
 	}
 }
+
+func TestNewMachineIDIsValidAndFresh(t *testing.T) {
+	a, b := NewMachineID(), NewMachineID()
+	r := ResumedRequest{UnixNano: 1, Entropy: make([]byte, ResumedEntropy), MachineID: a}
+	if err := r.Validate(); err != nil || a == b {
+		t.Fatalf("%q %q: %v", a, b, err)
+	}
+}

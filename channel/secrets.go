@@ -9,8 +9,8 @@ import (
 	"github.com/hashicorp/yamux"
 )
 
-// Secret operations. Values never travel inside JSON: each rides in its own
-// FrameSecret frame, so the only copies are buffers both sides can zero.
+// Secret operations. Values never travel inside JSON, nor in plaintext:
+// each rides sealed in its own FrameSealed frame (see seal.go).
 const (
 	// OpSecrets (host to guest) materializes secrets in the guest's tmpfs
 	// and declares the names that may be fetched on demand.
@@ -22,14 +22,11 @@ const (
 	OpFetch = "fetch"
 )
 
-// FrameSecret carries one secret value.
-const FrameSecret FrameType = 20
+// MaxSecret bounds one secret value (one sealed frame).
+const MaxSecret = MaxFrame - SealOverhead
 
-// MaxSecret bounds one secret value (one frame).
-const MaxSecret = MaxFrame
-
-// SecretItem describes one materialized secret; its value follows in a
-// FrameSecret frame of exactly Size bytes.
+// SecretItem describes one materialized secret; its value follows sealed,
+// in a FrameSealed frame of exactly Size+SealOverhead bytes.
 type SecretItem struct {
 	Name string `json:"name"`
 	Size int    `json:"size"`
@@ -46,6 +43,9 @@ type SecretsRequest struct {
 // FetchRequest is the body of OpFetch.
 type FetchRequest struct {
 	Name string `json:"name"`
+	// PublicKey is the guest's fresh key for this fetch; the value comes
+	// back sealed to it.
+	PublicKey []byte `json:"publicKey"`
 }
 
 // PurgeReply confirms a purge: the names whose files were zeroed and removed.
@@ -54,8 +54,9 @@ type PurgeReply struct {
 }
 
 // DeliverSecrets sends values (values[i] belongs to items[i]) to the guest,
-// which writes them to /run/secrets before replying. The caller still owns
-// and zeroes values.
+// which writes them to /run/secrets before replying. The guest answers the
+// header with a fresh public key and each value goes sealed to it. The
+// caller still owns and zeroes values.
 func (c *Client) DeliverSecrets(ctx context.Context, req SecretsRequest, values [][]byte) error {
 	if len(values) != len(req.Items) {
 		return errors.New("channel: secrets: one value per item")
@@ -76,10 +77,11 @@ func (c *Client) DeliverSecrets(ctx context.Context, req SecretsRequest, values 
 	if err := WriteJSON(st, FrameHeader, Header{Op: OpSecrets, Secrets: &req}); err != nil {
 		return c.streamErr(ctx, OpSecrets, err)
 	}
-	for _, v := range values {
-		if err := WriteFrame(st, FrameSecret, v); err != nil {
-			return c.streamErr(ctx, OpSecrets, err)
+	if err := sealValues(st, req.Items, values); err != nil {
+		if ge, ok := err.(*guestError); ok {
+			return fmt.Errorf("guest: secrets: %s", ge.msg)
 		}
+		return c.streamErr(ctx, OpSecrets, err)
 	}
 	var r Reply
 	if err := ReadJSON(st, FrameReply, &r); err != nil {
@@ -153,6 +155,11 @@ func (c *Client) answerFetch(ctx context.Context, st *yamux.Stream) {
 		WriteJSON(st, FrameReply, Reply{Error: "no on-demand secrets are declared"})
 		return
 	}
+	if _, err := sealKEM.NewPublicKey(h.Fetch.PublicKey); err != nil {
+		// Checked before resolving, so a bad request costs no access.
+		WriteJSON(st, FrameReply, Reply{Error: "the fetch carried no valid public key"})
+		return
+	}
 	value, release, err := (*fp)(ctx, h.Fetch.Name)
 	if err != nil {
 		WriteJSON(st, FrameReply, Reply{Error: err.Error()})
@@ -160,19 +167,31 @@ func (c *Client) answerFetch(ctx context.Context, st *yamux.Stream) {
 	}
 	defer release()
 	if WriteJSON(st, FrameReply, Reply{}) == nil {
-		WriteFrame(st, FrameSecret, value)
+		sealFetch(st, h.Fetch.PublicKey, h.Fetch.Name, value)
 	}
 }
 
 // Fetch (guest side) asks the host for an on-demand secret over sess. The
-// caller zeroes the returned value.
+// value comes back sealed to a key made for this fetch alone. The caller
+// zeroes the returned value.
 func Fetch(sess *yamux.Session, name string) ([]byte, error) {
+	var v []byte
+	var err error
+	secretDo(func() { v, err = fetch(sess, name) })
+	return v, err
+}
+
+func fetch(sess *yamux.Session, name string) ([]byte, error) {
+	key, pub, err := newGuestKey()
+	if err != nil {
+		return nil, err
+	}
 	st, err := sess.OpenStream()
 	if err != nil {
 		return nil, fmt.Errorf("the host is not connected: %w", err)
 	}
 	defer st.Close()
-	if err := WriteJSON(st, FrameHeader, Header{Op: OpFetch, Fetch: &FetchRequest{Name: name}}); err != nil {
+	if err := WriteJSON(st, FrameHeader, Header{Op: OpFetch, Fetch: &FetchRequest{Name: name, PublicKey: pub}}); err != nil {
 		return nil, fmt.Errorf("ask the host: %w", err)
 	}
 	var r Reply
@@ -182,9 +201,9 @@ func Fetch(sess *yamux.Session, name string) ([]byte, error) {
 	if r.Error != "" {
 		return nil, errors.New(r.Error)
 	}
-	t, v, err := ReadFrame(st, nil)
-	if err != nil || t != FrameSecret {
-		return nil, fmt.Errorf("the host's answer was cut short")
+	v, err := openFetch(st, key, name)
+	if err != nil {
+		return nil, fmt.Errorf("the host's answer was cut short or could not be opened: %w", err)
 	}
 	return v, nil
 }

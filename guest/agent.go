@@ -27,6 +27,8 @@ type Agent struct {
 	reaper  *reaper
 	bootErr string
 	started time.Time
+	// sys makes OpResumed's system calls; nil is the real kernel.
+	sys sysOps
 
 	mu      sync.Mutex
 	cfg     channel.HelloRequest
@@ -194,6 +196,8 @@ func (a *Agent) handle(st *yamux.Stream) {
 		channel.WriteJSON(st, channel.FrameReply, a.materialize(st, h.Secrets))
 	case channel.OpPurge:
 		channel.WriteJSON(st, channel.FrameReply, a.purge())
+	case channel.OpResumed:
+		channel.WriteJSON(st, channel.FrameReply, a.resumed(h.Resumed))
 	case channel.OpShutdown:
 		channel.WriteJSON(st, channel.FrameReply, a.shutdown())
 	case channel.OpCopyIn, channel.OpCopyOut:

@@ -43,6 +43,9 @@ func (s *streamWriter) exit(es channel.ExitStatus) error {
 // pump copies r to frames of type t until r ends.
 func (s *streamWriter) pump(r io.Reader, t channel.FrameType) {
 	buf := make([]byte, 32<<10)
+	// A workload may print a secret; the agent keeps no copy of it past
+	// the process (yamux has sent the frame when Write returns).
+	defer clear(buf)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
@@ -199,6 +202,7 @@ func (a *Agent) execute(st io.Reader, out *streamWriter, req *channel.ExecReques
 	signalGroup := func(sig syscall.Signal) { unix.Kill(-pid, sig) }
 	go func() {
 		buf := make([]byte, 64<<10)
+		defer clear(buf) // stdin may carry a secret (the host sends 32 KiB frames)
 		for {
 			t, b, err := channel.ReadFrame(st, buf)
 			if err != nil {

@@ -13,8 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -40,11 +42,39 @@ const maxRequestLine = 256
 var secretName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // zero overwrites b, so a buffer that carried a value holds none.
-func zero(b []byte) {
-	for i := range b {
-		b[i] = 0
+func zero(b []byte) { clear(b) }
+
+// releaseMemory runs the garbage collector and returns every free page to
+// the kernel (madvise DONTNEED), which zeroes pages as it frees them when
+// the guest boots with init_on_free=1. What this cannot reach: freed
+// objects in spans that still hold live objects keep their bytes until
+// reused (Go zeroes on allocation, not on free). Values never sit there in
+// plaintext (they arrive sealed and their buffers are zeroed); key material
+// inside crypto/hpke may, see channel.OpenSecrets.
+func releaseMemory() { debug.FreeOSMemory() }
+
+// releaseLater asks for a releaseMemory soon, off the caller's path;
+// requests made while one is pending share it. On-demand fetches use it:
+// a burst of them costs one collection, and a purge (before any snapshot)
+// releases synchronously anyway.
+func releaseLater() {
+	releaseOnce.Do(func() {
+		go func() {
+			for range releaseReq {
+				releaseMemory()
+			}
+		}()
+	})
+	select {
+	case releaseReq <- struct{}{}:
+	default: // one is already pending
 	}
 }
+
+var (
+	releaseOnce sync.Once
+	releaseReq  = make(chan struct{}, 1)
+)
 
 // secretsState is the agent's view of delivered secrets.
 type secretsState struct {
@@ -53,27 +83,33 @@ type secretsState struct {
 	listener  net.Listener
 }
 
-// materialize handles OpSecrets: it reads one value frame per item, writes
-// each to a tmpfs file (mode 0400, owned by the image's user) and zeroes the
-// buffers, then serves the on-demand socket if names were declared.
-func (a *Agent) materialize(st io.Reader, req *channel.SecretsRequest) channel.Reply {
-	values := make([][]byte, 0, len(req.Items))
+// materialize handles OpSecrets: it receives the values sealed to a key
+// made for this delivery, writes each to a tmpfs file (mode 0400, owned by
+// the image's user), zeroes them, then serves the on-demand socket if names
+// were declared.
+func (a *Agent) materialize(st io.ReadWriter, req *channel.SecretsRequest) channel.Reply {
+	// Refuse before the key exchange: the host reads the refusal in place
+	// of the key.
+	for _, it := range req.Items {
+		if !secretName.MatchString(it.Name) {
+			return channel.Reply{Error: fmt.Sprintf("secret name %q is not a valid name", it.Name)}
+		}
+		if it.Size < 0 || it.Size > channel.MaxSecret {
+			return channel.Reply{Error: fmt.Sprintf("secret %s: size %d out of range", it.Name, it.Size)}
+		}
+	}
+	values, err := channel.OpenSecrets(st, req.Items)
+	// Whatever happens next, the plaintexts are zeroed and the freed memory
+	// (with the key material crypto/hpke kept) is handed back to the kernel,
+	// which zeroes it (init_on_free=1).
+	defer releaseMemory()
 	defer func() {
 		for _, v := range values {
 			zero(v)
 		}
 	}()
-	for _, it := range req.Items {
-		t, v, err := channel.ReadFrame(st, make([]byte, it.Size))
-		if err != nil || t != channel.FrameSecret || len(v) != it.Size {
-			return channel.Reply{Error: fmt.Sprintf("secret %s: value frame missing or short", it.Name)}
-		}
-		values = append(values, v)
-	}
-	for _, it := range req.Items {
-		if !secretName.MatchString(it.Name) {
-			return channel.Reply{Error: fmt.Sprintf("secret name %q is not a valid name", it.Name)}
-		}
+	if err != nil {
+		return channel.Reply{Error: err.Error()}
 	}
 	id, err := lookupUser(a.config().User)
 	if err != nil {
@@ -185,6 +221,7 @@ func scrubFile(path string, size int64) error {
 // purge handles OpPurge: every file in the secrets folder is zeroed, synced
 // and removed. Any failure is reported, so the host refuses to go on.
 func (a *Agent) purge() channel.Reply {
+	defer releaseMemory()
 	ents, err := os.ReadDir(a.secrets.dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return jsonReply(channel.PurgeReply{Purged: []string{}})
@@ -281,8 +318,11 @@ func (a *Agent) answerSecretRequest(c net.Conn) {
 		return
 	}
 	v, err := channel.Fetch(sess, name)
-	defer zero(v)
 	writeSecretReply(c, v, err)
+	zero(v)
+	// The value now lives in the workload's memory (its own to manage)
+	// and in the socket's kernel buffers until read (freed, so zeroed).
+	releaseLater()
 }
 
 // writeSecretReply writes {"ok":true,"value":"<base64>"} or

@@ -9,6 +9,14 @@
 // length n collide with probability at most n/2^61 (a false hit, never a
 // missed one: equal bytes always hash equally).
 //
+// Rolling that hash is a chain of dependent multiplications, one per byte
+// per length. Values of 16 bytes or more are found faster: a fingerprint
+// also keeps keyed tags of 8 consecutive 8-byte words of the value (its
+// anchor, near the middle, where API keys and PEM blocks are random). One of
+// them sits at an 8-aligned stream offset wherever the value is, so one
+// pass tags only the aligned words of the stream, for all lengths at once;
+// only where a tag matches is the whole window hashed.
+//
 // Guest RAM files are mostly zero pages; the scanner skips windows that lie
 // wholly inside all-zero 4 KiB pages, which is why a value of only zero
 // bytes cannot be fingerprinted.
@@ -30,19 +38,32 @@ import (
 // prime is the modulus, 2^61-1.
 const prime = 1<<61 - 1
 
-// base is this process's key: a random element of [256, prime).
-var base = func() uint64 {
+// random64 draws a key.
+func random64() uint64 {
 	var b [8]byte
-	for {
-		if _, err := rand.Read(b[:]); err != nil {
-			panic("leakscan: no randomness: " + err.Error()) // crypto/rand never fails on Linux
-		}
-		v := binary.LittleEndian.Uint64(b[:]) & prime
-		if v >= 256 && v < prime {
-			return v
-		}
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("leakscan: no randomness: " + err.Error()) // crypto/rand never fails on Linux
 	}
-}()
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+// This process's keys: base is a random element of [256, prime); tagXor
+// and tagMul (odd) key the anchor tags.
+var (
+	base = func() uint64 {
+		for {
+			if v := random64() & prime; v >= 256 && v < prime {
+				return v
+			}
+		}
+	}()
+	tagXor = random64()
+	tagMul = random64() | 1
+)
+
+// tagOf keys an 8-byte word. Multiplying by an odd number is a bijection,
+// so equal tags mean equal words; the top bits index the filter.
+func tagOf(w uint64) uint64 { return (w ^ tagXor) * tagMul }
 
 // mulmod returns a*b mod 2^61-1 for a, b < 2^61.
 func mulmod(a, b uint64) uint64 {
@@ -88,7 +109,16 @@ const MaxLen = 16 << 20
 type Fingerprint struct {
 	n int
 	h uint64
+	// anchor is the offset of the first tagged word in the value, tags
+	// the tags of the words at anchor+0..7; anchor is -1 for values too
+	// short (or with too many zeros) to have one.
+	anchor int
+	tags   [8]uint64
 }
+
+// minAnchored is the shortest value with an anchor: 8 words at consecutive
+// offsets.
+const minAnchored = 15
 
 // New fingerprints value. The caller keeps ownership of value (and should
 // zero it): the fingerprint holds no copy. A value must be 1 to MaxLen bytes
@@ -103,7 +133,34 @@ func New(value []byte) (Fingerprint, error) {
 	if allZero(value) {
 		return Fingerprint{}, fmt.Errorf("leakscan: a value of %d zero bytes cannot be told apart from free memory", len(value))
 	}
-	return Fingerprint{n: len(value), h: hashOf(value)}, nil
+	f := Fingerprint{n: len(value), h: hashOf(value), anchor: -1}
+	// Anchor words must hold a non-zero byte (words in zero pages are
+	// skipped); take the first run of 8 nearest the middle.
+	if len(value) >= minAnchored {
+		last := len(value) - minAnchored
+		ok := func(k int) bool {
+			for r := range 8 {
+				if binary.LittleEndian.Uint64(value[k+r:]) == 0 {
+					return false
+				}
+			}
+			return true
+		}
+		for d := 0; d <= last; d++ {
+			for _, k := range []int{last/2 - d, last/2 + d} {
+				if f.anchor < 0 && k >= 0 && k <= last && ok(k) {
+					f.anchor = k
+					for r := range 8 {
+						f.tags[r] = tagOf(binary.LittleEndian.Uint64(value[k+r:]))
+					}
+				}
+			}
+			if f.anchor >= 0 {
+				break
+			}
+		}
+	}
+	return f, nil
 }
 
 // Len is the length of the value.
@@ -169,13 +226,52 @@ const (
 	filterMask  = filterBits - 1
 )
 
-func newGroups(fps []Fingerprint) ([]*group, int, error) {
+// anchorFP is a fingerprint found through its anchor word.
+type anchorFP struct {
+	tag   uint64
+	k, n  int
+	h     uint64
+	index int
+}
+
+// anchors finds the fingerprints that have an anchor, in one pass.
+type anchors struct {
+	fps []anchorFP // sorted by tag
+	// filter has bit tag>>anchorShift set for every tag.
+	filter [anchorBits / 64]uint64
+}
+
+const (
+	anchorBits  = 1 << 16 // 8 KiB: stays in L1
+	anchorShift = 64 - 16
+)
+
+// scanner is the set of fingerprints to look for.
+type scanner struct {
+	groups  []*group // fingerprints without an anchor, by length
+	anchors *anchors
+	maxLen  int
+}
+
+func newScanner(fps []Fingerprint) (*scanner, error) {
 	byLen := map[int]*group{}
-	var groups []*group
-	maxLen := 0
+	sc := &scanner{}
 	for i, f := range fps {
-		if f.n <= 0 || f.n > MaxLen {
-			return nil, 0, fmt.Errorf("leakscan: fingerprint %d is not one made by leakscan.New", i)
+		if f.n <= 0 || f.n > MaxLen || f.anchor < -1 || (f.anchor >= 0 && f.anchor > f.n-minAnchored) {
+			return nil, fmt.Errorf("leakscan: fingerprint %d is not one made by leakscan.New", i)
+		}
+		sc.maxLen = max(sc.maxLen, f.n)
+		if f.anchor >= 0 {
+			if sc.anchors == nil {
+				sc.anchors = &anchors{}
+			}
+			a := sc.anchors
+			for r, tag := range f.tags {
+				a.fps = append(a.fps, anchorFP{tag: tag, k: f.anchor + r, n: f.n, h: f.h, index: i})
+				b := tag >> anchorShift
+				a.filter[b/64] |= 1 << (b % 64)
+			}
+			continue
 		}
 		g := byLen[f.n]
 		if g == nil {
@@ -185,14 +281,92 @@ func newGroups(fps []Fingerprint) ([]*group, int, error) {
 				g.out[c] = mulmod(uint64(c), bn)
 			}
 			byLen[f.n] = g
-			groups = append(groups, g)
+			sc.groups = append(sc.groups, g)
 		}
 		g.hashes = append(g.hashes, f.h)
 		g.index = append(g.index, i)
 		g.filter[(f.h&filterMask)/64] |= 1 << (f.h % 64)
-		maxLen = max(maxLen, f.n)
 	}
-	return groups, maxLen, nil
+	if sc.anchors != nil {
+		slices.SortFunc(sc.anchors.fps, func(x, y anchorFP) int {
+			if x.tag < y.tag {
+				return -1
+			} else if x.tag > y.tag {
+				return 1
+			}
+			return x.index - y.index
+		})
+	}
+	return sc, nil
+}
+
+// scan checks, for every anchored fingerprint, the windows of buf that end
+// after old and whose aligned anchor word touches a page that is not all
+// zeros (a word wholly in zero pages is zero, and no anchor word is).
+func (a *anchors) scan(buf []byte, zero []bool, old int, start int64, hits []Hit) []Hit {
+	// Anchor positions t = s+k for window starts s with old < s+n <= len.
+	tlo, thi := len(buf), 0
+	for _, f := range a.fps {
+		tlo = min(tlo, old-f.n+f.k+1)
+		thi = max(thi, len(buf)-f.n+f.k+1)
+	}
+	tlo, thi = max(tlo, 0), min(thi, len(buf)-7)
+	pages := (len(buf) + pageSize - 1) / pageSize
+	for p := 0; p < pages; {
+		if zero[p] {
+			p++
+			continue
+		}
+		q := p
+		for q < pages && !zero[q] {
+			q++
+		}
+		// Words that touch pages [p, q) start in [p*pageSize-7, q*pageSize);
+		// runs are a zero page (more than 7 bytes) apart, so these never
+		// overlap.
+		lo, hi := max(p*pageSize-7, tlo), min(q*pageSize, thi)
+		p = q
+		if lo >= hi {
+			continue
+		}
+		// Only aligned words: buf[0] is at a page-aligned stream offset.
+		lo = (lo + 7) &^ 7
+		if lo >= hi {
+			continue
+		}
+		win := buf[lo : hi+7]
+		for t := 0; t+8 <= len(win); t += 8 {
+			tg := tagOf(binary.LittleEndian.Uint64(win[t:]))
+			if a.filter[tg>>anchorShift/64]&(1<<(tg>>anchorShift%64)) != 0 {
+				hits = a.check(buf, lo+t, tg, old, start, hits)
+			}
+		}
+	}
+	return hits
+}
+
+// check hashes the windows of every fingerprint whose anchor tag is tg,
+// placed so that its anchor is at t.
+func (a *anchors) check(buf []byte, t int, tg uint64, old int, start int64, hits []Hit) []Hit {
+	i, _ := slices.BinarySearchFunc(a.fps, tg, func(f anchorFP, tg uint64) int {
+		if f.tag < tg {
+			return -1
+		} else if f.tag > tg {
+			return 1
+		}
+		return 0
+	})
+	for ; i < len(a.fps) && a.fps[i].tag == tg; i++ {
+		f := &a.fps[i]
+		s := t - f.k
+		if s < 0 || s+f.n > len(buf) || s+f.n <= old {
+			continue
+		}
+		if hashOf(buf[s:s+f.n]) == f.h {
+			hits = append(hits, Hit{Index: f.index, Offset: start + int64(s)})
+		}
+	}
+	return hits
 }
 
 // Scan reads r to its end and reports every occurrence of every
@@ -200,13 +374,13 @@ func newGroups(fps []Fingerprint) ([]*group, int, error) {
 // last pages of each chunk so a value across a boundary is found, and skips
 // windows that lie wholly in all-zero 4 KiB pages.
 func Scan(r io.Reader, fps []Fingerprint) ([]Hit, error) {
-	groups, maxLen, err := newGroups(fps)
-	if err != nil || len(groups) == 0 {
+	sc, err := newScanner(fps)
+	if err != nil || len(fps) == 0 {
 		return nil, err
 	}
 	// The carry is whole pages, at least maxLen-1 bytes, so that page
 	// boundaries stay aligned with the stream's.
-	carryPages := (maxLen - 1 + pageSize - 1) / pageSize
+	carryPages := (sc.maxLen - 1 + pageSize - 1) / pageSize
 	buf := make([]byte, carryPages*pageSize+chunkSize)
 	zero := make([]bool, len(buf)/pageSize+1)
 	var (
@@ -228,7 +402,10 @@ func Scan(r io.Reader, fps []Fingerprint) ([]Hit, error) {
 			zero[p] = allZero(buf[p*pageSize : end])
 		}
 		have += n
-		for _, g := range groups {
+		if sc.anchors != nil {
+			hits = sc.anchors.scan(buf[:have], zero, old, start, hits)
+		}
+		for _, g := range sc.groups {
 			hits = g.scan(buf[:have], zero, old, start, hits)
 		}
 		if rerr != nil { // the stream ended
@@ -300,32 +477,45 @@ func (g *group) scan(buf []byte, zero []bool, old int, start int64, hits []Hit) 
 	return hits
 }
 
+// maybe reports whether h may be one of the group's hashes.
+func (g *group) maybe(h uint64) bool { return g.filter[(h&filterMask)/64]&(1<<(h%64)) != 0 }
+
+// check records a hit for every fingerprint whose hash is h.
+func (g *group) check(h uint64, off int64, hits []Hit) []Hit {
+	for i, want := range g.hashes {
+		if h == want {
+			hits = append(hits, Hit{Index: g.index[i], Offset: off})
+		}
+	}
+	return hits
+}
+
+// next slides a window's hash by one byte: h*base - out*base^n + in. The
+// product is reduced below prime; adding prime keeps the subtraction
+// non-negative, and the sum stays below 2*prime+256.
+func (g *group) next(h uint64, out, in byte) uint64 {
+	h = mulmod(h, base) + prime - g.out[out] + uint64(in)
+	if h >= prime {
+		h -= prime
+	}
+	if h >= prime {
+		h -= prime
+	}
+	return h
+}
+
 // roll hashes the window at a, then slides it to every start in [a, b).
 func (g *group) roll(buf []byte, a, b int, start int64, hits []Hit) []Hit {
 	n := g.n
 	h := hashOf(buf[a : a+n])
-	s := a
-	for {
-		if g.filter[(h&filterMask)/64]&(1<<(h%64)) != 0 {
-			for i, want := range g.hashes {
-				if h == want {
-					hits = append(hits, Hit{Index: g.index[i], Offset: start + int64(s)})
-				}
-			}
+	for s := a; ; s++ {
+		if g.maybe(h) {
+			hits = g.check(h, start+int64(s), hits)
 		}
 		if s+1 >= b {
 			return hits
 		}
-		// h' = h*base - out*base^n + in. h*base < 2^61 after reduction;
-		// adding prime keeps the subtraction non-negative.
-		h = mulmod(h, base) + prime - g.out[buf[s]] + uint64(buf[s+n])
-		if h >= prime {
-			h -= prime
-		}
-		if h >= prime {
-			h -= prime
-		}
-		s++
+		h = g.next(h, buf[s], buf[s+n])
 	}
 }
 

@@ -239,7 +239,6 @@ func TestSnapshots(t *testing.T) {
 	e.assertNoProcs(t)
 }
 
-
 // TestSnapshotForksAtOnce forks one snapshot three times at once: each
 // fork resumes the counter and has its own disk.
 func TestSnapshotForksAtOnce(t *testing.T) {
