@@ -240,6 +240,12 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 	kind := audit.Boot
 	if plan.Restore != nil {
 		kind = audit.Rehydrate
+		if err := s.resumed(ctx, plan.Restore.Fork); err != nil {
+			vm.Kill()
+			s.record(Failed, err.Error())
+			w.cleanRuntime()
+			return err
+		}
 		if plan.Restore.Fork {
 			// The fork's QEMU maps the RAM file; the links are not needed.
 			os.RemoveAll(plan.Restore.Dir)

@@ -157,9 +157,29 @@ func (s *supervisor) resumeLocked(ctx context.Context) error {
 	return s.afterResume(ctx)
 }
 
-// afterResume sets the guest's clock (it stood still while paused) and
-// gives back the secrets a snapshot purged.
+// resumed brings a resumed, restored or forked guest up to date: its clock
+// (it stood still, or is the snapshot's) and its random generator (a copy
+// that other VMs of the snapshot share), and for a fork a new identity.
+// Until that is confirmed the guest must not be treated as ready.
+func (s *supervisor) resumed(ctx context.Context, fork bool) error {
+	req := channel.ResumedRequest{}
+	if fork {
+		req.Hostname, req.MachineID = s.w.name, channel.NewMachineID()
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := s.vm.Client.Resumed(rctx, req); err != nil {
+		return fmt.Errorf("the resumed guest did not confirm its new clock and entropy: %w", err)
+	}
+	return nil
+}
+
+// afterResume updates the guest (see resumed) and gives back the secrets a
+// snapshot purged.
 func (s *supervisor) afterResume(ctx context.Context) error {
+	if err := s.resumed(ctx, false); err != nil {
+		return err
+	}
 	if !s.purged {
 		return nil
 	}
