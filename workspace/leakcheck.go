@@ -28,9 +28,14 @@ func (d *delivered) add(name string, value []byte) {
 		return // empty or all zeros: nothing a scan could tell from free memory
 	}
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, have := range d.fps {
+		if have == fp && d.names[i] == name {
+			return // the same value delivered again (a rehydration)
+		}
+	}
 	d.names = append(d.names, name)
 	d.fps = append(d.fps, fp)
-	d.mu.Unlock()
 }
 
 func (d *delivered) snapshot() ([]string, []leakscan.Fingerprint) {
@@ -120,7 +125,7 @@ func (l *leakCheck) summary() string {
 	}
 	var parts []string
 	for _, r := range l.runs {
-		parts = append(parts, fmt.Sprintf("%s %d MiB", r.label, r.bytes>>20))
+		parts = append(parts, fmt.Sprintf("%s %.1f MiB", r.label, float64(r.bytes)/(1<<20)))
 	}
 	return fmt.Sprintf("%s searched for %d delivered values: no copy", strings.Join(parts, ", "), len(l.fps))
 }

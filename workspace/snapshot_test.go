@@ -13,6 +13,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/testenv"
+	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/qemu"
 )
 
 // counterScript counts in /tmp/count in its own session (exec kills the
@@ -117,6 +122,22 @@ func TestSnapshots(t *testing.T) {
 	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src"}); err != nil {
 		t.Fatalf("snapshot with the default tag: %v", err)
 	}
+	// A copy of the value on the disk refuses the capture, naming the
+	// secret and not the value; the workspace runs on with its secret.
+	e.exec(t, "src", "", "sh", "-c", "cat /run/secrets/TOKEN > /root/leak; sync")
+	_, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "leaky"})
+	if err == nil || !strings.Contains(err.Error(), "TOKEN in the disk") || strings.Contains(err.Error(), v1) {
+		t.Fatalf("capture with a copy on disk: %v", err)
+	}
+	if s, _ := ListSnapshots(e.h, "src"); len(s) != 1 {
+		t.Fatalf("the refused capture is listed: %v", s)
+	}
+	if !e.secretIs(t, "src", v1) {
+		t.Fatal("secret after the refused capture: not the value")
+	}
+	// Overwritten in place (ext4 reuses the blocks), the copy is gone.
+	e.exec(t, "src", "", "sh", "-c", "dd if=/dev/zero of=/root/leak bs="+strconv.Itoa(len(v1))+" count=1 conv=notrunc 2>/dev/null; sync; rm /root/leak; sync")
+
 	snaps, _ := ListSnapshots(e.h, "src")
 	if len(snaps) != 1 || !strings.HasPrefix(snaps[0].Tag, "20") {
 		t.Fatalf("the default tag: %+v", snaps)
@@ -300,12 +321,35 @@ func TestSnapshotKilled(t *testing.T) {
 	ctx := testCtx(t)
 	e.create(t, "ws")
 	sup := e.start(t, "ws").SupervisorPID
+
+	// A capture that cannot fit is refused before anything is paused or
+	// written (a real 8 MiB tmpfs as the snapshot folder).
+	snapDir := e.h.Path(Dir, "ws", snapshotsDir)
+	if os.Geteuid() == 0 {
+		os.MkdirAll(snapDir, 0o700)
+		if err := syscall.Mount("tmpfs", snapDir, "tmpfs", 0, "size=8m,mode=0700"); err != nil {
+			t.Fatalf("mount tmpfs: %v", err)
+		}
+		_, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "ws", Tag: "big"})
+		syscall.Unmount(snapDir, syscall.MNT_DETACH)
+		if err == nil || !strings.Contains(err.Error(), "not enough free space") {
+			t.Fatalf("capture into 8 MiB: %v", err)
+		}
+		if inf := e.status(t, "ws"); inf.State != Running {
+			t.Fatalf("after the refused capture: %s", inf.State)
+		}
+		if ents, _ := os.ReadDir(snapDir); len(ents) != 0 {
+			t.Fatalf("the refused capture wrote %v", ents)
+		}
+	} else if testenv.InCI() {
+		t.Fatal("this test mounts a tmpfs and needs root")
+	}
+
 	done := make(chan error, 1)
 	go func() {
 		_, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "ws", Tag: "t"})
 		done <- err
 	}()
-	snapDir := e.h.Path(Dir, "ws", snapshotsDir)
 	waitFor(t, "a capture in progress", 60*time.Second, func() bool {
 		m, _ := filepath.Glob(filepath.Join(snapDir, tmpPrefix+"*"))
 		return len(m) > 0
@@ -331,4 +375,40 @@ func TestSnapshotKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.assertNoProcs(t)
+}
+
+// TestRestoreMismatch: a snapshot taken on another machine shape is
+// refused, naming every difference, before anything changes.
+func TestRestoreMismatch(t *testing.T) {
+	h := home.Home{Root: t.TempDir()}
+	w := newWS(h, "ws")
+	if err := os.MkdirAll(w.snapDir("t"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	m := &Manifest{Name: "ws", Resources: Resources{MemoryMiB: 256, CPUs: 1}}
+	accel, _ := qemu.DetectAccel()
+	n := vmm.Network{Mode: vmm.NetworkUser}
+	good := Snapshot{Tag: "t", Workspace: "ws", MemoryMiB: 256, CPUs: 1, Kernel: "/k", Initrd: "/i", Accel: accel, Devices: machineDevices(&n), SharedRAM: true}
+	if err := writeSnapshotMeta(w.snapDir("t"), &good); err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := w.restoreFor("t", m, "/k", "/i")
+	if err != nil || r == nil || r.Fork || !r.SharedRAM || r.Dir != w.snapDir("t") {
+		t.Fatalf("matching snapshot: %+v %v", r, err)
+	}
+	bad := good
+	bad.MemoryMiB, bad.Kernel, bad.Accel, bad.Devices = 2048, "/old/vmlinux", "other", "virtio-blk:2"
+	writeSnapshotMeta(w.snapDir("t"), &bad)
+	_, _, err = w.restoreFor("t", m, "/k", "/i")
+	for _, want := range []string{"memory (MiB) 2048, now 256", "kernel /old/vmlinux, now /k", "accelerator other", "devices virtio-blk:2"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("mismatch error %v: want %q", err, want)
+		}
+	}
+	if _, _, err := w.restoreFor("nosuch", m, "/k", "/i"); !errors.Is(err, ErrSnapshotNotFound) {
+		t.Errorf("missing snapshot: %v", err)
+	}
+	if _, _, err := w.restoreFor("../x", m, "/k", "/i"); !errors.Is(err, ErrInvalidTag) {
+		t.Errorf("bad tag: %v", err)
+	}
 }

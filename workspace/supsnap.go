@@ -225,6 +225,9 @@ func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *Snapshot, 
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkSpace(); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	wasPaused := s.isPaused()
 	snap = &Snapshot{
@@ -306,6 +309,33 @@ func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *Snapshot, 
 	s.log.Printf("snapshot %s: %d MiB on disk in %s (device state after %s)", tag, snap.SizeBytes>>20,
 		time.Since(start).Round(time.Millisecond), paused.Round(time.Millisecond))
 	return snap, nil
+}
+
+// spaceMargin is kept free beyond a snapshot's estimated size.
+const spaceMargin = 64 << 20
+
+// checkSpace refuses a capture that would not fit, before anything is
+// paused, purged or written: the snapshot needs about the RAM the guest
+// has touched plus the disk's allocated blocks.
+func (s *supervisor) checkSpace() error {
+	var need int64
+	var st unix.Stat_t
+	if s.mem.shared && unix.Fstat(int(s.mem.file.Fd()), &st) == nil {
+		need += st.Blocks * 512
+	}
+	if unix.Stat(s.w.diskPath(), &st) == nil {
+		need += st.Blocks * 512
+	}
+	var fs unix.Statfs_t
+	dir := s.w.path(snapshotsDir)
+	if err := unix.Statfs(dir, &fs); err != nil {
+		return fmt.Errorf("snapshot folder %s: %w", dir, err)
+	}
+	if free := int64(fs.Bavail) * fs.Bsize; free < need+spaceMargin {
+		return fmt.Errorf("not enough free space for the snapshot in %s: it needs about %d MiB, %d MiB are free; free some space or delete old snapshots (\"microagent snapshot delete\")",
+			dir, (need+spaceMargin)>>20, free>>20)
+	}
+	return nil
 }
 
 // copyDisk copies the writable disk; QEMU flushed it when it saved the
