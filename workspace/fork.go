@@ -196,6 +196,7 @@ func (w *wsDir) restoreFor(fromSnapshot string, m *Manifest, kernel, initrd stri
 	check("kernel", snap.Kernel, kernel)
 	check("guest agent and modules (initramfs)", snap.Initrd, initrd)
 	check("accelerator", snap.Accel, accel)
+	check("CPU", snap.CPU, cpuModel(accel))
 	nc, err := m.Network()
 	if err != nil {
 		return nil, nil, err

@@ -66,7 +66,10 @@ type Snapshot struct {
 	Kernel    string `json:"kernel"`
 	Initrd    string `json:"initrd"`
 	Accel     string `json:"accel"`
-	Devices   string `json:"devices"`
+	// CPU is the guest CPU model: QEMU's "max" under TCG; under KVM the
+	// host's own CPU, which another host may not offer.
+	CPU     string `json:"cpu"`
+	Devices string `json:"devices"`
 	// SharedRAM: the RAM is in the memory file, not in the state stream.
 	SharedRAM bool `json:"sharedRAM"`
 	// Paused says the workspace was paused when captured.

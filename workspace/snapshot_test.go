@@ -244,12 +244,31 @@ func TestSnapshots(t *testing.T) {
 		t.Error("restored secret: not the rotated value")
 	}
 
+	// A paused workspace is captured in place and stays paused; its
+	// secret comes back at resume.
+	if _, err := Pause(ctx, e.h, "src"); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "paused"})
+	if err != nil || !ps.Paused || len(ps.SecretsPurged) != 1 {
+		t.Fatalf("snapshot of a paused workspace: %+v %v", ps, err)
+	}
+	if inf := e.status(t, "src"); inf.State != Paused {
+		t.Fatalf("after capturing a paused workspace: %s", inf.State)
+	}
+	if _, err := Resume(ctx, e.h, "src"); err != nil {
+		t.Fatal(err)
+	}
+	if !e.secretIs(t, "src", v2) {
+		t.Error("secret after resuming a paused capture: not the value")
+	}
+
 	// Delete: the snapshot goes, the fork runs on.
 	if err := DeleteSnapshot(e.h, "src", "base"); err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := ListSnapshots(e.h, "src"); len(s) != 0 {
-		t.Errorf("snapshots after delete: %v", s)
+	if s, _ := ListSnapshots(e.h, "src"); len(s) != 1 || s[0].Tag != "paused" {
+		t.Errorf("snapshots after delete: %+v", s)
 	}
 	e.countsOn(t, "fork1", 0)
 	for _, n := range []string{"src", "fork1"} {
@@ -388,7 +407,7 @@ func TestRestoreMismatch(t *testing.T) {
 	m := &Manifest{Name: "ws", Resources: Resources{MemoryMiB: 256, CPUs: 1}}
 	accel, _ := qemu.DetectAccel()
 	n := vmm.Network{Mode: vmm.NetworkUser}
-	good := Snapshot{Tag: "t", Workspace: "ws", MemoryMiB: 256, CPUs: 1, Kernel: "/k", Initrd: "/i", Accel: accel, Devices: machineDevices(&n), SharedRAM: true}
+	good := Snapshot{Tag: "t", Workspace: "ws", MemoryMiB: 256, CPUs: 1, Kernel: "/k", Initrd: "/i", Accel: accel, CPU: cpuModel(accel), Devices: machineDevices(&n), SharedRAM: true}
 	if err := writeSnapshotMeta(w.snapDir("t"), &good); err != nil {
 		t.Fatal(err)
 	}

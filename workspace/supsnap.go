@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,6 +18,7 @@ import (
 	"github.com/microagent-dev/microagent/internal/fsutil"
 	"github.com/microagent-dev/microagent/microvm"
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/qemu"
 )
 
 // snapshotTimeout bounds one capture (purge, device state, RAM and disk
@@ -233,7 +235,7 @@ func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *Snapshot, 
 	snap = &Snapshot{
 		Tag: tag, Workspace: s.w.name, Created: start.UTC(), Image: s.manifest.Image,
 		MemoryMiB: s.plan.MemoryMiB, CPUs: s.plan.CPUs, Kernel: s.plan.Kernel, Initrd: s.plan.Initrd,
-		Accel: s.accel(), Devices: machineDevices(s.plan.Network), SharedRAM: s.mem.shared, Paused: wasPaused,
+		Accel: s.accel(), CPU: cpuModel(s.accel()), Devices: machineDevices(s.plan.Network), SharedRAM: s.mem.shared, Paused: wasPaused,
 	}
 
 	// Secrets first: no memory may be written while the guest holds them.
@@ -368,6 +370,20 @@ func machineDevices(n *vmm.Network) string {
 		d += ",virtio-net:1"
 	}
 	return d
+}
+
+// cpuModel names the guest CPU a machine on accel gets (see vmm/qemu).
+func cpuModel(accel string) string {
+	if accel != qemu.AccelKVM {
+		return "max"
+	}
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return "host: " + strings.TrimSpace(v)
+		}
+	}
+	return "host"
 }
 
 // handleControl serves pause, resume and snapshot requests.
