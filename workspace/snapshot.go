@@ -174,7 +174,8 @@ func (w *wsDir) removeSnapshotDir(dir string) error {
 }
 
 // cleanSnapshotLeftovers removes temporary and trash folders that killed
-// captures or deletes left behind. The caller holds the lock.
+// captures or deletes left behind. The caller makes sure no capture runs
+// (Start, before the supervisor exists; the supervisor, under ctl).
 func (w *wsDir) cleanSnapshotLeftovers() {
 	ents, _ := os.ReadDir(w.path(snapshotsDir))
 	for _, e := range ents {
@@ -218,7 +219,6 @@ func CreateSnapshot(ctx context.Context, h home.Home, o SnapshotOptions) (*Snaps
 	if err := w.needLive(ctx, "snapshot"); err != nil {
 		return nil, err
 	}
-	w.cleanSnapshotLeftovers()
 	if err := os.MkdirAll(w.path(snapshotsDir), dirPerm); err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", w.name, err)
 	}

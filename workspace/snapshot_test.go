@@ -263,6 +263,20 @@ func TestSnapshots(t *testing.T) {
 		t.Error("secret after resuming a paused capture: not the value")
 	}
 
+	// A guest that cannot confirm the purge (the workload, root in the
+	// guest, put a directory where a secret file was) gets no snapshot,
+	// and nothing is written.
+	e.exec(t, "src", "", "sh", "-c", "rm /run/secrets/TOKEN && mkdir /run/secrets/TOKEN")
+	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "unpurged"}); err == nil || !strings.Contains(err.Error(), "could not confirm") {
+		t.Fatalf("capture without a confirmed purge: %v", err)
+	}
+	if _, err := os.Stat(e.h.Path(Dir, "src", snapshotsDir, "unpurged")); err == nil {
+		t.Fatal("a snapshot was written without a confirmed purge")
+	}
+	if inf := e.status(t, "src"); inf.State != Running {
+		t.Fatalf("after the refused capture: %s", inf.State)
+	}
+
 	// Delete: the snapshot goes, the fork runs on.
 	if err := DeleteSnapshot(e.h, "src", "base"); err != nil {
 		t.Fatal(err)

@@ -278,6 +278,8 @@ func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *Snapshot, 
 		}
 	}()
 
+	// Under ctl no other capture runs: what is left is from a killed one.
+	s.w.cleanSnapshotLeftovers()
 	tmp, err := os.MkdirTemp(s.w.path(snapshotsDir), tmpPrefix+tag+"-")
 	if err != nil {
 		return nil, fmt.Errorf("snapshot folder: %w", err)
