@@ -10,7 +10,8 @@
 // missed one: equal bytes always hash equally).
 //
 // Rolling that hash is a chain of dependent multiplications, one per byte
-// per length. Values of 16 bytes or more are found faster: a fingerprint
+// per length. Values of 15 bytes or more (with a non-zero byte 7 bytes or
+// more from each end) are found faster: a fingerprint
 // also keeps keyed tags of 8 consecutive 8-byte words of the value (its
 // anchor, near the middle, where API keys and PEM blocks are random). One of
 // them sits at an 8-aligned stream offset wherever the value is, so one

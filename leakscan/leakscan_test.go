@@ -246,3 +246,57 @@ func TestShortValuesAcrossChunks(t *testing.T) {
 		t.Fatalf("got %v %v, want %v", got, err, want)
 	}
 }
+
+// Random layouts agree with the obvious search: values of many lengths
+// (with and without anchors) planted anywhere in a stream of zero pages,
+// random pages and sparse pages, across chunk boundaries.
+func TestRandomLayoutsAgreeWithNaive(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for round := 0; round < 3; round++ {
+		size := 2*chunkSize + r.IntN(3*pageSize) + 5*pageSize
+		data := make([]byte, size)
+		for p := 0; p < size; p += pageSize {
+			switch r.IntN(4) {
+			case 0: // random page
+				copy(data[p:min(p+pageSize, size)], randomBytes(r.Uint64(), pageSize))
+			case 1: // sparse: a few bytes set
+				for range 3 {
+					if i := p + r.IntN(pageSize); i < size {
+						data[i] = byte(r.IntN(256))
+					}
+				}
+			}
+		}
+		var values [][]byte
+		var fps []Fingerprint
+		for i := 0; i < 8; i++ {
+			n := []int{1, 3, 9, 15, 16, 23, 100, 5000}[i]
+			v := randomBytes(r.Uint64(), n)
+			if i == 6 { // non-zero bytes only at the edges: no anchor fits
+				clear(v[3:97])
+			}
+			values = append(values, v)
+			fps = append(fps, mustFP(t, v))
+			if (n >= minAnchored && i != 6) != (fps[i].anchor >= 0) {
+				t.Fatalf("value %d (%d bytes): anchor %d", i, n, fps[i].anchor)
+			}
+			for range 3 {
+				copy(data[r.IntN(size-n):], v)
+			}
+		}
+		// And some at the chunk boundaries, whatever the carry-over is.
+		carry := (5000 - 1 + pageSize - 1) / pageSize * pageSize
+		for _, b := range []int{carry + chunkSize, carry + 2*chunkSize} {
+			for i, v := range values {
+				if b-i*3 >= 0 && b-i*3+len(v) <= size {
+					copy(data[b-i*3:], v)
+				}
+			}
+		}
+		got, err := Scan(bytes.NewReader(data), fps)
+		want := naive(data, values)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("round %d: got %d hits, want %d (%v)", round, len(got), len(want), err)
+		}
+	}
+}
