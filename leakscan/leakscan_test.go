@@ -144,7 +144,7 @@ func TestWholeStreamIsTheValue(t *testing.T) {
 }
 
 func TestNoFalseHitsOnRandomData(t *testing.T) {
-	data := randomBytes(3, 16<<20)
+	data := randomBytes(3, 4<<20)
 	var fps []Fingerprint
 	for i, n := range []int{4, 8, 14, 15, 16, 32, 64, 4096} {
 		fps = append(fps, mustFP(t, randomBytes(uint64(100+i), n)))
@@ -271,7 +271,7 @@ func TestShortValuesAcrossChunks(t *testing.T) {
 // random pages and sparse pages, across chunk boundaries.
 func TestRandomLayoutsAgreeWithNaive(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for round := 0; round < 3; round++ {
+	for round := 0; round < 2; round++ {
 		size := 2*chunkSize + r.IntN(3*pageSize) + 5*pageSize
 		data := make([]byte, size)
 		for p := 0; p < size; p += pageSize {
