@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"unsafe"
 
@@ -82,6 +83,11 @@ func (realSys) reseed() error {
 func (realSys) setHostname(name string) error { return unix.Sethostname([]byte(name)) }
 
 func (realSys) writeMachineID(path, id string) (bool, error) {
+	// Some images link /etc/machine-id elsewhere (/run, /var/lib/dbus):
+	// rewrite the file it names, keeping the link.
+	if target, err := filepath.EvalSymlinks(path); err == nil {
+		path = target
+	}
 	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil // the image has none: nothing identifies the guest

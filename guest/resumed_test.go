@@ -143,6 +143,22 @@ func TestWriteMachineIDOnlyWhenPresent(t *testing.T) {
 	if _, err := os.Stat(p); !os.IsNotExist(err) {
 		t.Fatal("created a machine id the image did not have")
 	}
+	// A link is kept; the file it names is rewritten.
+	target := filepath.Join(t.TempDir(), "real-machine-id")
+	os.WriteFile(target, []byte("old\n"), 0o444)
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+	id := channel.NewMachineID()
+	if ok, err := (realSys{}).writeMachineID(p, id); !ok || err != nil {
+		t.Fatalf("through a link: %v %v", ok, err)
+	}
+	if fi, _ := os.Lstat(p); fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatal("the link was replaced by a file")
+	}
+	if b, _ := os.ReadFile(target); string(b) != id+"\n" {
+		t.Fatalf("target holds %q", b)
+	}
 }
 
 // The real ioctls, on the host's kernel: crediting host entropy and forcing

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -143,7 +144,7 @@ func TestWholeStreamIsTheValue(t *testing.T) {
 }
 
 func TestNoFalseHitsOnRandomData(t *testing.T) {
-	data := randomBytes(3, 16<<20)
+	data := randomBytes(3, 4<<20)
 	var fps []Fingerprint
 	for i, n := range []int{4, 8, 14, 15, 16, 32, 64, 4096} {
 		fps = append(fps, mustFP(t, randomBytes(uint64(100+i), n)))
@@ -206,27 +207,45 @@ func benchFile(t testing.TB, random bool) string {
 	return p
 }
 
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // TestThroughput reports MB/s for a 256 MiB file with 5 fingerprints of
 // different lengths (set LEAKSCAN_BENCH=1; it takes seconds).
 func TestThroughput(t *testing.T) {
 	if os.Getenv("LEAKSCAN_BENCH") == "" {
 		t.Skip("set LEAKSCAN_BENCH=1 to measure")
 	}
-	var fps []Fingerprint
+	var long, short []Fingerprint
 	for i, n := range []int{16, 32, 40, 64, 1000} {
-		fps = append(fps, mustFP(t, randomBytes(uint64(200+i), n)))
+		long = append(long, mustFP(t, randomBytes(uint64(200+i), n)))
+	}
+	for i, n := range []int{4, 8, 10, 12, 14} { // too short for anchors: prefix tags
+		short = append(short, mustFP(t, randomBytes(uint64(300+i), n)))
 	}
 	for _, random := range []bool{true, false} {
 		p := benchFile(t, random)
-		for _, k := range []int{1, 5} {
-			start := time.Now()
-			hits, err := ScanFile(p, fps[:k])
-			d := time.Since(start)
-			if err != nil || len(hits) != 0 {
-				t.Fatalf("%v %v", hits, err)
+		if _, err := ScanFile(p, long[:1]); err != nil { // warm the page cache
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			what string
+			fps  []Fingerprint
+		}{{"1 anchored", long[:1]}, {"5 anchored", long}, {"1 short", short[:1]}, {"5 short", short}} {
+			start, cpu0 := time.Now(), cpuTime()
+			hits, err := ScanFile(p, c.fps)
+			d, cpu := time.Since(start), cpuTime()-cpu0
+			if err != nil || (len(hits) != 0 && c.fps[0].n >= 8) {
+				t.Fatalf("%v %v", len(hits), err)
 			}
-			mb := 256 * 1.048576 / d.Seconds()
-			t.Logf("random=%v lengths=%d: %v, %.0f MB/s, %.0f MB/s per length", random, k, d.Round(time.Millisecond), mb, mb*float64(k))
+			// CPU time too: this machine is shared, so wall time varies.
+			mb, mbCPU := 256*1.048576/d.Seconds(), 256*1.048576/cpu.Seconds()
+			t.Logf("random=%v %s: wall %v (%.0f MB/s), CPU %v (%.0f MB/s, %.0f MB/s per length)",
+				random, c.what, d.Round(time.Millisecond), mb, cpu.Round(time.Millisecond), mbCPU, mbCPU*float64(len(c.fps)))
 		}
 	}
 }
@@ -244,5 +263,62 @@ func TestShortValuesAcrossChunks(t *testing.T) {
 	want := naive(data, values)
 	if err != nil || !slices.Equal(got, want) || len(want) != 3 {
 		t.Fatalf("got %v %v, want %v", got, err, want)
+	}
+}
+
+// Random layouts agree with the obvious search: values of many lengths
+// (with and without anchors) planted anywhere in a stream of zero pages,
+// random pages and sparse pages, across chunk boundaries.
+func TestRandomLayoutsAgreeWithNaive(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for round := 0; round < 2; round++ {
+		size := 2*chunkSize + r.IntN(3*pageSize) + 5*pageSize
+		data := make([]byte, size)
+		for p := 0; p < size; p += pageSize {
+			switch r.IntN(4) {
+			case 0: // random page
+				copy(data[p:min(p+pageSize, size)], randomBytes(r.Uint64(), pageSize))
+			case 1: // sparse: a few bytes set
+				for range 3 {
+					if i := p + r.IntN(pageSize); i < size {
+						data[i] = byte(r.IntN(256))
+					}
+				}
+			}
+		}
+		var values [][]byte
+		var fps []Fingerprint
+		for i := 0; i < 8; i++ {
+			n := []int{1, 3, 9, 15, 16, 23, 100, 5000}[i]
+			v := randomBytes(r.Uint64(), n)
+			if i == 6 { // non-zero bytes only at the edges: no anchor fits
+				clear(v[3:97])
+			}
+			if i == 2 { // a zero prefix: rolled, not tagged
+				clear(v[:8])
+			}
+			values = append(values, v)
+			fps = append(fps, mustFP(t, v))
+			if (n >= minAnchored && i != 6) != (fps[i].anchor >= 0) || (n < minAnchored && i != 2) != fps[i].hasPrefix {
+				t.Fatalf("value %d (%d bytes): anchor %d, prefix %v", i, n, fps[i].anchor, fps[i].hasPrefix)
+			}
+			for range 3 {
+				copy(data[r.IntN(size-n):], v)
+			}
+		}
+		// And some at the chunk boundaries, whatever the carry-over is.
+		carry := (5000 - 1 + pageSize - 1) / pageSize * pageSize
+		for _, b := range []int{carry + chunkSize, carry + 2*chunkSize} {
+			for i, v := range values {
+				if b-i*3 >= 0 && b-i*3+len(v) <= size {
+					copy(data[b-i*3:], v)
+				}
+			}
+		}
+		got, err := Scan(bytes.NewReader(data), fps)
+		want := naive(data, values)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("round %d: got %d hits, want %d (%v)", round, len(got), len(want), err)
+		}
 	}
 }
