@@ -19,10 +19,12 @@
 // value keeps the tag of its first bytes, tested at every offset. Values
 // whose anchor or first bytes would be zero fall back to rolling.
 //
-// The tags are keyed, and the keys never leave the process; but with the
-// keys a tag gives back the word it was made from. So a fingerprint must
-// stay in the process that made it, like the value it stands for: it has
-// no exported fields, and it prints and encodes as its length only.
+// The tags and hashes are keyed, and the keys never leave the process. A tag
+// keeps 32 bits of a keyed 64-bit word, so even with the keys it leaves 2^32
+// candidates per word: a fingerprint holds no recoverable part of a value
+// of 8 bytes or more (shorter values are weak secrets whatever is kept).
+// It stays in the process all the same: no exported fields, and it prints
+// and encodes as its length only.
 //
 // Guest RAM files are mostly zero pages; the scanner skips windows that lie
 // wholly inside all-zero 4 KiB pages, which is why a value of only zero
@@ -68,9 +70,12 @@ var (
 	tagMul = random64() | 1
 )
 
-// tagOf keys an 8-byte word. Multiplying by an odd number is a bijection,
-// so equal tags mean equal words; the top bits index the filter.
-func tagOf(w uint64) uint64 { return (w ^ tagXor) * tagMul }
+// tagOf keys an 8-byte word and keeps only the top 32 bits of the keyed
+// product: a tag (plus this process's keys) narrows a word down to 2^32
+// candidates, so a fingerprint never holds a recoverable copy of any part
+// of its value. Equal words give equal tags; an unequal word matches one in
+// 2^32 times, and the full hash then rules it out.
+func tagOf(w uint64) uint64 { return ((w ^ tagXor) * tagMul) >> 32 }
 
 // mulmod returns a*b mod 2^61-1 for a, b < 2^61.
 func mulmod(a, b uint64) uint64 {
@@ -269,7 +274,7 @@ type anchors struct {
 
 const (
 	anchorBits  = 1 << 16 // 8 KiB: stays in L1
-	anchorShift = 64 - 16
+	anchorShift = 32 - 16
 )
 
 // scanner is the set of fingerprints to look for.
