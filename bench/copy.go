@@ -43,6 +43,9 @@ func measureCopy(ctx context.Context, e *wsEnv, tmp string, n, sizeMiB int) (*co
 	if _, err := e.start(ctx, name); err != nil {
 		return nil, err
 	}
+	if es, err := workspace.Exec(ctx, e.h, workspace.ExecOptions{Name: name, Argv: []string{"mkdir", "-p", "/data"}}); err != nil || es.Code != 0 {
+		return nil, fmt.Errorf("mkdir /data in the guest: %v %+v", err, es)
+	}
 	dir, err := os.MkdirTemp(tmp, "copy-")
 	if err != nil {
 		return nil, err
