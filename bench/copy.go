@@ -15,7 +15,7 @@ import (
 	"github.com/microagent-dev/microagent/workspace"
 )
 
-// copyResult is section 8: `microagent cp` throughput against the same
+// copyResult is section 9: `microagent cp` throughput against the same
 // bytes streamed through exec on the same workspace.
 type copyResult struct {
 	size int64
@@ -183,7 +183,7 @@ func measureCopy(ctx context.Context, e *wsEnv, tmp string, n, sizeMiB int) (*co
 	return r, e.halt(ctx, name)
 }
 
-// renderCopySummary adds section 8 to the summary table.
+// renderCopySummary adds section 9 to the summary table.
 func renderCopySummary(b *report, r *results) {
 	c := r.copy
 	if c == nil {
@@ -191,19 +191,19 @@ func renderCopySummary(b *report, r *results) {
 	}
 	ei, ci := summarize(c.execIn), summarize(c.cpIn)
 	eo, co := summarize(c.execOut), summarize(c.cpOut)
-	b.f("| 8. `cp` %d MiB host → guest vs exec stdin `cat > file` (throughput) | %.1f MB/s | %.1f MB/s | %s | %s | — | — | — |\n",
+	b.f("| 9. `cp` %d MiB host → guest vs exec stdin `cat > file` (throughput) | %.1f MB/s | %.1f MB/s | %s | %s | — | — | — |\n",
 		c.size>>20, mbps(c.size, ei.median), mbps(c.size, ci.median), speed(ratio(ei.median, ci.median)), speed(ratio(ei.min, ci.min)))
-	b.f("| 8. `cp` %d MiB guest → host vs exec stdout `cat file` (throughput) | %.1f MB/s | %.1f MB/s | %s | %s | — | — | — |\n",
+	b.f("| 9. `cp` %d MiB guest → host vs exec stdout `cat file` (throughput) | %.1f MB/s | %.1f MB/s | %s | %s | — | — | — |\n",
 		c.size>>20, mbps(c.size, eo.median), mbps(c.size, co.median), speed(ratio(eo.median, co.median)), speed(ratio(eo.min, co.min)))
 }
 
-// renderCopy writes section 8.
+// renderCopy writes section 9.
 func renderCopy(b *report, r *results) {
 	c := r.copy
 	if c == nil {
 		return
 	}
-	b.f("## 8. File copy\n\n")
+	b.f("## 9. File copy\n\n")
 	b.f("One workspace (default profile), started once. Each round (n=%d, after one uncounted round)\n", len(c.cpIn))
 	b.f("moves one %d MiB random file five ways, all through the supervisor's socket and one yamux stream\n", c.size>>20)
 	b.f("of the guest channel: exec of `cat > /dev/null` fed from stdin (the bare channel), exec of\n")
