@@ -44,6 +44,9 @@ type CopyRequest struct {
 	// "uid:gid", "name:group"; as exec's User) that owns every extracted
 	// entry instead of the archive's numeric owner.
 	Owner string `json:"owner,omitempty"`
+	// Sync flushes the destination's file system before the guest
+	// answers, so the copy survives a VM that is killed afterwards.
+	Sync bool `json:"sync,omitempty"`
 }
 
 // replyGrace bounds the wait for the guest's reply once sending failed.

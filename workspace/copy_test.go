@@ -287,3 +287,27 @@ func TestCreateFilesFailedDeliveryIsKept(t *testing.T) {
 		t.Fatalf("a refused create left a folder: %v", err)
 	}
 }
+
+// TestCreateFilesSurviveKill: files given at create are on the guest's
+// disk once start returns, even if the VM is then killed without a sync,
+// and they are not put in again by a later start.
+func TestCreateFilesSurviveKill(t *testing.T) {
+	e := setup(t)
+	f := filepath.Join(t.TempDir(), "conf")
+	os.WriteFile(f, []byte("v1"), 0o644)
+	if _, err := Create(testCtx(t), e.h, CreateOptions{Name: "k", Image: e.ref, Agent: e.agent, Profile: "tiny",
+		Resources: Resources{DiskBytes: 256 << 20}, Files: []tarcopy.FileSpec{{Host: f, Guest: "/etc/app/conf", Mode: 0o600, SetMode: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, "k")
+	if _, err := Kill(testCtx(t), e.h, "k"); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, "k")
+	if c, out, _ := e.exec(t, "k", "", "sh", "-c", "stat -c %a /etc/app/conf; cat /etc/app/conf"); c != 0 || out != "600\nv1" {
+		t.Fatalf("after kill and start: %d %q", c, out)
+	}
+	if _, err := os.Stat(filepath.Join(e.h.Path(Dir, "k"), filesDir)); !os.IsNotExist(err) {
+		t.Fatalf("delivered files not forgotten: %v", err)
+	}
+}
