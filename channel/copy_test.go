@@ -6,9 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/microagent-dev/microagent/tarcopy"
@@ -84,32 +82,16 @@ func TestCopyEarlyRefusalAndLostGuest(t *testing.T) {
 // be what the caller gets.
 func TestCopyRefusalWhileSending(t *testing.T) {
 	for i := 0; i < 20; i++ {
-		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		host := fileConn(t, fds[0])
-		guest := fileConn(t, fds[1])
+		host, guest := socketPair(t)
 		go func() {
 			ReadFrame(guest, nil)
 			WriteJSON(guest, FrameReply, Reply{Error: "refused"})
 			guest.Close()
 		}()
-		_, err = SendArchive(host, bytes.NewReader(make([]byte, 10<<20)))
+		_, err := SendArchive(host, bytes.NewReader(make([]byte, 10<<20)))
 		host.Close()
 		if !IsGuestCopyError(err) {
 			t.Fatalf("round %d: got %v, want the guest's refusal", i, err)
 		}
 	}
-}
-
-func fileConn(t *testing.T, fd int) net.Conn {
-	t.Helper()
-	f := os.NewFile(uintptr(fd), "socketpair")
-	defer f.Close()
-	c, err := net.FileConn(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
