@@ -222,6 +222,7 @@ func copyResult(rep Reply) (tarcopy.Stats, error) {
 // GuestCopyError is a copy the guest refused or failed, in its words.
 type GuestCopyError struct{ Msg string }
 
+// Error returns the guest's message.
 func (e *GuestCopyError) Error() string { return "guest: " + e.Msg }
 
 // ReceiveArchive speaks the host's side of OpCopyOut on a stream whose
