@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/microagent-dev/microagent/tarcopy"
 )
@@ -43,7 +44,13 @@ type CopyRequest struct {
 	// "uid:gid", "name:group"; as exec's User) that owns every extracted
 	// entry instead of the archive's numeric owner.
 	Owner string `json:"owner,omitempty"`
+	// Sync flushes the destination's file system before the guest
+	// answers, so the copy survives a VM that is killed afterwards.
+	Sync bool `json:"sync,omitempty"`
 }
+
+// replyGrace bounds the wait for the guest's reply once sending failed.
+const replyGrace = 5 * time.Second
 
 // copyChunk is the payload size of a data frame: large enough that the
 // framing costs nothing, well under MaxFrame and the yamux window.
@@ -161,13 +168,18 @@ func SendArchive(rw io.ReadWriter, archive io.Reader) (tarcopy.Stats, error) {
 				sendErr = nil // all sent: wait for the reply
 				continue
 			}
-			// The guest's reply, if it already came, says more.
+			var lost streamLost
+			if !errors.As(err, &lost) {
+				return tarcopy.Stats{}, err // the archive failed on our side
+			}
+			// The stream broke under us: usually because the guest
+			// refused and closed it, and its reply, on its way, says why.
 			select {
 			case r := <-replyc:
-				if r.err != nil {
+				if r.err != nil && IsGuestCopyError(r.err) {
 					return r.st, r.err
 				}
-			default:
+			case <-time.After(replyGrace):
 			}
 			return tarcopy.Stats{}, err
 		case r := <-replyc:
@@ -210,6 +222,7 @@ func copyResult(rep Reply) (tarcopy.Stats, error) {
 // GuestCopyError is a copy the guest refused or failed, in its words.
 type GuestCopyError struct{ Msg string }
 
+// Error returns the guest's message.
 func (e *GuestCopyError) Error() string { return "guest: " + e.Msg }
 
 // ReceiveArchive speaks the host's side of OpCopyOut on a stream whose

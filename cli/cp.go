@@ -37,7 +37,8 @@ owner of the image instead. Archive entries that would land outside DST
 (absolute names, "..", paths through a symlink) are refused on both sides.
 Regular files are written under a temporary name and renamed, so a failed copy
 never leaves a half-written file, but the entries written before the failure
-stay.
+stay. What is copied in reaches the guest's disk like any write there: "halt"
+syncs it, "kill" right after a copy may lose it.
 
 The workspace must be running: a halted one is refused ("start it first"),
 nothing is changed. A host path with a colon before its first "/" reads as

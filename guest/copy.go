@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/tarcopy"
 )
@@ -66,7 +68,29 @@ func (a *Agent) copyIn(st io.ReadWriter, req *channel.CopyRequest) (tarcopy.Stat
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return stats, err
 	}
+	if req.Sync {
+		if err := syncFS(req.Path); err != nil {
+			return stats, err
+		}
+	}
 	return stats, nil
+}
+
+// syncFS flushes the file system holding path (or its parent, for a path
+// that is not there).
+func syncFS(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		f, err = os.Open(filepath.Dir(filepath.Clean(path)))
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	return nil
 }
 
 func copyOut(st io.Writer, req *channel.CopyRequest) (tarcopy.Stats, error) {

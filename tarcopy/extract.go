@@ -211,6 +211,22 @@ type extractor struct {
 	dirs    []dirMeta
 	written map[string]bool // regular files from this archive, for hard links
 	buf     []byte
+	// parents caches open parent directories (entries come grouped by
+	// directory); fresh are the directories this extraction created, whose
+	// entries need no check for an existing file. Both save system calls,
+	// which are dear in an emulated guest.
+	parents map[string]int
+	fresh   map[string]bool
+}
+
+// maxParents bounds the cached directory descriptors.
+const maxParents = 64
+
+func (x *extractor) closeParents() {
+	for _, fd := range x.parents {
+		unix.Close(fd)
+	}
+	clear(x.parents)
 }
 
 type dirMeta struct {
@@ -225,7 +241,8 @@ func extract(tr *tar.Reader, first *tar.Header, into string, mapName func(string
 	}
 	defer unix.Close(root)
 	x := &extractor{root: root, into: into, o: o, chown: o.Owner != nil || os.Geteuid() == 0,
-		written: map[string]bool{}, buf: make([]byte, 256<<10)}
+		written: map[string]bool{}, buf: make([]byte, 256<<10), parents: map[string]int{}, fresh: map[string]bool{}}
+	defer x.closeParents()
 	h := first
 	for {
 		rel, err := mapName(h.Name)
@@ -255,13 +272,25 @@ func extract(tr *tar.Reader, first *tar.Header, into string, mapName func(string
 // display names a path for errors.
 func (x *extractor) display(rel string) string { return filepath.Join(x.into, rel) }
 
-// parent opens rel's parent directory beneath the root without following
-// any symlink, and returns it with rel's last element.
-func (x *extractor) parent(rel string) (int, string, error) {
-	dir, base := path.Split(rel)
-	dir = strings.TrimSuffix(dir, "/")
+// parentDir is the parent of an entry's relative path ("." at the top).
+func parentDir(rel string) string {
+	dir := strings.TrimSuffix(path.Dir(rel), "/")
 	if dir == "" {
-		dir = "."
+		return "."
+	}
+	return dir
+}
+
+// parent opens rel's parent directory beneath the root without following
+// any symlink, and returns it with rel's last element. The descriptor is
+// cached: callers do not close it.
+func (x *extractor) parent(rel string) (int, string, error) {
+	dir, base := parentDir(rel), path.Base(rel)
+	if fd, ok := x.parents[dir]; ok {
+		return fd, base, nil
+	}
+	if len(x.parents) >= maxParents {
+		x.closeParents()
 	}
 	fd, err := unix.Openat2(x.root, dir, &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
@@ -273,6 +302,7 @@ func (x *extractor) parent(rel string) (int, string, error) {
 		}
 		return -1, "", fmt.Errorf("copy: %s: parent directory: %w", x.display(rel), err)
 	}
+	x.parents[dir] = fd
 	return fd, base, nil
 }
 
@@ -290,9 +320,23 @@ func (x *extractor) entry(tr *tar.Reader, h *tar.Header, rel string, mapName fun
 	if err != nil {
 		return err
 	}
-	defer unix.Close(pfd)
+	// In a directory this extraction made, nothing can be in the way
+	// unless the archive names an entry twice: creating then fails with
+	// EEXIST and the entry is done again the careful way.
+	if x.fresh[parentDir(rel)] {
+		err := x.entryAt(tr, h, pfd, base, rel, mapName, true)
+		if !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+	}
+	return x.entryAt(tr, h, pfd, base, rel, mapName, false)
+}
+
+// entryAt creates one entry as base in pfd; assumeNew skips the checks for
+// something already there.
+func (x *extractor) entryAt(tr *tar.Reader, h *tar.Header, pfd int, base, rel string, mapName func(string) (string, error), assumeNew bool) error {
 	var cur unix.Stat_t
-	exists := unix.Fstatat(pfd, base, &cur, unix.AT_SYMLINK_NOFOLLOW) == nil
+	exists := !assumeNew && unix.Fstatat(pfd, base, &cur, unix.AT_SYMLINK_NOFOLLOW) == nil
 	curDir := exists && cur.Mode&unix.S_IFMT == unix.S_IFDIR
 	if curDir && h.Typeflag != tar.TypeDir {
 		return fmt.Errorf("copy: %s: cannot replace a directory with a non-directory", x.display(rel))
@@ -306,10 +350,11 @@ func (x *extractor) entry(tr *tar.Reader, h *tar.Header, rel string, mapName fun
 			if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
 				return fmt.Errorf("copy: %s: %w", x.display(rel), err)
 			}
+			x.fresh[rel] = true
 		}
 		x.dirs = append(x.dirs, dirMeta{rel, h})
 	case tar.TypeReg:
-		if err := x.file(tr, h, pfd, base, rel); err != nil {
+		if err := x.file(tr, h, pfd, base, rel, assumeNew); err != nil {
 			return err
 		}
 		x.written[rel] = true
@@ -337,7 +382,6 @@ func (x *extractor) entry(tr *tar.Reader, h *tar.Header, rel string, mapName fun
 		if err != nil {
 			return err
 		}
-		defer unix.Close(tfd)
 		if exists {
 			if err := unix.Unlinkat(pfd, base, 0); err != nil {
 				return fmt.Errorf("copy: %s: replace: %w", x.display(rel), err)
@@ -374,11 +418,15 @@ func (x *extractor) entry(tr *tar.Reader, h *tar.Header, rel string, mapName fun
 }
 
 // file writes a regular file under a temporary name and renames it into
-// place: a failed copy never leaves a half-written file.
-func (x *extractor) file(tr *tar.Reader, h *tar.Header, pfd int, base, rel string) error {
-	var rb [6]byte
-	rand.Read(rb[:])
-	tmp := ".tarcopy-" + hex.EncodeToString(rb[:])
+// place: a failed copy never leaves a half-written file. A new file
+// (assumeNew) is written in place and removed if the copy fails.
+func (x *extractor) file(tr *tar.Reader, h *tar.Header, pfd int, base, rel string, assumeNew bool) error {
+	tmp := base
+	if !assumeNew {
+		var rb [6]byte
+		rand.Read(rb[:])
+		tmp = ".tarcopy-" + hex.EncodeToString(rb[:])
+	}
 	fd, err := unix.Openat(pfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("copy: %s: %w", x.display(rel), err)
@@ -408,6 +456,10 @@ func (x *extractor) file(tr *tar.Reader, h *tar.Header, pfd int, base, rel strin
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("copy: %s: %w", x.display(rel), err)
 	}
+	if tmp == base {
+		done = true
+		return nil
+	}
 	if err := unix.Renameat(pfd, tmp, pfd, base); err != nil {
 		return fmt.Errorf("copy: %s: %w", x.display(rel), err)
 	}
@@ -427,7 +479,6 @@ func (x *extractor) meta(rel string, h *tar.Header) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(pfd)
 	return x.metaAt(pfd, base, rel, h)
 }
 

@@ -16,6 +16,7 @@ package tarcopy
 
 import (
 	"archive/tar"
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -92,7 +93,10 @@ func Write(w io.Writer, src string, o WriteOptions) (Stats, error) {
 	if top == "." && !fi.IsDir() {
 		return st, fmt.Errorf("copy source %s: not a directory", src)
 	}
-	tw := tar.NewWriter(w)
+	// Small entries would otherwise reach w as many tiny writes (a header
+	// here, 4 KiB there): over the guest channel each is a frame.
+	bw := bufio.NewWriterSize(w, 128<<10)
+	tw := tar.NewWriter(bw)
 	links := map[fileID]string{}
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -135,6 +139,9 @@ func Write(w io.Writer, src string, o WriteOptions) (Stats, error) {
 		return st, err
 	}
 	if err := tw.Close(); err != nil {
+		return st, fmt.Errorf("copy source %s: %w", src, err)
+	}
+	if err := bw.Flush(); err != nil {
 		return st, fmt.Errorf("copy source %s: %w", src, err)
 	}
 	return st, nil

@@ -291,3 +291,34 @@ func TestModeOverrideAndOwner(t *testing.T) {
 		t.Errorf("ParseMode(4755) = %v, %v", m, err)
 	}
 }
+
+func TestDuplicateEntriesAndFreshDirectories(t *testing.T) {
+	outside := t.TempDir()
+	// In a directory the extraction creates, a repeated name replaces the
+	// first; a symlink there still cannot be written through.
+	dst := filepath.Join(t.TempDir(), "new")
+	buf := evil(t,
+		&tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755},
+		&tar.Header{Name: "d/f", Typeflag: tar.TypeReg, Size: 1},
+		&tar.Header{Name: "d/f", Typeflag: tar.TypeReg, Size: 3},
+		&tar.Header{Name: "d/l", Typeflag: tar.TypeSymlink, Linkname: outside},
+		&tar.Header{Name: "d/l", Typeflag: tar.TypeSymlink, Linkname: outside},
+	)
+	if _, err := Extract(buf, dst, ExtractOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "f")); string(b) != "xxx" {
+		t.Fatalf("repeated entry: %q", b)
+	}
+	buf = evil(t,
+		&tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755},
+		&tar.Header{Name: "d/l", Typeflag: tar.TypeSymlink, Linkname: outside},
+		&tar.Header{Name: "d/l/x", Typeflag: tar.TypeReg, Size: 1},
+	)
+	if _, err := Extract(buf, filepath.Join(t.TempDir(), "new"), ExtractOptions{}); err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Fatalf("through a symlink in a fresh directory: %v", err)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Fatalf("wrote outside: %v", ents)
+	}
+}

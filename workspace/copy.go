@@ -35,6 +35,9 @@ type CopyInOptions struct {
 	// owner: a user spec of the image ("name", "uid", "uid:gid",
 	// "name:group").
 	Owner string
+	// Sync flushes the guest file system before CopyIn returns, so the
+	// copy survives a kill (a halt syncs anyway).
+	Sync bool
 }
 
 // CopyIn extracts a tar archive (as tarcopy.Write makes) in a running
@@ -47,7 +50,7 @@ func CopyIn(ctx context.Context, h home.Home, o CopyInOptions, archive io.Reader
 	if err := checkGuestPath(o.Path); err != nil {
 		return tarcopy.Stats{}, err
 	}
-	req := channel.CopyRequest{Path: o.Path, Into: o.Into, MkdirParents: o.MkdirParents, Owner: o.Owner}
+	req := channel.CopyRequest{Path: o.Path, Into: o.Into, MkdirParents: o.MkdirParents, Owner: o.Owner, Sync: o.Sync}
 	w, conn, err := openCopy(ctx, h, o.Name, channel.OpCopyIn, &req)
 	if err != nil {
 		return tarcopy.Stats{}, err

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/microagent-dev/microagent/tarcopy"
 )
 
 // TestCopyFiftyMiBBothWays copies a 50 MiB random file into a running
@@ -254,4 +256,58 @@ func hostileTar(t *testing.T) []byte {
 	tw.Write([]byte("x"))
 	tw.Close()
 	return buf.Bytes()
+}
+
+// TestCreateFilesFailedDeliveryIsKept checks that a --file the first start
+// cannot put in fails that start, naming the file, and stays pending.
+func TestCreateFilesFailedDeliveryIsKept(t *testing.T) {
+	e := setup(t)
+	f := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(f, []byte("x"), 0o644)
+	specs := []tarcopy.FileSpec{{Host: f, Guest: "/bin/sh/x"}}
+	if _, err := Create(testCtx(t), e.h, CreateOptions{Name: "bad", Image: e.ref, Agent: e.agent, Profile: "tiny",
+		Resources: Resources{DiskBytes: 256 << 20}, Files: specs}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Start(testCtx(t), e.h, StartOptions{Name: "bad", Executable: e.exe, Agent: e.agent})
+	if err == nil || !strings.Contains(err.Error(), "--file "+f+":/bin/sh/x") || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("start: %v", err)
+	}
+	e.assertAtRest(t, "bad", Failed)
+	if _, err := os.Stat(filepath.Join(e.h.Path(Dir, "bad"), filesDir, "0.tar")); err != nil {
+		t.Fatalf("the pending file was forgotten after a failed delivery: %v", err)
+	}
+	// A missing host file creates nothing.
+	_, err = Create(testCtx(t), e.h, CreateOptions{Name: "missing", Image: e.ref, Agent: e.agent,
+		Files: []tarcopy.FileSpec{{Host: f + ".nope", Guest: "/x"}}})
+	if !errors.Is(err, tarcopy.ErrFileSpec) {
+		t.Fatalf("missing host file: %v", err)
+	}
+	if _, err := os.Stat(e.h.Path(Dir, "missing")); !os.IsNotExist(err) {
+		t.Fatalf("a refused create left a folder: %v", err)
+	}
+}
+
+// TestCreateFilesSurviveKill: files given at create are on the guest's
+// disk once start returns, even if the VM is then killed without a sync,
+// and they are not put in again by a later start.
+func TestCreateFilesSurviveKill(t *testing.T) {
+	e := setup(t)
+	f := filepath.Join(t.TempDir(), "conf")
+	os.WriteFile(f, []byte("v1"), 0o644)
+	if _, err := Create(testCtx(t), e.h, CreateOptions{Name: "k", Image: e.ref, Agent: e.agent, Profile: "tiny",
+		Resources: Resources{DiskBytes: 256 << 20}, Files: []tarcopy.FileSpec{{Host: f, Guest: "/etc/app/conf", Mode: 0o600, SetMode: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, "k")
+	if _, err := Kill(testCtx(t), e.h, "k"); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, "k")
+	if c, out, _ := e.exec(t, "k", "", "sh", "-c", "stat -c %a /etc/app/conf; cat /etc/app/conf"); c != 0 || out != "600\nv1" {
+		t.Fatalf("after kill and start: %d %q", c, out)
+	}
+	if _, err := os.Stat(filepath.Join(e.h.Path(Dir, "k"), filesDir)); !os.IsNotExist(err) {
+		t.Fatalf("delivered files not forgotten: %v", err)
+	}
 }

@@ -100,7 +100,8 @@ func (w *wsDir) pendingFiles() ([]pendingFile, error) {
 }
 
 // deliverFiles puts the pending files into the guest, owned by the image's
-// user, and forgets them once all are in.
+// user, and forgets them once all are in: each copy is synced to the guest's
+// disk first, so a workspace killed later still has them.
 func (w *wsDir) deliverFiles(ctx context.Context, c *channel.Client, owner string, lg *log.Logger) error {
 	list, err := w.pendingFiles()
 	if err != nil || len(list) == 0 {
@@ -114,7 +115,7 @@ func (w *wsDir) deliverFiles(ctx context.Context, c *channel.Client, owner strin
 		if err != nil {
 			return fmt.Errorf("workspace %s: --file %s: %w", w.name, p.Spec, err)
 		}
-		_, err = c.CopyIn(ctx, channel.CopyRequest{Path: p.Spec.Guest, MkdirParents: true, Owner: owner}, f)
+		_, err = c.CopyIn(ctx, channel.CopyRequest{Path: p.Spec.Guest, MkdirParents: true, Owner: owner, Sync: true}, f)
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("workspace %s: put --file %s into the guest: %w", w.name, p.Spec, err)
