@@ -12,7 +12,7 @@ all: build
 # The host CLI and, beside it, the static guest agent it puts in every VM.
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/microagent ./cmd/microagent
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-agent ./cmd/microagent-agent
+	CGO_ENABLED=0 GOEXPERIMENT=runtimesecret $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-agent ./cmd/microagent-agent
 
 # Host packages: QEMU, e2fsprogs, busybox-static, a registry for the tests.
 deps:

@@ -25,6 +25,7 @@ import (
 
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/initramfs"
+	"github.com/microagent-dev/microagent/internal/agentbuild"
 	"github.com/microagent-dev/microagent/kernel"
 	"github.com/microagent-dev/microagent/runner"
 )
@@ -45,13 +46,7 @@ func moduleRoot() (string, error) {
 
 // buildStatic builds a static linux/amd64 guest program.
 func buildStatic(ctx context.Context, root, pkg, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
+	return agentbuild.Build(ctx, root, pkg, out)
 }
 
 // agentBinary returns $MICROAGENT_AGENT, or builds the agent into dir.

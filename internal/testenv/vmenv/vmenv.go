@@ -7,7 +7,6 @@ package vmenv
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
+	"github.com/microagent-dev/microagent/internal/agentbuild"
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/kernel"
 )
@@ -47,25 +47,13 @@ func Agent(t testing.TB) string {
 		agentPath = filepath.Join(dir, "microagent-agent")
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..", "..") // the module root
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agentPath, "./cmd/microagent-agent")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			agentErr = &buildError{out: string(out), err: err}
-		}
+		agentErr = agentbuild.Build(context.Background(), root, agentbuild.Package, agentPath)
 	})
 	if agentErr != nil {
 		t.Fatalf("build the guest agent: %v", agentErr)
 	}
 	return agentPath
 }
-
-type buildError struct {
-	out string
-	err error
-}
-
-func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
 
 // VMHome returns a fresh state directory with the default kernel installed,
 // for tests that boot VMs. The kernel is installed once into a shared cache
