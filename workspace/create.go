@@ -111,13 +111,59 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 			return nil, err
 		}
 	}
-	base, err := h.Ensure(Dir)
+	err = assemble(h, o.Name, func(w *wsDir) error {
+		if err := rootfs.NewWritableDisk(ctx, h, w.diskPath(), res.DiskBytes); err != nil {
+			return fmt.Errorf("workspace %s: %w", o.Name, err)
+		}
+		if err := w.storeFiles(o.Files); err != nil {
+			return err
+		}
+		if sec.Audit {
+			if err := createAuditLog(w.path(audit.FileName)); err != nil {
+				return fmt.Errorf("workspace %s: %w", o.Name, err)
+			}
+		}
+		m := &Manifest{
+			Version: ManifestVersion,
+			Name:    o.Name,
+			Image: ImageRef{
+				Ref:      o.Image,
+				Resolved: parts.Image.Ref,
+				Digest:   parts.Image.Digest.String(),
+				Pinned:   pinned,
+			},
+			Resources:  res,
+			Profile:    o.Profile,
+			KernelPath: kpath,
+			Created:    time.Now().UTC(),
+		}
+		if err := m.setSecrets(sec); err != nil {
+			return err
+		}
+		if err := m.setNetwork(NewNetworkConfig(o.Network)); err != nil {
+			return err
+		}
+		return writeManifest(w.manifestPath(), m)
+	})
 	if err != nil {
 		return nil, err
 	}
-	tmp := filepath.Join(base, tmpPrefix+o.Name+"-"+randSuffix())
+	return newWS(h, o.Name).info(ctx, false)
+}
+
+// assemble makes a new workspace folder: it is built under a hidden
+// temporary name with the lock held (so GC knows it is in progress), fill
+// writes its contents (disk, manifest, ...), it is recorded as Created and
+// renamed into place in one step, failing if the name was taken meanwhile.
+// An interrupted assemble leaves nothing List shows; GC removes the rest.
+func assemble(h home.Home, name string, fill func(w *wsDir) error) error {
+	base, err := h.Ensure(Dir)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(base, tmpPrefix+name+"-"+randSuffix())
 	if err := os.Mkdir(tmp, dirPerm); err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+		return fmt.Errorf("workspace %s: %w", name, err)
 	}
 	done := false
 	defer func() {
@@ -125,70 +171,37 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 			os.RemoveAll(tmp)
 		}
 	}()
-	// Held while the folder is assembled, so GC knows it is in progress.
-	l, err := tryLock(filepath.Join(tmp, lockFile), o.Name, "create")
+	l, err := tryLock(filepath.Join(tmp, lockFile), name, "create")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer l.unlock()
-	w := &wsDir{h: h, name: o.Name, dir: tmp}
+	w := &wsDir{h: h, name: name, dir: tmp}
 	for _, d := range []string{runDir, logsDir} {
 		if err := os.Mkdir(w.path(d), dirPerm); err != nil {
-			return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+			return fmt.Errorf("workspace %s: %w", name, err)
 		}
 	}
-	if err := rootfs.NewWritableDisk(ctx, h, w.diskPath(), res.DiskBytes); err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
-	}
-	if err := w.storeFiles(o.Files); err != nil {
-		return nil, err
-	}
-	if sec.Audit {
-		if err := createAuditLog(w.path(audit.FileName)); err != nil {
-			return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
-		}
-	}
-	m := &Manifest{
-		Version: ManifestVersion,
-		Name:    o.Name,
-		Image: ImageRef{
-			Ref:      o.Image,
-			Resolved: parts.Image.Ref,
-			Digest:   parts.Image.Digest.String(),
-			Pinned:   pinned,
-		},
-		Resources:  res,
-		Profile:    o.Profile,
-		KernelPath: kpath,
-		Created:    time.Now().UTC(),
-	}
-	if err := m.setSecrets(sec); err != nil {
-		return nil, err
-	}
-	if err := m.setNetwork(NewNetworkConfig(o.Network)); err != nil {
-		return nil, err
-	}
-	if err := writeManifest(w.manifestPath(), m); err != nil {
-		return nil, err
+	if err := fill(w); err != nil {
+		return err
 	}
 	if err := writeRecord(w.path(recordFile), &record{State: Created}); err != nil {
-		return nil, fmt.Errorf("workspace %s: write state: %w", o.Name, err)
+		return fmt.Errorf("workspace %s: write state: %w", name, err)
 	}
 	if err := syncDir(tmp); err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+		return fmt.Errorf("workspace %s: %w", name, err)
 	}
-	if err := renameNoReplace(tmp, final); err != nil {
+	if err := renameNoReplace(tmp, h.Path(Dir, name)); err != nil {
 		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
-			return nil, existsError(o.Name)
+			return existsError(name)
 		}
-		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+		return fmt.Errorf("workspace %s: %w", name, err)
 	}
 	done = true
 	if err := syncDir(base); err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+		return fmt.Errorf("workspace %s: %w", name, err)
 	}
-	l.unlock()
-	return newWS(h, o.Name).info(ctx, false)
+	return nil
 }
 
 func existsError(name string) error {

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/fsutil"
@@ -70,94 +68,60 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := h.Ensure(Dir)
-	if err != nil {
-		return nil, err
-	}
-	tmp := filepath.Join(base, tmpPrefix+o.Name+"-"+randSuffix())
-	if err := os.Mkdir(tmp, dirPerm); err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
-	}
-	done := false
-	defer func() {
-		if !done {
-			os.RemoveAll(tmp)
+	err = assemble(h, o.Name, func(w *wsDir) error {
+		if err := os.Mkdir(w.path(restoreDir), dirPerm); err != nil {
+			return fmt.Errorf("workspace %s: %w", o.Name, err)
 		}
-	}()
-	l, err := tryLock(filepath.Join(tmp, lockFile), o.Name, "create")
-	if err != nil {
-		return nil, err
-	}
-	defer l.unlock()
-	w := &wsDir{h: h, name: o.Name, dir: tmp}
-	for _, d := range []string{runDir, logsDir, restoreDir} {
-		if err := os.Mkdir(w.path(d), dirPerm); err != nil {
-			return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+		// The snapshot's files are linked first, not copied: they never
+		// change, and a link outlives the snapshot's deletion, so no lock on
+		// the source is needed and forks of one snapshot run side by side.
+		sdir := src.snapDir(o.Tag)
+		for _, f := range []string{snapState, snapMemory, snapMeta, snapDisk} {
+			err := os.Link(filepath.Join(sdir, f), w.path(restoreDir, f))
+			if errors.Is(err, os.ErrNotExist) && f == snapMemory && !snap.SharedRAM {
+				continue // the RAM is in the state stream
+			}
+			if err != nil {
+				return fmt.Errorf("workspace %s: snapshot %s:%s (deleted meanwhile?): %w", o.Name, o.Source, o.Tag, err)
+			}
 		}
-	}
-	// The snapshot's files are linked first, not copied: they never
-	// change, and a link outlives the snapshot's deletion, so no lock on
-	// the source is needed and forks of one snapshot run side by side.
-	sdir := src.snapDir(o.Tag)
-	for _, f := range []string{snapState, snapMemory, snapMeta, snapDisk} {
-		err := os.Link(filepath.Join(sdir, f), w.path(restoreDir, f))
-		if errors.Is(err, os.ErrNotExist) && f == snapMemory && !snap.SharedRAM {
-			continue // the RAM is in the state stream
-		}
+		linked := w.path(restoreDir, snapDisk)
+		fi, err := os.Stat(linked)
 		if err != nil {
-			return nil, fmt.Errorf("workspace %s: snapshot %s:%s (deleted meanwhile?): %w", o.Name, o.Source, o.Tag, err)
+			return fmt.Errorf("workspace %s: %w", o.Name, err)
 		}
-	}
-	linked := w.path(restoreDir, snapDisk)
-	fi, err := os.Stat(linked)
-	if err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
-	}
-	if err := fsutil.CopySparseFile(ctx, linked, w.diskPath(), fi.Size(), nil); err != nil {
-		return nil, fmt.Errorf("workspace %s: copy the snapshot's disk: %w", o.Name, err)
-	}
-	if err := os.Remove(linked); err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
-	}
-	sec, err := sm.Secrets()
+		if err := fsutil.CopySparseFile(ctx, linked, w.diskPath(), fi.Size(), nil); err != nil {
+			return fmt.Errorf("workspace %s: copy the snapshot's disk: %w", o.Name, err)
+		}
+		if err := os.Remove(linked); err != nil {
+			return fmt.Errorf("workspace %s: %w", o.Name, err)
+		}
+		sec, err := sm.Secrets()
+		if err != nil {
+			return err
+		}
+		if sec.Audit {
+			// The fork's accesses are its own: a new, empty log.
+			if err := createAuditLog(w.path(audit.FileName)); err != nil {
+				return fmt.Errorf("workspace %s: %w", o.Name, err)
+			}
+		}
+		m := *sm
+		m.Name, m.Created = o.Name, time.Now().UTC()
+		// The source may be running with its ports published: the fork keeps
+		// the network's mode and settings but publishes nothing.
+		m.Declarations = maps.Clone(sm.Declarations)
+		if nc, err := sm.Network(); err == nil && len(nc.Publish) > 0 {
+			nc.Publish = nil
+			if err := m.setNetwork(nc); err != nil {
+				return err
+			}
+		}
+		return writeManifest(w.manifestPath(), &m)
+	})
 	if err != nil {
 		return nil, err
 	}
-	if sec.Audit {
-		// The fork's accesses are its own: a new, empty log.
-		if err := createAuditLog(w.path(audit.FileName)); err != nil {
-			return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
-		}
-	}
-	m := *sm
-	m.Name, m.Created = o.Name, time.Now().UTC()
-	// The source may be running with its ports published: the fork keeps
-	// the network's mode and settings but publishes nothing.
-	m.Declarations = maps.Clone(sm.Declarations)
-	if nc, err := sm.Network(); err == nil && len(nc.Publish) > 0 {
-		nc.Publish = nil
-		if err := m.setNetwork(nc); err != nil {
-			return nil, err
-		}
-	}
-	if err := writeManifest(w.manifestPath(), &m); err != nil {
-		return nil, err
-	}
-	if err := writeRecord(w.path(recordFile), &record{State: Created}); err != nil {
-		return nil, fmt.Errorf("workspace %s: write state: %w", o.Name, err)
-	}
-	if err := syncDir(tmp); err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
-	}
-	if err := renameNoReplace(tmp, final); err != nil {
-		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
-			return nil, existsError(o.Name)
-		}
-		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
-	}
-	done = true
-	syncDir(base)
-	l.unlock()
 	return newWS(h, o.Name).info(ctx, false)
 }
 
