@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/microagent-dev/microagent/internal/testenv"
-	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
 	"github.com/microagent-dev/microagent/tarcopy"
 	"github.com/microagent-dev/microagent/workspace"
 )
@@ -71,15 +69,7 @@ func TestParseFileSpec(t *testing.T) {
 // TestCpSession copies with the CLI to and from a running workspace, with
 // --file at create and at run.
 func TestCpSession(t *testing.T) {
-	h := vmenv.VMHome(t)
-	reg := testenv.StartRegistry(t)
-	ref := reg.PushBusybox(t, "busybox")
-	t.Setenv("MICROAGENT_AGENT", vmenv.Agent(t))
-	w := &wsCLI{bin: buildCLI(t), state: h.Root}
-	t.Cleanup(func() {
-		w.run(t, "", "kill", "app")
-		w.run(t, "", "gc")
-	})
+	w, ref := vmCLI(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.json")
 	os.WriteFile(cfg, []byte(`{"a":1}`), 0o644)
@@ -98,7 +88,7 @@ func TestCpSession(t *testing.T) {
 	if code, out, errs := w.run(t, "", "exec", "app", "--", "sh", "-c", check); code != 0 || out != "600 0\n{\"a\":1}\nxsub/x\n" {
 		t.Fatalf("--file at create: %d %q %q", code, out, errs)
 	}
-	if _, err := os.Stat(filepath.Join(h.Root, workspace.Dir, "app", "files")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(w.state, workspace.Dir, "app", "files")); !os.IsNotExist(err) {
 		t.Fatalf("delivered files not forgotten: %v", err)
 	}
 

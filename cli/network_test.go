@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/microagent-dev/microagent/internal/testenv"
-	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
 	"github.com/microagent-dev/microagent/workspace"
 )
 
@@ -48,15 +46,7 @@ func TestCreateNetworkBadInput(t *testing.T) {
 // start and after halt/start, shown by status and ps --json, and a taken
 // port fails start (exit 1) with the workspace left halted.
 func TestWorkspaceNetworkCLI(t *testing.T) {
-	h := vmenv.VMHome(t)
-	reg := testenv.StartRegistry(t)
-	ref := reg.PushBusybox(t, "busybox")
-	t.Setenv("MICROAGENT_AGENT", vmenv.Agent(t))
-	w := &wsCLI{bin: buildCLI(t), state: h.Root}
-	t.Cleanup(func() {
-		w.run(t, "", "kill", "web")
-		w.run(t, "", "gc")
-	})
+	w, ref := vmCLI(t)
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

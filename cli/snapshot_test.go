@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/microagent-dev/microagent/internal/testenv"
-	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
 	"github.com/microagent-dev/microagent/workspace"
 )
 
@@ -44,16 +42,7 @@ func TestSnapshotCommandsBadInput(t *testing.T) {
 
 // TestSnapshotSession runs the transcript through the real binary.
 func TestSnapshotSession(t *testing.T) {
-	h := vmenv.VMHome(t)
-	reg := testenv.StartRegistry(t)
-	ref := reg.PushBusybox(t, "busybox")
-	t.Setenv("MICROAGENT_AGENT", vmenv.Agent(t))
-	w := &wsCLI{bin: buildCLI(t), state: h.Root}
-	t.Cleanup(func() {
-		w.run(t, "", "kill", "builder")
-		w.run(t, "", "kill", "builder-fork")
-		w.run(t, "", "gc")
-	})
+	w, ref := vmCLI(t)
 	w.want(t, 0, "Created", "create", "builder", "--image", ref, "--profile", "tiny")
 	w.want(t, 1, "start it first", "snapshot", "create", "builder", "--tag", "baseline")
 	w.want(t, 0, "Started", "start", "builder")

@@ -50,15 +50,7 @@ func secretsCLI(t *testing.T) *wsCLI {
 	t.Setenv("MICROAGENT_AGENT", vmenv.Agent(t))
 	w := &wsCLI{bin: buildCLI(t), state: h.Root}
 	t.Cleanup(func() {
-		var infos []workspace.Info
-		if _, out, _ := w.run(t, "", "--json", "list"); json.Unmarshal([]byte(out), &infos) == nil {
-			for _, i := range infos {
-				if i.State.Live() {
-					w.run(t, "", "kill", i.Name)
-				}
-			}
-		}
-		w.run(t, "", "gc")
+		w.killLive(t)
 		if ps := stateProcs(w.state); len(ps) > 0 {
 			t.Errorf("processes left behind: %v", ps)
 		}

@@ -82,6 +82,34 @@ func (w *wsCLI) want(t *testing.T, code int, msg string, args ...string) string 
 	return out
 }
 
+// vmCLI sets up a state directory with the kernel, a registry serving a
+// busybox image (ref) and the real binary; at cleanup every live workspace
+// is killed and gc runs.
+func vmCLI(t *testing.T) (w *wsCLI, ref string) {
+	t.Helper()
+	h := vmenv.VMHome(t)
+	reg := testenv.StartRegistry(t)
+	ref = reg.PushBusybox(t, "busybox")
+	t.Setenv("MICROAGENT_AGENT", vmenv.Agent(t))
+	w = &wsCLI{bin: buildCLI(t), state: h.Root}
+	t.Cleanup(func() { w.killLive(t) })
+	return w, ref
+}
+
+// killLive kills every live workspace and runs gc (a failed test's
+// leftovers).
+func (w *wsCLI) killLive(t *testing.T) {
+	var infos []workspace.Info
+	if _, out, _ := w.run(t, "", "--json", "list"); json.Unmarshal([]byte(out), &infos) == nil {
+		for _, i := range infos {
+			if i.State.Live() || i.State == workspace.Paused {
+				w.run(t, "", "kill", i.Name)
+			}
+		}
+	}
+	w.run(t, "", "gc")
+}
+
 func TestWorkspaceCommandsBadInput(t *testing.T) {
 	w := &wsCLI{bin: buildCLI(t), state: t.TempDir()}
 	for _, c := range []struct {
@@ -137,15 +165,7 @@ func TestWorkspaceCommandsBadInput(t *testing.T) {
 // a TTY, signal forwarding and the refusals a running or halted workspace
 // gives.
 func TestWorkspaceSession(t *testing.T) {
-	h := vmenv.VMHome(t)
-	reg := testenv.StartRegistry(t)
-	ref := reg.PushBusybox(t, "busybox")
-	t.Setenv("MICROAGENT_AGENT", vmenv.Agent(t))
-	w := &wsCLI{bin: buildCLI(t), state: h.Root}
-	t.Cleanup(func() {
-		w.run(t, "", "kill", "app")
-		w.run(t, "", "gc")
-	})
+	w, ref := vmCLI(t)
 
 	var inf workspace.Info
 	out := w.want(t, 0, "", "--json", "create", "app", "--image", ref, "--profile", "tiny", "--disk-size", "300M", "--memory", "160M")
@@ -200,7 +220,7 @@ func TestWorkspaceSession(t *testing.T) {
 	}
 
 	// Busy: another command holds the lock.
-	lf, err := os.OpenFile(filepath.Join(h.Root, workspace.Dir, "app", "lock"), os.O_RDWR, 0)
+	lf, err := os.OpenFile(filepath.Join(w.state, workspace.Dir, "app", "lock"), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

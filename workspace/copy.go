@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/home"
@@ -219,39 +218,9 @@ func (w *wsDir) copyErr(ctx context.Context, what, path string, err error) error
 // does: the copy protocol is framed end to end.
 func (s *supervisor) relay(c net.Conn, op string, req *channel.CopyRequest) {
 	defer c.Close()
-	s.mu.Lock()
-	phase, paused := s.phase, s.paused
-	s.mu.Unlock()
-	if phase == Running && paused {
-		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s is paused: resume it first (\"microagent resume %s\")", s.w.name, s.w.name)})
-		return
-	}
-	if phase != Running {
-		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s is %s", s.w.name, phase)})
-		return
-	}
 	if req == nil {
 		reply(c, channel.Reply{Error: "copy without a request"})
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	st, err := s.vm.Client.OpenRaw(ctx, channel.Header{Op: op, Copy: req})
-	cancel()
-	if err != nil {
-		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s: open a guest stream: %v", s.w.name, err)})
-		return
-	}
-	defer st.Close()
-	if err := reply(c, channel.Reply{}); err != nil {
-		return
-	}
-	done := make(chan struct{})
-	go func() {
-		io.Copy(st, c)
-		st.Close() // the client is gone (or done): the guest stops
-		close(done)
-	}()
-	io.Copy(c, st)
-	c.Close()
-	<-done
+	s.splice(c, channel.Header{Op: op, Copy: req}, false)
 }

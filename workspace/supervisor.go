@@ -569,37 +569,47 @@ func (s *supervisor) stop(c net.Conn, req supRequest) {
 	reply(c, channel.Reply{Data: data})
 }
 
-// exec splices the client's exec stream to a new guest stream. The exec
-// protocol is framed end to end, so the bytes pass through unparsed; when
-// the client goes away the guest stream is closed and the guest kills the
-// process group.
+// exec splices the client's exec stream to a new guest stream (see
+// splice); the guest kills the process group when the stream ends early.
 func (s *supervisor) exec(c net.Conn, req *channel.ExecRequest) {
 	defer c.Close()
-	s.mu.Lock()
-	phase, paused := s.phase, s.paused
-	if phase == Running && !paused {
-		s.execs++
-	}
-	s.mu.Unlock()
-	if paused && phase == Running {
-		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s is paused: resume it first (\"microagent resume %s\")", s.w.name, s.w.name)})
-		return
-	}
-	if phase != Running {
-		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s is %s", s.w.name, phase)})
-		return
-	}
-	defer func() {
-		s.mu.Lock()
-		s.execs--
-		s.mu.Unlock()
-	}()
 	if req == nil || len(req.Argv) == 0 {
 		reply(c, channel.Reply{Error: "exec without a command"})
 		return
 	}
+	s.splice(c, channel.Header{Op: channel.OpExec, Exec: req}, true)
+}
+
+// splice opens a guest stream with header h and joins the client's
+// connection to it. The exec and copy protocols are framed end to end, so
+// the bytes pass through unparsed; when the client goes away the guest
+// stream is closed. Only a running, unpaused workspace takes streams;
+// counted streams show as execs in status.
+func (s *supervisor) splice(c net.Conn, h channel.Header, counted bool) {
+	s.mu.Lock()
+	phase, paused := s.phase, s.paused
+	ok := phase == Running && !paused
+	if ok && counted {
+		s.execs++
+	}
+	s.mu.Unlock()
+	switch {
+	case phase == Running && paused:
+		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s is paused: resume it first (\"microagent resume %s\")", s.w.name, s.w.name)})
+		return
+	case !ok:
+		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s is %s", s.w.name, phase)})
+		return
+	}
+	if counted {
+		defer func() {
+			s.mu.Lock()
+			s.execs--
+			s.mu.Unlock()
+		}()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	st, err := s.vm.Client.OpenRaw(ctx, channel.Header{Op: channel.OpExec, Exec: req})
+	st, err := s.vm.Client.OpenRaw(ctx, h)
 	cancel()
 	if err != nil {
 		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s: open a guest stream: %v", s.w.name, err)})
