@@ -33,7 +33,7 @@ func Connect(ctx context.Context, conn net.Conn) (*Client, error) {
 // still be in the saved session: see ResyncHandshake.
 func Reconnect(ctx context.Context, conn net.Conn) (*Client, error) {
 	return connect(ctx, conn, func(rw io.ReadWriter, nonce string) error {
-		return ResyncHandshake(rw, nonce, 200*time.Millisecond)
+		return ResyncHandshake(rw, nonce, 50*time.Millisecond)
 	})
 }
 

@@ -208,9 +208,7 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		BootTimeout:   plan.BootTimeout,
 		DieWithParent: true,
 		Memory:        &vmm.Memory{File: mem.file, Shared: mem.shared},
-		// Freed pages are zeroed, so a secret the guest purged (or a
-		// process that read it exited) leaves no copy in a snapshot.
-		Cmdline: "init_on_free=1",
+		Cmdline:       guestCmdline(&plan),
 		Restore: restoreOptions(plan.Restore),
 		Network: plan.Network,
 	})
