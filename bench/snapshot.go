@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -43,6 +44,9 @@ type snapSize struct {
 	createSize []int64
 	// The snapshot the restores and forks use: its files' allocated bytes.
 	baseState, baseMemory, baseDisk, baseTotal int64
+	// baseMemoryNonZero is how much of the RAM file is not zero (4 KiB
+	// blocks): what a zero-skipping copy would have to store.
+	baseMemoryNonZero int64
 	// Fork to exec-ready: Fork (new workspace, disk copy, links), Start
 	// (supervisor, QEMU, state load, agent hello), exec true.
 	forkCall, forkStart, forkBoot, forkExec, fork []time.Duration
@@ -59,6 +63,8 @@ type snapSize struct {
 	// (what microvm.Boot adds, without the supervisor).
 	floorExec                  []time.Duration
 	floorReconnect, floorHello []time.Duration // the first two parts of floorExec
+	floorExecCPU               []time.Duration // QEMU's CPU time over floorExec
+	floorExec2                 []time.Duration // a second exec true right after
 	floorArgs                  []string
 }
 
@@ -149,6 +155,9 @@ func measureSnapSize(ctx context.Context, e *wsEnv, b *qemu.Backend, vmDir func(
 	if s.baseMemory < 0 {
 		return nil, fmt.Errorf("snapshot %s:%s has no RAM file (RAM not shared?): the fork floor needs it", name, snapBaseTag)
 	}
+	if s.baseMemoryNonZero, err = nonZeroBytes(filepath.Join(baseDir, snapMemoryFile)); err != nil {
+		return nil, err
+	}
 	for i := 1; i <= n; i++ {
 		tag := fmt.Sprintf("c%d", i)
 		t := time.Now()
@@ -214,6 +223,8 @@ func measureSnapSize(ctx context.Context, e *wsEnv, b *qemu.Backend, vmDir func(
 		s.floorExec = append(s.floorExec, fl.exec)
 		s.floorReconnect = append(s.floorReconnect, fl.reconnect)
 		s.floorHello = append(s.floorHello, fl.hello)
+		s.floorExecCPU = append(s.floorExecCPU, fl.execCPU)
+		s.floorExec2 = append(s.floorExec2, fl.exec2)
 		s.forkCall = append(s.forkCall, fk.call)
 		s.forkStart = append(s.forkStart, fk.start)
 		s.forkBoot = append(s.forkBoot, fk.boot)
@@ -245,6 +256,34 @@ func readPlan(path string) (*planView, error) {
 	return &p, nil
 }
 
+// nonZeroBytes counts the bytes of path's 4 KiB blocks that are not all
+// zero.
+func nonZeroBytes(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var zero [4096]byte
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		k, err := io.ReadFull(f, buf)
+		for i := 0; i < k; i += len(zero) {
+			b := buf[i:min(i+len(zero), k)]
+			if !bytes.Equal(b, zero[:len(b)]) {
+				n += int64(len(b))
+			}
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return n, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+}
+
 // allocated is the space a file's blocks use (-1: no such file).
 func allocated(path string) int64 {
 	var st syscall.Stat_t
@@ -261,6 +300,8 @@ type floorRound struct {
 	cpu                        time.Duration
 	exec                       time.Duration // after total: connect, hello, exec true
 	reconnect, hello           time.Duration // parts of exec
+	execCPU                    time.Duration // QEMU's CPU time over exec (-1: unknown)
+	exec2                      time.Duration // a second exec true
 	args                       []string
 }
 
@@ -350,6 +391,7 @@ func snapFloor(ctx context.Context, b *qemu.Backend, p *planView, snapDir, dir s
 		r.cpu = -1
 	}
 
+	cpu := startCPU(m.PID())
 	t = time.Now()
 	conn, err := net.Dial("unix", sock)
 	if err != nil {
@@ -368,14 +410,30 @@ func snapFloor(ctx context.Context, b *qemu.Backend, p *planView, snapDir, dir s
 		return nil, fmt.Errorf("hello to the resumed agent: %w", err)
 	}
 	r.hello = time.Since(t) - r.reconnect
-	es, err := client.Exec(ctx, channel.ExecRequest{Argv: []string{"true"}}, nil, io.Discard, io.Discard)
-	if err == nil && es.Code != 0 {
-		err = fmt.Errorf("exit %+v", es)
+	execTrue := func() error {
+		es, err := client.Exec(ctx, channel.ExecRequest{Argv: []string{"true"}}, nil, io.Discard, io.Discard)
+		if err == nil && es.Code != 0 {
+			err = fmt.Errorf("exit %+v", es)
+		}
+		if err != nil {
+			return fmt.Errorf("exec true in the resumed floor VM: %w", err)
+		}
+		return nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("exec true in the resumed floor VM: %w", err)
+	if err := execTrue(); err != nil {
+		return nil, err
 	}
 	r.exec = time.Since(t)
+	if v, err := procCPU(m.PID()); err == nil && cpu.vmmOK {
+		r.execCPU = v - cpu.vmm0
+	} else {
+		r.execCPU = -1
+	}
+	t = time.Now()
+	if err := execTrue(); err != nil {
+		return nil, err
+	}
+	r.exec2 = time.Since(t)
 	return r, nil
 }
 
