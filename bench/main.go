@@ -41,6 +41,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -98,8 +99,8 @@ func main() {
 	snapMiB := flag.String("snap-mib", "256,2048", "comma-separated guest memory sizes (MiB) of the snapshot section")
 	flag.Parse()
 	for _, f := range strings.Split(*snapMiB, ",") {
-		var m int
-		if _, err := fmt.Sscan(strings.TrimSpace(f), &m); err != nil || m < 64 {
+		m, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || m < 64 {
 			fmt.Fprintf(os.Stderr, "bench: -snap-mib: %q is not a memory size of at least 64 MiB\n", f)
 			os.Exit(2)
 		}
