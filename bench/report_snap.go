@@ -55,7 +55,7 @@ func renderSnapSummary(b *report, r *results) {
 		b.f("| 10. fork to exec-ready, %s guest, vs bare QEMU start + state load | %s | %s | %s | %s | — | ≤ 1.5x | %s |\n",
 			guestSize(s.memoryMiB), dur(fl.median), dur(fk.median), x(fr), x(ratio(fk.min, fl.min)), verdict(fr, 1.5))
 		fe := summarize(s.floorReady())
-		b.f("| 10. fork to exec-ready, %s guest, vs the floor + bare reconnect, hello, `exec true` (no supervisor) | %s | %s | %s | %s | — | — | — |\n",
+		b.f("| 10. fork to exec-ready, %s guest, vs the floor + bare reconnect, hello, resumed, `exec true` (no supervisor) | %s | %s | %s | %s | — | — | — |\n",
 			guestSize(s.memoryMiB), dur(fe.median), dur(fk.median), x(ratio(fk.median, fe.median)), x(ratio(fk.min, fe.min)))
 		rs := summarize(s.restore)
 		b.f("| 10. restore to exec-ready, %s guest, vs the same floor | %s | %s | %s | %s | — | — | — |\n",
@@ -84,14 +84,15 @@ func renderSnap(b *report, r *results) {
 	b.f("- **snapshot create**: `CreateSnapshot` of the running workspace (pause, device state, RAM file and\n")
 	b.f("  disk copies, leak scan, resume); %d timed after the kept `base` snapshot, each deleted after;\n", len(sr.sizes[0].create))
 	b.f("- **fork to exec-ready**: `Fork` of `base` into a new workspace + `Start` (supervisor, QEMU with\n")
-	b.f("  `-incoming defer`, the RAM file mapped privately, state load, agent reconnect and hello) + `exec true`;\n")
+	b.f("  `-incoming defer`, the RAM file mapped privately, state load, agent reconnect, hello, resumed request with the fork's new name and machine id) + `exec true`;\n")
 	b.f("  the fork is deleted after;\n")
 	b.f("- **restore to exec-ready**: the source halted, then `Start --from-snapshot base` (disk rolled back,\n")
 	b.f("  the RAM file copied into the workspace's own shared memory, QEMU, state load, hello) + `exec true`;\n")
 	b.f("- **floor**: a bare QEMU started by the backend with the workspace's devices and `-incoming defer`,\n")
 	b.f("  the same snapshot's RAM file mapped privately, `LoadState` of its device state, `Resume`:\n")
 	b.f("  no supervisor, no agent, no disk copy (timed apart below). After the floor's clock stops the harness\n")
-	b.f("  reconnects to the resumed agent and runs `exec true`, to prove the machine runs (also timed apart).\n\n")
+	b.f("  reconnects to the resumed agent, sends hello and the resumed request (clock, entropy) as the\n")
+	b.f("  supervisor does, and runs `exec true`, to prove the machine runs (all timed apart).\n\n")
 	b.f("Floor, fork and restore are interleaved round by round (n=%d, after one uncounted round), one VM\n", n)
 	b.f("running at a time.\n\n")
 	if len(sr.sizes[0].floorArgs) > 0 {
@@ -110,12 +111,13 @@ func renderSnap(b *report, r *results) {
 		b.statRow("  of which `Resume`", summarize(s.floorResume))
 		b.statRow("floor QEMU's CPU time at resume", summarize(s.floorCPU))
 		b.statRow("(not in the floor) copy of the snapshot's disk", summarize(s.floorDiskCopy))
-		b.statRow("(not in the floor) then reconnect + hello + exec true", summarize(s.floorExec))
+		b.statRow("(not in the floor) then reconnect + hello + resumed + exec true", summarize(s.floorExec))
 		b.statRow("  of which reconnect (`channel.Reconnect`)", summarize(s.floorReconnect))
 		b.statRow("  of which hello", summarize(s.floorHello))
-		b.statRow("  QEMU's CPU time over reconnect + hello + exec true", summarize(s.floorExecCPU))
+		b.statRow("  of which resumed request (clock, entropy)", summarize(s.floorResumed))
+		b.statRow("  QEMU's CPU time over reconnect + hello + resumed + exec true", summarize(s.floorExecCPU))
 		b.statRow("(not in the floor) a second `exec true` right after", summarize(s.floorExec2))
-		b.statRow("floor + reconnect + hello + exec true (exec-ready, no supervisor)", summarize(s.floorReady()))
+		b.statRow("floor + reconnect + hello + resumed + exec true (exec-ready, no supervisor)", summarize(s.floorReady()))
 		b.statRow("**fork to exec-ready**", summarize(s.fork))
 		b.statRow("  of which `Fork`", summarize(s.forkCall))
 		b.statRow("  of which `Start`", summarize(s.forkStart))

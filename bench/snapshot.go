@@ -63,6 +63,7 @@ type snapSize struct {
 	// (what microvm.Boot adds, without the supervisor).
 	floorExec                  []time.Duration
 	floorReconnect, floorHello []time.Duration // the first two parts of floorExec
+	floorResumed               []time.Duration // the third: OpResumed (clock, entropy)
 	floorExecCPU               []time.Duration // QEMU's CPU time over floorExec
 	floorExec2                 []time.Duration // a second exec true right after
 	floorArgs                  []string
@@ -223,6 +224,7 @@ func measureSnapSize(ctx context.Context, e *wsEnv, b *qemu.Backend, vmDir func(
 		s.floorExec = append(s.floorExec, fl.exec)
 		s.floorReconnect = append(s.floorReconnect, fl.reconnect)
 		s.floorHello = append(s.floorHello, fl.hello)
+		s.floorResumed = append(s.floorResumed, fl.resumed)
 		s.floorExecCPU = append(s.floorExecCPU, fl.execCPU)
 		s.floorExec2 = append(s.floorExec2, fl.exec2)
 		s.forkCall = append(s.forkCall, fk.call)
@@ -299,7 +301,7 @@ type floorRound struct {
 	start, load, resume, total time.Duration
 	cpu                        time.Duration
 	exec                       time.Duration // after total: connect, hello, exec true
-	reconnect, hello           time.Duration // parts of exec
+	reconnect, hello, resumed  time.Duration // parts of exec
 	execCPU                    time.Duration // QEMU's CPU time over exec (-1: unknown)
 	exec2                      time.Duration // a second exec true
 	args                       []string
@@ -310,7 +312,8 @@ type floorRound struct {
 // snapshot's RAM file mapped privately, LoadState of its device state,
 // Resume. The writable disk is a copy of the snapshot's, made first and
 // timed apart (a fork makes the same copy). After the floor's clock stops,
-// it connects to the resumed agent and runs exec true, to check the
+// it connects to the resumed agent, sends hello and the resumed request
+// (as the supervisor does), and runs exec true, to check the
 // machine really runs and to time that part separately.
 func snapFloor(ctx context.Context, b *qemu.Backend, p *planView, snapDir, dir string) (*floorRound, error) {
 	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
@@ -410,6 +413,13 @@ func snapFloor(ctx context.Context, b *qemu.Backend, p *planView, snapDir, dir s
 		return nil, fmt.Errorf("hello to the resumed agent: %w", err)
 	}
 	r.hello = time.Since(t) - r.reconnect
+	// As the supervisor does after every resume: clock, entropy (and for a
+	// fork a new name; the floor keeps the old one).
+	t1 = time.Now()
+	if err := client.Resumed(ctx, channel.ResumedRequest{}); err != nil {
+		return nil, fmt.Errorf("resumed request to the floor VM's agent: %w", err)
+	}
+	r.resumed = time.Since(t1)
 	execTrue := func() error {
 		es, err := client.Exec(ctx, channel.ExecRequest{Argv: []string{"true"}}, nil, io.Discard, io.Discard)
 		if err == nil && es.Code != 0 {
