@@ -20,9 +20,13 @@
 //     and a host loopback TCP pair.
 //  9. copy: `microagent cp` throughput both ways against the same bytes
 //     streamed through exec stdin/stdout on the same workspace.
+//  10. snapshot: pause/resume, snapshot create, restore and fork to
+//     exec-ready for small and large guests, against a bare QEMU start
+//     with -incoming defer + state load of the same snapshot.
 //
 // -sections selects sections (run = 1-3, rootfs = 4, workspace = 5,
-// density = 6, secrets = 7, network = 8, copy = 9); the default runs them all.
+// density = 6, secrets = 7, network = 8, copy = 9, snapshot = 10); the
+// default runs them all.
 //
 // Everything runs in a temporary state directory; the kernel comes from the
 // test suite's .deb cache when there is one (-kernel-cache).
@@ -37,6 +41,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -63,10 +68,11 @@ type options struct {
 	secretsN    int
 	netMB       int
 	copyMiB     int
+	snapMiB     []int
 }
 
 // allSections are the -sections names, in report order.
-var allSections = []string{"run", "rootfs", "workspace", "density", "secrets", "network", "copy"}
+var allSections = []string{"run", "rootfs", "workspace", "density", "secrets", "network", "copy", "snapshot"}
 
 // has reports whether section s was selected.
 func (o options) has(s string) bool { return o.sections[s] }
@@ -90,7 +96,16 @@ func main() {
 	flag.IntVar(&o.secretsN, "secrets-n", 100, "materialized secrets in the start-with-secrets measurement")
 	flag.IntVar(&o.netMB, "net-mb", 64, "MiB per network transfer (each way, each path, each round)")
 	flag.IntVar(&o.copyMiB, "copy-mib", 64, "MiB of the file the copy section moves")
+	snapMiB := flag.String("snap-mib", "256,2048", "comma-separated guest memory sizes (MiB) of the snapshot section")
 	flag.Parse()
+	for _, f := range strings.Split(*snapMiB, ",") {
+		m, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || m < 64 {
+			fmt.Fprintf(os.Stderr, "bench: -snap-mib: %q is not a memory size of at least 64 MiB\n", f)
+			os.Exit(2)
+		}
+		o.snapMiB = append(o.snapMiB, m)
+	}
 	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 || o.wsExecN < 1 || o.densityMax < 1 || o.densityTime <= 0 || o.fetchN < 1 || o.secretsN < 1 || o.netMB < 1 || o.copyMiB < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n, -rootfs-mb, -ws-exec-n, -density-max, -density-timeout, -fetch-n, -secrets-n, -net-mb and -copy-mib must be positive")
 		os.Exit(2)
@@ -138,6 +153,7 @@ type results struct {
 	secrets            *secretsResult
 	net                *netResult
 	copy               *copyResult
+	snap               *snapResult
 }
 
 // sampleLoad records the current 1-minute load average.
@@ -257,7 +273,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	if o.has("workspace") || o.has("density") || o.has("copy") {
+	if o.has("workspace") || o.has("density") || o.has("copy") || o.has("snapshot") {
 		if err := runWorkspaceSections(ctx, r, root, h, backend, k.Vmlinux, floorInitrd, ref, agent, vmDir); err != nil {
 			return err
 		}
@@ -277,7 +293,7 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
-// runWorkspaceSections runs sections 5 and 6 with a freshly built
+// runWorkspaceSections runs sections 5, 6, 9 and 10 with a freshly built
 // microagent binary (the supervisors re-execute it; the CLI exec runs it).
 // Every workspace is killed and deleted on the way out, error or not.
 func runWorkspaceSections(ctx context.Context, r *results, root string, h home.Home, backend *qemu.Backend, vmlinux, floorInitrd, ref, agent string, vmDir func() (string, error)) error {
@@ -316,6 +332,15 @@ func runWorkspaceSections(ctx context.Context, r *results, root string, h home.H
 			return fmt.Errorf("copy section: %w", err)
 		}
 		r.copy = c
+		r.sampleLoad()
+	}
+	if o.has("snapshot") {
+		r.sampleLoad()
+		s, err := measureSnapshot(ctx, e, backend, vmDir, o.n, o.snapMiB)
+		if err != nil {
+			return fmt.Errorf("snapshot section: %w", err)
+		}
+		r.snap = s
 		r.sampleLoad()
 	}
 	return nil

@@ -131,6 +131,7 @@ func render(r *results) string {
 	renderSecretsSummary(&b, r)
 	renderNetSummary(&b, r)
 	renderCopySummary(&b, r)
+	renderSnapSummary(&b, r)
 	b.f("\n")
 	b.f("Goals are judged on wall-time medians, as specified. Other work on the host only ever adds time, so\n")
 	b.f("on a busy host the ratio of minima and the CPU-time ratio (CPU used by QEMU and the harness, which\n")
@@ -148,6 +149,7 @@ func render(r *results) string {
 	renderSecrets(&b, r)
 	renderNet(&b, r)
 	renderCopy(&b, r)
+	renderSnap(&b, r)
 	return b.String()
 }
 
