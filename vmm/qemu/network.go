@@ -26,9 +26,9 @@ func (b *Backend) passtBinary() (string, error) {
 	return passt.Find(b.opts.Passt)
 }
 
-// SlirpFallbackHint is what to tell a user whose user-mode network falls
-// back to slirp.
-const SlirpFallbackHint = "passt not found: the user network falls back to QEMU's slirp, which blocks all outbound traffic (and DNS) unless --host-access is given, and that also opens the host's loopback; " + passt.InstallHint
+// SlirpFallback explains what a user network without passt gives (the fix
+// is passt.InstallHint).
+const SlirpFallback = "passt not found: the user network falls back to QEMU's slirp, which blocks all outbound traffic (and DNS) unless --host-access is given, and that also opens the host's loopback"
 
 // startPasst starts passt for a user-mode network; nil, nil when the
 // network has no NIC or slirp is used.
