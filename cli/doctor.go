@@ -11,6 +11,7 @@ import (
 
 	"github.com/microagent-dev/microagent/kernel"
 	"github.com/microagent-dev/microagent/runner"
+	"github.com/microagent-dev/microagent/vmm/passt"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 )
 
@@ -51,6 +52,12 @@ func newDoctorCmd(g *globals) *cobra.Command {
 			} else {
 				add(check{Name: "accelerator", OK: true, Detail: "tcg (software emulation, boots take seconds): " + why,
 					Fix: "for KVM, run on a host with /dev/kvm usable by this user"})
+			}
+			// Not fatal: without passt the user network still works, closed.
+			if un := qemu.New(qemu.Options{}).UserNetwork(); un.Outbound {
+				add(check{Name: "user network", OK: true, Detail: un.Provider + ": outbound traffic and DNS, the host's loopback only with --host-access"})
+			} else {
+				add(check{Name: "user network", Detail: qemu.SlirpFallback, Fix: passt.InstallHint})
 			}
 			if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 				add(check{Name: "mkfs.ext4", Detail: "not found (needed for writable disks)", Fix: "apt-get install e2fsprogs", Fatal: true})

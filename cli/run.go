@@ -256,11 +256,11 @@ func (f *networkFlags) add(c *cobra.Command) {
 	c.Flags().StringArrayVarP(&f.publish, "publish", "p", nil,
 		"publish a guest TCP port: [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp] (host IP default 127.0.0.1; repeatable)")
 	c.Flags().BoolVar(&f.hostAccess, "host-access", false,
-		"let the guest reach the host's loopback services at 10.0.2.2; also allows outbound traffic and DNS, "+
-			"which user mode otherwise blocks (QEMU's NAT cannot allow one without the other)")
+		"let the guest reach the host's loopback services at 10.0.2.2 (with passt, user mode has outbound traffic "+
+			"and DNS anyway; without passt, QEMU's slirp opens those only with this flag)")
 	c.Flags().StringArrayVar(&f.dns, "dns", nil,
 		"nameserver for the guest's /etc/resolv.conf instead of the NAT's forwarder (IPv4; repeatable; "+
-			"10.0.2.2 is a resolver on the host's loopback; needs --host-access)")
+			"10.0.2.2 is a resolver on the host's loopback and needs --host-access, as every server does without passt)")
 }
 
 func (f *networkFlags) resolve() (vmm.Network, error) {

@@ -9,12 +9,19 @@ import (
 
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/qemu"
 )
 
-// GuestNetwork is the setup the guest agent applies for network n: the
-// NIC's static addressing in user mode, resolv.conf and /etc/hosts entries
-// for localhost and the hostname.
+// GuestNetwork is GuestNetworkFor the default backend (QEMU, with passt
+// when it is installed), the one workspaces use.
 func GuestNetwork(n *vmm.Network, hostname string) *channel.NetworkConfig {
+	return GuestNetworkFor(n, hostname, qemu.New(qemu.Options{}).UserNetwork())
+}
+
+// GuestNetworkFor is the setup the guest agent applies for network n on
+// user network u: the NIC's static addressing in user mode, resolv.conf
+// and /etc/hosts entries for localhost and the hostname.
+func GuestNetworkFor(n *vmm.Network, hostname string, u vmm.UserNetwork) *channel.NetworkConfig {
 	c := &channel.NetworkConfig{Hosts: []channel.HostEntry{
 		{IP: "127.0.0.1", Names: []string{"localhost"}},
 		{IP: "::1", Names: []string{"localhost", "ip6-localhost", "ip6-loopback"}},
@@ -28,9 +35,10 @@ func GuestNetwork(n *vmm.Network, hostname string) *channel.NetworkConfig {
 	c.Interface = "eth0" // the only NIC, named by the kernel
 	c.Address = a.GuestPrefix().String()
 	c.Gateway = a.Gateway.String()
-	// Without host access the NAT forwards no DNS either (see vmm.Network):
-	// naming no server makes lookups fail at once instead of timing out.
-	if n.HostAccess {
+	// When the outbound path is closed (slirp without host access) the
+	// NAT forwards no DNS either: naming no server makes lookups fail at
+	// once instead of timing out.
+	if u.Open(n) {
 		c.DNS = []string{a.DNS.String()}
 	}
 	if len(n.DNS) > 0 {

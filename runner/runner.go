@@ -222,6 +222,10 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 	if err := o.Network.Validate(); err != nil {
 		return nil, err
 	}
+	userNet := vmm.UserNetworkOf(o.Backend)
+	if err := o.Network.CheckUserNetwork(userNet); err != nil {
+		return nil, err
+	}
 	if err := CheckForwards(o.Network.Forwards); err != nil {
 		return nil, err
 	}
@@ -282,7 +286,7 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 			Env:        parts.Image.Config.Env,
 			User:       parts.Image.Config.User,
 			WorkingDir: parts.Image.Config.WorkingDir,
-			Network:    GuestNetwork(&o.Network, hostname),
+			Network:    GuestNetworkFor(&o.Network, hostname, userNet),
 		},
 	})
 	if err != nil {

@@ -2,11 +2,13 @@
 # Installs the host packages microagent and its tests need, on Debian or
 # Ubuntu: QEMU (microvm machine, TCG and KVM), e2fsprogs for writable disks,
 # busybox-static for the test and demo images, docker-registry for a real
-# registry in the tests, python3-minimal for the spec's python image fixture,
-# pass and gnupg for the README's helper recipe test.
+# registry in the tests, passt for the default user network's outbound
+# traffic (without it guests fall back to slirp and reach nothing outside),
+# python3-minimal for the spec's python image fixture, pass and gnupg for the
+# README's helper recipe test.
 # Idempotent.
 set -euo pipefail
-pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static docker-registry python3-minimal pass gnupg ca-certificates)
+pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static docker-registry passt python3-minimal pass gnupg ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

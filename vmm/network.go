@@ -106,14 +106,14 @@ type Network struct {
 	Forwards []Forward
 	// HostAccess lets the guest reach services on the host's loopback
 	// through UserAddressing.Gateway. Without it the backend must block
-	// that; a backend that cannot block host loopback alone (QEMU's slirp)
-	// blocks all outbound traffic instead, so HostAccess also opens the
-	// way out.
+	// that; a backend that cannot block host loopback alone (QEMU's slirp,
+	// see UserNetwork.Outbound) blocks all outbound traffic instead, so
+	// there HostAccess also opens the way out.
 	HostAccess bool
 	// DNS are the nameservers the guest uses instead of the NAT's own
 	// forwarder (UserAddressing.DNS), e.g. UserAddressing.Gateway for a
-	// resolver on the host's loopback. They are reached over the NAT's
-	// outbound path, which the QEMU backend opens only with HostAccess.
+	// resolver on the host's loopback (which needs HostAccess). They are
+	// reached over the NAT's outbound path (see CheckUserNetwork).
 	DNS []netip.Addr
 }
 
@@ -145,10 +145,12 @@ func (n *Network) Validate() error {
 			return fmt.Errorf("DNS server %q: give an IPv4 address (the guest network is IPv4 only), e.g. %s for a resolver on the host's loopback", d, UserAddressing.Gateway)
 		}
 	}
-	// The user-mode NAT blocks all outbound traffic without host access
-	// (see HostAccess), so a DNS server would never answer: say so now.
-	if len(n.DNS) > 0 && !n.HostAccess {
-		return fmt.Errorf("a DNS server (%s) is reached through the network's outbound path, which is closed without host access: add --host-access", n.DNS[0])
+	// The gateway stands for the host's loopback only with host access
+	// (see HostAccess); without it a server there would never answer.
+	for _, d := range n.DNS {
+		if d == UserAddressing.Gateway && !n.HostAccess {
+			return fmt.Errorf("DNS server %s is the host's loopback, which the guest reaches only with host access: add --host-access", d)
+		}
 	}
 	seen := map[int]Forward{}
 	for _, f := range n.Forwards {
@@ -163,6 +165,53 @@ func (n *Network) Validate() error {
 		seen[f.HostPort] = f
 	}
 	return nil
+}
+
+// UserNetwork says what a backend's user-mode network gives a guest on
+// this host.
+type UserNetwork struct {
+	// Provider names the implementation, such as "passt" or "slirp".
+	Provider string
+	// Outbound is true when the guest reaches other hosts and the NAT's
+	// DNS forwarder (UserAddressing.DNS) without HostAccess, the host's
+	// loopback staying closed. False means outbound traffic needs
+	// HostAccess, which then opens the host's loopback too.
+	Outbound bool
+}
+
+// UserNetworker is implemented by backends that can say what their
+// user-mode network offers on this host.
+type UserNetworker interface {
+	UserNetwork() UserNetwork
+}
+
+// UserNetworkOf returns what backend b's user-mode network offers; a
+// backend that does not say is taken to open nothing without HostAccess
+// (the safe assumption).
+func UserNetworkOf(b Backend) UserNetwork {
+	if un, ok := b.(UserNetworker); ok {
+		return un.UserNetwork()
+	}
+	return UserNetwork{}
+}
+
+// Open reports whether the guest's outbound path (other hosts, the NAT's
+// DNS forwarder) is open with network n on user network u.
+func (u UserNetwork) Open(n *Network) bool {
+	return !n.Isolated() && (u.Outbound || n.HostAccess)
+}
+
+// CheckUserNetwork checks n against what user network u can give: DNS
+// servers need an open outbound path. It does not repeat Validate.
+func (n *Network) CheckUserNetwork(u UserNetwork) error {
+	if n.Isolated() || len(n.DNS) == 0 || u.Open(n) {
+		return nil
+	}
+	name := u.Provider
+	if name == "" {
+		name = "this backend's user network"
+	}
+	return fmt.Errorf("DNS server %s is reached through the network's outbound path, which %s opens only with host access: add --host-access", n.DNS[0], name)
 }
 
 // Addressing is the IPv4 setup the guest must apply statically on its NIC

@@ -61,16 +61,16 @@ func TestNetworkValidate(t *testing.T) {
 		}
 	}
 	for name, n := range map[string]*Network{
-		"isolated publish":     {Mode: NetworkIsolated, Forwards: []Forward{fw(1)}},
-		"isolated host access": {Mode: NetworkIsolated, HostAccess: true},
-		"unknown mode":         {Mode: "bridge"},
-		"twice":                {Forwards: []Forward{fw(1), fw(1)}},
-		"zero forward":         {Forwards: []Forward{{}}},
-		"isolated dns":         {Mode: NetworkIsolated, DNS: []netip.Addr{UserAddressing.Gateway}},
-		"dns without access":   {DNS: []netip.Addr{UserAddressing.Gateway}},
-		"ipv6 dns":             {HostAccess: true, DNS: []netip.Addr{netip.MustParseAddr("::1")}},
-		"unspecified dns":      {HostAccess: true, DNS: []netip.Addr{netip.MustParseAddr("0.0.0.0")}},
-		"zero dns":             {HostAccess: true, DNS: []netip.Addr{{}}},
+		"isolated publish":      {Mode: NetworkIsolated, Forwards: []Forward{fw(1)}},
+		"isolated host access":  {Mode: NetworkIsolated, HostAccess: true},
+		"unknown mode":          {Mode: "bridge"},
+		"twice":                 {Forwards: []Forward{fw(1), fw(1)}},
+		"zero forward":          {Forwards: []Forward{{}}},
+		"isolated dns":          {Mode: NetworkIsolated, DNS: []netip.Addr{UserAddressing.Gateway}},
+		"gateway dns no access": {DNS: []netip.Addr{UserAddressing.Gateway}},
+		"ipv6 dns":              {HostAccess: true, DNS: []netip.Addr{netip.MustParseAddr("::1")}},
+		"unspecified dns":       {HostAccess: true, DNS: []netip.Addr{netip.MustParseAddr("0.0.0.0")}},
+		"zero dns":              {HostAccess: true, DNS: []netip.Addr{{}}},
 	} {
 		if err := n.Validate(); err == nil {
 			t.Errorf("%s: no error", name)
@@ -78,5 +78,38 @@ func TestNetworkValidate(t *testing.T) {
 	}
 	if !(*Network)(nil).Isolated() || (&Network{}).Isolated() {
 		t.Error("Isolated: nil must be isolated, the zero mode must not")
+	}
+}
+
+// TestCheckUserNetwork: a DNS server needs an open outbound path, which a
+// user network without Outbound (slirp) opens only with host access.
+func TestCheckUserNetwork(t *testing.T) {
+	dns := []netip.Addr{netip.MustParseAddr("192.0.2.53")}
+	slirp := UserNetwork{Provider: "slirp"}
+	passt := UserNetwork{Provider: "passt", Outbound: true}
+	if err := (&Network{DNS: dns}).Validate(); err != nil {
+		t.Errorf("a non-gateway DNS server without host access is for the backend to judge: %v", err)
+	}
+	if err := (&Network{DNS: dns}).CheckUserNetwork(slirp); err == nil || !strings.Contains(err.Error(), "add --host-access") {
+		t.Errorf("slirp without host access: %v", err)
+	}
+	if err := (&Network{DNS: dns}).CheckUserNetwork(UserNetwork{}); err == nil {
+		t.Error("unknown backend without host access: no error")
+	}
+	for _, c := range []struct {
+		n *Network
+		u UserNetwork
+	}{
+		{&Network{DNS: dns, HostAccess: true}, slirp},
+		{&Network{DNS: dns}, passt},
+		{&Network{}, slirp},
+		{nil, slirp},
+	} {
+		if err := c.n.CheckUserNetwork(c.u); err != nil {
+			t.Errorf("%+v on %+v: %v", c.n, c.u, err)
+		}
+	}
+	if (UserNetwork{Outbound: true}).Open(nil) || !(UserNetwork{}).Open(&Network{HostAccess: true}) || (UserNetwork{}).Open(&Network{}) {
+		t.Error("Open: wrong answer")
 	}
 }

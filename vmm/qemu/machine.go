@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/passt"
 )
 
 const (
@@ -38,6 +39,8 @@ type Machine struct {
 	qmpPath string
 	mon     atomic.Pointer[Monitor] // set once the handshake is done
 	stderr  *tailBuffer
+	passt   *passt.Process // nil: slirp or no NIC
+	netUser bool           // the guest has a user-mode NIC
 
 	done    chan struct{}
 	waitErr error // set before done is closed
@@ -65,11 +68,17 @@ func (b *Backend) StartWith(ctx context.Context, mc MachineConfig) (*Machine, er
 	if err != nil {
 		return nil, err
 	}
+	if err := mc.Network.CheckUserNetwork(b.UserNetwork()); err != nil {
+		if b.opts.Slirp {
+			return nil, fmt.Errorf("qemu: network: %w", err)
+		}
+		return nil, fmt.Errorf("qemu: network: %w, or install passt (%s)", err, passt.InstallHint)
+	}
 	accel, _, err := b.accel()
 	if err != nil {
 		return nil, err
 	}
-	l := launch{accel: accel, channelFD: -1, memoryFD: -1}
+	l := launch{accel: accel, channelFD: -1, memoryFD: -1, passtFD: -1}
 	if accel == AccelTCG {
 		// Off amd64 there is no host TSC to pass on; boot without it.
 		l.tscKHz, _ = HostTSCkHz()
@@ -127,7 +136,24 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 	// dies resets our pending connection instead of leaving it hanging.
 	defer lnFile.Close()
 
+	// passt first: it must answer before QEMU connects, and its failure
+	// (a published port taken, say) is a clear start error.
+	pst, pstFile, err := b.startPasst(mc)
+	if err != nil {
+		return nil, err
+	}
+	if pst != nil {
+		// QEMU holds its own copy once started; ours must go so that
+		// QEMU's exit is what closes the socket and ends passt.
+		defer pstFile.Close()
+		cleanup = passtCleanup(pst, cleanup)
+	}
+
 	var extra []*os.File
+	if pst != nil {
+		l.passtFD = 3 + len(extra)
+		extra = append(extra, pstFile)
+	}
 	if mc.Channel != nil {
 		l.channelFD = 3 + len(extra)
 		extra = append(extra, mc.Channel)
@@ -161,6 +187,8 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 		accel:   l.accel,
 		qmpPath: qmpPath,
 		stderr:  stderr,
+		passt:   pst,
+		netUser: !mc.Network.Isolated(),
 		done:    make(chan struct{}),
 	}
 	started := make(chan error, 1)
@@ -170,9 +198,15 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 	})
 	if err := <-started; err != nil {
 		os.Remove(qmpPath)
+		if pst != nil {
+			pst.Kill()
+		}
 		return nil, fmt.Errorf("qemu: starting %s: %w", bin, err)
 	}
 	m.pid = cmd.Process.Pid
+	if pst != nil {
+		pstFile.Close()
+	}
 
 	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: qmpPath, Net: "unix"})
 	lnFile.Close()
@@ -272,6 +306,41 @@ func (m *Machine) observe(ev Event) {
 	m.mu.Lock()
 	m.shutdownReason = reason
 	m.mu.Unlock()
+}
+
+// passtCleanup wraps a machine's cleanup: once QEMU has exited, its end of
+// the socket is closed and passt quits by itself; it is killed if it has
+// not within a second.
+func passtCleanup(p *passt.Process, cleanup func()) func() {
+	return func() {
+		select {
+		case <-p.Done():
+		case <-time.After(time.Second):
+			p.Kill()
+		}
+		cleanup()
+	}
+}
+
+// PasstPID is the process id of the machine's passt, 0 when its network
+// is slirp or it has no NIC. passt ends with QEMU.
+func (m *Machine) PasstPID() int {
+	if m.passt == nil {
+		return 0
+	}
+	return m.passt.PID()
+}
+
+// NetworkProvider names what serves the guest's NIC: "passt", "slirp",
+// or "" for no NIC.
+func (m *Machine) NetworkProvider() string {
+	switch {
+	case m.passt != nil:
+		return "passt"
+	case m.netUser:
+		return "slirp"
+	}
+	return ""
 }
 
 // PID implements vmm.Machine.

@@ -180,12 +180,13 @@ func dieWithParentChild() int {
 		SerialLog:     filepath.Join(dir, "serial.log"),
 		RuntimeDir:    filepath.Join(dir, "run"),
 		DieWithParent: true,
+		Network:       &vmm.Network{}, // passt, when installed, must die too
 	}})
 	if err != nil {
 		fmt.Println("ERROR", err)
 		return 1
 	}
-	fmt.Println("PID", m.PID())
+	fmt.Println("PID", m.PID(), m.PasstPID())
 	select {
 	case <-m.Done():
 		fmt.Println("ERROR qemu exited:", m.Wait())
@@ -220,7 +221,12 @@ func TestDieWithParent(t *testing.T) {
 	if !ok {
 		t.Fatalf("child: %s", line)
 	}
-	pid, _ := strconv.Atoi(pidStr)
+	qemuStr, passtStr, _ := strings.Cut(pidStr, " ")
+	pid, _ := strconv.Atoi(qemuStr)
+	passtPID, _ := strconv.Atoi(passtStr)
+	if _, err := exec.LookPath("passt"); err == nil && passtPID == 0 {
+		t.Error("passt is installed but the machine has no passt")
+	}
 	if !alive(pid) {
 		t.Fatalf("qemu pid %d not running before the kill", pid)
 	}
@@ -241,6 +247,16 @@ func TestDieWithParent(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("qemu gone %v after its parent was killed", time.Since(killed).Round(time.Millisecond))
+	for passtPID != 0 && alive(passtPID) {
+		if time.Since(killed) > 10*time.Second {
+			syscall.Kill(passtPID, syscall.SIGKILL)
+			t.Fatalf("passt pid %d still alive 10 s after its parent was killed", passtPID)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if passtPID != 0 {
+		t.Logf("passt gone %v after its parent was killed", time.Since(killed).Round(time.Millisecond))
+	}
 }
 
 // alive reports whether pid exists and is not a zombie.

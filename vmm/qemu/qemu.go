@@ -40,6 +40,12 @@ type Options struct {
 	// Accel is "kvm", "tcg", or "" to auto-detect (see DetectAccel; the
 	// MICROAGENT_ACCEL environment variable overrides auto-detection).
 	Accel string
+	// Passt is the passt program for user-mode networks; empty means
+	// passt from PATH. Without passt the backend uses QEMU's slirp.
+	Passt string
+	// Slirp uses QEMU's slirp even when passt is installed (comparisons,
+	// benchmarks).
+	Slirp bool
 }
 
 // Backend starts QEMU microVMs. It implements vmm.Backend.
@@ -195,6 +201,7 @@ type launch struct {
 	tscKHz    int // 0: no clock arguments
 	channelFD int // -1: no agent channel
 	memoryFD  int // -1: anonymous guest RAM
+	passtFD   int // -1: slirp (or no NIC)
 	qmpFD     int
 }
 
@@ -262,7 +269,7 @@ func buildArgs(mc *MachineConfig, l launch) []string {
 			"-device", "virtserialport,chardev=agent,name="+optEscape(c.ChannelName),
 		)
 	}
-	a = append(a, netArgs(c.Network)...)
+	a = append(a, netArgs(c.Network, l.passtFD)...)
 	if c.SerialLog != "" {
 		a = append(a, "-chardev", "file,id=serial0,path="+optEscape(c.SerialLog), "-serial", "chardev:serial0")
 	} else {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -55,7 +56,17 @@ func TestMemoryFileFork(t *testing.T) {
 	must(t, err)
 	ram := os.NewFile(uintptr(fd), "test-ram")
 	defer ram.Close()
-	a := startVM(t, func(mc *MachineConfig) { mc.Memory = &vmm.Memory{File: ram, Shared: true} })
+	// A user network: with passt, the fork must start with a stream
+	// netdev on a new passt (QEMU 7.2 migrates virtio-net with it).
+	_, passtErr := exec.LookPath("passt")
+	a := startVM(t, func(mc *MachineConfig) {
+		mc.Memory = &vmm.Memory{File: ram, Shared: true}
+		mc.Network = &vmm.Network{}
+	})
+	aPasst := a.m.PasstPID()
+	if passtErr == nil && aPasst == 0 {
+		t.Error("passt is installed but the machine has none")
+	}
 	if fi, err := ram.Stat(); err != nil || fi.Size() != 256<<20 {
 		t.Fatalf("memory file: %v %v", fi, err)
 	}
@@ -91,9 +102,21 @@ func TestMemoryFileFork(t *testing.T) {
 	saved, err := os.Open(mem)
 	must(t, err)
 	defer saved.Close()
+	if aPasst != 0 {
+		// passt quits when QEMU's end of its socket closes.
+		for deadline := time.Now().Add(5 * time.Second); alive(aPasst); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("passt %d still runs after its QEMU quit", aPasst)
+			}
+		}
+	}
 	b := startVM(t, func(mc *MachineConfig) {
 		mc.Memory, mc.Incoming = &vmm.Memory{File: saved}, true
+		mc.Network = &vmm.Network{}
 	})
+	if passtErr == nil && (b.m.PasstPID() == 0 || b.m.PasstPID() == aPasst) {
+		t.Errorf("fork's passt pid %d (source's was %d): want a new one", b.m.PasstPID(), aPasst)
+	}
 	var st struct{ Status string }
 	must(t, b.m.QMP(ctx, "query-status", nil, &st))
 	if st.Status != "inmigrate" {

@@ -1,0 +1,241 @@
+package runner
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/passt"
+	"github.com/microagent-dev/microagent/vmm/qemu"
+)
+
+// requirePasst skips when passt is missing, except under CI=true where
+// that is a failure (scripts/install-deps.sh installs it).
+func requirePasst(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath(passt.DefaultBinary); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("passt not installed (%s): %v", passt.InstallHint, err)
+		}
+		t.Skipf("passt not installed (%s): %v", passt.InstallHint, err)
+	}
+}
+
+// hostAddr is an IPv4 address of this host other than loopback: a server
+// bound there stands for "the outside world" with no traffic leaving the
+// machine.
+func hostAddr(t *testing.T) netip.Addr {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && !p.Addr().IsLoopback() && !p.Addr().IsLinkLocalUnicast() {
+			return p.Addr()
+		}
+	}
+	t.Skip("this host has no non-loopback IPv4 address")
+	return netip.Addr{}
+}
+
+// countingServer serves body on addr (port 0: any) and counts requests.
+func countingServer(t *testing.T, addr, body string) (port int, hits *atomic.Int32) {
+	t.Helper()
+	l, err := net.Listen("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hits = new(atomic.Int32)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, body)
+	}))
+	srv.Listener.Close()
+	srv.Listener = l
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return l.Addr().(*net.TCPAddr).Port, hits
+}
+
+// passtChildren lists the passt processes this test process started.
+func passtChildren() []int {
+	var pids []int
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		j := strings.IndexByte(s, '(')
+		if i < 0 || j < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 || !strings.HasPrefix(s[j+1:i], "passt") {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(f[1]); ppid == os.Getpid() {
+			pid, _ := strconv.Atoi(strings.TrimSpace(s[:j]))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestRunPasstNetwork: with passt the default user network reaches a
+// server on the host's own (non-loopback) address and a DNS server there
+// given with --dns, but not a server bound to the host's 127.0.0.1; passt
+// is gone when the run returns.
+func TestRunPasstNetwork(t *testing.T) {
+	requirePasst(t)
+	e := setup(t)
+	ref := e.reg.PushBusybox(t, "busybox")
+	host := hostAddr(t)
+	outPort, outHits := countingServer(t, host.String()+":0", "hello-from-outside")
+	loPort, loHits := countingServer(t, "127.0.0.1:0", "hello-from-loopback")
+	dns := startDNS(t, host, "probe.microagent.test.", netip.MustParseAddr("192.0.2.77"))
+
+	// busybox timeout bounds the loopback fetch: without host access the
+	// gateway is not the host, and nothing answers there.
+	script := fmt.Sprintf("cat /etc/resolv.conf; wget -q -O - http://%s:%d/; echo; nslookup probe.microagent.test; "+
+		"timeout 3 wget -q -O - http://%s:%d/ && echo LOOPBACK-REACHED; echo end", host, outPort, vmm.UserAddressing.Gateway, loPort)
+	o := opts(ref, "sh", "-c", script)
+	o.Timeout = time.Minute
+	o.Network = vmm.Network{DNS: []netip.Addr{host}}
+	start := time.Now()
+	r, out, errs, err := e.run(t, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("run: %s", time.Since(start).Round(time.Millisecond))
+	if r.Exit.Code != 0 || !strings.HasSuffix(out, "end\n") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", r.Exit.Code, out, errs)
+	}
+	if !strings.Contains(out, "hello-from-outside") || outHits.Load() != 1 {
+		t.Errorf("outbound fetch: %d hits, stdout %q, stderr %q", outHits.Load(), out, errs)
+	}
+	if !strings.Contains(out, "nameserver "+host.String()) || !strings.Contains(out, "192.0.2.77") || dns.queries.Load() == 0 {
+		t.Errorf("DNS through passt: %d queries, stdout %q, stderr %q", dns.queries.Load(), out, errs)
+	}
+	if strings.Contains(out, "LOOPBACK-REACHED") || strings.Contains(out, "hello-from-loopback") || loHits.Load() != 0 {
+		t.Errorf("the host's loopback was reachable without host access: %d hits, stdout %q", loHits.Load(), out)
+	}
+	if pids := passtChildren(); len(pids) != 0 {
+		t.Errorf("passt left running after the run: %v", pids)
+	}
+}
+
+// TestRunSlirpFallback: without passt (forced here) the user network is
+// slirp with restrict=on: nothing outside is reachable, no nameserver is
+// named, and a DNS server without host access is refused before boot.
+func TestRunSlirpFallback(t *testing.T) {
+	e := setup(t)
+	ref := e.reg.PushBusybox(t, "busybox")
+	host := hostAddr(t)
+	outPort, outHits := countingServer(t, host.String()+":0", "hello-from-outside")
+	b := &countingBackend{Backend: qemu.New(qemu.Options{Slirp: true})}
+	o := opts(ref, "true")
+	o.Backend = b
+	o.Network = vmm.Network{DNS: []netip.Addr{host}}
+	if _, _, _, err := e.run(t, nil, o); err == nil || !strings.Contains(err.Error(), "add --host-access") || b.starts.Load() != 0 {
+		t.Errorf("DNS server on slirp without host access: %v (%d VMs started)", err, b.starts.Load())
+	}
+
+	o = opts(ref, "sh", "-c", fmt.Sprintf("cat /etc/resolv.conf; timeout 3 wget -q -O - http://%s:%d/", host, outPort))
+	o.Timeout = time.Minute
+	o.Backend = qemu.New(qemu.Options{Slirp: true})
+	r, out, errs, err := e.run(t, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Exit.Code == 0 || strings.Contains(out, "hello-from-outside") || outHits.Load() != 0 {
+		t.Errorf("slirp reached outside: exit %d, %d hits, stdout %q, stderr %q", r.Exit.Code, outHits.Load(), out, errs)
+	}
+	if strings.Contains(out, "nameserver") {
+		t.Errorf("resolv.conf names a server slirp cannot reach:\n%s", out)
+	}
+}
+
+type dnsServer struct {
+	queries atomic.Int64
+}
+
+// startDNS answers A queries for name with addr and NXDOMAIN for the rest
+// on host:53 (the guest's resolver cannot use another port).
+func startDNS(t *testing.T, host netip.Addr, name string, addr netip.Addr) *dnsServer {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(host, 53).String())
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("DNS test server: %v", err)
+		}
+		t.Skipf("DNS test server needs %s:53 (root, port free): %v", host, err)
+	}
+	s := &dnsServer{}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if resp, err := answerDNS(buf[:n], name, addr); err == nil {
+				s.queries.Add(1)
+				pc.WriteTo(resp, from)
+			}
+		}
+	}()
+	return s
+}
+
+func answerDNS(req []byte, name string, addr netip.Addr) ([]byte, error) {
+	var p dnsmessage.Parser
+	h, err := p.Start(req)
+	if err != nil {
+		return nil, err
+	}
+	q, err := p.Question()
+	if err != nil {
+		return nil, err
+	}
+	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
+	known := strings.EqualFold(q.Name.String(), name)
+	if !known {
+		rh.RCode = dnsmessage.RCodeNameError
+	}
+	b := dnsmessage.NewBuilder(nil, rh)
+	if err := b.StartQuestions(); err != nil {
+		return nil, err
+	}
+	if err := b.Question(q); err != nil {
+		return nil, err
+	}
+	if known && q.Type == dnsmessage.TypeA {
+		if err := b.StartAnswers(); err != nil {
+			return nil, err
+		}
+		if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
+			dnsmessage.AResource{A: addr.As4()}); err != nil {
+			return nil, err
+		}
+	}
+	return b.Finish()
+}
