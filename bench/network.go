@@ -33,10 +33,12 @@ type netResult struct {
 	// Upload is host → guest, Download guest → host; each sample is one
 	// transfer of bytes on a new connection.
 	loopUp, loopDown []time.Duration // host loopback TCP pair
-	rawUp, rawDown   []time.Duration // raw QEMU slirp, bare init
+	rawUp, rawDown   []time.Duration // raw QEMU, same user network, bare init
 	maUp, maDown     []time.Duration // microagent VM, published port
-	// netArgs are the QEMU network arguments both VMs ran with.
-	netArgs []string
+	// netArgs are the QEMU network arguments both VMs ran with, and
+	// provider the user network behind them (passt, or slirp).
+	netArgs  []string
+	provider string
 }
 
 // netImage is the busybox image with one more layer holding the server.
@@ -77,7 +79,7 @@ func hostAddr(n *vmm.Network) string {
 }
 
 // runNetSection runs section 8: the same transfers over a host loopback
-// pair, through a raw QEMU (slirp, bare init) and through a microagent VM's
+// pair, through a raw QEMU (the same user network, bare init) and through a microagent VM's
 // published port, interleaved round by round; round 0 is a warm-up.
 func runNetSection(ctx context.Context, r *results, h home.Home, backend *qemu.Backend, vmlinux, floorInitrd, ref, agent string, vmDir func() (string, error)) error {
 	o := r.opts
@@ -102,7 +104,8 @@ func runNetSection(ctx context.Context, r *results, h home.Home, backend *qemu.B
 	if err != nil {
 		return err
 	}
-	logf("network: booting the raw floor VM (slirp, bare init)")
+	res.provider = backend.UserNetwork().Provider
+	logf("network: booting the raw floor VM (%s, bare init)", res.provider)
 	fifo := filepath.Join(dir, "serial.fifo")
 	con, err := newConsole(fifo)
 	if err != nil {

@@ -19,8 +19,8 @@ func renderNetSummary(b *report, r *results) {
 		{"guest → host", n.rawDown, n.maDown},
 	} {
 		raw, ma := summarize(d.raw), summarize(d.ma)
-		b.f("| 8. %s throughput through a published port vs raw QEMU slirp (bare init), %d MiB | %.0f MB/s | %.0f MB/s | %s | %s | — | — | — |\n",
-			d.name, n.bytes>>20, mbps(n.bytes, raw.median), mbps(n.bytes, ma.median),
+		b.f("| 8. %s throughput through a published port vs raw QEMU + %s (bare init), %d MiB | %.0f MB/s | %.0f MB/s | %s | %s | — | — | — |\n",
+			d.name, n.provider, n.bytes>>20, mbps(n.bytes, raw.median), mbps(n.bytes, ma.median),
 			speed(ratio(raw.median, ma.median)), speed(ratio(raw.min, ma.min)))
 	}
 }
@@ -39,7 +39,7 @@ func renderNet(b *report, r *results) {
 	b.f("- **loopback**: server and client on the host's 127.0.0.1, no VM: the ceiling of any path;\n")
 	b.f("- **raw QEMU**: the floor VM booted by the backend with the network microagent gives a workspace\n")
 	b.f("  (`%s`), its bare `/init` (`bench/guestinit`, mode `net`) setting eth0 up with\n", strings.Join(n.netArgs, " "))
-	b.f("  three ioctls and serving the transfers itself: QEMU's slirp with nothing of microagent in the guest;\n")
+	b.f("  three ioctls and serving the transfers itself: QEMU and %s with nothing of microagent in the guest;\n", n.provider)
 	b.f("- **microagent**: a VM booted as `runner.Run` boots it (agent, static network from the hello,\n")
 	b.f("  same RAM and CPUs as the floor), the server a static binary from an image layer started by exec.\n\n")
 	b.f("Paths are interleaved round by round (n=%d, after one uncounted round). Both VMs are up for the whole\n", summarize(n.maUp).n)
@@ -50,7 +50,7 @@ func renderNet(b *report, r *results) {
 		up, down []time.Duration
 	}{
 		{"loopback (host only)", n.loopUp, n.loopDown},
-		{"raw QEMU slirp, bare init", n.rawUp, n.rawDown},
+		{"raw QEMU + " + n.provider + ", bare init", n.rawUp, n.rawDown},
 		{"**microagent, published port**", n.maUp, n.maDown},
 	} {
 		for _, d := range []struct {
@@ -63,7 +63,7 @@ func renderNet(b *report, r *results) {
 	up, down := summarize(n.maUp), summarize(n.maDown)
 	b.f("\nmicroagent / raw QEMU (ratio of median times): host → guest %s, guest → host %s; against the\n",
 		x(ratio(up.median, summarize(n.rawUp).median)), x(ratio(down.median, summarize(n.rawDown).median)))
-	b.f("loopback ceiling %s and %s. A published port is slirp's `hostfwd` in both VMs: microagent adds nothing\n",
-		x(ratio(up.median, summarize(n.loopUp).median)), x(ratio(down.median, summarize(n.loopDown).median)))
+	b.f("loopback ceiling %s and %s. A published port is %s's forward in both VMs: microagent adds nothing\n",
+		x(ratio(up.median, summarize(n.loopUp).median)), x(ratio(down.median, summarize(n.loopDown).median)), n.provider)
 	b.f("to the data path, so a ratio away from 1x is the guest side (agent-spawned process vs init) or noise.\n\n")
 }
