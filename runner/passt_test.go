@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/passt"
 	"github.com/microagent-dev/microagent/vmm/qemu"
@@ -33,24 +34,6 @@ func requirePasst(t *testing.T) {
 		}
 		t.Skipf("passt not installed (%s): %v", passt.InstallHint, err)
 	}
-}
-
-// hostAddr is an IPv4 address of this host other than loopback: a server
-// bound there stands for "the outside world" with no traffic leaving the
-// machine.
-func hostAddr(t *testing.T) netip.Addr {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && !p.Addr().IsLoopback() && !p.Addr().IsLinkLocalUnicast() {
-			return p.Addr()
-		}
-	}
-	t.Skip("this host has no non-loopback IPv4 address")
-	return netip.Addr{}
 }
 
 // countingServer serves body on addr (port 0: any) and counts requests.
@@ -107,7 +90,7 @@ func TestRunPasstNetwork(t *testing.T) {
 	requirePasst(t)
 	e := setup(t)
 	ref := e.reg.PushBusybox(t, "busybox")
-	host := hostAddr(t)
+	host := testenv.HostAddr(t)
 	outPort, outHits := countingServer(t, host.String()+":0", "hello-from-outside")
 	loPort, loHits := countingServer(t, "127.0.0.1:0", "hello-from-loopback")
 	dns := startDNS(t, host, "probe.microagent.test.", netip.MustParseAddr("192.0.2.77"))
@@ -148,7 +131,7 @@ func TestRunPasstNetwork(t *testing.T) {
 func TestRunSlirpFallback(t *testing.T) {
 	e := setup(t)
 	ref := e.reg.PushBusybox(t, "busybox")
-	host := hostAddr(t)
+	host := testenv.HostAddr(t)
 	outPort, outHits := countingServer(t, host.String()+":0", "hello-from-outside")
 	b := &countingBackend{Backend: qemu.New(qemu.Options{Slirp: true})}
 	o := opts(ref, "true")

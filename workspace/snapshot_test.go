@@ -6,6 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -326,6 +330,21 @@ func TestSnapshotForksAtOnce(t *testing.T) {
 		}
 	}
 	t.Logf("three forks to exec-ready: %v", time.Since(start).Round(time.Millisecond))
+	// Each fork has a working user network of its own (a new instance
+	// behind the restored NIC): it fetches from a server on the host.
+	l, err := net.Listen("tcp4", testenv.HostAddr(t).String()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello-fork") }))
+	srv.Listener = l
+	srv.Start()
+	defer srv.Close()
+	for _, n := range names {
+		if code, out, errs := e.exec(t, n, "", "timeout", "20", "wget", "-q", "-O", "-", srv.URL+"/"); code != 0 || out != "hello-fork" {
+			t.Errorf("%s: fetch from the host after the fork: exit %d %q %q", n, code, out, errs)
+		}
+	}
 	for _, n := range names {
 		e.countsOn(t, n, 0)
 		e.exec(t, n, "", "sh", "-c", "echo "+n+" > /root/own; sync")
