@@ -209,8 +209,8 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		DieWithParent: true,
 		Memory:        &vmm.Memory{File: mem.file, Shared: mem.shared},
 		Cmdline:       guestCmdline(&plan),
-		Restore: restoreOptions(plan.Restore),
-		Network: plan.Network,
+		Restore:       restoreOptions(plan.Restore),
+		Network:       plan.Network,
 	})
 	if err != nil {
 		st, reason := Failed, err.Error()
