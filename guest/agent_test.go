@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -207,5 +208,51 @@ func TestLookupUser(t *testing.T) {
 		if err != nil || id.uid != tc.uid || id.gid != tc.gid || id.home != tc.home || len(id.groups) != tc.groups {
 			t.Errorf("%q: got %+v, %v", tc.spec, id, err)
 		}
+	}
+}
+
+// TestExecBackgroundAndLostStream: what an exec starts in the background
+// outlives the exec (its end is not a lost stream), but a stream lost while
+// the process runs kills its process group.
+func TestExecBackgroundAndLostStream(t *testing.T) {
+	c := connect(t)
+	es, out, _ := run(t, c, channel.ExecRequest{Argv: []string{"sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"}}, nil)
+	pid, err := strconv.Atoi(strings.TrimSpace(out))
+	if es.Code != 0 || err != nil {
+		t.Fatalf("exec: %+v %q", es, out)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	// The agent's handler has returned once run has the exit status; give
+	// the stream's end a bounded moment to (wrongly) kill the group.
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(pid, 0); err != nil {
+			t.Fatalf("the background process died with the exec: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// A lost stream: the host connection closes while sleep runs.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := c.Start(ctx, channel.ExecRequest{Argv: []string{"sh", "-c", "echo $$; sleep 30"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, _ := os.Pipe()
+	go p.Wait(w, nil)
+	line := make([]byte, 32)
+	n, _ := r.Read(line)
+	spid, err := strconv.Atoi(strings.TrimSpace(string(line[:n])))
+	if err != nil {
+		t.Fatalf("pid line %q", line[:n])
+	}
+	c.Close()
+	for syscall.Kill(spid, 0) == nil {
+		if ctx.Err() != nil {
+			syscall.Kill(-spid, syscall.SIGKILL)
+			t.Fatal("the process group outlived its lost stream")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

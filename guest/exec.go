@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -198,15 +199,21 @@ func (a *Agent) execute(st io.Reader, out *streamWriter, req *channel.ExecReques
 	}
 
 	// Input: stdin, signals and resizes from the host. When the stream is
-	// lost (the host went away) the process group is killed.
+	// lost (the host went away) while the process runs, its process group
+	// is killed. Once the process has exited, the stream's end is just the
+	// end of the exec: what it started in the background runs on, as with
+	// docker exec.
 	signalGroup := func(sig syscall.Signal) { unix.Kill(-pid, sig) }
+	var exited atomic.Bool
 	go func() {
 		buf := make([]byte, 64<<10)
 		defer clear(buf) // stdin may carry a secret (the host sends 32 KiB frames)
 		for {
 			t, b, err := channel.ReadFrame(st, buf)
 			if err != nil {
-				signalGroup(syscall.SIGKILL)
+				if !exited.Load() {
+					signalGroup(syscall.SIGKILL)
+				}
 				return
 			}
 			switch t {
@@ -247,6 +254,7 @@ func (a *Agent) execute(st io.Reader, out *streamWriter, req *channel.ExecReques
 	}
 
 	ws := <-done
+	exited.Store(true)
 	if stdinW != nil && ptm == nil {
 		stdinW.Close()
 	}
