@@ -24,10 +24,10 @@ import (
 	"github.com/microagent-dev/microagent/vmm/qemu"
 )
 
-// counterScript counts in /tmp/count in its own session (exec kills the
-// process group it started when the exec ends), so it runs on in the
-// guest; it waits for the first count, which the new session writes, so
-// the exec cannot end (and kill its group) before setsid has run.
+// counterScript starts a counter in /tmp/count in the background, in its
+// own session (so a restore, which ends the exec streams of the saved
+// moment, has no group of a lost stream to kill), and waits for its first
+// count, so the counter runs when the exec returns.
 const counterScript = `setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 & while [ ! -e /tmp/count ]; do sleep 0.05; done;`
 
 func (e *env) count(t *testing.T, name string) int {
