@@ -125,6 +125,9 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 	return newWS(h, o.Name).info(ctx, false)
 }
 
+// kernelID names a kernel by its vmlinux's SHA-256.
+func kernelID(sha256 string) string { return "sha256:" + sha256 }
+
 // restoreFor plans the resumption of a saved machine at a start: the
 // snapshot named by fromSnapshot (an in-place restore), or a fork's first
 // start. It refuses a snapshot this start could not resume safely, before

@@ -63,7 +63,7 @@ type Snapshot struct {
 	// The machine the state belongs to: a restore must boot the same.
 	MemoryMiB int    `json:"memoryMiB"`
 	CPUs      int    `json:"cpus"`
-	Kernel    string `json:"kernel"`
+	Kernel    string `json:"kernel"` // "sha256:" + the vmlinux's hash
 	Initrd    string `json:"initrd"`
 	Accel     string `json:"accel"`
 	// CPU is the guest CPU model: QEMU's "max" under TCG; under KVM the

@@ -70,8 +70,11 @@ const maxSupLog = 1 << 20
 
 // bootPlan is what Start prepared for the supervisor, in run/boot.json.
 type bootPlan struct {
-	Boot        int                  `json:"boot"`
-	Kernel      string               `json:"kernel"`
+	Boot   int    `json:"boot"`
+	Kernel string `json:"kernel"`
+	// KernelID names the kernel by content ("sha256:..."): a snapshot
+	// records it, and a resume on another kernel is refused.
+	KernelID    string               `json:"kernelID"`
 	Initrd      string               `json:"initrd"`
 	RootDisk    string               `json:"rootDisk"`
 	MemoryMiB   int                  `json:"memoryMiB"`
@@ -165,7 +168,7 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", w.name, err)
 	}
-	restore, _, err := w.restoreFor(o.FromSnapshot, m, parts.Kernel.Vmlinux, parts.Initramfs)
+	restore, _, err := w.restoreFor(o.FromSnapshot, m, kernelID(parts.Kernel.VmlinuxSHA256), parts.Initramfs)
 	if err != nil {
 		return nil, err
 	}
@@ -198,6 +201,7 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	plan := bootPlan{
 		Boot:      boot,
 		Kernel:    parts.Kernel.Vmlinux,
+		KernelID:  kernelID(parts.Kernel.VmlinuxSHA256),
 		Initrd:    parts.Initramfs,
 		RootDisk:  parts.RootDisk,
 		MemoryMiB: m.Resources.MemoryMiB,

@@ -247,7 +247,7 @@ func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *Snapshot, 
 	wasPaused := s.isPaused()
 	snap = &Snapshot{
 		Tag: tag, Workspace: s.w.name, Created: start.UTC(), Image: s.manifest.Image,
-		MemoryMiB: s.plan.MemoryMiB, CPUs: s.plan.CPUs, Kernel: s.plan.Kernel, Initrd: s.plan.Initrd,
+		MemoryMiB: s.plan.MemoryMiB, CPUs: s.plan.CPUs, Kernel: s.plan.KernelID, Initrd: s.plan.Initrd,
 		Accel: s.accel(), CPU: cpuModel(s.accel()), Devices: machineDevices(s.plan.Network), SharedRAM: s.mem.shared, Paused: wasPaused,
 	}
 
