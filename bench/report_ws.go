@@ -40,7 +40,7 @@ func renderWorkspaceSummary(b *report, r *results) {
 		b.f("| 5. `exec NAME true`: `workspace.Exec` vs raw `Client.Exec` | %s | %s | %s | %s | — | — | — |\n",
 			dur(rawE.median), dur(lib.median), x(ratio(lib.median, rawE.median)), x(ratio(lib.min, rawE.min)))
 		if m := w.mem; m != nil && !m.ramMappingNotFound {
-			b.f("| 5. host memory per idle workspace beyond guest RAM (RSS of supervisor + QEMU − guest RAM resident) | — | %s | — | — | — | ≤ 32 MiB | %s |\n",
+			b.f("| 5. host memory per idle workspace beyond guest RAM (RSS of supervisor + QEMU + passt − guest RAM resident) | — | %s | — | — | — | ≤ 32 MiB | %s |\n",
 				mib(m.beyond()), verdict(float64(m.beyond()), memGoal))
 		}
 	}
@@ -105,25 +105,26 @@ func renderWorkspace(b *report, r *results) {
 		b.f("| Process | VmRSS | Pss (smaps_rollup) |\n|---|--:|--:|\n")
 		b.f("| supervisor (`microagent __supervise`) | %s | %s |\n", mib(m.supRSS), mib(m.supPss))
 		b.f("| QEMU | %s | %s |\n", mib(m.qemuRSS), mib(m.qemuPss))
+		b.f("| passt (the user network; 0 without it) | %s | — |\n", mib(m.passtRSS))
 		sumPss := int64(-1)
 		if m.supPss >= 0 && m.qemuPss >= 0 {
 			sumPss = m.supPss + m.qemuPss
 		}
-		b.f("| **both** | %s | %s |\n\n", mib(m.supRSS+m.qemuRSS), mib(sumPss))
+		b.f("| **all** | %s | %s (without passt) |\n\n", mib(m.supRSS+m.qemuRSS+m.passtRSS), mib(sumPss))
 		if m.ramMappingNotFound {
 			b.f("QEMU's guest RAM mapping was not found in its smaps; the figure below uses the guest's view only.\n\n")
 		} else {
-			b.f("Guest RAM resident on the host: the Rss of QEMU's anonymous mapping of %s (the smallest\n", mib(m.ramMapping))
-			b.f("anonymous mapping of at least the guest's %d MiB in `/proc/QEMU/smaps`): **%s**. The guest's own\n", w.memoryMiB, mib(m.ramRSS))
+			b.f("Guest RAM resident on the host: the Rss of QEMU's mapping of the workspace's RAM memfd (%s,\n", mib(m.ramMapping))
+			b.f("the guest's %d MiB, in `/proc/QEMU/smaps`): **%s**. The guest's own\n", w.memoryMiB, mib(m.ramRSS))
 			b.f("view, `MemTotal − MemFree` from its `/proc/meminfo` (through exec), is %s of %s (lower: pages\n", mib(m.guestUsed), mib(m.guestTotal))
 			b.f("the guest touched and freed stay resident on the host, and the kernel's own reserved memory is\n")
 			b.f("outside MemTotal).\n\n")
 			b.f("| Beyond guest RAM | |\n|---|--:|\n")
-			b.f("| **VmRSS(supervisor) + VmRSS(QEMU) − Rss(guest RAM mapping)** | **%s** |\n", mib(m.beyond()))
+			b.f("| **VmRSS(supervisor) + VmRSS(QEMU) + VmRSS(passt) − Rss(guest RAM mapping)** | **%s** |\n", mib(m.beyond()))
 			if sumPss >= 0 {
-				b.f("| Pss(supervisor) + Pss(QEMU) − Rss(guest RAM mapping) (shared libraries split among sharers) | %s |\n", mib(sumPss-m.ramRSS))
+				b.f("| Pss(supervisor) + Pss(QEMU) + VmRSS(passt) − Rss(guest RAM mapping) (shared libraries split among sharers) | %s |\n", mib(sumPss+m.passtRSS-m.ramRSS))
 			}
-			b.f("| VmRSS(supervisor) + VmRSS(QEMU) − guest (MemTotal − MemFree) | %s |\n", mib(m.supRSS+m.qemuRSS-m.guestUsed))
+			b.f("| VmRSS(supervisor) + VmRSS(QEMU) + VmRSS(passt) − guest (MemTotal − MemFree) | %s |\n", mib(m.supRSS+m.qemuRSS+m.passtRSS-m.guestUsed))
 			if m.tcgRSS >= 0 {
 				b.f("| first row − Rss of TCG's translated-code buffer (the %s anonymous mapping; none under KVM) | %s |\n",
 					mib(m.tcgSize), mib(m.beyond()-m.tcgRSS))
@@ -188,18 +189,18 @@ func renderDensity(b *report, r *results) {
 		var rss, pss, ram, beyond, tcg int64
 		pssOK := true
 		for _, m := range d.mems {
-			rss += m.supRSS + m.qemuRSS
+			rss += m.supRSS + m.qemuRSS + m.passtRSS
 			if m.supPss < 0 || m.qemuPss < 0 {
 				pssOK = false
 			}
-			pss += m.supPss + m.qemuPss
+			pss += m.supPss + m.qemuPss + m.passtRSS
 			ram += m.ramRSS
 			beyond += m.beyond()
 			tcg += max(m.tcgRSS, 0)
 		}
-		b.f("| VmRSS of all supervisors + QEMUs (%d workspaces) | %s (mean %s each) |\n", n, mib(rss), mib(rss/n))
+		b.f("| VmRSS of all supervisors + QEMUs + passts (%d workspaces) | %s (mean %s each) |\n", n, mib(rss), mib(rss/n))
 		if pssOK {
-			b.f("| Pss of the same | %s (mean %s each) |\n", mib(pss), mib(pss/n))
+			b.f("| Pss of the same (passt by VmRSS) | %s (mean %s each) |\n", mib(pss), mib(pss/n))
 		}
 		b.f("| of which guest RAM resident (Rss of the RAM mappings) | %s (mean %s each) |\n", mib(ram), mib(ram/n))
 		b.f("| Beyond guest RAM, mean per workspace (VmRSS − RAM Rss) | %s |\n", mib(beyond/n))

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -123,6 +124,7 @@ type wsResult struct {
 // wsMemory is the host memory of one idle running workspace.
 type wsMemory struct {
 	supRSS, qemuRSS     int64 // VmRSS, bytes
+	passtRSS            int64 // VmRSS of the supervisor's passt child, bytes (0: none)
 	supPss, qemuPss     int64 // Pss from smaps_rollup, bytes (-1: unreadable)
 	ramRSS              int64 // Rss of QEMU's guest RAM mapping (smaps), bytes
 	ramMapping          int64 // size of that mapping
@@ -144,8 +146,35 @@ type mapping struct {
 	name      string // path or [heap] etc.; empty for anonymous
 }
 
-// beyond is supervisor + QEMU RSS minus the RSS of the guest RAM mapping.
-func (m *wsMemory) beyond() int64 { return m.supRSS + m.qemuRSS - m.ramRSS }
+// beyond is supervisor + QEMU + passt RSS minus the RSS of the guest RAM
+// mapping.
+func (m *wsMemory) beyond() int64 { return m.supRSS + m.qemuRSS + m.passtRSS - m.ramRSS }
+
+// childRSS is the VmRSS of parent's child named comm (0 when none).
+func childRSS(parent int, comm string) int64 {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces, so split at ')'.
+		s := string(b)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < open || s[open+1:close] != comm {
+			continue
+		}
+		f := strings.Fields(s[close+1:])
+		if len(f) < 2 || f[1] != strconv.Itoa(parent) {
+			continue
+		}
+		pid, _ := strconv.Atoi(strings.Fields(s)[0])
+		if n, err := procStatusKB(pid, "VmRSS"); err == nil {
+			return n
+		}
+	}
+	return 0
+}
 
 // measureWorkspace times Start of a halted workspace against raw floor
 // boots (interleaved), exec true through the CLI, the library and the raw
@@ -272,6 +301,7 @@ func workspaceMemory(ctx context.Context, e *wsEnv, inf *workspace.Info, memoryM
 	if m.qemuRSS, err = procStatusKB(m.qemuPID, "VmRSS"); err != nil {
 		return nil, err
 	}
+	m.passtRSS = childRSS(m.supPID, "passt")
 	if p, err := smapsField(fmt.Sprintf("/proc/%d/smaps_rollup", m.supPID), "Pss"); err == nil {
 		m.supPss = p
 	}
@@ -388,10 +418,16 @@ func readSmaps(pid int) ([]mapping, error) {
 	return out, nil
 }
 
-// guestRAMMapping finds QEMU's guest RAM among its mappings: the anonymous
-// mapping of at least ramBytes (QEMU may pad it for alignment) closest in
-// size, and returns its size and resident bytes.
+// guestRAMMapping finds QEMU's guest RAM among its mappings: the
+// workspace's RAM memfd, or else (a VM without one) the anonymous mapping
+// of at least ramBytes (QEMU may pad it for alignment) closest in size,
+// and returns its size and resident bytes.
 func guestRAMMapping(maps []mapping, pid int, ramBytes int64) (size, rss int64, err error) {
+	for _, m := range maps {
+		if strings.Contains(m.name, "memfd:microagent-ram") && m.size >= ramBytes {
+			return m.size, m.rss, nil
+		}
+	}
 	size = -1
 	for _, m := range maps {
 		if m.name == "" && m.size >= ramBytes && (size < 0 || m.size < size) {
