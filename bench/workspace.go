@@ -150,7 +150,8 @@ type mapping struct {
 // mapping.
 func (m *wsMemory) beyond() int64 { return m.supRSS + m.qemuRSS + m.passtRSS - m.ramRSS }
 
-// childRSS is the VmRSS of parent's child named comm (0 when none).
+// childRSS is the VmRSS of parent's child whose command name starts with
+// comm (passt runs as "passt.avx2" where it can), 0 when none.
 func childRSS(parent int, comm string) int64 {
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, p := range stats {
@@ -161,7 +162,7 @@ func childRSS(parent int, comm string) int64 {
 		// "pid (comm) state ppid ...": comm may hold spaces, so split at ')'.
 		s := string(b)
 		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || close < open || s[open+1:close] != comm {
+		if open < 0 || close < open || !strings.HasPrefix(s[open+1:close], comm) {
 			continue
 		}
 		f := strings.Fields(s[close+1:])
