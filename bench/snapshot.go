@@ -378,7 +378,7 @@ func snapFloor(ctx context.Context, b *qemu.Backend, p *planView, snapDir, dir s
 	lf.Close()
 	r.args = m.Args()
 	t1 := time.Now()
-	if err := m.LoadState(ctx, filepath.Join(snapDir, snapStateFile), true); err != nil {
+	if err := m.LoadState(ctx, filepath.Join(snapDir, snapStateFile)); err != nil {
 		return nil, err
 	}
 	r.load = time.Since(t1)

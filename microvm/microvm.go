@@ -54,9 +54,6 @@ type Options struct {
 type Restore struct {
 	// State is the device state file SaveState wrote.
 	State string
-	// SharedRAM says the saved RAM is not in State: Options.Memory maps
-	// the saved RAM file.
-	SharedRAM bool
 }
 
 // VM is a booted guest whose agent has answered.
@@ -191,7 +188,7 @@ func resume(ctx context.Context, m vmm.Machine, r *Restore, sock string) (net.Co
 	if !ok {
 		return nil, errors.New("restore: this VMM backend cannot load a saved state")
 	}
-	if err := sn.LoadState(ctx, r.State, r.SharedRAM); err != nil {
+	if err := sn.LoadState(ctx, r.State); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	if err := sn.Resume(ctx); err != nil {

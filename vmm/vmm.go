@@ -85,10 +85,12 @@ type Snapshotter interface {
 	// paused and stays paused. Block devices are flushed first.
 	SaveState(ctx context.Context, path string) error
 	// LoadState reads a state SaveState wrote into a machine started with
-	// Config.Incoming; sharedRAM must say whether the saved machine's RAM
-	// was shared (then RAM is not in the stream and Memory must map the
-	// saved RAM file). The machine is paused afterwards.
-	LoadState(ctx context.Context, path string, sharedRAM bool) error
+	// Config.Incoming. If the saved machine's RAM was shared, the stream
+	// holds none and Memory must map the saved RAM file; if it was
+	// private, the stream holds the RAM and Memory must be private too
+	// (the stream's RAM is refused for shared memory). The machine is
+	// paused afterwards.
+	LoadState(ctx context.Context, path string) error
 }
 
 // Machine is a started virtual machine.

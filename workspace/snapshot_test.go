@@ -360,6 +360,23 @@ func TestSnapshotForksAtOnce(t *testing.T) {
 			t.Errorf("%s: the snapshot's file: %q", n, out)
 		}
 	}
+	// A fork's RAM is a private mapping of the snapshot: its own snapshot
+	// carries the RAM in the state stream, and restores from it.
+	fs, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "f1", Tag: "own"})
+	if err != nil || fs.SharedRAM {
+		t.Fatalf("snapshot of a fork: %+v %v", fs, err)
+	}
+	e.exec(t, "f1", "", "sh", "-c", "echo later > /root/own; sync")
+	if _, err := Halt(ctx, e.h, HaltOptions{Name: "f1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(ctx, e.h, StartOptions{Name: "f1", Executable: e.exe, Agent: e.agent, FromSnapshot: "own"}); err != nil {
+		t.Fatalf("restore of a fork's snapshot: %v", err)
+	}
+	e.countsOn(t, "f1", 0)
+	if out, _ := e.catFile(t, "f1", "/root/own"); strings.TrimSpace(out) != "f1" {
+		t.Errorf("restored fork: /root/own = %q, want the snapshot's", out)
+	}
 	for _, n := range append(names, "src") {
 		if err := Delete(ctx, e.h, DeleteOptions{Name: n, Force: true}); err != nil {
 			t.Fatal(err)

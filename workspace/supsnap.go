@@ -86,6 +86,11 @@ func prepareMemory(ctx context.Context, plan *bootPlan) (*guestMemory, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r != nil && !r.SharedRAM {
+		// The RAM comes in the state stream, which QEMU loads only into
+		// private memory; this boot's own snapshots then stream it too.
+		return &guestMemory{file: f}, nil
+	}
 	if r != nil && r.SharedRAM {
 		in, err := os.Open(filepath.Join(r.Dir, snapMemory))
 		if err == nil {
@@ -118,7 +123,7 @@ func restoreOptions(r *restorePlan) *microvm.Restore {
 	if r == nil {
 		return nil
 	}
-	return &microvm.Restore{State: filepath.Join(r.Dir, snapState), SharedRAM: r.SharedRAM}
+	return &microvm.Restore{State: filepath.Join(r.Dir, snapState)}
 }
 
 // snapshotter is the running machine's snapshot interface.

@@ -70,8 +70,10 @@ func (m *Machine) SaveState(ctx context.Context, path string) error {
 }
 
 // LoadState implements vmm.Snapshotter.
-func (m *Machine) LoadState(ctx context.Context, path string, sharedRAM bool) error {
-	if err := m.capabilities(ctx, sharedRAM); err != nil {
+func (m *Machine) LoadState(ctx context.Context, path string) error {
+	// The stream carries the saving side's capabilities, which must match:
+	// SaveState always sets x-ignore-shared.
+	if err := m.capabilities(ctx, true); err != nil {
 		return err
 	}
 	if err := m.migrate(ctx, "migrate-incoming", "exec:cat "+shellQuote(path)); err != nil {

@@ -122,7 +122,7 @@ func TestMemoryFileFork(t *testing.T) {
 	if st.Status != "inmigrate" {
 		t.Errorf("status with Incoming: %q, want inmigrate", st.Status)
 	}
-	must(t, b.m.LoadState(ctx, state, true))
+	must(t, b.m.LoadState(ctx, state))
 	must(t, b.m.Resume(ctx))
 	t.Logf("fork (start, device state, cont): %v", time.Since(forkStart).Round(time.Millisecond))
 	b.echo(t, "after fork\n") // the guest's agent loop carries on
@@ -140,7 +140,7 @@ func TestLoadStateErrors(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "state")
 	must(t, os.WriteFile(bad, []byte("not a migration stream"), 0o600))
 	v := startVM(t, func(mc *MachineConfig) { mc.Incoming = true })
-	err := v.m.LoadState(ctx, bad, false)
+	err := v.m.LoadState(ctx, bad)
 	if err == nil {
 		t.Fatal("LoadState of garbage: no error")
 	}
