@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/dns/dnsmessage"
-
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/passt"
@@ -93,7 +91,7 @@ func TestRunPasstNetwork(t *testing.T) {
 	host := testenv.HostAddr(t)
 	outPort, outHits := countingServer(t, host.String()+":0", "hello-from-outside")
 	loPort, loHits := countingServer(t, "127.0.0.1:0", "hello-from-loopback")
-	dns := startDNS(t, host, "probe.microagent.test.", netip.MustParseAddr("192.0.2.77"))
+	dns := testenv.StartDNS(t, host, "probe.microagent.test.", netip.MustParseAddr("192.0.2.77"))
 
 	// busybox timeout bounds the loopback fetch: without host access the
 	// gateway is not the host, and nothing answers there.
@@ -114,8 +112,8 @@ func TestRunPasstNetwork(t *testing.T) {
 	if !strings.Contains(out, "hello-from-outside") || outHits.Load() != 1 {
 		t.Errorf("outbound fetch: %d hits, stdout %q, stderr %q", outHits.Load(), out, errs)
 	}
-	if !strings.Contains(out, "nameserver "+host.String()) || !strings.Contains(out, "192.0.2.77") || dns.queries.Load() == 0 {
-		t.Errorf("DNS through passt: %d queries, stdout %q, stderr %q", dns.queries.Load(), out, errs)
+	if !strings.Contains(out, "nameserver "+host.String()) || !strings.Contains(out, "192.0.2.77") || dns.Queries.Load() == 0 {
+		t.Errorf("DNS through passt: %d queries, stdout %q, stderr %q", dns.Queries.Load(), out, errs)
 	}
 	if strings.Contains(out, "LOOPBACK-REACHED") || strings.Contains(out, "hello-from-loopback") || loHits.Load() != 0 {
 		t.Errorf("the host's loopback was reachable without host access: %d hits, stdout %q", loHits.Load(), out)
@@ -154,71 +152,4 @@ func TestRunSlirpFallback(t *testing.T) {
 	if strings.Contains(out, "nameserver") {
 		t.Errorf("resolv.conf names a server slirp cannot reach:\n%s", out)
 	}
-}
-
-type dnsServer struct {
-	queries atomic.Int64
-}
-
-// startDNS answers A queries for name with addr and NXDOMAIN for the rest
-// on host:53 (the guest's resolver cannot use another port).
-func startDNS(t *testing.T, host netip.Addr, name string, addr netip.Addr) *dnsServer {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(host, 53).String())
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("DNS test server: %v", err)
-		}
-		t.Skipf("DNS test server needs %s:53 (root, port free): %v", host, err)
-	}
-	s := &dnsServer{}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if resp, err := answerDNS(buf[:n], name, addr); err == nil {
-				s.queries.Add(1)
-				pc.WriteTo(resp, from)
-			}
-		}
-	}()
-	return s
-}
-
-func answerDNS(req []byte, name string, addr netip.Addr) ([]byte, error) {
-	var p dnsmessage.Parser
-	h, err := p.Start(req)
-	if err != nil {
-		return nil, err
-	}
-	q, err := p.Question()
-	if err != nil {
-		return nil, err
-	}
-	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
-	known := strings.EqualFold(q.Name.String(), name)
-	if !known {
-		rh.RCode = dnsmessage.RCodeNameError
-	}
-	b := dnsmessage.NewBuilder(nil, rh)
-	if err := b.StartQuestions(); err != nil {
-		return nil, err
-	}
-	if err := b.Question(q); err != nil {
-		return nil, err
-	}
-	if known && q.Type == dnsmessage.TypeA {
-		if err := b.StartAnswers(); err != nil {
-			return nil, err
-		}
-		if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
-			dnsmessage.AResource{A: addr.As4()}); err != nil {
-			return nil, err
-		}
-	}
-	return b.Finish()
 }

@@ -11,13 +11,11 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/net/dns/dnsmessage"
-
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/vmm"
 )
 
@@ -149,7 +147,7 @@ func TestWorkspaceIsolated(t *testing.T) {
 // which host access maps to the host's 127.0.0.1): the guest's
 // resolv.conf names it through --dns. Nothing leaves this machine.
 func TestWorkspaceDNS(t *testing.T) {
-	srv := startDNS(t, "probe.microagent.test.", netip.MustParseAddr("192.0.2.77"))
+	srv := testenv.StartDNS(t, netip.MustParseAddr("127.0.0.1"), "probe.microagent.test.", netip.MustParseAddr("192.0.2.77"))
 	e := setup(t)
 	ctx := testCtx(t)
 	if _, err := Create(ctx, e.h, CreateOptions{Name: "dns", Image: e.ref, Agent: e.agent, Profile: "tiny",
@@ -162,81 +160,13 @@ func TestWorkspaceDNS(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "nameserver 10.0.2.2") || !strings.Contains(out, "192.0.2.77") {
 		t.Fatalf("nslookup: %d %q %q", code, out, errs)
 	}
-	if srv.queries.Load() == 0 {
+	if srv.Queries.Load() == 0 {
 		t.Fatal("the host's DNS server saw no query")
 	}
 	// A name it does not know is not found (and is not resolved elsewhere).
 	if code, out, _ := e.exec(t, "dns", "", "nslookup", "other.microagent.test"); code == 0 || strings.Contains(out, "192.0.2.77") {
 		t.Fatalf("nslookup of an unknown name: %d %q", code, out)
 	}
-}
-
-type dnsServer struct {
-	queries atomic.Int64
-}
-
-// startDNS answers A queries for name with addr and NXDOMAIN for the rest,
-// on 127.0.0.1:53 (the guest's resolver cannot use another port).
-func startDNS(t *testing.T, name string, addr netip.Addr) *dnsServer {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:53")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("DNS test server: %v", err)
-		}
-		t.Skipf("DNS test server needs 127.0.0.1:53 (root, port free): %v", err)
-	}
-	s := &dnsServer{}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if resp, err := answerDNS(buf[:n], name, addr); err == nil {
-				s.queries.Add(1)
-				pc.WriteTo(resp, from)
-			}
-		}
-	}()
-	return s
-}
-
-func answerDNS(req []byte, name string, addr netip.Addr) ([]byte, error) {
-	var p dnsmessage.Parser
-	h, err := p.Start(req)
-	if err != nil {
-		return nil, err
-	}
-	q, err := p.Question()
-	if err != nil {
-		return nil, err
-	}
-	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
-	known := strings.EqualFold(q.Name.String(), name)
-	if !known {
-		rh.RCode = dnsmessage.RCodeNameError
-	}
-	b := dnsmessage.NewBuilder(nil, rh)
-	b.EnableCompression()
-	if err := b.StartQuestions(); err != nil {
-		return nil, err
-	}
-	if err := b.Question(q); err != nil {
-		return nil, err
-	}
-	if known && q.Type == dnsmessage.TypeA {
-		if err := b.StartAnswers(); err != nil {
-			return nil, err
-		}
-		if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
-			dnsmessage.AResource{A: addr.As4()}); err != nil {
-			return nil, err
-		}
-	}
-	return b.Finish()
 }
 
 // TestCreateBadNetwork: a network that can never work is refused before

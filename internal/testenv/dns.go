@@ -1,0 +1,83 @@
+package testenv
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// DNSServer is a tiny real DNS server a test runs on the host for a
+// guest's resolver.
+type DNSServer struct {
+	// Queries counts the queries answered.
+	Queries atomic.Int64
+}
+
+// StartDNS answers A queries for name (fully qualified, with the final
+// dot) with addr and NXDOMAIN for the rest, on host:53 over UDP (a guest's
+// resolver cannot use another port). It skips the test when the port
+// cannot be bound, or fails it under CI.
+func StartDNS(t testing.TB, host netip.Addr, name string, addr netip.Addr) *DNSServer {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(host, 53).String())
+	if err != nil {
+		if InCI() {
+			t.Fatalf("DNS test server: %v", err)
+		}
+		t.Skipf("DNS test server needs %s:53 (root, port free): %v", host, err)
+	}
+	s := &DNSServer{}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if resp, err := answerDNS(buf[:n], name, addr); err == nil {
+				s.Queries.Add(1)
+				pc.WriteTo(resp, from)
+			}
+		}
+	}()
+	return s
+}
+
+func answerDNS(req []byte, name string, addr netip.Addr) ([]byte, error) {
+	var p dnsmessage.Parser
+	h, err := p.Start(req)
+	if err != nil {
+		return nil, err
+	}
+	q, err := p.Question()
+	if err != nil {
+		return nil, err
+	}
+	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
+	known := strings.EqualFold(q.Name.String(), name)
+	if !known {
+		rh.RCode = dnsmessage.RCodeNameError
+	}
+	b := dnsmessage.NewBuilder(nil, rh)
+	if err := b.StartQuestions(); err != nil {
+		return nil, err
+	}
+	if err := b.Question(q); err != nil {
+		return nil, err
+	}
+	if known && q.Type == dnsmessage.TypeA {
+		if err := b.StartAnswers(); err != nil {
+			return nil, err
+		}
+		if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
+			dnsmessage.AResource{A: addr.As4()}); err != nil {
+			return nil, err
+		}
+	}
+	return b.Finish()
+}
