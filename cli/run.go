@@ -200,31 +200,7 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 				}
 				return err
 			}
-			es := result.Exit
-			if g.json {
-				json := map[string]any{"exitCode": es.Code, "bootSeconds": result.Boot.Seconds()}
-				if es.Signal != 0 {
-					json["signal"] = es.Signal
-				}
-				if es.TimedOut {
-					json["timedOut"] = true
-				}
-				if es.Error != "" {
-					json["error"] = es.Error
-				}
-				if err := g.printJSON(json); err != nil {
-					return err
-				}
-			}
-			switch {
-			case es.Error != "":
-				return &ExitError{Code: es.Code, Err: fmt.Errorf("%s: %s", args[0], es.Error)}
-			case es.TimedOut:
-				return &ExitError{Code: 124, Err: fmt.Errorf("the command timed out after %s and was killed", timeout)}
-			case es.Code != 0:
-				return &ExitError{Code: es.Code}
-			}
-			return nil
+			return exitStatus(g, result.Exit, args[0], timeout, map[string]any{"bootSeconds": result.Boot.Seconds()})
 		},
 	}
 	c.Flags().SetInterspersed(false)

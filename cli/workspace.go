@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"strings"
@@ -363,7 +364,7 @@ forwarded to the command's process group; a third Ctrl-C gives up waiting.`,
 			if err != nil {
 				return wsError(err)
 			}
-			return exitStatus(g, es, args[1], timeout)
+			return exitStatus(g, es, args[1], timeout, nil)
 		},
 	}
 	c.Flags().StringArrayVarP(&env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass the host's)")
@@ -375,10 +376,12 @@ forwarded to the command's process group; a third Ctrl-C gives up waiting.`,
 	return c
 }
 
-// exitStatus turns a guest exit status into this command's result.
-func exitStatus(g *globals, es channel.ExitStatus, argv0 string, timeout time.Duration) error {
+// exitStatus turns a guest exit status into this command's result; with
+// --json it prints the summary object, extra fields included.
+func exitStatus(g *globals, es channel.ExitStatus, argv0 string, timeout time.Duration, extra map[string]any) error {
 	if g.json {
 		v := map[string]any{"exitCode": es.Code}
+		maps.Copy(v, extra)
 		if es.Signal != 0 {
 			v["signal"] = es.Signal
 		}
