@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 )
@@ -20,21 +21,10 @@ import (
 // Network tests boot real VMs; all their traffic stays on this machine
 // (the host's loopback and the VM's NAT).
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func TestRunPublishedPort(t *testing.T) {
 	e := setup(t)
 	ref := e.reg.PushBusybox(t, "busybox")
-	port := freePort(t)
+	port := testenv.MustFreePort(t)
 	o := opts(ref, "sh", "-c", "mkdir -p /www && echo hi-from-guest > /www/x && exec httpd -f -p 8080 -h /www")
 	o.Network = vmm.Network{Forwards: []vmm.Forward{{HostIP: vmm.DefaultPublishIP, HostPort: port, GuestPort: 8080}}}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -215,10 +205,10 @@ func TestRunNetworkBadInputs(t *testing.T) {
 		want string
 	}{
 		"taken port":           {vmm.Network{Forwards: []vmm.Forward{fw("127.0.0.1", port)}}, "already in use"},
-		"isolated publish":     {vmm.Network{Mode: vmm.NetworkIsolated, Forwards: []vmm.Forward{fw("127.0.0.1", freePort(t))}}, "isolated network has no network device"},
+		"isolated publish":     {vmm.Network{Mode: vmm.NetworkIsolated, Forwards: []vmm.Forward{fw("127.0.0.1", testenv.MustFreePort(t))}}, "isolated network has no network device"},
 		"isolated host access": {vmm.Network{Mode: vmm.NetworkIsolated, HostAccess: true}, "isolated network has none"},
 		"twice":                {vmm.Network{Forwards: []vmm.Forward{fw("127.0.0.1", 18080), fw("127.0.0.2", 18080)}}, "published twice"},
-		"foreign address":      {vmm.Network{Forwards: []vmm.Forward{fw("192.0.2.1", freePort(t))}}, "not an address of this host"},
+		"foreign address":      {vmm.Network{Forwards: []vmm.Forward{fw("192.0.2.1", testenv.MustFreePort(t))}}, "not an address of this host"},
 		"bad mode":             {vmm.Network{Mode: "bridge"}, "unknown network mode"},
 	} {
 		b := &countingBackend{Backend: qemu.New(qemu.Options{})}

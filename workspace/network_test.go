@@ -22,17 +22,6 @@ import (
 // Network tests boot real VMs; all their traffic stays on this machine
 // (the host's loopback and the VM's NAT).
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // fetch polls url until it answers 200 with want, bounded: the NAT accepts
 // host connections before the guest's server listens (and then resets
 // them).
@@ -64,7 +53,7 @@ func fetch(t *testing.T, url, want string) time.Duration {
 func TestWorkspacePublishedPort(t *testing.T) {
 	e := setup(t)
 	ctx := testCtx(t)
-	port := freePort(t)
+	port := testenv.MustFreePort(t)
 	fw := vmm.Forward{HostIP: vmm.DefaultPublishIP, HostPort: port, GuestPort: 8080}
 	inf, err := Create(ctx, e.h, CreateOptions{Name: "web", Image: e.ref, Agent: e.agent, Profile: "tiny",
 		Resources: Resources{DiskBytes: 256 << 20}, Network: vmm.Network{Forwards: []vmm.Forward{fw}}})

@@ -27,3 +27,13 @@ func HostAddr(t testing.TB) netip.Addr {
 	t.Skip("this host has no non-loopback IPv4 address")
 	return netip.Addr{}
 }
+
+// MustFreePort is FreePort for a test: failing to find a port fails it.
+func MustFreePort(t testing.TB) int {
+	t.Helper()
+	p, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
