@@ -47,6 +47,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/fsutil"
 	"github.com/microagent-dev/microagent/internal/imagebuild"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 )
@@ -483,32 +484,14 @@ func runSection4(ctx context.Context, r *results, tmp string) error {
 	return nil
 }
 
-// writeReport replaces path atomically (temp file beside it, fsync,
-// rename). The report is a repository document, so it is world-readable.
+// writeReport replaces path atomically (fsutil.WriteFileAtomic). The
+// report is a repository document, so it is world-readable.
 func writeReport(path, text string) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".performance-*.md")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.WriteString(text); err != nil {
-		f.Close()
+	if err := fsutil.WriteFileAtomic(path, []byte(text), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return nil
 }

@@ -60,19 +60,30 @@ func serve(c net.Conn) {
 	}
 }
 
+// dial connects to the server at addr, bounds the whole transfer, and sends
+// the request (op and size).
+func dial(addr string, op byte, n int64) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Minute))
+	if err := request(c, op, n); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
 // Upload sends n bytes to the server at addr and returns the time from
 // dialling to the server's acknowledgement that it has read them all.
 func Upload(addr string, n int64) (time.Duration, error) {
 	start := time.Now()
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	c, err := dial(addr, 'U', n)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Minute))
-	if err := request(c, 'U', n); err != nil {
-		return 0, err
-	}
 	buf := make([]byte, bufSize)
 	for left := n; left > 0; {
 		k := min(left, int64(len(buf)))
@@ -92,15 +103,11 @@ func Upload(addr string, n int64) (time.Duration, error) {
 // dialling to the last byte.
 func Download(addr string, n int64) (time.Duration, error) {
 	start := time.Now()
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	c, err := dial(addr, 'D', n)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Minute))
-	if err := request(c, 'D', n); err != nil {
-		return 0, err
-	}
 	got, err := io.CopyBuffer(io.Discard, c, make([]byte, bufSize))
 	if err != nil {
 		return 0, fmt.Errorf("download from %s: %w", addr, err)
