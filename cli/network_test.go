@@ -3,16 +3,13 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
+	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/workspace"
 )
 
@@ -65,7 +62,7 @@ func TestWorkspaceNetworkCLI(t *testing.T) {
 	serve := func(body string) {
 		t.Helper()
 		w.want(t, 0, "", "exec", "web", "--", "sh", "-c", "mkdir -p /www && echo "+body+" > /www/x && httpd -p 8080 -h /www")
-		getPage(t, url, body+"\n")
+		testenv.Fetch(t, url, body+"\n")
 	}
 	w.want(t, 0, "Started web", "start", "web")
 	serve("one")
@@ -90,28 +87,6 @@ func TestWorkspaceNetworkCLI(t *testing.T) {
 	w.want(t, 0, "Started web", "start", "web")
 	serve("two")
 	w.want(t, 0, "Halted web", "halt", "web")
-}
-
-// getPage polls url until it answers with want (the NAT accepts and resets
-// connections until the guest's server listens), bounded.
-func getPage(t *testing.T, url, want string) {
-	t.Helper()
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	last := ""
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		resp, err := client.Get(url)
-		if err != nil {
-			last = err.Error()
-			continue
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode == http.StatusOK && string(b) == want {
-			return
-		}
-		last = fmt.Sprintf("%s %q", resp.Status, strings.TrimSpace(string(b)))
-	}
-	t.Fatalf("GET %s: never got %q (last: %s)", url, want, last)
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

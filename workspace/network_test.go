@@ -5,14 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/testenv"
@@ -21,31 +18,6 @@ import (
 
 // Network tests boot real VMs; all their traffic stays on this machine
 // (the host's loopback and the VM's NAT).
-
-// fetch polls url until it answers 200 with want, bounded: the NAT accepts
-// host connections before the guest's server listens (and then resets
-// them).
-func fetch(t *testing.T, url, want string) time.Duration {
-	t.Helper()
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	start := time.Now()
-	var last string
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		resp, err := client.Get(url)
-		if err != nil {
-			last = err.Error()
-			continue
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode == http.StatusOK && string(b) == want {
-			return time.Since(start)
-		}
-		last = fmt.Sprintf("%s %q %v", resp.Status, b, err)
-	}
-	t.Fatalf("GET %s: never got %q (last: %s)", url, want, last)
-	return 0
-}
 
 // TestWorkspacePublishedPort: a port published at create is reached from
 // the host after start, again after halt and start; status shows it; a
@@ -75,7 +47,7 @@ func TestWorkspacePublishedPort(t *testing.T) {
 
 	e.start(t, "web")
 	serve("first")
-	t.Logf("first page after %s", fetch(t, url, "first\n"))
+	t.Logf("first page after %s", testenv.Fetch(t, url, "first\n"))
 	if inf := e.status(t, "web"); inf.Network == nil || len(inf.Network.Publish) != 1 || inf.Network.Publish[0].HostPort != port {
 		t.Fatalf("status: network %+v", inf.Network)
 	}
@@ -90,7 +62,7 @@ func TestWorkspacePublishedPort(t *testing.T) {
 	}
 	e.start(t, "web")
 	serve("second")
-	t.Logf("second page after %s", fetch(t, url, "second\n"))
+	t.Logf("second page after %s", testenv.Fetch(t, url, "second\n"))
 	if _, err := Halt(ctx, e.h, HaltOptions{Name: "web"}); err != nil {
 		t.Fatal(err)
 	}

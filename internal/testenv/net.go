@@ -1,9 +1,13 @@
 package testenv
 
 import (
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // HostAddr returns a non-loopback IPv4 address of this host: a place a
@@ -36,4 +40,29 @@ func MustFreePort(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// Fetch polls url until it answers 200 with want, bounded: the NAT accepts
+// host connections before the guest's server listens (and then resets
+// them). It returns the time to the answer.
+func Fetch(t testing.TB, url, want string) time.Duration {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	start := time.Now()
+	var last string
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := client.Get(url)
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode == http.StatusOK && string(b) == want {
+			return time.Since(start)
+		}
+		last = fmt.Sprintf("%s %q %v", resp.Status, b, err)
+	}
+	t.Fatalf("GET %s: never got %q (last: %s)", url, want, last)
+	return 0
 }
