@@ -132,22 +132,22 @@ func kernelID(sha256 string) string { return "sha256:" + sha256 }
 // snapshot named by fromSnapshot (an in-place restore), or a fork's first
 // start. It refuses a snapshot this start could not resume safely, before
 // anything changes.
-func (w *wsDir) restoreFor(fromSnapshot string, m *Manifest, kernel, initrd string) (*restorePlan, *Snapshot, error) {
+func (w *wsDir) restoreFor(fromSnapshot string, m *Manifest, kernel, initrd string) (*restorePlan, error) {
 	var snap *Snapshot
 	var r *restorePlan
 	var err error
 	switch {
 	case fromSnapshot != "":
 		if snap, err = w.readSnapshot(fromSnapshot); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		r = &restorePlan{Dir: w.snapDir(fromSnapshot), SharedRAM: snap.SharedRAM, Tag: snap.Tag, Source: w.name}
 	default:
 		if _, serr := os.Stat(w.path(restoreDir, snapMeta)); serr != nil {
-			return nil, nil, nil // an ordinary boot
+			return nil, nil // an ordinary boot
 		}
 		if snap, err = readSnapshotFile(w.path(restoreDir, snapMeta)); err != nil {
-			return nil, nil, fmt.Errorf("workspace %s: the snapshot it was forked from: %w", w.name, err)
+			return nil, fmt.Errorf("workspace %s: the snapshot it was forked from: %w", w.name, err)
 		}
 		r = &restorePlan{Dir: w.path(restoreDir), SharedRAM: snap.SharedRAM, Fork: true, Tag: snap.Tag, Source: snap.Workspace}
 	}
@@ -166,15 +166,15 @@ func (w *wsDir) restoreFor(fromSnapshot string, m *Manifest, kernel, initrd stri
 	check("CPU", snap.CPU, cpuModel(accel))
 	nc, err := m.Network()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	n := nc.VMM()
 	check("devices", snap.Devices, machineDevices(&n))
 	if len(diffs) > 0 {
-		return nil, nil, fmt.Errorf("workspace %s: snapshot %s:%s cannot be resumed by this machine: it was taken with %s: start without the snapshot, or take a new one",
+		return nil, fmt.Errorf("workspace %s: snapshot %s:%s cannot be resumed by this machine: it was taken with %s: start without the snapshot, or take a new one",
 			w.name, r.Source, r.Tag, strings.Join(diffs, "; "))
 	}
-	return r, snap, nil
+	return r, nil
 }
 
 // rollBackDisk replaces the writable disk with a copy of a snapshot's (a

@@ -464,23 +464,23 @@ func TestRestoreMismatch(t *testing.T) {
 	if err := writeSnapshotMeta(w.snapDir("t"), &good); err != nil {
 		t.Fatal(err)
 	}
-	r, _, err := w.restoreFor("t", m, "/k", "/i")
+	r, err := w.restoreFor("t", m, "/k", "/i")
 	if err != nil || r == nil || r.Fork || !r.SharedRAM || r.Dir != w.snapDir("t") {
 		t.Fatalf("matching snapshot: %+v %v", r, err)
 	}
 	bad := good
 	bad.MemoryMiB, bad.Kernel, bad.Accel, bad.Devices = 2048, "/old/vmlinux", "other", "virtio-blk:2"
 	writeSnapshotMeta(w.snapDir("t"), &bad)
-	_, _, err = w.restoreFor("t", m, "/k", "/i")
+	_, err = w.restoreFor("t", m, "/k", "/i")
 	for _, want := range []string{"memory (MiB) 2048, now 256", "kernel /old/vmlinux, now /k", "accelerator other", "devices virtio-blk:2"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("mismatch error %v: want %q", err, want)
 		}
 	}
-	if _, _, err := w.restoreFor("nosuch", m, "/k", "/i"); !errors.Is(err, ErrSnapshotNotFound) {
+	if _, err := w.restoreFor("nosuch", m, "/k", "/i"); !errors.Is(err, ErrSnapshotNotFound) {
 		t.Errorf("missing snapshot: %v", err)
 	}
-	if _, _, err := w.restoreFor("../x", m, "/k", "/i"); !errors.Is(err, ErrInvalidTag) {
+	if _, err := w.restoreFor("../x", m, "/k", "/i"); !errors.Is(err, ErrInvalidTag) {
 		t.Errorf("bad tag: %v", err)
 	}
 }

@@ -168,7 +168,7 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", w.name, err)
 	}
-	restore, _, err := w.restoreFor(o.FromSnapshot, m, kernelID(parts.Kernel.VmlinuxSHA256), parts.Initramfs)
+	restore, err := w.restoreFor(o.FromSnapshot, m, kernelID(parts.Kernel.VmlinuxSHA256), parts.Initramfs)
 	if err != nil {
 		return nil, err
 	}
