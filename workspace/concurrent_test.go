@@ -24,7 +24,7 @@ func (e *env) qemuCount(name string) int {
 		for _, id := range ids {
 			b, _ := os.ReadFile("/proc/" + itoa(id.PID) + "/cmdline")
 			argv0, _, _ := bytes.Cut(b, []byte{0})
-			if strings.HasPrefix(filepath.Base(string(argv0)), "qemu") && id.alive() {
+			if strings.HasPrefix(filepath.Base(string(argv0)), "qemu") && id.Alive() {
 				n++
 			}
 		}
@@ -110,14 +110,14 @@ func TestEightConcurrentLifecycleCommands(t *testing.T) {
 	}
 	check := func(t *testing.T) {
 		w := newWS(e.h, ws)
-		if _, err := w.readManifest(); err != nil {
+		if _, err := w.ReadManifest(); err != nil {
 			t.Fatal(err)
 		}
-		r, err := w.readRecord()
+		r, err := w.ReadRecord()
 		if err != nil {
 			t.Fatal(err)
 		}
-		log, _ := os.ReadFile(w.supLog())
+		log, _ := os.ReadFile(w.SupLog())
 		if n := strings.Count(string(log), "booting workspace"); n > r.Boot {
 			t.Errorf("%d boots logged, %d recorded", n, r.Boot)
 		}

@@ -196,13 +196,13 @@ func (w *wsDir) copyErr(ctx context.Context, what, path string, err error) error
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case channel.IsGuestCopyError(err):
-		return fmt.Errorf("%s %s:%s: %w", what, w.name, path, err)
+		return fmt.Errorf("%s %s:%s: %w", what, w.Name, path, err)
 	case errors.Is(err, errCopyStopped):
 		return err
 	}
 	var lost interface{ Unwrap() error }
 	if errors.As(err, &lost) {
-		msg := fmt.Sprintf("%s %s:%s: %v", what, w.name, path, err)
+		msg := fmt.Sprintf("%s %s:%s: %v", what, w.Name, path, err)
 		if obs, oerr := w.observe(); oerr == nil && obs.state != Running {
 			msg += fmt.Sprintf("; the workspace is %s", obs.state)
 			if obs.reason != "" {
@@ -211,7 +211,7 @@ func (w *wsDir) copyErr(ctx context.Context, what, path string, err error) error
 		}
 		return errors.New(msg)
 	}
-	return fmt.Errorf("%s %s:%s: %w", what, w.name, path, err)
+	return fmt.Errorf("%s %s:%s: %w", what, w.Name, path, err)
 }
 
 // relay splices a client's copy stream to a new guest stream, as exec

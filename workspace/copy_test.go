@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/tarcopy"
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // TestCopyFiftyMiBBothWays copies a 50 MiB random file into a running
@@ -274,7 +275,7 @@ func TestCreateFilesFailedDeliveryIsKept(t *testing.T) {
 		t.Fatalf("start: %v", err)
 	}
 	e.assertAtRest(t, "bad", Failed)
-	if _, err := os.Stat(filepath.Join(e.h.Path(Dir, "bad"), filesDir, "0.tar")); err != nil {
+	if _, err := os.Stat(filepath.Join(e.h.Path(Dir, "bad"), wsdir.FilesDir, "0.tar")); err != nil {
 		t.Fatalf("the pending file was forgotten after a failed delivery: %v", err)
 	}
 	// A missing host file creates nothing.
@@ -307,7 +308,7 @@ func TestCreateFilesSurviveKill(t *testing.T) {
 	if c, out, _ := e.exec(t, "k", "", "sh", "-c", "stat -c %a /etc/app/conf; cat /etc/app/conf"); c != 0 || out != "600\nv1" {
 		t.Fatalf("after kill and start: %d %q", c, out)
 	}
-	if _, err := os.Stat(filepath.Join(e.h.Path(Dir, "k"), filesDir)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(e.h.Path(Dir, "k"), wsdir.FilesDir)); !os.IsNotExist(err) {
 		t.Fatalf("delivered files not forgotten: %v", err)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // cli returns the microagent binary as a command on this state directory.
@@ -35,9 +37,9 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 	}
 }
 
-func (e *env) record(t *testing.T, name string) *record {
+func (e *env) record(t *testing.T, name string) *wsdir.Record {
 	t.Helper()
-	r, err := newWS(e.h, name).readRecord()
+	r, err := newWS(e.h, name).ReadRecord()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +86,7 @@ func (e *env) settled(t *testing.T, name string, want State, reason string) {
 		t.Fatal(err)
 	}
 	e.assertAtRest(t, name, want)
-	if op, held := lockHeld(e.h.Path(Dir, name, lockFile)); held {
+	if op, held := wsdir.LockHeld(e.h.Path(Dir, name, wsdir.LockFile)); held {
 		t.Fatalf("%s: lock still held by %s", name, op)
 	}
 	if inf := e.status(t, name); inf.State != want {

@@ -15,11 +15,13 @@ import (
 	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
+	"github.com/microagent-dev/microagent/internal/fsutil"
 	"github.com/microagent-dev/microagent/rootfs"
 	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/secrets"
 	"github.com/microagent-dev/microagent/tarcopy"
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // CreateOptions say what workspace to create.
@@ -70,7 +72,7 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	if err := ValidateName(o.Name); err != nil {
 		return nil, err
 	}
-	if err := checkSocketPaths(h, o.Name); err != nil {
+	if err := wsdir.CheckSocketPaths(h, o.Name); err != nil {
 		return nil, err
 	}
 	if o.Image == "" {
@@ -112,14 +114,14 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 		}
 	}
 	err = assemble(h, o.Name, func(w *wsDir) error {
-		if err := rootfs.NewWritableDisk(ctx, h, w.diskPath(), res.DiskBytes); err != nil {
+		if err := rootfs.NewWritableDisk(ctx, h, w.DiskPath(), res.DiskBytes); err != nil {
 			return fmt.Errorf("workspace %s: %w", o.Name, err)
 		}
 		if err := w.storeFiles(o.Files); err != nil {
 			return err
 		}
 		if sec.Audit {
-			if err := createAuditLog(w.path(audit.FileName)); err != nil {
+			if err := createAuditLog(w.Path(audit.FileName)); err != nil {
 				return fmt.Errorf("workspace %s: %w", o.Name, err)
 			}
 		}
@@ -137,13 +139,13 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 			KernelPath: kpath,
 			Created:    time.Now().UTC(),
 		}
-		if err := m.setSecrets(sec); err != nil {
+		if err := m.SetSecrets(sec); err != nil {
 			return err
 		}
-		if err := m.setNetwork(NewNetworkConfig(o.Network)); err != nil {
+		if err := m.SetNetwork(NewNetworkConfig(o.Network)); err != nil {
 			return err
 		}
-		return writeManifest(w.manifestPath(), m)
+		return wsdir.WriteManifest(w.ManifestPath(), m)
 	})
 	if err != nil {
 		return nil, err
@@ -161,8 +163,8 @@ func assemble(h home.Home, name string, fill func(w *wsDir) error) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(base, tmpPrefix+name+"-"+randSuffix())
-	if err := os.Mkdir(tmp, dirPerm); err != nil {
+	tmp := filepath.Join(base, wsdir.TmpPrefix+name+"-"+wsdir.RandSuffix())
+	if err := os.Mkdir(tmp, wsdir.DirPerm); err != nil {
 		return fmt.Errorf("workspace %s: %w", name, err)
 	}
 	done := false
@@ -171,24 +173,24 @@ func assemble(h home.Home, name string, fill func(w *wsDir) error) error {
 			os.RemoveAll(tmp)
 		}
 	}()
-	l, err := tryLock(filepath.Join(tmp, lockFile), name, "create")
+	l, err := wsdir.TryLock(filepath.Join(tmp, wsdir.LockFile), name, "create")
 	if err != nil {
 		return err
 	}
-	defer l.unlock()
-	w := &wsDir{h: h, name: name, dir: tmp}
-	for _, d := range []string{runDir, logsDir} {
-		if err := os.Mkdir(w.path(d), dirPerm); err != nil {
+	defer l.Unlock()
+	w := &wsDir{wsdir.At(h, name, tmp)}
+	for _, d := range []string{wsdir.RunDir, wsdir.LogsDir} {
+		if err := os.Mkdir(w.Path(d), wsdir.DirPerm); err != nil {
 			return fmt.Errorf("workspace %s: %w", name, err)
 		}
 	}
 	if err := fill(w); err != nil {
 		return err
 	}
-	if err := writeRecord(w.path(recordFile), &record{State: Created}); err != nil {
+	if err := wsdir.WriteRecord(w.Path(wsdir.RecordFile), &wsdir.Record{State: Created}); err != nil {
 		return fmt.Errorf("workspace %s: write state: %w", name, err)
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := fsutil.SyncDir(tmp); err != nil {
 		return fmt.Errorf("workspace %s: %w", name, err)
 	}
 	if err := renameNoReplace(tmp, h.Path(Dir, name)); err != nil {
@@ -198,7 +200,7 @@ func assemble(h home.Home, name string, fill func(w *wsDir) error) error {
 		return fmt.Errorf("workspace %s: %w", name, err)
 	}
 	done = true
-	if err := syncDir(base); err != nil {
+	if err := fsutil.SyncDir(base); err != nil {
 		return fmt.Errorf("workspace %s: %w", name, err)
 	}
 	return nil

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // TestCreateCrash kills "create" with SIGKILL at several points while it
@@ -25,15 +27,15 @@ func TestCreateCrash(t *testing.T) {
 	base := e.h.Path(Dir)
 	tmpFile := func(name string) func() bool {
 		return func() bool {
-			m, _ := filepath.Glob(filepath.Join(base, tmpPrefix+"cr-*", name))
+			m, _ := filepath.Glob(filepath.Join(base, wsdir.TmpPrefix+"cr-*", name))
 			return len(m) > 0
 		}
 	}
 	points := map[string]func() bool{
 		"folder made":      tmpFile(""),
-		"disk being made":  tmpFile(diskFile),
-		"manifest written": tmpFile(manifestFile),
-		"state written":    tmpFile(recordFile),
+		"disk being made":  tmpFile(wsdir.DiskFile),
+		"manifest written": tmpFile(wsdir.ManifestFile),
+		"state written":    tmpFile(wsdir.RecordFile),
 	}
 	for point, reached := range points {
 		cmd := e.cli("create", "cr", "--image", e.ref, "--profile", "tiny", "--disk-size", "256M")
@@ -69,7 +71,7 @@ func TestCreateCrash(t *testing.T) {
 			if infos[0].Name != "cr" || infos[0].State != Created || infos[0].Digest == "" {
 				t.Fatalf("%s: half workspace listed: %+v", point, infos[0])
 			}
-			if _, err := os.Stat(e.h.Path(Dir, "cr", diskFile)); err != nil {
+			if _, err := os.Stat(e.h.Path(Dir, "cr", wsdir.DiskFile)); err != nil {
 				t.Fatalf("%s: listed without a disk: %v", point, err)
 			}
 			if err := Delete(ctx, e.h, DeleteOptions{Name: "cr"}); err != nil {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/fsutil"
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // DeleteOptions say what to delete.
@@ -26,18 +28,18 @@ func Delete(ctx context.Context, h home.Home, o DeleteOptions) error {
 	if err != nil {
 		return err
 	}
-	l, err := w.lock("delete")
+	l, err := w.Lock("delete")
 	if err != nil {
 		return err
 	}
-	defer l.unlock()
+	defer l.Unlock()
 	obs, err := w.observe()
 	if err != nil {
 		return err
 	}
 	if obs.state.Live() {
 		if !o.Force {
-			return liveError(w.name, obs, "delete")
+			return liveError(w.Name, obs, "delete")
 		}
 		if obs.state == Running {
 			w.requestStop(ctx, obs, opKill, 5*time.Second)
@@ -51,14 +53,14 @@ func Delete(ctx context.Context, h home.Home, o DeleteOptions) error {
 		return err
 	}
 	base := h.Path(Dir)
-	trash := filepath.Join(base, trashPrefix+w.name+"-"+randSuffix())
-	if err := os.Rename(w.dir, trash); err != nil {
-		return fmt.Errorf("workspace %s: delete: %w", w.name, err)
+	trash := filepath.Join(base, wsdir.TrashPrefix+w.Name+"-"+wsdir.RandSuffix())
+	if err := os.Rename(w.Path(), trash); err != nil {
+		return fmt.Errorf("workspace %s: delete: %w", w.Name, err)
 	}
-	syncDir(base)
-	l.unlock()
+	fsutil.SyncDir(base)
+	l.Unlock()
 	if err := os.RemoveAll(trash); err != nil {
-		return fmt.Errorf("workspace %s: deleted, but removing its files failed (run \"microagent gc\"): %w", w.name, err)
+		return fmt.Errorf("workspace %s: deleted, but removing its files failed (run \"microagent gc\"): %w", w.Name, err)
 	}
 	return nil
 }

@@ -6,23 +6,11 @@
 //
 // # State
 //
-// Each workspace is one folder, <state>/workspaces/<name>/:
-//
-//	manifest.json   what the workspace is (image and digest, resources, secret
-//	                declarations: references only, never values); versioned
-//	state.json      what it is doing (state, reason, supervisor and VMM identity)
-//	disk.ext4       the writable disk (the overlay's upper layer)
-//	lock            the lifecycle lock (flock), naming its holder
-//	state.lock      serialises read-modify-write of state.json (held for microseconds)
-//	run/            runtime files of the current boot: sup.sock, qmp.sock, boot.json
-//	logs/           supervisor.log (boot and lifecycle events), console.log (serial)
-//	secrets-audit.log  the secrets audit log, when auditing is on (package audit)
-//
-// Files are 0600 and folders 0700; manifest.json and state.json are replaced
-// atomically (temporary file, fsync, rename). A workspace is created in a
-// hidden temporary folder and renamed into place only when complete, and
-// deleted by renaming it away first, so a crash never leaves a half
-// workspace that List shows.
+// Each workspace is one folder, <state>/workspaces/<name>/, laid out and
+// read and written through package wsdir (manifest, record, lock, logs,
+// snapshots). A workspace is created in a hidden temporary folder and
+// renamed into place only when complete, and deleted by renaming it away
+// first, so a crash never leaves a half workspace that List shows.
 //
 // # Processes
 //

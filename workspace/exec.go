@@ -85,7 +85,7 @@ func Exec(ctx context.Context, h home.Home, o ExecOptions) (channel.ExitStatus, 
 // notRunningError explains, from the observed state, why the supervisor
 // could not be reached.
 func (w *wsDir) notRunningError(dialErr error) error {
-	if _, err := open(w.h, w.name); err != nil {
+	if _, err := open(w.Home, w.Name); err != nil {
 		return err
 	}
 	obs, err := w.observe()
@@ -94,14 +94,14 @@ func (w *wsDir) notRunningError(dialErr error) error {
 	}
 	switch obs.state {
 	case Starting, Halting:
-		return fmt.Errorf("workspace %s is %s (%w): try again when it has finished", w.name, obs.state, ErrBusy)
+		return fmt.Errorf("workspace %s is %s (%w): try again when it has finished", w.Name, obs.state, ErrBusy)
 	case Running:
 		return fmt.Errorf("workspace %s: its supervisor (pid %d) does not answer (%v): run \"microagent kill %s\" and start it again",
-			w.name, obs.rec.Supervisor.PID, dialErr, w.name)
+			w.Name, obs.rec.Supervisor.PID, dialErr, w.Name)
 	case Failed:
-		return fmt.Errorf("%w: %s failed (%s): run \"microagent start %s\"", ErrNotRunning, w.name, obs.reason, w.name)
+		return fmt.Errorf("%w: %s failed (%s): run \"microagent start %s\"", ErrNotRunning, w.Name, obs.reason, w.Name)
 	}
-	return fmt.Errorf("%w: %s is %s: run \"microagent start %s\" first", ErrNotRunning, w.name, obs.state, w.name)
+	return fmt.Errorf("%w: %s is %s: run \"microagent start %s\" first", ErrNotRunning, w.Name, obs.state, w.Name)
 }
 
 // execConn is the client end of an exec stream.
@@ -183,21 +183,21 @@ func (w *wsDir) runExec(ctx context.Context, conn net.Conn, o ExecOptions) (chan
 		case channel.FrameExit:
 			var es channel.ExitStatus
 			if err := json.Unmarshal(b, &es); err != nil {
-				return es, fmt.Errorf("exec in %s: bad exit frame: %w", w.name, err)
+				return es, fmt.Errorf("exec in %s: bad exit frame: %w", w.Name, err)
 			}
 			return es, nil
 		case channel.FrameReply:
 			var r channel.Reply
 			if json.Unmarshal(b, &r) == nil && r.Error != "" {
-				return channel.ExitStatus{}, fmt.Errorf("exec in %s: guest: %s", w.name, r.Error)
+				return channel.ExitStatus{}, fmt.Errorf("exec in %s: guest: %s", w.Name, r.Error)
 			}
-			return channel.ExitStatus{}, fmt.Errorf("exec in %s: unexpected reply from the guest", w.name)
+			return channel.ExitStatus{}, fmt.Errorf("exec in %s: unexpected reply from the guest", w.Name)
 		default:
-			return channel.ExitStatus{}, fmt.Errorf("exec in %s: unexpected frame type %d", w.name, t)
+			return channel.ExitStatus{}, fmt.Errorf("exec in %s: unexpected frame type %d", w.Name, t)
 		}
 		if out != nil {
 			if _, err := out.Write(b); err != nil {
-				return channel.ExitStatus{}, fmt.Errorf("exec in %s: write output: %w", w.name, err)
+				return channel.ExitStatus{}, fmt.Errorf("exec in %s: write output: %w", w.Name, err)
 			}
 		}
 	}
@@ -206,7 +206,7 @@ func (w *wsDir) runExec(ctx context.Context, conn net.Conn, o ExecOptions) (chan
 // lostError explains a stream that ended without an exit status: usually
 // the VM stopped.
 func (w *wsDir) lostError(err error) error {
-	msg := fmt.Sprintf("exec in %s: the connection to the workspace was lost before the command exited (%v)", w.name, err)
+	msg := fmt.Sprintf("exec in %s: the connection to the workspace was lost before the command exited (%v)", w.Name, err)
 	if obs, oerr := w.observe(); oerr == nil && obs.state != Running {
 		msg += fmt.Sprintf("; the workspace is %s", obs.state)
 		if obs.reason != "" {

@@ -3,7 +3,6 @@ package workspace
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -11,27 +10,10 @@ import (
 	"strconv"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/internal/fsutil"
 	"github.com/microagent-dev/microagent/tarcopy"
+	"github.com/microagent-dev/microagent/wsdir"
 )
-
-// Files given at create (--file HOST:GUEST[:MODE]) are archived into the
-// workspace folder at create, so later changes to the host files do not
-// matter, and put into the guest by the first start that boots, before
-// the start reports ready; then they are forgotten. A start whose copy
-// fails fails (the workspace is then failed) and keeps them for the next
-// start.
-const (
-	filesDir      = "files"      // pending files: one archive per spec
-	filesManifest = "files.json" // their guest paths, in order
-)
-
-// pendingFile is one entry of files/files.json.
-type pendingFile struct {
-	// Spec is the spec as given (its host path for messages only).
-	Spec tarcopy.FileSpec `json:"spec"`
-	// Archive is the file name in files/ of its archive.
-	Archive string `json:"archive"`
-}
 
 // checkFiles validates create's file specs before anything is pulled.
 func checkFiles(name string, files []tarcopy.FileSpec) error {
@@ -48,27 +30,27 @@ func (w *wsDir) storeFiles(files []tarcopy.FileSpec) error {
 	if len(files) == 0 {
 		return nil
 	}
-	dir := w.path(filesDir)
-	if err := os.Mkdir(dir, dirPerm); err != nil {
-		return fmt.Errorf("workspace %s: %w", w.name, err)
+	dir := w.Path(wsdir.FilesDir)
+	if err := os.Mkdir(dir, wsdir.DirPerm); err != nil {
+		return fmt.Errorf("workspace %s: %w", w.Name, err)
 	}
-	var list []pendingFile
+	var list []wsdir.PendingFile
 	for i, f := range files {
 		name := strconv.Itoa(i) + ".tar"
 		if err := writeArchive(filepath.Join(dir, name), f); err != nil {
-			return fmt.Errorf("workspace %s: --file %s: %w", w.name, f, err)
+			return fmt.Errorf("workspace %s: --file %s: %w", w.Name, f, err)
 		}
-		list = append(list, pendingFile{Spec: f, Archive: name})
+		list = append(list, wsdir.PendingFile{Spec: f, Archive: name})
 	}
 	b, _ := json.MarshalIndent(list, "", "  ")
-	if err := writeFileAtomic(filepath.Join(dir, filesManifest), append(b, '\n')); err != nil {
-		return fmt.Errorf("workspace %s: %w", w.name, err)
+	if err := wsdir.WriteFileAtomic(filepath.Join(dir, wsdir.FilesManifest), append(b, '\n')); err != nil {
+		return fmt.Errorf("workspace %s: %w", w.Name, err)
 	}
-	return syncDir(dir)
+	return fsutil.SyncDir(dir)
 }
 
 func writeArchive(path string, f tarcopy.FileSpec) error {
-	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
+	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, wsdir.FilePerm)
 	if err != nil {
 		return err
 	}
@@ -83,27 +65,11 @@ func writeArchive(path string, f tarcopy.FileSpec) error {
 	return out.Close()
 }
 
-// pendingFiles lists the files still to put into the guest.
-func (w *wsDir) pendingFiles() ([]pendingFile, error) {
-	b, err := os.ReadFile(w.path(filesDir, filesManifest))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("workspace %s: pending files: %w", w.name, err)
-	}
-	var list []pendingFile
-	if err := json.Unmarshal(b, &list); err != nil {
-		return nil, fmt.Errorf("workspace %s: pending files list %s is corrupt: %w", w.name, w.path(filesDir, filesManifest), err)
-	}
-	return list, nil
-}
-
 // deliverFiles puts the pending files into the guest, owned by the image's
 // user, and forgets them once all are in: each copy is synced to the guest's
 // disk first, so a workspace killed later still has them.
 func (w *wsDir) deliverFiles(ctx context.Context, c *channel.Client, owner string, lg *log.Logger) error {
-	list, err := w.pendingFiles()
+	list, err := w.PendingFiles()
 	if err != nil || len(list) == 0 {
 		return err
 	}
@@ -111,18 +77,18 @@ func (w *wsDir) deliverFiles(ctx context.Context, c *channel.Client, owner strin
 		owner = "0"
 	}
 	for _, p := range list {
-		f, err := os.Open(w.path(filesDir, p.Archive))
+		f, err := os.Open(w.Path(wsdir.FilesDir, p.Archive))
 		if err != nil {
-			return fmt.Errorf("workspace %s: --file %s: %w", w.name, p.Spec, err)
+			return fmt.Errorf("workspace %s: --file %s: %w", w.Name, p.Spec, err)
 		}
 		_, err = c.CopyIn(ctx, channel.CopyRequest{Path: p.Spec.Guest, MkdirParents: true, Owner: owner, Sync: true}, f)
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("workspace %s: put --file %s into the guest: %w", w.name, p.Spec, err)
+			return fmt.Errorf("workspace %s: put --file %s into the guest: %w", w.Name, p.Spec, err)
 		}
 	}
 	lg.Printf("put %d file(s) given at create into the guest", len(list))
-	if err := os.RemoveAll(w.path(filesDir)); err != nil {
+	if err := os.RemoveAll(w.Path(wsdir.FilesDir)); err != nil {
 		lg.Printf("forget the delivered files: %v", err)
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/fsutil"
 	"github.com/microagent-dev/microagent/vmm/qemu"
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // ParseSnapshotRef reads "WORKSPACE:TAG".
@@ -49,14 +50,14 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 	if err := ValidateName(o.Name); err != nil {
 		return nil, err
 	}
-	if err := checkSocketPaths(h, o.Name); err != nil {
+	if err := wsdir.CheckSocketPaths(h, o.Name); err != nil {
 		return nil, err
 	}
 	src, err := open(h, o.Source)
 	if err != nil {
 		return nil, err
 	}
-	snap, err := src.readSnapshot(o.Tag)
+	snap, err := src.ReadSnapshot(o.Tag)
 	if err != nil {
 		return nil, err
 	}
@@ -64,33 +65,33 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 	if _, err := os.Lstat(final); err == nil {
 		return nil, existsError(o.Name)
 	}
-	sm, err := src.readManifest()
+	sm, err := src.ReadManifest()
 	if err != nil {
 		return nil, err
 	}
 	err = assemble(h, o.Name, func(w *wsDir) error {
-		if err := os.Mkdir(w.path(restoreDir), dirPerm); err != nil {
+		if err := os.Mkdir(w.Path(wsdir.RestoreDir), wsdir.DirPerm); err != nil {
 			return fmt.Errorf("workspace %s: %w", o.Name, err)
 		}
 		// The snapshot's files are linked first, not copied: they never
 		// change, and a link outlives the snapshot's deletion, so no lock on
 		// the source is needed and forks of one snapshot run side by side.
-		sdir := src.snapDir(o.Tag)
-		for _, f := range []string{snapState, snapMemory, snapMeta, snapDisk} {
-			err := os.Link(filepath.Join(sdir, f), w.path(restoreDir, f))
-			if errors.Is(err, os.ErrNotExist) && f == snapMemory && !snap.SharedRAM {
+		sdir := src.SnapDir(o.Tag)
+		for _, f := range []string{wsdir.SnapState, wsdir.SnapMemory, wsdir.SnapMeta, wsdir.SnapDisk} {
+			err := os.Link(filepath.Join(sdir, f), w.Path(wsdir.RestoreDir, f))
+			if errors.Is(err, os.ErrNotExist) && f == wsdir.SnapMemory && !snap.SharedRAM {
 				continue // the RAM is in the state stream
 			}
 			if err != nil {
 				return fmt.Errorf("workspace %s: snapshot %s:%s (deleted meanwhile?): %w", o.Name, o.Source, o.Tag, err)
 			}
 		}
-		linked := w.path(restoreDir, snapDisk)
+		linked := w.Path(wsdir.RestoreDir, wsdir.SnapDisk)
 		fi, err := os.Stat(linked)
 		if err != nil {
 			return fmt.Errorf("workspace %s: %w", o.Name, err)
 		}
-		if err := fsutil.CopySparseFile(ctx, linked, w.diskPath(), fi.Size(), nil); err != nil {
+		if err := fsutil.CopySparseFile(ctx, linked, w.DiskPath(), fi.Size(), nil); err != nil {
 			return fmt.Errorf("workspace %s: copy the snapshot's disk: %w", o.Name, err)
 		}
 		if err := os.Remove(linked); err != nil {
@@ -102,7 +103,7 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 		}
 		if sec.Audit {
 			// The fork's accesses are its own: a new, empty log.
-			if err := createAuditLog(w.path(audit.FileName)); err != nil {
+			if err := createAuditLog(w.Path(audit.FileName)); err != nil {
 				return fmt.Errorf("workspace %s: %w", o.Name, err)
 			}
 		}
@@ -113,11 +114,11 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 		m.Declarations = maps.Clone(sm.Declarations)
 		if nc, err := sm.Network(); err == nil && len(nc.Publish) > 0 {
 			nc.Publish = nil
-			if err := m.setNetwork(nc); err != nil {
+			if err := m.SetNetwork(nc); err != nil {
 				return err
 			}
 		}
-		return writeManifest(w.manifestPath(), &m)
+		return wsdir.WriteManifest(w.ManifestPath(), &m)
 	})
 	if err != nil {
 		return nil, err
@@ -138,18 +139,18 @@ func (w *wsDir) restoreFor(fromSnapshot string, m *Manifest, kernel, initrd stri
 	var err error
 	switch {
 	case fromSnapshot != "":
-		if snap, err = w.readSnapshot(fromSnapshot); err != nil {
+		if snap, err = w.ReadSnapshot(fromSnapshot); err != nil {
 			return nil, err
 		}
-		r = &restorePlan{Dir: w.snapDir(fromSnapshot), SharedRAM: snap.SharedRAM, Tag: snap.Tag, Source: w.name}
+		r = &restorePlan{Dir: w.SnapDir(fromSnapshot), SharedRAM: snap.SharedRAM, Tag: snap.Tag, Source: w.Name}
 	default:
-		if _, serr := os.Stat(w.path(restoreDir, snapMeta)); serr != nil {
+		if _, serr := os.Stat(w.Path(wsdir.RestoreDir, wsdir.SnapMeta)); serr != nil {
 			return nil, nil // an ordinary boot
 		}
-		if snap, err = readSnapshotFile(w.path(restoreDir, snapMeta)); err != nil {
-			return nil, fmt.Errorf("workspace %s: the snapshot it was forked from: %w", w.name, err)
+		if snap, err = wsdir.ReadSnapshotFile(w.Path(wsdir.RestoreDir, wsdir.SnapMeta)); err != nil {
+			return nil, fmt.Errorf("workspace %s: the snapshot it was forked from: %w", w.Name, err)
 		}
-		r = &restorePlan{Dir: w.path(restoreDir), SharedRAM: snap.SharedRAM, Fork: true, Tag: snap.Tag, Source: snap.Workspace}
+		r = &restorePlan{Dir: w.Path(wsdir.RestoreDir), SharedRAM: snap.SharedRAM, Fork: true, Tag: snap.Tag, Source: snap.Workspace}
 	}
 	accel, _ := qemu.DetectAccel()
 	var diffs []string
@@ -172,7 +173,7 @@ func (w *wsDir) restoreFor(fromSnapshot string, m *Manifest, kernel, initrd stri
 	check("devices", snap.Devices, machineDevices(&n))
 	if len(diffs) > 0 {
 		return nil, fmt.Errorf("workspace %s: snapshot %s:%s cannot be resumed by this machine: it was taken with %s: start without the snapshot, or take a new one",
-			w.name, r.Source, r.Tag, strings.Join(diffs, "; "))
+			w.Name, r.Source, r.Tag, strings.Join(diffs, "; "))
 	}
 	return r, nil
 }
@@ -181,19 +182,19 @@ func (w *wsDir) restoreFor(fromSnapshot string, m *Manifest, kernel, initrd stri
 // copy made beside it, then renamed over it: a crash leaves one or the
 // other).
 func (w *wsDir) rollBackDisk(ctx context.Context, snapDir string) error {
-	src := filepath.Join(snapDir, snapDisk)
+	src := filepath.Join(snapDir, wsdir.SnapDisk)
 	fi, err := os.Stat(src)
 	if err != nil {
-		return fmt.Errorf("workspace %s: the snapshot's disk: %w", w.name, err)
+		return fmt.Errorf("workspace %s: the snapshot's disk: %w", w.Name, err)
 	}
-	tmp := w.path(tmpPrefix + diskFile + "-" + randSuffix())
+	tmp := w.Path(wsdir.TmpPrefix + wsdir.DiskFile + "-" + wsdir.RandSuffix())
 	if err := fsutil.CopySparseFile(ctx, src, tmp, fi.Size(), nil); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("workspace %s: copy the snapshot's disk: %w", w.name, err)
+		return fmt.Errorf("workspace %s: copy the snapshot's disk: %w", w.Name, err)
 	}
-	if err := os.Rename(tmp, w.diskPath()); err != nil {
+	if err := os.Rename(tmp, w.DiskPath()); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("workspace %s: roll back the disk: %w", w.name, err)
+		return fmt.Errorf("workspace %s: roll back the disk: %w", w.Name, err)
 	}
-	return syncDir(w.dir)
+	return fsutil.SyncDir(w.Path())
 }

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microagent-dev/microagent/internal/proc"
+	"github.com/microagent-dev/microagent/wsdir"
+
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/fsutil"
 )
@@ -46,12 +49,12 @@ func GC(ctx context.Context, h home.Home) (*GCReport, error) {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
 	procs := scanProcs(h)
-	killAll := func(dir string, keep ...*procID) {
+	killAll := func(dir string, keep ...*proc.ID) {
 		for _, p := range procs[dir] {
 			if isKept(p, keep) {
 				continue
 			}
-			if killAndWait(&p, 10*time.Second) == nil {
+			if proc.KillAndWait(&p, 10*time.Second) == nil {
 				rep.Killed = append(rep.Killed, p.PID)
 			}
 		}
@@ -62,20 +65,20 @@ func GC(ctx context.Context, h home.Home) (*GCReport, error) {
 		}
 		name := e.Name()
 		dir := filepath.Join(base, name)
-		if hidden(name) {
-			if !strings.HasPrefix(name, tmpPrefix) && !strings.HasPrefix(name, trashPrefix) {
+		if wsdir.Hidden(name) {
+			if !strings.HasPrefix(name, wsdir.TmpPrefix) && !strings.HasPrefix(name, wsdir.TrashPrefix) {
 				continue
 			}
-			l, err := tryLock(filepath.Join(dir, lockFile), name, "gc")
+			l, err := wsdir.TryLock(filepath.Join(dir, wsdir.LockFile), name, "gc")
 			if errors.Is(err, ErrBusy) {
 				continue // a create or delete in progress
 			}
 			killAll(dir)
 			if err := os.RemoveAll(dir); err != nil {
-				l.unlock()
+				l.Unlock()
 				return rep, fmt.Errorf("gc: remove %s: %w", dir, err)
 			}
-			l.unlock()
+			l.Unlock()
 			rep.Removed = append(rep.Removed, name)
 			continue
 		}
@@ -83,7 +86,7 @@ func GC(ctx context.Context, h home.Home) (*GCReport, error) {
 			continue
 		}
 		w := newWS(h, name)
-		l, err := w.lock("gc")
+		l, err := w.Lock("gc")
 		if err != nil {
 			if errors.Is(err, ErrBusy) {
 				rep.Skipped = append(rep.Skipped, name)
@@ -91,7 +94,7 @@ func GC(ctx context.Context, h home.Home) (*GCReport, error) {
 			continue
 		}
 		repaired, err := w.gc(procs[dir], rep)
-		l.unlock()
+		l.Unlock()
 		if err != nil {
 			return rep, err
 		}
@@ -108,7 +111,7 @@ func GC(ctx context.Context, h home.Home) (*GCReport, error) {
 	return rep, nil
 }
 
-func isKept(p procID, keep []*procID) bool {
+func isKept(p proc.ID, keep []*proc.ID) bool {
 	for _, k := range keep {
 		if k != nil && k.PID == p.PID && k.Start == p.Start {
 			return true
@@ -118,7 +121,7 @@ func isKept(p procID, keep []*procID) bool {
 }
 
 // gc repairs one workspace; the caller holds its lock.
-func (w *wsDir) gc(procs []procID, rep *GCReport) (bool, error) {
+func (w *wsDir) gc(procs []proc.ID, rep *GCReport) (bool, error) {
 	obs, err := w.observe()
 	if err != nil {
 		return false, err
@@ -127,10 +130,10 @@ func (w *wsDir) gc(procs []procID, rep *GCReport) (bool, error) {
 	if obs.state.Live() {
 		// Only processes of other boots are orphans.
 		for _, p := range procs {
-			if isKept(p, []*procID{obs.rec.Supervisor, obs.rec.VMM}) || (obs.state == Starting && obs.rec.VMM == nil) {
+			if isKept(p, []*proc.ID{obs.rec.Supervisor, obs.rec.VMM}) || (obs.state == Starting && obs.rec.VMM == nil) {
 				continue
 			}
-			if killAndWait(&p, 10*time.Second) == nil {
+			if proc.KillAndWait(&p, 10*time.Second) == nil {
 				rep.Killed = append(rep.Killed, p.PID)
 				repaired = true
 			}
@@ -138,13 +141,13 @@ func (w *wsDir) gc(procs []procID, rep *GCReport) (bool, error) {
 		return repaired, nil
 	}
 	for _, p := range procs {
-		if killAndWait(&p, 10*time.Second) == nil {
+		if proc.KillAndWait(&p, 10*time.Second) == nil {
 			rep.Killed = append(rep.Killed, p.PID)
 			repaired = true
 		}
 	}
 	for _, p := range obs.orphans {
-		if killAndWait(p, 10*time.Second) == nil {
+		if proc.KillAndWait(p, 10*time.Second) == nil {
 			rep.Killed = append(rep.Killed, p.PID)
 			repaired = true
 		}
@@ -152,11 +155,11 @@ func (w *wsDir) gc(procs []procID, rep *GCReport) (bool, error) {
 	if obs.state != obs.rec.State {
 		repaired = true
 	}
-	if ents, _ := os.ReadDir(w.path(runDir)); len(ents) > 0 {
+	if ents, _ := os.ReadDir(w.Path(wsdir.RunDir)); len(ents) > 0 {
 		repaired = true
 	}
 	// Temporary files of atomic writes a crash interrupted.
-	if tmps, _ := filepath.Glob(filepath.Join(w.dir, fsutil.TempPrefix+"*")); len(tmps) > 0 {
+	if tmps, _ := filepath.Glob(filepath.Join(w.Path(), fsutil.TempPrefix+"*")); len(tmps) > 0 {
 		for _, p := range tmps {
 			os.Remove(p)
 		}
@@ -169,8 +172,8 @@ func (w *wsDir) gc(procs []procID, rep *GCReport) (bool, error) {
 // by their command lines: QEMU names the workspace's disk and logs, a
 // supervisor its state directory and name. Other processes (a user's
 // "tail -f" of a log) are never counted. The result is keyed by folder.
-func scanProcs(h home.Home) map[string][]procID {
-	out := map[string][]procID{}
+func scanProcs(h home.Home) map[string][]proc.ID {
+	out := map[string][]proc.ID{}
 	base := h.Path(Dir) + string(filepath.Separator)
 	paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	me := os.Getpid()
@@ -203,7 +206,7 @@ func scanProcs(h home.Home) map[string][]procID {
 		if dir == "" {
 			continue
 		}
-		id, err := identify(pid)
+		id, err := proc.Identify(pid)
 		if err != nil {
 			continue
 		}

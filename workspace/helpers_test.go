@@ -15,6 +15,7 @@ import (
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // The VM tests boot real QEMU microVMs from images served by a real
@@ -184,7 +185,7 @@ func (e *env) assertAtRest(t *testing.T, name string, want State) {
 	if inf.State != want {
 		t.Errorf("%s: state %s (%s), want %s", name, inf.State, inf.Reason, want)
 	}
-	socks, _ := filepath.Glob(filepath.Join(e.h.Path(Dir, name), runDir, "*.sock"))
+	socks, _ := filepath.Glob(filepath.Join(e.h.Path(Dir, name), wsdir.RunDir, "*.sock"))
 	if len(socks) > 0 {
 		t.Errorf("%s: sockets left: %v", name, socks)
 	}

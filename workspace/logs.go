@@ -56,10 +56,10 @@ func LogsFunc(ctx context.Context, h home.Home, o LogsOptions, fn func(LogSource
 	}
 	var tails []*tail
 	if o.Supervisor {
-		tails = append(tails, &tail{path: w.supLog(), src: SupervisorLog})
+		tails = append(tails, &tail{path: w.SupLog(), src: SupervisorLog})
 	}
 	if o.Console {
-		tails = append(tails, &tail{path: w.consoleLog(), src: ConsoleLog})
+		tails = append(tails, &tail{path: w.ConsoleLog(), src: ConsoleLog})
 	}
 	defer func() {
 		for _, t := range tails {

@@ -1,124 +1,18 @@
 package workspace
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 
 	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/vmm"
 )
-
-// networkKey is the manifest's declarations slot for the network.
-//
-// The network lives in the declarations (like the secrets) rather than in
-// a new top-level field, so the manifest stays at version 1: a manifest
-// without it is a workspace from before networking and gets the default
-// (user mode, no published ports, no host access), and an older
-// microagent that does not know the slot keeps it untouched when it
-// rewrites the manifest (and boots the workspace without a NIC, the safe
-// direction).
-const networkKey = "network"
 
 // ErrNetwork marks a network setting that can never work (a malformed or
 // contradictory one: publishing a port of an isolated workspace, a port
 // named twice, ...). A port that is merely taken on the host right now is
 // not one: it is reported by Start.
 var ErrNetwork = errors.New("invalid network")
-
-// NetworkConfig is a workspace's network as its manifest keeps it and as
-// Info reports it.
-type NetworkConfig struct {
-	// Mode is "user" (NAT, the default) or "isolated" (no NIC).
-	Mode vmm.NetworkMode `json:"mode"`
-	// Publish are the guest TCP ports published on the host; every start
-	// binds them again.
-	Publish []Port `json:"publish,omitempty"`
-	// HostAccess lets the guest reach the host's loopback services (and,
-	// with QEMU's NAT, the outside world and its DNS).
-	HostAccess bool `json:"hostAccess,omitempty"`
-	// DNS are the guest's nameservers, instead of the NAT's forwarder.
-	DNS []netip.Addr `json:"dns,omitempty"`
-}
-
-// Port is one published port.
-type Port struct {
-	HostIP    netip.Addr `json:"hostIP"`
-	HostPort  int        `json:"hostPort"`
-	GuestPort int        `json:"guestPort"`
-	// Protocol is always "tcp" (the only one that can be published).
-	Protocol string `json:"protocol"`
-}
-
-// String renders the port as HOST_IP:HOST_PORT->GUEST_PORT/tcp.
-func (p Port) String() string {
-	return fmt.Sprintf("%s:%d->%d/%s", p.HostIP, p.HostPort, p.GuestPort, p.Protocol)
-}
-
-// NewNetworkConfig describes n as a manifest keeps it.
-func NewNetworkConfig(n vmm.Network) NetworkConfig {
-	mode := n.Mode
-	if mode == "" {
-		mode = vmm.NetworkUser
-	}
-	c := NetworkConfig{Mode: mode, HostAccess: n.HostAccess, DNS: n.DNS}
-	for _, f := range n.Forwards {
-		c.Publish = append(c.Publish, Port{HostIP: f.HostIP, HostPort: f.HostPort, GuestPort: f.GuestPort, Protocol: "tcp"})
-	}
-	return c
-}
-
-// VMM returns the network to give the VM.
-func (c NetworkConfig) VMM() vmm.Network {
-	n := vmm.Network{Mode: c.Mode, HostAccess: c.HostAccess, DNS: c.DNS}
-	for _, p := range c.Publish {
-		n.Forwards = append(n.Forwards, vmm.Forward{HostIP: p.HostIP, HostPort: p.HostPort, GuestPort: p.GuestPort})
-	}
-	return n
-}
-
-// Network returns the workspace's network; a manifest without one (a
-// workspace created before networking) gets the default: user mode, no
-// published ports, no host access.
-func (m *Manifest) Network() (NetworkConfig, error) {
-	raw, ok := m.Declarations[networkKey]
-	if !ok {
-		return NetworkConfig{Mode: vmm.NetworkUser}, nil
-	}
-	var c NetworkConfig
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return c, fmt.Errorf("workspace %s: the network in its manifest is corrupt (%v): delete the workspace and create it again", m.Name, err)
-	}
-	for _, p := range c.Publish {
-		if p.Protocol != "tcp" {
-			return c, fmt.Errorf("workspace %s: the network in its manifest publishes port %d over %q, which this microagent cannot: upgrade microagent", m.Name, p.HostPort, p.Protocol)
-		}
-	}
-	n := c.VMM()
-	if err := n.Validate(); err != nil {
-		return c, fmt.Errorf("workspace %s: the network in its manifest is invalid (%v): delete the workspace and create it again", m.Name, err)
-	}
-	if c.Mode == "" {
-		c.Mode = vmm.NetworkUser
-	}
-	return c, nil
-}
-
-// setNetwork stores c in the manifest's declarations slot. The default
-// network is stored too: the manifest then says what the workspace was
-// created with, even if the default changes later.
-func (m *Manifest) setNetwork(c NetworkConfig) error {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Errorf("workspace %s: encode the network: %w", m.Name, err)
-	}
-	if m.Declarations == nil {
-		m.Declarations = map[string]json.RawMessage{}
-	}
-	m.Declarations[networkKey] = b
-	return nil
-}
 
 // checkNetwork validates a network given to Create.
 func checkNetwork(name string, n vmm.Network) error {
@@ -138,7 +32,7 @@ func (w *wsDir) startNetwork(m *Manifest) (*vmm.Network, error) {
 	}
 	n := c.VMM()
 	if err := runner.CheckForwards(n.Forwards); err != nil {
-		return nil, fmt.Errorf("workspace %s: %w; the workspace was not started", w.name, err)
+		return nil, fmt.Errorf("workspace %s: %w; the workspace was not started", w.Name, err)
 	}
 	return &n, nil
 }

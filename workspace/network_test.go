@@ -165,7 +165,7 @@ func TestManifestNetworkDefault(t *testing.T) {
 	}
 	n := vmm.Network{Forwards: []vmm.Forward{{HostIP: netip.MustParseAddr("127.0.0.2"), HostPort: 8080, GuestPort: 80}},
 		HostAccess: true, DNS: []netip.Addr{vmm.UserAddressing.Gateway}}
-	if err := m.setNetwork(NewNetworkConfig(n)); err != nil {
+	if err := m.SetNetwork(NewNetworkConfig(n)); err != nil {
 		t.Fatal(err)
 	}
 	b, err := json.Marshal(m)
@@ -186,7 +186,7 @@ func TestManifestNetworkDefault(t *testing.T) {
 	}
 	// A corrupt or invalid stored network is refused with a way out.
 	for _, raw := range []string{`{"mode":1}`, `{"mode":"isolated","hostAccess":true}`, `{"mode":"user","publish":[{"hostIP":"127.0.0.1","hostPort":1,"guestPort":2,"protocol":"udp"}]}`} {
-		m.Declarations[networkKey] = json.RawMessage(raw)
+		m.Declarations["network"] = json.RawMessage(raw)
 		if _, err := m.Network(); err == nil || !strings.Contains(err.Error(), "workspace old") {
 			t.Errorf("%s: %v", raw, err)
 		}

@@ -49,7 +49,7 @@ type supStatus struct {
 // dialSup connects to the workspace's supervisor.
 func (w *wsDir) dialSup(ctx context.Context) (net.Conn, error) {
 	var d net.Dialer
-	return d.DialContext(ctx, "unix", w.sockPath())
+	return d.DialContext(ctx, "unix", w.SockPath())
 }
 
 // supNotListening reports dial errors that mean no supervisor is there.

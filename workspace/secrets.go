@@ -2,7 +2,6 @@ package workspace
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -18,65 +17,12 @@ import (
 	"github.com/microagent-dev/microagent/secrets"
 )
 
-// secretsKey is the manifest's declarations slot for secrets.
-const secretsKey = "secrets"
-
 // resolveTimeout bounds the resolution of a start's secrets (a backend
 // that does not answer must not hang the start forever).
 const resolveTimeout = time.Minute
 
 // deliverTimeout bounds handing the resolved values to the guest.
 const deliverTimeout = 30 * time.Second
-
-// SecretsConfig is what a workspace declares about secrets, as kept in its
-// manifest: references, never values. They are resolved afresh at every
-// start (materialized ones) or every fetch (on-demand ones).
-type SecretsConfig struct {
-	secrets.Declarations
-	// Audit makes the supervisor record every access in the workspace's
-	// audit log (audit.PathFor), which must then exist.
-	Audit bool `json:"audit,omitempty"`
-}
-
-// Empty reports whether nothing is declared and auditing is off.
-func (c SecretsConfig) Empty() bool {
-	return len(c.Secrets) == 0 && len(c.EnvFiles) == 0 && !c.Audit
-}
-
-func (c SecretsConfig) hasDecls() bool { return len(c.Secrets) > 0 || len(c.EnvFiles) > 0 }
-
-// Secrets returns the workspace's secret declarations (zero when none).
-func (m *Manifest) Secrets() (SecretsConfig, error) {
-	var c SecretsConfig
-	raw, ok := m.Declarations[secretsKey]
-	if !ok {
-		return c, nil
-	}
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return c, fmt.Errorf("workspace %s: the secret declarations in its manifest are corrupt (%v): delete the workspace and create it again", m.Name, err)
-	}
-	if err := c.Validate(); err != nil {
-		return c, fmt.Errorf("workspace %s: the secret declarations in its manifest are invalid (%w): delete the workspace and create it again", m.Name, err)
-	}
-	return c, nil
-}
-
-// setSecrets stores c in the manifest's declarations slot.
-func (m *Manifest) setSecrets(c SecretsConfig) error {
-	if c.Empty() {
-		delete(m.Declarations, secretsKey)
-		return nil
-	}
-	b, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Errorf("workspace %s: encode the secret declarations: %w", m.Name, err)
-	}
-	if m.Declarations == nil {
-		m.Declarations = map[string]json.RawMessage{}
-	}
-	m.Declarations[secretsKey] = b
-	return nil
-}
 
 // declError marks a malformed or conflicting declaration (a usage error).
 func declError(name string, err error) error {
@@ -120,12 +66,12 @@ func mergeDecls(base, add secrets.Declarations) (secrets.Declarations, error) {
 
 // auditMissing reports whether auditing is on and the log is gone.
 func (w *wsDir) auditMissing() error {
-	p := w.path(audit.FileName)
+	p := w.Path(audit.FileName)
 	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("workspace %s: its secrets audit log %s is missing (removed?) and the records it held are lost: refusing to start; "+
-			"to start with a new, empty log run \"microagent start %s --secrets-audit\"", w.name, p, w.name)
+			"to start with a new, empty log run \"microagent start %s --secrets-audit\"", w.Name, p, w.Name)
 	} else if err != nil {
-		return fmt.Errorf("workspace %s: secrets audit log: %w", w.name, err)
+		return fmt.Errorf("workspace %s: secrets audit log: %w", w.Name, err)
 	}
 	return nil
 }
@@ -208,7 +154,7 @@ func (a *auditFile) close() {
 func prepareSecrets(ctx context.Context, w *wsDir, cfg SecretsConfig, lg *log.Logger) (*supSecrets, error) {
 	s := &supSecrets{cfg: cfg, env: envSnapshot(), lg: lg}
 	if cfg.Audit {
-		p := w.path(audit.FileName)
+		p := w.Path(audit.FileName)
 		l, err := audit.Open(p)
 		if err != nil {
 			return nil, fmt.Errorf("secrets audit is on but its log cannot be opened (%w): refusing to start", err)
@@ -220,7 +166,7 @@ func prepareSecrets(ctx context.Context, w *wsDir, cfg SecretsConfig, lg *log.Lo
 		}
 		s.audit = &auditFile{log: l, path: p, fi: fi}
 	}
-	if cfg.hasDecls() {
+	if cfg.HasDecls() {
 		rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 		prep, err := conduit.Resolve(rctx, cfg.Declarations, s.env)
 		cancel()
@@ -262,7 +208,7 @@ func (s *supSecrets) warnings() []string {
 // to the guest (recording each in the audit log first); the host's copies
 // are zeroed whatever happens.
 func (s *supSecrets) deliver(ctx context.Context, c *channel.Client, kind audit.Access) error {
-	if s == nil || !s.cfg.hasDecls() {
+	if s == nil || !s.cfg.HasDecls() {
 		return nil
 	}
 	defer s.prep.Zero()

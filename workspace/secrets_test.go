@@ -13,6 +13,7 @@ import (
 	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/secrets"
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 func decls(t *testing.T, specs ...string) secrets.Declarations {
@@ -39,7 +40,7 @@ func TestSecretsManifestRoundTrip(t *testing.T) {
 	}
 	want := SecretsConfig{Declarations: decls(t, "A=env:X", "?B=dotenv:/f.env#B"), Audit: true}
 	want.EnvFiles = []string{"/app.env"}
-	if err := m.setSecrets(want); err != nil {
+	if err := m.SetSecrets(want); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := json.Marshal(m)
@@ -52,10 +53,10 @@ func TestSecretsManifestRoundTrip(t *testing.T) {
 	if err != nil || len(got.Secrets) != 2 || !got.Secrets[1].OnDemand || got.EnvFiles[0] != "/app.env" || !got.Audit {
 		t.Fatalf("read back: %+v %v", got, err)
 	}
-	if err := m.setSecrets(SecretsConfig{}); err != nil || m.Declarations[secretsKey] != nil {
+	if err := m.SetSecrets(SecretsConfig{}); err != nil || m.Declarations["secrets"] != nil {
 		t.Fatalf("empty config kept: %v", m.Declarations)
 	}
-	m.Declarations = map[string]json.RawMessage{secretsKey: json.RawMessage(`{"secrets":[{"name":"A","ref":"nosuch:x"}]}`)}
+	m.Declarations = map[string]json.RawMessage{"secrets": json.RawMessage(`{"secrets":[{"name":"A","ref":"nosuch:x"}]}`)}
 	if _, err := m.Secrets(); err == nil || !strings.Contains(err.Error(), "invalid") {
 		t.Fatalf("unknown scheme in the manifest: %v", err)
 	}
@@ -107,13 +108,13 @@ func TestSecretsDeclarationRefusals(t *testing.T) {
 
 	// A workspace at rest, made by hand, declaring A with auditing on.
 	w := newWS(h, "ws")
-	os.MkdirAll(w.path(logsDir), dirPerm)
+	os.MkdirAll(w.Path(wsdir.LogsDir), wsdir.DirPerm)
 	m := &Manifest{Version: ManifestVersion, Name: "ws"}
-	m.setSecrets(SecretsConfig{Declarations: decls(t, "A=env:X"), Audit: true})
-	if err := writeManifest(w.manifestPath(), m); err != nil {
+	m.SetSecrets(SecretsConfig{Declarations: decls(t, "A=env:X"), Audit: true})
+	if err := wsdir.WriteManifest(w.ManifestPath(), m); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := os.ReadFile(w.manifestPath())
+	before, _ := os.ReadFile(w.ManifestPath())
 	_, err := Start(ctx, h, StartOptions{Name: "ws", Secrets: decls(t, "A=env:Y")})
 	if !errors.Is(err, ErrSecretDecl) || !strings.Contains(err.Error(), "secret A: declared twice") {
 		t.Fatalf("start redeclaring A: %v", err)
@@ -123,10 +124,10 @@ func TestSecretsDeclarationRefusals(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "audit log") || !strings.Contains(err.Error(), "--secrets-audit") {
 		t.Fatalf("start without its audit log: %v", err)
 	}
-	if after, _ := os.ReadFile(w.manifestPath()); !bytes.Equal(before, after) {
+	if after, _ := os.ReadFile(w.ManifestPath()); !bytes.Equal(before, after) {
 		t.Fatalf("manifest changed:\n%s", after)
 	}
-	if _, err := os.Stat(w.path(recordFile)); err == nil {
+	if _, err := os.Stat(w.Path(wsdir.RecordFile)); err == nil {
 		t.Fatal("a refused start wrote the state")
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // counterScript starts a counter in /tmp/count in the background, in its
@@ -171,8 +172,8 @@ func TestSnapshots(t *testing.T) {
 	os.WriteFile(secFile, []byte(v2), 0o600)
 
 	// The snapshot holds no copy of the value: the memory file and disk.
-	for _, f := range []string{snapMemory, snapDisk, snapState} {
-		b, err := os.ReadFile(filepath.Join(e.h.Path(Dir, "src"), snapshotsDir, "base", f))
+	for _, f := range []string{wsdir.SnapMemory, wsdir.SnapDisk, wsdir.SnapState} {
+		b, err := os.ReadFile(filepath.Join(e.h.Path(Dir, "src"), wsdir.SnapshotsDir, "base", f))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -216,7 +217,7 @@ func TestSnapshots(t *testing.T) {
 	if _, ok := e.catFile(t, "src", "/root/forkonly"); ok {
 		t.Error("the fork's write reached the source")
 	}
-	if _, err := os.Stat(e.h.Path(Dir, "fork1", restoreDir)); err == nil {
+	if _, err := os.Stat(e.h.Path(Dir, "fork1", wsdir.RestoreDir)); err == nil {
 		t.Error("the fork's restore folder is left after its start")
 	}
 
@@ -277,7 +278,7 @@ func TestSnapshots(t *testing.T) {
 	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "unpurged"}); err == nil || !strings.Contains(err.Error(), "could not confirm") {
 		t.Fatalf("capture without a confirmed purge: %v", err)
 	}
-	if _, err := os.Stat(e.h.Path(Dir, "src", snapshotsDir, "unpurged")); err == nil {
+	if _, err := os.Stat(e.h.Path(Dir, "src", wsdir.SnapshotsDir, "unpurged")); err == nil {
 		t.Fatal("a snapshot was written without a confirmed purge")
 	}
 	if inf := e.status(t, "src"); inf.State != Running {
@@ -396,7 +397,7 @@ func TestSnapshotKilled(t *testing.T) {
 
 	// A capture that cannot fit is refused before anything is paused or
 	// written (a real 8 MiB tmpfs as the snapshot folder).
-	snapDir := e.h.Path(Dir, "ws", snapshotsDir)
+	snapDir := e.h.Path(Dir, "ws", wsdir.SnapshotsDir)
 	if os.Geteuid() == 0 {
 		os.MkdirAll(snapDir, 0o700)
 		if err := syscall.Mount("tmpfs", snapDir, "tmpfs", 0, "size=8m,mode=0700"); err != nil {
@@ -423,7 +424,7 @@ func TestSnapshotKilled(t *testing.T) {
 		done <- err
 	}()
 	waitFor(t, "a capture in progress", 60*time.Second, func() bool {
-		m, _ := filepath.Glob(filepath.Join(snapDir, tmpPrefix+"*"))
+		m, _ := filepath.Glob(filepath.Join(snapDir, wsdir.TmpPrefix+"*"))
 		return len(m) > 0
 	})
 	if err := syscall.Kill(sup, syscall.SIGKILL); err != nil {
@@ -440,7 +441,7 @@ func TestSnapshotKilled(t *testing.T) {
 	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "ws", Tag: "t"}); err != nil {
 		t.Fatal(err)
 	}
-	if m, _ := filepath.Glob(filepath.Join(snapDir, tmpPrefix+"*")); len(m) > 0 {
+	if m, _ := filepath.Glob(filepath.Join(snapDir, wsdir.TmpPrefix+"*")); len(m) > 0 {
 		t.Errorf("leftovers: %v", m)
 	}
 	if err := Delete(ctx, e.h, DeleteOptions{Name: "ws", Force: true}); err != nil {
@@ -454,23 +455,23 @@ func TestSnapshotKilled(t *testing.T) {
 func TestRestoreMismatch(t *testing.T) {
 	h := home.Home{Root: t.TempDir()}
 	w := newWS(h, "ws")
-	if err := os.MkdirAll(w.snapDir("t"), 0o700); err != nil {
+	if err := os.MkdirAll(w.SnapDir("t"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	m := &Manifest{Name: "ws", Resources: Resources{MemoryMiB: 256, CPUs: 1}}
 	accel, _ := qemu.DetectAccel()
 	n := vmm.Network{Mode: vmm.NetworkUser}
 	good := Snapshot{Tag: "t", Workspace: "ws", MemoryMiB: 256, CPUs: 1, Kernel: "/k", Initrd: "/i", Accel: accel, CPU: cpuModel(accel), Devices: machineDevices(&n), SharedRAM: true}
-	if err := writeSnapshotMeta(w.snapDir("t"), &good); err != nil {
+	if err := wsdir.WriteSnapshotMeta(w.SnapDir("t"), &good); err != nil {
 		t.Fatal(err)
 	}
 	r, err := w.restoreFor("t", m, "/k", "/i")
-	if err != nil || r == nil || r.Fork || !r.SharedRAM || r.Dir != w.snapDir("t") {
+	if err != nil || r == nil || r.Fork || !r.SharedRAM || r.Dir != w.SnapDir("t") {
 		t.Fatalf("matching snapshot: %+v %v", r, err)
 	}
 	bad := good
 	bad.MemoryMiB, bad.Kernel, bad.Accel, bad.Devices = 2048, "/old/vmlinux", "other", "virtio-blk:2"
-	writeSnapshotMeta(w.snapDir("t"), &bad)
+	wsdir.WriteSnapshotMeta(w.SnapDir("t"), &bad)
 	_, err = w.restoreFor("t", m, "/k", "/i")
 	for _, want := range []string{"memory (MiB) 2048, now 256", "kernel /old/vmlinux, now /k", "accelerator other", "devices virtio-blk:2"} {
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/microagent-dev/microagent/internal/proc"
+	"github.com/microagent-dev/microagent/wsdir"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/microagent-dev/microagent/channel"
@@ -121,12 +124,12 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := w.lock("start")
+	l, err := w.Lock("start")
 	if err != nil {
 		return nil, err
 	}
-	defer l.unlock()
-	m, err := w.readManifest()
+	defer l.Unlock()
+	m, err := w.ReadManifest()
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +142,7 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 		return nil, err
 	}
 	if obs.state.Live() {
-		return nil, liveError(w.name, obs, "start")
+		return nil, liveError(w.Name, obs, "start")
 	}
 	if sec.Audit && !o.SecretsAudit {
 		if err := w.auditMissing(); err != nil {
@@ -149,7 +152,7 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if err := w.stopOrphans(obs); err != nil {
 		return nil, err
 	}
-	w.cleanSnapshotLeftovers() // of captures killed midway
+	w.CleanSnapshotLeftovers() // of captures killed midway
 	// After stopOrphans: an orphaned QEMU of this workspace may hold the
 	// ports it publishes.
 	network, err := w.startNetwork(m)
@@ -159,14 +162,14 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	exe := o.Executable
 	if exe == "" {
 		if exe, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("workspace %s: find the microagent binary for the supervisor: %w", w.name, err)
+			return nil, fmt.Errorf("workspace %s: find the microagent binary for the supervisor: %w", w.Name, err)
 		}
 	}
 	parts, err := runner.Prepare(ctx, h, runner.PrepareOptions{
 		Image: m.Image.Pinned, Pull: image.PullMissing, KernelPath: m.KernelPath, Agent: o.Agent, Progress: o.Progress,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", w.name, err)
+		return nil, fmt.Errorf("workspace %s: %w", w.Name, err)
 	}
 	restore, err := w.restoreFor(o.FromSnapshot, m, kernelID(parts.Kernel.VmlinuxSHA256), parts.Initramfs)
 	if err != nil {
@@ -177,21 +180,21 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 			return nil, err
 		}
 	}
-	if err := w.cleanRuntime(); err != nil {
+	if err := w.CleanRuntime(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(w.path(logsDir), dirPerm); err != nil {
+	if err := os.MkdirAll(w.Path(wsdir.LogsDir), wsdir.DirPerm); err != nil {
 		return nil, err
 	}
 	// The supervisor log spans boots; keep it bounded.
-	if fi, err := os.Stat(w.supLog()); err == nil && fi.Size() > maxSupLog {
-		os.Rename(w.supLog(), w.supLog()+".1")
+	if fi, err := os.Stat(w.SupLog()); err == nil && fi.Size() > maxSupLog {
+		os.Rename(w.SupLog(), w.SupLog()+".1")
 	}
-	me := self()
-	var prev record
-	rec, err := w.update(func(r *record) error {
+	me := proc.Self()
+	var prev wsdir.Record
+	rec, err := w.Update(func(r *wsdir.Record) error {
 		prev = *r
-		*r = record{Boot: r.Boot + 1, State: Starting, Owner: &me, Started: time.Now().UTC()}
+		*r = wsdir.Record{Boot: r.Boot + 1, State: Starting, Owner: &me, Started: time.Now().UTC()}
 		return nil
 	})
 	if err != nil {
@@ -207,11 +210,11 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 		MemoryMiB: m.Resources.MemoryMiB,
 		CPUs:      m.Resources.CPUs,
 		Hello: channel.HelloRequest{
-			Hostname:   w.name,
+			Hostname:   w.Name,
 			Env:        parts.Image.Config.Env,
 			User:       parts.Image.Config.User,
 			WorkingDir: parts.Image.Config.WorkingDir,
-			Network:    runner.GuestNetwork(network, w.name),
+			Network:    runner.GuestNetwork(network, w.Name),
 		},
 		BootTimeout: o.BootTimeout,
 		Network:     network,
@@ -221,7 +224,7 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	}
 	plan.Restore = restore
 	pb, _ := json.Marshal(plan)
-	if err := writeFileAtomic(w.path(runDir, planFile), pb); err != nil {
+	if err := wsdir.WriteFileAtomic(w.Path(wsdir.RunDir, wsdir.PlanFile), pb); err != nil {
 		return nil, w.startFailed(boot, fmt.Errorf("write the boot plan: %w", err))
 	}
 	if err := w.spawn(ctx, exe, boot, &prev, o.Warnings); err != nil {
@@ -230,11 +233,11 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if changed {
 		// Declarations made at this start are kept only now that it has
 		// succeeded: a failed start changes nothing.
-		if err := m.setSecrets(sec); err == nil {
-			err = writeManifest(w.manifestPath(), m)
+		if err := m.SetSecrets(sec); err == nil {
+			err = wsdir.WriteManifest(w.ManifestPath(), m)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("workspace %s: started, but its new secret declarations were not saved (later starts will not have them): %w", w.name, err)
+			return nil, fmt.Errorf("workspace %s: started, but its new secret declarations were not saved (later starts will not have them): %w", w.Name, err)
 		}
 	}
 	return w.info(ctx, false)
@@ -250,7 +253,7 @@ func (w *wsDir) startSecrets(m *Manifest, o StartOptions) (sec SecretsConfig, ch
 	if len(o.Secrets.Secrets) > 0 || len(o.Secrets.EnvFiles) > 0 {
 		d, err := mergeDecls(sec.Declarations, o.Secrets)
 		if err != nil {
-			return sec, false, declError(w.name, err)
+			return sec, false, declError(w.Name, err)
 		}
 		sec.Declarations, changed = d, true
 	}
@@ -276,18 +279,9 @@ func liveError(name string, o *observation, op string) error {
 // startFailed records a failed start (unless a newer boot or the supervisor
 // already recorded the end) and returns err.
 func (w *wsDir) startFailed(boot int, err error) error {
-	err = fmt.Errorf("workspace %s: start: %w", w.name, err)
-	w.update(func(r *record) error {
-		if r.Boot != boot || !r.State.Live() {
-			return errSkip
-		}
-		r.State, r.Reason, r.Owner, r.Stopped = Failed, err.Error(), nil, time.Now().UTC()
-		if r.KillRequested {
-			r.State, r.Reason = Halted, "killed"
-		}
-		return nil
-	})
-	w.cleanRuntime()
+	err = fmt.Errorf("workspace %s: start: %w", w.Name, err)
+	w.EndBoot(boot, Failed, err.Error())
+	w.CleanRuntime()
 	return err
 }
 
@@ -295,29 +289,29 @@ func (w *wsDir) startFailed(boot int, err error) error {
 // start that failed before launching the VM (nothing ran), keeping the new
 // boot number so the aborted boot's supervisor can write nothing more, and
 // returns err.
-func (w *wsDir) startAborted(boot int, prev *record, err error) error {
-	err = fmt.Errorf("workspace %s: start: %w", w.name, err)
-	w.update(func(r *record) error {
+func (w *wsDir) startAborted(boot int, prev *wsdir.Record, err error) error {
+	err = fmt.Errorf("workspace %s: start: %w", w.Name, err)
+	w.Update(func(r *wsdir.Record) error {
 		if r.Boot != boot || !r.State.Live() {
-			return errSkip
+			return wsdir.ErrSkip
 		}
 		if r.KillRequested {
-			r.State, r.Reason, r.Owner, r.Stopped = Halted, "killed", nil, time.Now().UTC()
-			return nil
+			return wsdir.ErrSkip // the kill ends the boot below
 		}
 		*r = *prev
 		r.Boot = boot
 		return nil
 	})
-	w.cleanRuntime()
+	w.EndBoot(boot, Halted, "killed")
+	w.CleanRuntime()
 	return err
 }
 
 // spawn starts the supervisor and waits for its readiness message; the
 // warnings it sends on the way go to warn. prev is the record before this
 // start.
-func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *record, warn io.Writer) error {
-	logf, err := os.OpenFile(w.supLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, filePerm)
+func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *wsdir.Record, warn io.Writer) error {
+	logf, err := os.OpenFile(w.SupLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, wsdir.FilePerm)
 	if err != nil {
 		return w.startFailed(boot, fmt.Errorf("supervisor log: %w", err))
 	}
@@ -332,7 +326,7 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *record, w
 		return w.startFailed(boot, err)
 	}
 	defer pr.Close()
-	cmd := exec.Command(exe, "--state-dir", w.h.Root, SuperviseCommand, w.name, "--boot", strconv.Itoa(boot))
+	cmd := exec.Command(exe, "--state-dir", w.Home.Root, SuperviseCommand, w.Name, "--boot", strconv.Itoa(boot))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, logf, logf
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.Dir = "/"
@@ -347,12 +341,12 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *record, w
 	// Reap it if it exits while we live (a library caller may live long);
 	// once we exit, init adopts it.
 	go cmd.Wait()
-	var sup *procID
-	if id, err := identify(cmd.Process.Pid); err == nil {
+	var sup *proc.ID
+	if id, err := proc.Identify(cmd.Process.Pid); err == nil {
 		sup = &id
-		w.update(func(r *record) error {
+		w.Update(func(r *wsdir.Record) error {
 			if r.Boot != boot || r.State != Starting || r.Supervisor != nil {
-				return errSkip
+				return wsdir.ErrSkip
 			}
 			r.Supervisor = sup
 			return nil
@@ -404,7 +398,7 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *record, w
 		}
 		if msg.NotBooted && msg.Error != "" {
 			if sup != nil && !w.waitSupervisor(sup, 10*time.Second) {
-				killAndWait(sup, 10*time.Second)
+				proc.KillAndWait(sup, 10*time.Second)
 			}
 			return w.startAborted(boot, prev, errors.New(msg.Error))
 		}
@@ -412,33 +406,33 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *record, w
 			// The supervisor has recorded a failed boot and is exiting;
 			// a failure before the boot it leaves to us.
 			if sup != nil && !w.waitSupervisor(sup, 10*time.Second) {
-				killAndWait(sup, 10*time.Second)
+				proc.KillAndWait(sup, 10*time.Second)
 			}
 			return w.startFailed(boot, errors.New(msg.Error))
 		}
 		if sup != nil {
-			killAndWait(sup, 10*time.Second)
+			proc.KillAndWait(sup, 10*time.Second)
 		}
-		if r, err := w.readRecord(); err == nil && r.Boot == boot && r.VMM != nil {
-			killAndWait(r.VMM, 10*time.Second)
+		if r, err := w.ReadRecord(); err == nil && r.Boot == boot && r.VMM != nil {
+			proc.KillAndWait(r.VMM, 10*time.Second)
 		}
 		return w.startFailed(boot, fmt.Errorf("the supervisor exited during boot%s", w.supLogTail()))
 	default:
 		if sup != nil {
-			killAndWait(sup, 10*time.Second)
+			proc.KillAndWait(sup, 10*time.Second)
 		}
-		if r, err := w.readRecord(); err == nil && r.Boot == boot && r.VMM != nil {
-			killAndWait(r.VMM, 10*time.Second)
+		if r, err := w.ReadRecord(); err == nil && r.Boot == boot && r.VMM != nil {
+			proc.KillAndWait(r.VMM, 10*time.Second)
 		}
 		w.startFailed(boot, errors.New("interrupted before the VM was ready"))
-		return fmt.Errorf("workspace %s: start interrupted: %w", w.name, ctx.Err())
+		return fmt.Errorf("workspace %s: start interrupted: %w", w.Name, ctx.Err())
 	}
 }
 
 // supLogTail quotes the end of the supervisor log, which says why it
 // stopped.
 func (w *wsDir) supLogTail() string {
-	b, err := os.ReadFile(w.supLog())
+	b, err := os.ReadFile(w.SupLog())
 	if err != nil || len(b) == 0 {
 		return ""
 	}

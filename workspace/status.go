@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/microagent-dev/microagent/internal/proc"
+	"github.com/microagent-dev/microagent/wsdir"
+
 	"github.com/microagent-dev/microagent/home"
 )
 
@@ -71,7 +74,7 @@ func List(ctx context.Context, h home.Home) ([]*Info, error) {
 	}
 	var out []*Info
 	for _, e := range ents {
-		if !e.IsDir() || hidden(e.Name()) || ValidateName(e.Name()) != nil {
+		if !e.IsDir() || wsdir.Hidden(e.Name()) || ValidateName(e.Name()) != nil {
 			continue
 		}
 		w := newWS(h, e.Name())
@@ -107,7 +110,7 @@ func ListRunning(ctx context.Context, h home.Home) ([]*Info, error) {
 // running supervisor (for the number of execs, and to notice one that no
 // longer answers).
 func (w *wsDir) info(ctx context.Context, ask bool) (*Info, error) {
-	m, err := w.readManifest()
+	m, err := w.ReadManifest()
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +129,7 @@ func (w *wsDir) info(ctx context.Context, ask bool) (*Info, error) {
 		Created:   m.Created,
 		Started:   o.rec.Started,
 		Stopped:   o.rec.Stopped,
-		Dir:       w.dir,
+		Dir:       w.Path(),
 	}
 	if o.rec.Ready > 0 {
 		inf.BootSeconds = o.rec.Ready.Seconds()
@@ -149,7 +152,7 @@ func (w *wsDir) info(ctx context.Context, ask bool) (*Info, error) {
 		}
 	}
 	var st syscall.Stat_t
-	if syscall.Stat(w.diskPath(), &st) == nil {
+	if syscall.Stat(w.DiskPath(), &st) == nil {
 		inf.DiskUsedBytes = st.Blocks * 512
 	}
 	if ask && o.state == Running {
@@ -173,42 +176,42 @@ func (w *wsDir) info(ctx context.Context, ask bool) (*Info, error) {
 
 // observation is the record checked against the processes it names.
 type observation struct {
-	rec    *record
+	rec    *wsdir.Record
 	state  State
 	reason string
 	// orphans are processes of an earlier boot that still run although
 	// nothing owns them (QEMU whose supervisor was killed and that has not
 	// died with it, say): start, delete and gc stop them.
-	orphans []*procID
+	orphans []*proc.ID
 }
 
 // observe reads the record and checks it against the processes: a live
 // state needs a live supervisor (or, while starting, a live starting
 // command).
 func (w *wsDir) observe() (*observation, error) {
-	r, err := w.readRecord()
+	r, err := w.ReadRecord()
 	if err != nil {
 		return nil, err
 	}
 	o := &observation{rec: r, state: r.State, reason: r.Reason}
-	supAlive := r.Supervisor.alive()
+	supAlive := r.Supervisor.Alive()
 	switch r.State {
 	case Starting:
 		if supAlive {
 			break
 		}
-		if r.Supervisor == nil && r.Owner.alive() {
+		if r.Supervisor == nil && r.Owner.Alive() {
 			break // the start command has not launched the supervisor yet
 		}
 		o.state = Failed
 		if r.Supervisor != nil {
-			o.reason = fmt.Sprintf("the supervisor (pid %d) exited during boot without recording why (killed?); see \"microagent logs %s\"", r.Supervisor.PID, w.name)
+			o.reason = fmt.Sprintf("the supervisor (pid %d) exited during boot without recording why (killed?); see \"microagent logs %s\"", r.Supervisor.PID, w.Name)
 		} else {
 			o.reason = "the start command was interrupted before the VM was launched"
 		}
 	case Running, Halting:
 		if supAlive {
-			if r.VMM != nil && !r.VMM.alive() {
+			if r.VMM != nil && !r.VMM.Alive() {
 				// QEMU is gone and the supervisor is recording why: give it
 				// a moment, then report what it recorded.
 				if w.waitSupervisor(r.Supervisor, 3*time.Second) {
@@ -223,7 +226,7 @@ func (w *wsDir) observe() (*observation, error) {
 			what = "while halting"
 		}
 		o.reason = fmt.Sprintf("the supervisor (pid %d) died %s without recording why (killed?)", r.Supervisor.PID, what)
-		if r.Supervisor.BootID != hostBootID() {
+		if r.Supervisor.BootID != proc.HostBootID() {
 			o.reason = "the host restarted " + what
 		}
 		if r.KillRequested {
@@ -231,8 +234,8 @@ func (w *wsDir) observe() (*observation, error) {
 		}
 	}
 	if !o.state.Live() {
-		for _, p := range []*procID{r.Supervisor, r.VMM} {
-			if p.alive() {
+		for _, p := range []*proc.ID{r.Supervisor, r.VMM} {
+			if p.Alive() {
 				o.orphans = append(o.orphans, p)
 			}
 		}
@@ -245,15 +248,15 @@ func (w *wsDir) observe() (*observation, error) {
 
 // waitSupervisor waits (bounded) for the supervisor to exit; it reports
 // whether it did.
-func (w *wsDir) waitSupervisor(p *procID, limit time.Duration) bool {
-	pr, err := openProc(p)
+func (w *wsDir) waitSupervisor(p *proc.ID, limit time.Duration) bool {
+	pr, err := proc.Open(p)
 	if err != nil {
 		return true
 	}
-	defer pr.close()
+	defer pr.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	return pr.wait(ctx) == nil
+	return pr.Wait(ctx) == nil
 }
 
 func joinReason(a, b string) string {
@@ -266,19 +269,19 @@ func joinReason(a, b string) string {
 // cleanRuntime removes the runtime files of a boot that is over (stale
 // sockets, the boot plan).
 func (w *wsDir) cleanRuntime() error {
-	dir := w.path(runDir)
+	dir := w.Path(wsdir.RunDir)
 	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("workspace %s: clean runtime folder: %w", w.name, err)
+		return fmt.Errorf("workspace %s: clean runtime folder: %w", w.Name, err)
 	}
-	return os.Mkdir(dir, dirPerm)
+	return os.Mkdir(dir, wsdir.DirPerm)
 }
 
 // stopOrphans kills leftover processes of an earlier boot: those the
 // record names and any other found by command line.
 func (w *wsDir) stopOrphans(o *observation) error {
 	for _, p := range o.orphans {
-		if err := killAndWait(p, 10*time.Second); err != nil {
-			return fmt.Errorf("workspace %s: stop leftover process: %w", w.name, err)
+		if err := proc.KillAndWait(p, 10*time.Second); err != nil {
+			return fmt.Errorf("workspace %s: stop leftover process: %w", w.Name, err)
 		}
 	}
 	return w.killStrays()
@@ -289,9 +292,9 @@ func (w *wsDir) stopOrphans(o *observation) error {
 // has found the workspace at rest, so any such process is an orphan that
 // would otherwise hold the disk.
 func (w *wsDir) killStrays() error {
-	for _, p := range scanProcs(w.h)[w.dir] {
-		if err := killAndWait(&p, 10*time.Second); err != nil {
-			return fmt.Errorf("workspace %s: stop leftover process: %w", w.name, err)
+	for _, p := range scanProcs(w.Home)[w.Path()] {
+		if err := proc.KillAndWait(&p, 10*time.Second); err != nil {
+			return fmt.Errorf("workspace %s: stop leftover process: %w", w.Name, err)
 		}
 	}
 	return nil
@@ -303,16 +306,6 @@ func (w *wsDir) persistTruth(o *observation) error {
 	if o.state == o.rec.State {
 		return nil
 	}
-	boot := o.rec.Boot
-	_, err := w.update(func(r *record) error {
-		if r.Boot != boot || !r.State.Live() {
-			return errSkip
-		}
-		r.State, r.Reason, r.Owner = o.state, o.reason, nil
-		if r.Stopped.IsZero() || r.Stopped.Before(r.Started) {
-			r.Stopped = time.Now()
-		}
-		return nil
-	})
+	_, err := w.EndBoot(o.rec.Boot, o.state, o.reason)
 	return err
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/microagent-dev/microagent/internal/proc"
+	"github.com/microagent-dev/microagent/wsdir"
+
 	"github.com/microagent-dev/microagent/home"
 )
 
@@ -36,11 +39,11 @@ func Halt(ctx context.Context, h home.Home, o HaltOptions) (*Info, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultHaltTimeout
 	}
-	l, err := w.lock("halt")
+	l, err := w.Lock("halt")
 	if err != nil {
 		return nil, err
 	}
-	defer l.unlock()
+	defer l.Unlock()
 	obs, err := w.observe()
 	if err != nil {
 		return nil, err
@@ -51,9 +54,9 @@ func Halt(ctx context.Context, h home.Home, o HaltOptions) (*Info, error) {
 	case Starting:
 		// We hold the lock, so the start command is gone and the
 		// supervisor boots on alone: SIGTERM makes it abandon the boot.
-		if pr, err := openProc(obs.rec.Supervisor); err == nil {
-			pr.signal(sigTERM)
-			pr.close()
+		if pr, err := proc.Open(obs.rec.Supervisor); err == nil {
+			pr.Signal(sigTERM)
+			pr.Close()
 		}
 		if !w.waitSupervisor(obs.rec.Supervisor, o.Timeout) {
 			w.force(obs.rec, "the supervisor did not abandon the boot in time")
@@ -102,20 +105,11 @@ func (w *wsDir) requestStop(ctx context.Context, obs *observation, op string, ti
 
 // force kills a boot's supervisor and VMM and records the workspace
 // halted, saying why force was needed.
-func (w *wsDir) force(rec *record, why string) {
-	killAndWait(rec.Supervisor, 10*time.Second)
-	killAndWait(rec.VMM, 10*time.Second)
+func (w *wsDir) force(rec *wsdir.Record, why string) {
+	proc.KillAndWait(rec.Supervisor, 10*time.Second)
+	proc.KillAndWait(rec.VMM, 10*time.Second)
 	boot := rec.Boot
-	w.update(func(r *record) error {
-		if r.Boot != boot || !r.State.Live() {
-			return errSkip
-		}
-		r.State, r.Reason, r.Owner, r.Stopped = Halted, "forced: "+why, nil, time.Now().UTC()
-		if r.KillRequested {
-			r.Reason = "killed"
-		}
-		return nil
-	})
+	w.EndBoot(boot, Halted, "forced: "+why)
 }
 
 // settle records the observed end of a boot whose processes are gone and
@@ -132,7 +126,7 @@ func (w *wsDir) settle() error {
 		return err
 	}
 	if len(obs.orphans) == 0 {
-		return w.cleanRuntime()
+		return w.CleanRuntime()
 	}
 	return nil
 }
@@ -146,11 +140,11 @@ func Kill(ctx context.Context, h home.Home, name string) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := w.lock("kill")
+	l, err := w.Lock("kill")
 	if err != nil && !errors.Is(err, ErrBusy) {
 		return nil, err
 	}
-	defer l.unlock()
+	defer l.Unlock()
 	locked := err == nil
 	obs, err := w.observe()
 	if err != nil {
@@ -162,9 +156,9 @@ func Kill(ctx context.Context, h home.Home, name string) (*Info, error) {
 			obs = w.awaitSupervisor(ctx, obs)
 		}
 		boot := obs.rec.Boot
-		w.update(func(r *record) error {
+		w.Update(func(r *wsdir.Record) error {
 			if r.Boot != boot || !r.State.Live() {
-				return errSkip
+				return wsdir.ErrSkip
 			}
 			r.KillRequested = true
 			return nil

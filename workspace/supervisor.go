@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/microagent-dev/microagent/internal/proc"
+	"github.com/microagent-dev/microagent/wsdir"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/microagent-dev/microagent/audit"
@@ -72,7 +75,7 @@ type supervisor struct {
 	paused bool
 	phase  State
 	execs  int
-	final  *record
+	final  *wsdir.Record
 	// finishedSet is set (with final) once the VM has stopped; requests
 	// arriving later are answered from final.
 	finishedSet bool
@@ -82,7 +85,7 @@ type supervisor struct {
 type stopReq struct {
 	op      string
 	timeout time.Duration
-	reply   chan *record
+	reply   chan *wsdir.Record
 }
 
 // Supervise runs a workspace's supervisor: it boots the VM that Start
@@ -134,22 +137,22 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		return err
 	}
 	var plan bootPlan
-	pb, err := os.ReadFile(w.path(runDir, planFile))
+	pb, err := os.ReadFile(w.Path(wsdir.RunDir, wsdir.PlanFile))
 	if err == nil {
 		err = json.Unmarshal(pb, &plan)
 	}
 	if err != nil {
-		return fmt.Errorf("workspace %s: boot plan: %w", w.name, err)
+		return fmt.Errorf("workspace %s: boot plan: %w", w.Name, err)
 	}
 	if plan.Boot != o.Boot {
-		return fmt.Errorf("workspace %s: boot plan is for boot %d, not %d", w.name, plan.Boot, o.Boot)
+		return fmt.Errorf("workspace %s: boot plan is for boot %d, not %d", w.Name, plan.Boot, o.Boot)
 	}
-	me := self()
+	me := proc.Self()
 	superseded := false
-	if _, err := w.update(func(r *record) error {
+	if _, err := w.Update(func(r *wsdir.Record) error {
 		if r.Boot != o.Boot || r.State != Starting {
 			superseded = true
-			return errSkip
+			return wsdir.ErrSkip
 		}
 		r.Supervisor = &me
 		return nil
@@ -157,7 +160,7 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		return err
 	}
 	if superseded {
-		return fmt.Errorf("workspace %s: boot %d is no longer starting", w.name, o.Boot)
+		return fmt.Errorf("workspace %s: boot %d is no longer starting", w.Name, o.Boot)
 	}
 	// Secrets are resolved before anything is launched: a secret that
 	// cannot be resolved fails the start with the VM never booted.
@@ -172,7 +175,7 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 			send(readyMsg{Warnings: ws})
 		}
 	}
-	m, err := w.readManifest()
+	m, err := w.ReadManifest()
 	if err != nil {
 		notBooted = true
 		return err
@@ -180,15 +183,15 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 	mem, err := prepareMemory(ctx, &plan)
 	if err != nil {
 		notBooted = true
-		return fmt.Errorf("workspace %s: %w", w.name, err)
+		return fmt.Errorf("workspace %s: %w", w.Name, err)
 	}
 	defer mem.close()
 	if r := plan.Restore; r != nil {
-		lg.Printf("pid %d: resuming workspace %s from snapshot %s:%s (boot %d, %d MiB, %d CPU)", me.PID, w.name, r.Source, r.Tag, o.Boot, plan.MemoryMiB, plan.CPUs)
+		lg.Printf("pid %d: resuming workspace %s from snapshot %s:%s (boot %d, %d MiB, %d CPU)", me.PID, w.Name, r.Source, r.Tag, o.Boot, plan.MemoryMiB, plan.CPUs)
 	} else {
-		lg.Printf("pid %d: booting workspace %s (boot %d, %d MiB, %d CPU)", me.PID, w.name, o.Boot, plan.MemoryMiB, plan.CPUs)
+		lg.Printf("pid %d: booting workspace %s (boot %d, %d MiB, %d CPU)", me.PID, w.Name, o.Boot, plan.MemoryMiB, plan.CPUs)
 	}
-	os.Rename(w.consoleLog(), w.path(logsDir, prevConsole)) // keep the previous boot's console
+	os.Rename(w.ConsoleLog(), w.Path(wsdir.LogsDir, wsdir.PrevConsole)) // keep the previous boot's console
 
 	backend := o.Backend
 	if backend == nil {
@@ -199,11 +202,11 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		Kernel:        plan.Kernel,
 		Initrd:        plan.Initrd,
 		RootDisk:      plan.RootDisk,
-		WritableDisk:  w.diskPath(),
+		WritableDisk:  w.DiskPath(),
 		MemoryMiB:     plan.MemoryMiB,
 		CPUs:          plan.CPUs,
-		RuntimeDir:    w.path(runDir),
-		SerialLog:     w.consoleLog(),
+		RuntimeDir:    w.Path(wsdir.RunDir),
+		SerialLog:     w.ConsoleLog(),
 		Hello:         plan.Hello,
 		BootTimeout:   plan.BootTimeout,
 		DieWithParent: true,
@@ -217,17 +220,8 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		if ctx.Err() != nil {
 			st, reason = Halted, "halted during boot"
 		}
-		w.update(func(r *record) error {
-			if r.Boot != o.Boot {
-				return errSkip
-			}
-			if r.KillRequested {
-				st, reason = Halted, "killed"
-			}
-			r.State, r.Reason, r.Owner, r.Stopped = st, reason, nil, time.Now().UTC()
-			return nil
-		})
-		w.cleanRuntime()
+		w.EndBoot(o.Boot, st, reason)
+		w.CleanRuntime()
 		return err
 	}
 	s := &supervisor{
@@ -241,7 +235,7 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 		if err := s.resumed(ctx, plan.Restore.Fork); err != nil {
 			vm.Kill()
 			s.record(Failed, err.Error())
-			w.cleanRuntime()
+			w.CleanRuntime()
 			return err
 		}
 		if plan.Restore.Fork {
@@ -252,28 +246,28 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 	if err := sec.deliver(ctx, vm.Client, kind); err != nil {
 		vm.Kill()
 		s.record(Failed, err.Error())
-		w.cleanRuntime()
+		w.CleanRuntime()
 		return err
 	}
 	if err := w.deliverFiles(ctx, vm.Client, plan.Hello.User, lg); err != nil {
 		vm.Kill()
 		s.record(Failed, err.Error())
-		w.cleanRuntime()
+		w.CleanRuntime()
 		return err
 	}
 	if err := s.listen(); err != nil {
 		vm.Kill()
 		s.record(Failed, err.Error())
-		w.cleanRuntime()
+		w.CleanRuntime()
 		return err
 	}
-	var vmmID *procID
-	if id, err := identify(vm.Machine.PID()); err == nil {
+	var vmmID *proc.ID
+	if id, err := proc.Identify(vm.Machine.PID()); err == nil {
 		vmmID = &id
 	}
-	if _, err := w.update(func(r *record) error {
+	if _, err := w.Update(func(r *wsdir.Record) error {
 		if r.Boot != o.Boot {
-			return errSkip
+			return wsdir.ErrSkip
 		}
 		r.State, r.Owner, r.VMM, r.Ready = Running, nil, vmmID, vm.Ready
 		return nil
@@ -290,39 +284,30 @@ func Supervise(ctx context.Context, h home.Home, o SuperviseOptions) (err error)
 }
 
 func (s *supervisor) listen() error {
-	p := s.w.sockPath()
+	p := s.w.SockPath()
 	os.Remove(p)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
 	if err != nil {
-		return fmt.Errorf("workspace %s: supervisor socket: %w", s.w.name, err)
+		return fmt.Errorf("workspace %s: supervisor socket: %w", s.w.Name, err)
 	}
-	if err := os.Chmod(p, filePerm); err != nil {
+	if err := os.Chmod(p, wsdir.FilePerm); err != nil {
 		ln.Close()
-		return fmt.Errorf("workspace %s: supervisor socket: %w", s.w.name, err)
+		return fmt.Errorf("workspace %s: supervisor socket: %w", s.w.Name, err)
 	}
 	s.ln = ln
 	return nil
 }
 
 // record writes this boot's final state.
-func (s *supervisor) record(st State, reason string) *record {
-	r, _ := s.w.update(func(r *record) error {
-		if r.Boot != s.boot {
-			return errSkip
-		}
-		if r.KillRequested {
-			st, reason = Halted, "killed"
-		}
-		r.State, r.Reason, r.Owner, r.Stopped = st, reason, nil, time.Now().UTC()
-		return nil
-	})
+func (s *supervisor) record(st State, reason string) *wsdir.Record {
+	r, _ := s.w.EndBoot(s.boot, st, reason)
 	return r
 }
 
 // loop waits for the VM to stop (by request or not), then records why.
 func (s *supervisor) loop(ctx context.Context) {
 	m := s.vm.Machine
-	var waiters []chan *record
+	var waiters []chan *wsdir.Record
 	halting, killed := false, false
 	sigc := ctx.Done()
 	shutdownDone := make(chan struct{})
@@ -332,9 +317,9 @@ func (s *supervisor) loop(ctx context.Context) {
 		}
 		halting = true
 		s.setPhase(Halting)
-		s.w.update(func(r *record) error {
+		s.w.Update(func(r *wsdir.Record) error {
 			if r.Boot != s.boot || r.State != Running {
-				return errSkip
+				return wsdir.ErrSkip
 			}
 			r.State = Halting
 			return nil
@@ -381,7 +366,7 @@ loop:
 	s.log.Printf("VM stopped: %s %s", st, reason)
 	s.ln.Close() // unlinks the socket: no new client reaches a dead VM
 	final := s.record(st, reason)
-	s.w.cleanRuntime()
+	s.w.CleanRuntime()
 	s.mu.Lock()
 	s.final, s.finishedSet = final, true
 	s.mu.Unlock()
@@ -472,7 +457,7 @@ func (s *supervisor) endReason(halting, killed bool) (State, string) {
 	case why == "guest-shutdown":
 		return Halted, "the guest powered itself off"
 	case why == "guest-reset" || why == "guest-panic":
-		return Failed, fmt.Sprintf("the guest rebooted or its kernel panicked (%s): see \"microagent logs %s\"", why, s.w.name)
+		return Failed, fmt.Sprintf("the guest rebooted or its kernel panicked (%s): see \"microagent logs %s\"", why, s.w.Name)
 	case why != "":
 		return Failed, fmt.Sprintf("the VM stopped unexpectedly (%s)", why)
 	}
@@ -542,7 +527,7 @@ func (s *supervisor) stop(c net.Conn, req supRequest) {
 	if req.Timeout <= 0 {
 		req.Timeout = DefaultHaltTimeout
 	}
-	rc := make(chan *record, 1)
+	rc := make(chan *wsdir.Record, 1)
 	s.mu.Lock()
 	final, over := s.final, s.finishedSet
 	if !over {
@@ -593,10 +578,10 @@ func (s *supervisor) splice(c net.Conn, h channel.Header, counted bool) {
 	s.mu.Unlock()
 	switch {
 	case phase == Running && paused:
-		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s is paused: resume it first (\"microagent resume %s\")", s.w.name, s.w.name)})
+		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s is paused: resume it first (\"microagent resume %s\")", s.w.Name, s.w.Name)})
 		return
 	case !ok:
-		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s is %s", s.w.name, phase)})
+		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s is %s", s.w.Name, phase)})
 		return
 	}
 	if counted {
@@ -610,7 +595,7 @@ func (s *supervisor) splice(c net.Conn, h channel.Header, counted bool) {
 	st, err := s.vm.Client.OpenRaw(ctx, h)
 	cancel()
 	if err != nil {
-		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s: open a guest stream: %v", s.w.name, err)})
+		reply(c, channel.Reply{Error: fmt.Sprintf("workspace %s: open a guest stream: %v", s.w.Name, err)})
 		return
 	}
 	defer st.Close()

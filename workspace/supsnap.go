@@ -19,6 +19,7 @@ import (
 	"github.com/microagent-dev/microagent/microvm"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // snapshotTimeout bounds one capture (purge, device state, RAM and disk
@@ -76,7 +77,7 @@ func prepareMemory(ctx context.Context, plan *bootPlan) (*guestMemory, error) {
 	size := int64(plan.MemoryMiB) << 20
 	r := plan.Restore
 	if r != nil && r.SharedRAM && r.Fork {
-		f, err := os.Open(filepath.Join(r.Dir, snapMemory))
+		f, err := os.Open(filepath.Join(r.Dir, wsdir.SnapMemory))
 		if err != nil {
 			return nil, fmt.Errorf("snapshot RAM: %w", err)
 		}
@@ -92,7 +93,7 @@ func prepareMemory(ctx context.Context, plan *bootPlan) (*guestMemory, error) {
 		return &guestMemory{file: f}, nil
 	}
 	if r != nil && r.SharedRAM {
-		in, err := os.Open(filepath.Join(r.Dir, snapMemory))
+		in, err := os.Open(filepath.Join(r.Dir, wsdir.SnapMemory))
 		if err == nil {
 			err = fsutil.CopySparse(ctx, in, f, size, nil)
 			in.Close()
@@ -112,7 +113,7 @@ func prepareMemory(ctx context.Context, plan *bootPlan) (*guestMemory, error) {
 // costs boot time under emulation and makes all of the guest's RAM
 // resident on the host.
 func guestCmdline(plan *bootPlan) string {
-	if plan.Secrets != nil && plan.Secrets.hasDecls() {
+	if plan.Secrets != nil && plan.Secrets.HasDecls() {
 		return "init_on_free=1"
 	}
 	return ""
@@ -123,7 +124,7 @@ func restoreOptions(r *restorePlan) *microvm.Restore {
 	if r == nil {
 		return nil
 	}
-	return &microvm.Restore{State: filepath.Join(r.Dir, snapState)}
+	return &microvm.Restore{State: filepath.Join(r.Dir, wsdir.SnapState)}
 }
 
 // snapshotter is the running machine's snapshot interface.
@@ -184,7 +185,7 @@ func (s *supervisor) resumeLocked(ctx context.Context) error {
 func (s *supervisor) resumed(ctx context.Context, fork bool) error {
 	req := channel.ResumedRequest{}
 	if fork {
-		req.Hostname, req.MachineID = s.w.name, channel.NewMachineID()
+		req.Hostname, req.MachineID = s.w.Name, channel.NewMachineID()
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -221,9 +222,9 @@ func (s *supervisor) setPaused(p bool) {
 	s.mu.Lock()
 	s.paused = p
 	s.mu.Unlock()
-	s.w.update(func(r *record) error {
+	s.w.Update(func(r *wsdir.Record) error {
 		if r.Boot != s.boot || r.State != Running {
-			return errSkip
+			return wsdir.ErrSkip
 		}
 		r.Paused = p
 		return nil
@@ -237,7 +238,7 @@ func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *Snapshot, 
 	if err := ValidateTag(tag); err != nil {
 		return nil, err
 	}
-	final := s.w.snapDir(tag)
+	final := s.w.SnapDir(tag)
 	if _, err := os.Stat(final); err == nil {
 		return nil, fmt.Errorf("a snapshot %q exists already", tag)
 	}
@@ -251,7 +252,7 @@ func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *Snapshot, 
 	start := time.Now()
 	wasPaused := s.isPaused()
 	snap = &Snapshot{
-		Tag: tag, Workspace: s.w.name, Created: start.UTC(), Image: s.manifest.Image,
+		Tag: tag, Workspace: s.w.Name, Created: start.UTC(), Image: s.manifest.Image,
 		MemoryMiB: s.plan.MemoryMiB, CPUs: s.plan.CPUs, Kernel: s.plan.KernelID, Initrd: s.plan.Initrd,
 		Accel: s.accel(), CPU: cpuModel(s.accel()), Devices: machineDevices(s.plan.Network), SharedRAM: s.mem.shared, Paused: wasPaused,
 	}
@@ -297,13 +298,13 @@ func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *Snapshot, 
 	}()
 
 	// Under ctl no other capture runs: what is left is from a killed one.
-	s.w.cleanSnapshotLeftovers()
-	tmp, err := os.MkdirTemp(s.w.path(snapshotsDir), tmpPrefix+tag+"-")
+	s.w.CleanSnapshotLeftovers()
+	tmp, err := os.MkdirTemp(s.w.Path(wsdir.SnapshotsDir), wsdir.TmpPrefix+tag+"-")
 	if err != nil {
 		return nil, fmt.Errorf("snapshot folder: %w", err)
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed into place
-	if err := sn.SaveState(ctx, filepath.Join(tmp, snapState)); err != nil {
+	if err := sn.SaveState(ctx, filepath.Join(tmp, wsdir.SnapState)); err != nil {
 		return nil, err
 	}
 	paused := time.Since(start)
@@ -315,19 +316,19 @@ func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *Snapshot, 
 		if visit == nil {
 			visit = func(int64, []byte) error { return nil }
 		}
-		if err := fsutil.CopySparseFrom(ctx, s.mem.file, filepath.Join(tmp, snapMemory), int64(s.plan.MemoryMiB)<<20, visit); err != nil {
+		if err := fsutil.CopySparseFrom(ctx, s.mem.file, filepath.Join(tmp, wsdir.SnapMemory), int64(s.plan.MemoryMiB)<<20, visit); err != nil {
 			return nil, fmt.Errorf("save the RAM: %w", err)
 		}
 	}
-	if err := s.copyDisk(ctx, filepath.Join(tmp, snapDisk), scan.visit("disk")); err != nil {
+	if err := s.copyDisk(ctx, filepath.Join(tmp, wsdir.SnapDisk), scan.visit("disk")); err != nil {
 		return nil, err
 	}
 	if err := scan.check(); err != nil {
 		return nil, err
 	}
 	snap.Scan = scan.summary()
-	snap.SizeBytes = dirSize(tmp)
-	if err := writeSnapshotMeta(tmp, snap); err != nil {
+	snap.SizeBytes = wsdir.DirSize(tmp)
+	if err := wsdir.WriteSnapshotMeta(tmp, snap); err != nil {
 		return nil, err
 	}
 	if err := renameNoReplace(tmp, final); err != nil {
@@ -351,11 +352,11 @@ func (s *supervisor) checkSpace() error {
 	if s.mem.shared && unix.Fstat(int(s.mem.file.Fd()), &st) == nil {
 		need += st.Blocks * 512
 	}
-	if unix.Stat(s.w.diskPath(), &st) == nil {
+	if unix.Stat(s.w.DiskPath(), &st) == nil {
 		need += st.Blocks * 512
 	}
 	var fs unix.Statfs_t
-	dir := s.w.path(snapshotsDir)
+	dir := s.w.Path(wsdir.SnapshotsDir)
 	if err := unix.Statfs(dir, &fs); err != nil {
 		return fmt.Errorf("snapshot folder %s: %w", dir, err)
 	}
@@ -369,11 +370,11 @@ func (s *supervisor) checkSpace() error {
 // copyDisk copies the writable disk; QEMU flushed it when it saved the
 // device state, and the guest is paused.
 func (s *supervisor) copyDisk(ctx context.Context, dst string, visit fsutil.VisitFunc) error {
-	fi, err := os.Stat(s.w.diskPath())
+	fi, err := os.Stat(s.w.DiskPath())
 	if err != nil {
 		return fmt.Errorf("save the disk: %w", err)
 	}
-	if err := fsutil.CopySparseFile(ctx, s.w.diskPath(), dst, fi.Size(), visit); err != nil {
+	if err := fsutil.CopySparseFile(ctx, s.w.DiskPath(), dst, fi.Size(), visit); err != nil {
 		return fmt.Errorf("save the disk: %w", err)
 	}
 	return nil
@@ -418,7 +419,7 @@ func (s *supervisor) handleControl(req supRequest) ([]byte, error) {
 	phase := s.phase
 	s.mu.Unlock()
 	if phase != Running {
-		return nil, fmt.Errorf("workspace %s is %s", s.w.name, phase)
+		return nil, fmt.Errorf("workspace %s is %s", s.w.Name, phase)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
 	defer cancel()
@@ -439,7 +440,7 @@ func (s *supervisor) handleControl(req supRequest) ([]byte, error) {
 }
 
 // materializes reports whether the workspace puts secrets in /run/secrets.
-func (s *supSecrets) materializes() bool { return s != nil && s.cfg.hasDecls() }
+func (s *supSecrets) materializes() bool { return s != nil && s.cfg.HasDecls() }
 
 // recordPurge notes the purge in the supervisor log (the names only).
 func (s *supSecrets) recordPurge(names []string) {

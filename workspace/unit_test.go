@@ -5,27 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/microagent-dev/microagent/internal/proc"
+	"github.com/microagent-dev/microagent/internal/testenv"
+	"github.com/microagent-dev/microagent/wsdir"
+
 	"github.com/microagent-dev/microagent/home"
 )
-
-func TestValidateName(t *testing.T) {
-	for _, n := range []string{"a", "app", "0", "my_ws-2", strings.Repeat("x", 63)} {
-		if err := ValidateName(n); err != nil {
-			t.Errorf("%q: %v", n, err)
-		}
-	}
-	for _, n := range []string{"", "-a", "_a", "App", "a.b", "a/b", "..", "a b", strings.Repeat("x", 64), "é"} {
-		if err := ValidateName(n); !errors.Is(err, ErrInvalidName) {
-			t.Errorf("%q accepted (%v)", n, err)
-		}
-	}
-}
 
 // TestCreateRefusesBadInput: bad names and a state directory too long for
 // the sockets fail at create, before anything is pulled or written.
@@ -63,40 +53,24 @@ func TestCreateRefusesBadInput(t *testing.T) {
 }
 
 // fakeWS writes a workspace folder by hand, with the given record.
-func fakeWS(t *testing.T, h home.Home, name string, r *record) *wsDir {
+func fakeWS(t *testing.T, h home.Home, name string, r *wsdir.Record) *wsDir {
 	t.Helper()
 	w := newWS(h, name)
-	for _, d := range []string{w.dir, w.path(runDir), w.path(logsDir)} {
-		if err := os.MkdirAll(d, dirPerm); err != nil {
+	for _, d := range []string{w.Path(), w.Path(wsdir.RunDir), w.Path(wsdir.LogsDir)} {
+		if err := os.MkdirAll(d, wsdir.DirPerm); err != nil {
 			t.Fatal(err)
 		}
 	}
 	m := &Manifest{Version: ManifestVersion, Name: name, Image: ImageRef{Ref: "img", Digest: "sha256:00"}, Created: time.Now()}
-	if err := writeManifest(w.manifestPath(), m); err != nil {
+	if err := wsdir.WriteManifest(w.ManifestPath(), m); err != nil {
 		t.Fatal(err)
 	}
 	if r != nil {
-		if err := writeRecord(w.path(recordFile), r); err != nil {
+		if err := wsdir.WriteRecord(w.Path(wsdir.RecordFile), r); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return w
-}
-
-// deadProc returns the identity of a process that has exited.
-func deadProc(t *testing.T) *procID {
-	t.Helper()
-	cmd := exec.Command("sleep", "10")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	id, err := identify(cmd.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Process.Kill()
-	cmd.Wait()
-	return &id
 }
 
 // TestStatusTellsTheTruth: a record claiming a live state is checked
@@ -104,25 +78,25 @@ func deadProc(t *testing.T) *procID {
 func TestStatusTellsTheTruth(t *testing.T) {
 	ctx := context.Background()
 	h := home.Home{Root: t.TempDir()}
-	me := self()
-	dead := deadProc(t)
-	reused := &procID{PID: me.PID, Start: me.Start + 1, BootID: me.BootID} // same PID, another process
+	me := proc.Self()
+	dead := testenv.DeadProcess(t)
+	reused := &proc.ID{PID: me.PID, Start: me.Start + 1, BootID: me.BootID} // same PID, another process
 	for _, c := range []struct {
 		name   string
-		rec    record
+		rec    wsdir.Record
 		want   State
 		reason string
 	}{
-		{"running-alive", record{State: Running, Supervisor: &me}, Running, ""},
-		{"running-dead", record{State: Running, Supervisor: dead}, Failed, "died while running"},
-		{"running-reused-pid", record{State: Running, Supervisor: reused}, Failed, "died while running"},
-		{"halting-dead", record{State: Halting, Supervisor: dead}, Failed, "died while halting"},
-		{"killed", record{State: Running, Supervisor: dead, KillRequested: true}, Halted, "killed"},
-		{"starting-owner-alive", record{State: Starting, Owner: &me}, Starting, ""},
-		{"starting-owner-dead", record{State: Starting, Owner: dead}, Failed, "interrupted"},
-		{"starting-supervisor-dead", record{State: Starting, Owner: &me, Supervisor: dead}, Failed, "exited during boot"},
-		{"halted-orphan", record{State: Halted, VMM: &me}, Halted, "still running"},
-		{"created", record{State: Created}, Created, ""},
+		{"running-alive", wsdir.Record{State: Running, Supervisor: &me}, Running, ""},
+		{"running-dead", wsdir.Record{State: Running, Supervisor: dead}, Failed, "died while running"},
+		{"running-reused-pid", wsdir.Record{State: Running, Supervisor: reused}, Failed, "died while running"},
+		{"halting-dead", wsdir.Record{State: Halting, Supervisor: dead}, Failed, "died while halting"},
+		{"killed", wsdir.Record{State: Running, Supervisor: dead, KillRequested: true}, Halted, "killed"},
+		{"starting-owner-alive", wsdir.Record{State: Starting, Owner: &me}, Starting, ""},
+		{"starting-owner-dead", wsdir.Record{State: Starting, Owner: dead}, Failed, "interrupted"},
+		{"starting-supervisor-dead", wsdir.Record{State: Starting, Owner: &me, Supervisor: dead}, Failed, "exited during boot"},
+		{"halted-orphan", wsdir.Record{State: Halted, VMM: &me}, Halted, "still running"},
+		{"created", wsdir.Record{State: Created}, Created, ""},
 	} {
 		fakeWS(t, h, c.name, &c.rec)
 		inf, err := Status(ctx, h, c.name)
@@ -142,16 +116,16 @@ func TestStatusTellsTheTruth(t *testing.T) {
 func TestManifestVersionAndCorruption(t *testing.T) {
 	h := home.Home{Root: t.TempDir()}
 	w := fakeWS(t, h, "v", nil)
-	b, _ := os.ReadFile(w.manifestPath())
+	b, _ := os.ReadFile(w.ManifestPath())
 	var m map[string]any
 	json.Unmarshal(b, &m)
 	m["version"] = ManifestVersion + 1
 	b, _ = json.Marshal(m)
-	os.WriteFile(w.manifestPath(), b, filePerm)
+	os.WriteFile(w.ManifestPath(), b, wsdir.FilePerm)
 	if _, err := Status(context.Background(), h, "v"); err == nil || !strings.Contains(err.Error(), "upgrade microagent") {
 		t.Fatalf("newer manifest: %v", err)
 	}
-	os.WriteFile(w.manifestPath(), []byte("{trunc"), filePerm)
+	os.WriteFile(w.ManifestPath(), []byte("{trunc"), wsdir.FilePerm)
 	if _, err := Status(context.Background(), h, "v"); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("corrupt manifest: %v", err)
 	}
@@ -161,15 +135,15 @@ func TestManifestVersionAndCorruption(t *testing.T) {
 // holder; a workspace deleted while a command waited is not found.
 func TestLock(t *testing.T) {
 	h := home.Home{Root: t.TempDir()}
-	w := fakeWS(t, h, "l", &record{State: Halted})
-	l, err := w.lock("start")
+	w := fakeWS(t, h, "l", &wsdir.Record{State: Halted})
+	l, err := w.Lock("start")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if op, held := lockHeld(w.path(lockFile)); !held || op != "start" {
+	if op, held := wsdir.LockHeld(w.Path(wsdir.LockFile)); !held || op != "start" {
 		t.Fatalf("lockHeld: %q %v", op, held)
 	}
-	_, err = w.lock("halt")
+	_, err = w.Lock("halt")
 	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "(start, pid ") {
 		t.Fatalf("second lock: %v", err)
 	}
@@ -183,26 +157,26 @@ func TestLock(t *testing.T) {
 	if _, err := Status(context.Background(), h, "l"); err != nil {
 		t.Fatal(err)
 	}
-	l.unlock()
-	if _, held := lockHeld(w.path(lockFile)); held {
+	l.Unlock()
+	if _, held := wsdir.LockHeld(w.Path(wsdir.LockFile)); held {
 		t.Fatal("lock still shown held")
 	}
 	// Opened before a delete renamed the folder away, locked after.
-	f, err := os.OpenFile(w.path(lockFile), os.O_RDWR, 0)
+	f, err := os.OpenFile(w.Path(wsdir.LockFile), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
-	l, err = w.lock("delete")
+	l, err = w.Lock("delete")
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Rename(w.dir, w.dir+".gone")
-	l.unlock()
-	if _, err := tryLock(filepath.Join(w.dir+".gone", lockFile), "l", "x"); err != nil {
+	os.Rename(w.Path(), w.Path()+".gone")
+	l.Unlock()
+	if _, err := wsdir.TryLock(filepath.Join(w.Path()+".gone", wsdir.LockFile), "l", "x"); err != nil {
 		t.Fatalf("lock in the renamed folder: %v", err)
 	}
-	if _, err := w.lock("start"); !errors.Is(err, ErrNotFound) {
+	if _, err := w.Lock("start"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("lock after delete: %v", err)
 	}
 }
@@ -214,16 +188,16 @@ func TestGCLeftovers(t *testing.T) {
 	h := home.Home{Root: t.TempDir()}
 	base := h.Path(Dir)
 	for _, d := range []string{".tmp-a-1", ".trash-b-2", ".tmp-busy-3"} {
-		os.MkdirAll(filepath.Join(base, d, "run"), dirPerm)
+		os.MkdirAll(filepath.Join(base, d, "run"), wsdir.DirPerm)
 	}
-	busy, err := tryLock(filepath.Join(base, ".tmp-busy-3", lockFile), "busy", "create")
+	busy, err := wsdir.TryLock(filepath.Join(base, ".tmp-busy-3", wsdir.LockFile), "busy", "create")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer busy.unlock()
-	w := fakeWS(t, h, "crashed", &record{State: Running, Supervisor: deadProc(t)})
-	os.WriteFile(w.sockPath(), nil, filePerm)
-	os.WriteFile(filepath.Join(w.dir, ".tmp-state.json-123"), nil, filePerm)
+	defer busy.Unlock()
+	w := fakeWS(t, h, "crashed", &wsdir.Record{State: Running, Supervisor: testenv.DeadProcess(t)})
+	os.WriteFile(w.SockPath(), nil, wsdir.FilePerm)
+	os.WriteFile(filepath.Join(w.Path(), ".tmp-state.json-123"), nil, wsdir.FilePerm)
 	rep, err := GC(context.Background(), h)
 	if err != nil {
 		t.Fatal(err)
@@ -234,44 +208,17 @@ func TestGCLeftovers(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(base, ".tmp-busy-3")); err != nil {
 		t.Fatal("gc removed a create in progress")
 	}
-	r, _ := w.readRecord()
+	r, _ := w.ReadRecord()
 	if r.State != Failed || !strings.Contains(r.Reason, "died") || r.Stopped.IsZero() {
 		t.Fatalf("record after gc: %+v", r)
 	}
-	if left, _ := filepath.Glob(filepath.Join(w.dir, "*", "*.sock")); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(w.Path(), "*", "*.sock")); len(left) > 0 {
 		t.Fatalf("sockets left: %v", left)
 	}
-	if left, _ := filepath.Glob(filepath.Join(w.dir, ".tmp-*")); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(w.Path(), ".tmp-*")); len(left) > 0 {
 		t.Fatalf("temporary files left: %v", left)
 	}
 	if rep, _ := GC(context.Background(), h); len(rep.Repaired)+len(rep.Removed) != 0 {
 		t.Fatalf("second gc still repairs: %+v", rep)
-	}
-}
-
-func TestProcIdentity(t *testing.T) {
-	me := self()
-	if !me.alive() || me.Start == 0 || me.BootID == "" {
-		t.Fatalf("self: %+v", me)
-	}
-	if (&procID{PID: me.PID, Start: me.Start, BootID: "other-boot"}).alive() {
-		t.Fatal("a process of another boot is alive")
-	}
-	d := deadProc(t)
-	if d.alive() {
-		t.Fatal("dead process alive")
-	}
-	if _, err := openProc(d); !errors.Is(err, errGone) {
-		t.Fatalf("openProc(dead): %v", err)
-	}
-	cmd := exec.Command("sleep", "10")
-	cmd.Start()
-	defer cmd.Wait()
-	id, _ := identify(cmd.Process.Pid)
-	if err := killAndWait(&id, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if id.alive() {
-		t.Fatal("killAndWait left it alive")
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/microagent-dev/microagent/internal/proc"
+
 	"github.com/microagent-dev/microagent/home"
 )
 
@@ -36,7 +38,7 @@ func Wait(ctx context.Context, h home.Home, o WaitOptions) (*Info, error) {
 		case !obs.state.Live():
 			inf, err := w.info(ctx, false)
 			if err == nil && o.Running {
-				err = fmt.Errorf("%w: %s is %s", ErrNotRunning, w.name, inf.State)
+				err = fmt.Errorf("%w: %s is %s", ErrNotRunning, w.Name, inf.State)
 				if inf.Reason != "" {
 					err = fmt.Errorf("%w (%s)", err, inf.Reason)
 				}
@@ -46,9 +48,9 @@ func Wait(ctx context.Context, h home.Home, o WaitOptions) (*Info, error) {
 		// Live: wait for the supervisor to exit (an event), or poll
 		// while starting, when "running" is only a record change.
 		if !o.Running && obs.rec.Supervisor != nil {
-			if pr, err := openProc(obs.rec.Supervisor); err == nil {
-				err = pr.wait(ctx)
-				pr.close()
+			if pr, err := proc.Open(obs.rec.Supervisor); err == nil {
+				err = pr.Wait(ctx)
+				pr.Close()
 				if err != nil {
 					return nil, err
 				}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/microagent-dev/microagent/internal/proc"
 )
 
 // Process is a local server child (docker-registry, a Vault dev server)
@@ -146,4 +148,22 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// DeadProcess is the identity of a process that ran and has exited (a
+// short sleep, started and killed): a record naming it must be seen as
+// dead.
+func DeadProcess(t testing.TB) *proc.ID {
+	t.Helper()
+	cmd := exec.Command("sleep", "10")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	id, err := proc.Identify(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	return &id
 }

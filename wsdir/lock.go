@@ -1,4 +1,4 @@
-package workspace
+package wsdir
 
 import (
 	"encoding/json"
@@ -10,27 +10,29 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/microagent-dev/microagent/internal/proc"
 )
 
 // holder is written into a held lock file so a refused command can say who
 // holds the lock.
 type holder struct {
 	Op string `json:"op"`
-	procID
+	proc.ID
 }
 
-// wsLock is a held lifecycle lock.
-type wsLock struct {
+// Lock is a held lifecycle lock.
+type Lock struct {
 	f *os.File
 }
 
-// tryLock takes the flock on path without waiting. When another process
+// TryLock takes the flock on path without waiting. When another process
 // holds it, the error wraps ErrBusy and names the holder.
-func tryLock(path, name, op string) (*wsLock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, filePerm)
+func TryLock(path, name, op string) (*Lock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, FilePerm)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, notFound(name)
+			return nil, NotFound(name)
 		}
 		return nil, fmt.Errorf("workspace %s: lock: %w", name, err)
 	}
@@ -46,25 +48,26 @@ func tryLock(path, name, op string) (*wsLock, error) {
 	var a, b syscall.Stat_t
 	if syscall.Fstat(int(f.Fd()), &a) != nil || syscall.Stat(path, &b) != nil || a.Ino != b.Ino || a.Dev != b.Dev {
 		f.Close()
-		return nil, notFound(name)
+		return nil, NotFound(name)
 	}
-	hb, _ := json.Marshal(holder{Op: op, procID: self()})
+	hb, _ := json.Marshal(holder{Op: op, ID: proc.Self()})
 	f.Truncate(0)
 	f.WriteAt(hb, 0)
-	return &wsLock{f: f}, nil
+	return &Lock{f: f}, nil
 }
 
 func busyError(name string, f *os.File) error {
 	b, _ := io.ReadAll(io.LimitReader(f, 4096))
 	var h holder
-	if json.Unmarshal(b, &h) == nil && h.Op != "" && h.alive() {
+	if json.Unmarshal(b, &h) == nil && h.Op != "" && h.Alive() {
 		return fmt.Errorf("workspace %s is %w (%s, pid %d): try again when it has finished", name, ErrBusy, h.Op, h.PID)
 	}
 	return fmt.Errorf("workspace %s is %w: try again when it has finished", name, ErrBusy)
 }
 
-// unlock clears the holder and releases the lock.
-func (l *wsLock) unlock() {
+// Unlock clears the holder and releases the lock; a nil or released lock
+// is left alone.
+func (l *Lock) Unlock() {
 	if l == nil || l.f == nil {
 		return
 	}
@@ -73,14 +76,15 @@ func (l *wsLock) unlock() {
 	l.f = nil
 }
 
-func (w *wsDir) lock(op string) (*wsLock, error) {
-	return tryLock(w.path(lockFile), w.name, op)
+// Lock takes the workspace's lifecycle lock for op (see TryLock).
+func (w *Dir) Lock(op string) (*Lock, error) {
+	return TryLock(w.Path(LockFile), w.Name, op)
 }
 
-// lockHeld reports whether some live process holds the lock at path,
-// without touching the lock itself (a probe would make a concurrent command
-// see a busy lock).
-func lockHeld(path string) (string, bool) {
+// LockHeld reports whether some live process holds the lock at path, and
+// for what, without touching the lock itself (a probe would make a
+// concurrent command see a busy lock).
+func LockHeld(path string) (string, bool) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", false
@@ -89,5 +93,5 @@ func lockHeld(path string) (string, bool) {
 	if json.Unmarshal(b, &h) != nil || h.Op == "" {
 		return "", false
 	}
-	return h.Op, h.alive()
+	return h.Op, h.Alive()
 }

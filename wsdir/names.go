@@ -1,4 +1,4 @@
-package workspace
+package wsdir
 
 import (
 	"fmt"
@@ -8,8 +8,8 @@ import (
 	"github.com/microagent-dev/microagent/home"
 )
 
-// Dir is the folder of the state directory that holds the workspaces.
-const Dir = "workspaces"
+// Workspaces is the folder of the state directory that holds the workspaces.
+const Workspaces = "workspaces"
 
 // MaxNameLen is the longest workspace name.
 const MaxNameLen = 63
@@ -30,10 +30,10 @@ func ValidateName(name string) error {
 	return nil
 }
 
-// checkSocketPaths fails when a socket of the workspace would not fit in a
+// CheckSocketPaths fails when a socket of the workspace would not fit in a
 // UNIX socket address, so the problem shows at create rather than at start.
-func checkSocketPaths(h home.Home, name string) error {
-	longest := filepath.Join(h.Path(Dir, name), runDir, "qmp.sock") // as long as sup.sock
+func CheckSocketPaths(h home.Home, name string) error {
+	longest := filepath.Join(h.Path(Workspaces, name), RunDir, "qmp.sock") // as long as sup.sock
 	if len(longest) > maxSocketPath {
 		return fmt.Errorf("%w %q: its socket path %s is %d bytes, over the %d a UNIX socket allows: use a shorter name or a shorter state directory (--state-dir or MICROAGENT_HOME)",
 			ErrInvalidName, name, longest, len(longest), maxSocketPath)

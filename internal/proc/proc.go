@@ -1,4 +1,8 @@
-package workspace
+// Package proc identifies processes across PID reuse and crashes: a process is
+// named by its PID, its start time and the host boot, never by a bare PID, and
+// handled through a pidfd so a signal never reaches a newer process that
+// reused the PID. Workspaces record their supervisor and VMM as IDs.
+package proc
 
 import (
 	"bytes"
@@ -14,9 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// procID identifies a process across PID reuse: its PID, its start time in
+// ID identifies a process across PID reuse: its PID, its start time in
 // clock ticks since boot (field 22 of /proc/PID/stat) and the host's boot.
-type procID struct {
+type ID struct {
 	PID    int    `json:"pid"`
 	Start  uint64 `json:"start"`
 	BootID string `json:"bootId"`
@@ -27,9 +31,9 @@ var (
 	bootID   string
 )
 
-// hostBootID is the kernel's random boot id: start times are only
+// HostBootID is the kernel's random boot id: start times are only
 // comparable within one boot.
-func hostBootID() string {
+func HostBootID() string {
 	bootOnce.Do(func() {
 		b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 		bootID = strings.TrimSpace(string(b))
@@ -60,74 +64,76 @@ func procStat(pid int) (state byte, start uint64, err error) {
 	return f[0][0], start, nil
 }
 
-// identify returns the identity of a live process.
-func identify(pid int) (procID, error) {
+// Identify returns the identity of a live process.
+func Identify(pid int) (ID, error) {
 	st, start, err := procStat(pid)
 	if err != nil {
-		return procID{}, err
+		return ID{}, err
 	}
 	if st == 'Z' || st == 'X' {
-		return procID{}, fmt.Errorf("process %d has exited", pid)
+		return ID{}, fmt.Errorf("process %d has exited", pid)
 	}
-	return procID{PID: pid, Start: start, BootID: hostBootID()}, nil
+	return ID{PID: pid, Start: start, BootID: HostBootID()}, nil
 }
 
-func self() procID {
-	id, err := identify(os.Getpid())
+// Self is the calling process.
+func Self() ID {
+	id, err := Identify(os.Getpid())
 	if err != nil {
-		return procID{PID: os.Getpid(), BootID: hostBootID()}
+		return ID{PID: os.Getpid(), BootID: HostBootID()}
 	}
 	return id
 }
 
-// alive reports whether the process p names still runs (a zombie has
+// Alive reports whether the process p names still runs (a zombie has
 // exited).
-func (p *procID) alive() bool {
+func (p *ID) Alive() bool {
 	if p == nil || p.PID <= 0 {
 		return false
 	}
-	if p.BootID != hostBootID() {
+	if p.BootID != HostBootID() {
 		return false
 	}
 	st, start, err := procStat(p.PID)
 	return err == nil && start == p.Start && st != 'Z' && st != 'X'
 }
 
-// proc is a handle on a live process: a pidfd, which keeps naming the same
+// Proc is a handle on a live process: a pidfd, which keeps naming the same
 // process even if its PID is reused.
-type proc struct {
-	id procID
+type Proc struct {
+	id ID
 	fd int
 }
 
-// errGone is returned by openProc for a process that no longer runs.
-var errGone = errors.New("process has exited")
+// ErrGone is returned by Open for a process that no longer runs.
+var ErrGone = errors.New("process has exited")
 
-// openProc opens a pidfd on p, checking after opening that the PID still
+// Open opens a pidfd on p, checking after opening that the PID still
 // belongs to p (so the pidfd cannot name a newer process with the same PID).
-func openProc(p *procID) (*proc, error) {
-	if !p.alive() {
-		return nil, errGone
+func Open(p *ID) (*Proc, error) {
+	if !p.Alive() {
+		return nil, ErrGone
 	}
 	fd, err := unix.PidfdOpen(p.PID, unix.PIDFD_NONBLOCK)
 	if err != nil {
 		if errors.Is(err, unix.ESRCH) {
-			return nil, errGone
+			return nil, ErrGone
 		}
 		return nil, fmt.Errorf("pidfd_open %d: %w", p.PID, err)
 	}
-	if !p.alive() {
+	if !p.Alive() {
 		unix.Close(fd)
-		return nil, errGone
+		return nil, ErrGone
 	}
-	return &proc{id: *p, fd: fd}, nil
+	return &Proc{id: *p, fd: fd}, nil
 }
 
-func (p *proc) close() { unix.Close(p.fd) }
+// Close releases the pidfd.
+func (p *Proc) Close() { unix.Close(p.fd) }
 
-// signal sends sig to the process; a process that has exited is not an
+// Signal sends sig to the process; a process that has exited is not an
 // error.
-func (p *proc) signal(sig unix.Signal) error {
+func (p *Proc) Signal(sig unix.Signal) error {
 	err := unix.PidfdSendSignal(p.fd, sig, nil, 0)
 	if err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("signal process %d: %w", p.id.PID, err)
@@ -135,16 +141,16 @@ func (p *proc) signal(sig unix.Signal) error {
 	return nil
 }
 
-// exited reports whether the process has exited (a pidfd polls readable
+// Exited reports whether the process has exited (a pidfd polls readable
 // then; a zombie counts as exited).
-func (p *proc) exited() bool {
+func (p *Proc) Exited() bool {
 	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
 	n, err := unix.Poll(fds, 0)
 	return err == nil && n > 0
 }
 
-// wait waits for the process to exit, or for ctx to end.
-func (p *proc) wait(ctx context.Context) error {
+// Wait waits for the process to exit, or for ctx to end.
+func (p *Proc) Wait(ctx context.Context) error {
 	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
 	for {
 		// Short poll slices so ctx is noticed; the exit itself is an event.
@@ -161,23 +167,23 @@ func (p *proc) wait(ctx context.Context) error {
 	}
 }
 
-// killAndWait sends SIGKILL to the process p names, if it still runs, and
+// KillAndWait sends SIGKILL to the process p names, if it still runs, and
 // waits (bounded) for it to exit.
-func killAndWait(p *procID, limit time.Duration) error {
-	pr, err := openProc(p)
+func KillAndWait(p *ID, limit time.Duration) error {
+	pr, err := Open(p)
 	if err != nil {
-		if errors.Is(err, errGone) {
+		if errors.Is(err, ErrGone) {
 			return nil
 		}
 		return err
 	}
-	defer pr.close()
-	if err := pr.signal(unix.SIGKILL); err != nil {
+	defer pr.Close()
+	if err := pr.Signal(unix.SIGKILL); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	if err := pr.wait(ctx); err != nil {
+	if err := pr.Wait(ctx); err != nil {
 		return fmt.Errorf("process %d was sent SIGKILL but has not exited within %s", p.PID, limit)
 	}
 	return nil

@@ -1,9 +1,10 @@
-package workspace
+package wsdir
 
 import "errors"
 
-// Errors returned (wrapped, with the workspace name and what to do) by the
-// functions of this package; test for them with errors.Is.
+// Errors returned (wrapped, with the workspace name and what to do) by this
+// package and by the workspace and supervisor packages; test for them with
+// errors.Is.
 var (
 	// ErrInvalidName: the name is not 1-63 of [a-z0-9_-] starting with a
 	// letter or digit, or makes the workspace's socket paths too long.
@@ -19,7 +20,6 @@ var (
 	ErrRunning = errors.New("workspace is running")
 	// ErrNotRunning: the operation needs a running workspace.
 	ErrNotRunning = errors.New("workspace is not running")
-	// ErrSecretDecl: a secret declaration given to Create or Start is
-	// malformed, or names a secret (or env file) already declared.
-	ErrSecretDecl = errors.New("invalid secret declaration")
+	// ErrPaused: the operation needs a workspace whose VM is not paused.
+	ErrPaused = errors.New("workspace is paused")
 )

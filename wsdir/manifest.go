@@ -1,4 +1,4 @@
-package workspace
+package wsdir
 
 import (
 	"encoding/json"
@@ -54,33 +54,35 @@ type Resources struct {
 	DiskBytes int64 `json:"diskBytes"`
 }
 
-func (w *wsDir) readManifest() (*Manifest, error) {
-	b, err := os.ReadFile(w.manifestPath())
+// ReadManifest reads and checks manifest.json.
+func (w *Dir) ReadManifest() (*Manifest, error) {
+	b, err := os.ReadFile(w.ManifestPath())
 	if err != nil {
 		if os.IsNotExist(err) {
-			return nil, notFound(w.name)
+			return nil, NotFound(w.Name)
 		}
-		return nil, fmt.Errorf("workspace %s: %w", w.name, err)
+		return nil, fmt.Errorf("workspace %s: %w", w.Name, err)
 	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("workspace %s: manifest %s is corrupt (%v): delete the workspace and create it again", w.name, w.manifestPath(), err)
+		return nil, fmt.Errorf("workspace %s: manifest %s is corrupt (%v): delete the workspace and create it again", w.Name, w.ManifestPath(), err)
 	}
 	if m.Version > ManifestVersion {
-		return nil, fmt.Errorf("workspace %s: manifest version %d is newer than this microagent understands (%d): upgrade microagent", w.name, m.Version, ManifestVersion)
+		return nil, fmt.Errorf("workspace %s: manifest version %d is newer than this microagent understands (%d): upgrade microagent", w.Name, m.Version, ManifestVersion)
 	}
-	if m.Version < 1 || m.Name != w.name {
-		return nil, fmt.Errorf("workspace %s: manifest %s is not a valid workspace manifest (version %d, name %q)", w.name, w.manifestPath(), m.Version, m.Name)
+	if m.Version < 1 || m.Name != w.Name {
+		return nil, fmt.Errorf("workspace %s: manifest %s is not a valid workspace manifest (version %d, name %q)", w.Name, w.ManifestPath(), m.Version, m.Name)
 	}
 	return &m, nil
 }
 
-func writeManifest(path string, m *Manifest) error {
+// WriteManifest replaces the manifest at path atomically.
+func WriteManifest(path string, m *Manifest) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(path, append(b, '\n')); err != nil {
+	if err := WriteFileAtomic(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("workspace %s: write manifest: %w", m.Name, err)
 	}
 	return nil
