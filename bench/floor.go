@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -195,27 +194,6 @@ func bootEcho(ctx context.Context, b *qemu.Backend, vmlinux, initrd, dir string,
 		return nil, err
 	}
 	defer con.Close()
-	// As microvm.Boot does: listen, connect at once (the connection waits
-	// in the backlog until QEMU accepts it), hand QEMU the listener.
-	sock := filepath.Join(dir, "echo.sock")
-	os.Remove(sock)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("echo socket: %w", err)
-	}
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		l.Close()
-		return nil, fmt.Errorf("echo socket: %w", err)
-	}
-	defer conn.Close()
-	lf, err := l.File()
-	l.Close()
-	if err != nil {
-		return nil, fmt.Errorf("echo socket: %w", err)
-	}
-	defer lf.Close()
-
 	start := time.Now()
 	m, err := b.StartWith(ctx, qemu.MachineConfig{Config: vmm.Config{
 		Kernel:        vmlinux,
@@ -223,7 +201,6 @@ func bootEcho(ctx context.Context, b *qemu.Backend, vmlinux, initrd, dir string,
 		Cmdline:       "benchmode=echo benchport=" + echoPortName,
 		MemoryMiB:     qemu.DefaultMemoryMiB,
 		CPUs:          qemu.DefaultCPUs,
-		Channel:       lf,
 		ChannelName:   echoPortName,
 		SerialLog:     fifo,
 		RuntimeDir:    dir,
@@ -232,8 +209,14 @@ func bootEcho(ctx context.Context, b *qemu.Backend, vmlinux, initrd, dir string,
 	if err != nil {
 		return nil, fmt.Errorf("echo VM: %w", err)
 	}
-	lf.Close()
 	defer m.Kill()
+	// As microvm.Boot does: the connection the backend made as QEMU
+	// started (it waited in the backlog until QEMU accepted it).
+	conn, err := m.DialAgent(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("echo socket: %w", err)
+	}
+	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	go func() {

@@ -262,7 +262,7 @@ func renderRun(b *report, r *results) {
 	b.f("\n## 3. Exec round trip vs raw virtio-serial echo\n\n")
 	b.f("Target: `Client.Exec([\"true\"])` repeated on one VM booted by `microvm.Boot` (a yamux stream, JSON\n")
 	b.f("header, process spawn and reap in the guest, exit frame). Floor: 64-byte writes echoed by floor 2's\n")
-	b.f("init over a bare virtio-serial port, through the host socket (`vmm.Config.Channel`), pooled over its\n")
+	b.f("init over a bare virtio-serial port, through the host socket (`vmm.Machine.DialAgent`), pooled over its\n")
 	b.f("%d boots. `Hello` (a stream and one JSON request/reply, no process) separates protocol from spawn.\n\n", len(r.echo))
 	b.f("| Round trip | n | min | median | p99 | mean CPU (QEMU + harness) |\n|---|--:|--:|--:|--:|--:|\n")
 	rt := func(name string, s stat, cpu time.Duration) {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -335,21 +334,6 @@ func snapFloor(ctx context.Context, b *qemu.Backend, p *planView, snapDir, dir s
 		return nil, err
 	}
 	defer mem.Close()
-	// As microvm.Boot does for a restore: QEMU gets the listening socket;
-	// the host connects only once the guest runs again.
-	sock := filepath.Join(dir, "ch.sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("channel socket: %w", err)
-	}
-	l.SetUnlinkOnClose(false)
-	lf, err := l.File()
-	l.Close()
-	if err != nil {
-		return nil, fmt.Errorf("channel socket: %w", err)
-	}
-	defer lf.Close()
-
 	t = time.Now()
 	m, err := b.StartWith(ctx, qemu.MachineConfig{Config: vmm.Config{
 		Kernel:    p.Kernel,
@@ -361,7 +345,6 @@ func snapFloor(ctx context.Context, b *qemu.Backend, p *planView, snapDir, dir s
 			{Path: p.RootDisk, Format: "raw", ReadOnly: true},
 			{Path: disk, Format: "raw"},
 		},
-		Channel:       lf,
 		ChannelName:   channel.PortName,
 		SerialLog:     filepath.Join(dir, "console.log"),
 		RuntimeDir:    dir,
@@ -375,7 +358,6 @@ func snapFloor(ctx context.Context, b *qemu.Backend, p *planView, snapDir, dir s
 	}
 	defer func() { m.Kill(); m.Wait() }()
 	r.start = time.Since(t)
-	lf.Close()
 	r.args = m.Args()
 	t1 := time.Now()
 	if err := m.LoadState(ctx, filepath.Join(snapDir, snapStateFile)); err != nil {
@@ -396,7 +378,9 @@ func snapFloor(ctx context.Context, b *qemu.Backend, p *planView, snapDir, dir s
 
 	cpu := startCPU(m.PID())
 	t = time.Now()
-	conn, err := net.Dial("unix", sock)
+	// As microvm.Boot does for a restore: the host connects only once the
+	// guest runs again.
+	conn, err := m.DialAgent(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("channel socket: %w", err)
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/vmm"
-	"github.com/microagent-dev/microagent/vmm/qemu"
 )
 
 // resourceFlags are --profile, --memory, --cpus and --disk-size.
@@ -171,9 +170,13 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 			if err != nil {
 				return err
 			}
+			backend, err := vmm.Default()
+			if err != nil {
+				return err
+			}
 			o := runner.Options{
 				PrepareOptions: runner.PrepareOptions{Image: args[0], Pull: policy, KernelPath: kernelPath},
-				Backend:        qemu.New(qemu.Options{}),
+				Backend:        backend,
 				Resources:      r,
 				Command:        args[1:],
 				Env:            envs,

@@ -7,9 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -29,8 +27,8 @@ type Options struct {
 	MemoryMiB, CPUs        int
 	// Cmdline holds extra kernel arguments.
 	Cmdline string
-	// RuntimeDir holds the channel socket while booting; it must exist and
-	// be private (0700).
+	// RuntimeDir is the backend's private directory (its sockets); it must
+	// exist and be private (0700).
 	RuntimeDir string
 	// SerialLog receives the guest console.
 	SerialLog string
@@ -65,53 +63,9 @@ type VM struct {
 	serial string
 }
 
-// maxSocketPath is the longest path a UNIX socket can bind to.
-const maxSocketPath = 107
-
-// Boot starts the VM and waits for its agent. On any error nothing is left
-// running.
-func Boot(ctx context.Context, o Options) (*VM, error) {
-	if o.BootTimeout == 0 {
-		o.BootTimeout = 2 * time.Minute
-	}
-	sock := filepath.Join(o.RuntimeDir, "ch.sock")
-	if len(sock) > maxSocketPath {
-		return nil, fmt.Errorf("runtime directory %s is too long for a UNIX socket path (%d > %d bytes): use a shorter state directory",
-			o.RuntimeDir, len(sock), maxSocketPath)
-	}
-	os.Remove(sock)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("channel socket: %w", err)
-	}
-	// A booting guest: connect before the VMM even starts; the connection
-	// waits in the backlog. Closing the listener then unlinks the path, so
-	// no one else can reach the guest's agent through it; QEMU gets a copy
-	// of the listening socket. A restored guest: connect only once it runs
-	// again, so that its agent first sees the old host end gone (EOF on
-	// its port) and returns to the handshake.
-	var conn net.Conn
-	if o.Restore == nil {
-		if conn, err = net.Dial("unix", sock); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("channel socket: %w", err)
-		}
-	} else {
-		l.SetUnlinkOnClose(false)
-		defer os.Remove(sock)
-	}
-	lf, err := l.File()
-	l.Close()
-	if err != nil {
-		if conn != nil {
-			conn.Close()
-		}
-		return nil, fmt.Errorf("channel socket: %w", err)
-	}
-	defer lf.Close()
-
-	start := time.Now()
-	m, err := o.Backend.Start(ctx, vmm.Config{
+// config is the machine Boot starts for o.
+func (o *Options) config() vmm.Config {
+	return vmm.Config{
 		Kernel:    o.Kernel,
 		Initrd:    o.Initrd,
 		Cmdline:   o.Cmdline,
@@ -121,7 +75,6 @@ func Boot(ctx context.Context, o Options) (*VM, error) {
 			{Path: o.RootDisk, Format: "raw", ReadOnly: true},
 			{Path: o.WritableDisk, Format: "raw"},
 		},
-		Channel:       lf,
 		ChannelName:   channel.PortName,
 		SerialLog:     o.SerialLog,
 		RuntimeDir:    o.RuntimeDir,
@@ -129,22 +82,52 @@ func Boot(ctx context.Context, o Options) (*VM, error) {
 		Network:       o.Network,
 		Memory:        o.Memory,
 		Incoming:      o.Restore != nil,
-	})
+	}
+}
+
+// Identity is the identity of the machine Boot(o) would start now (only
+// o.Backend and o.Network matter): a restore compares it with the one the
+// snapshot recorded (the running machine's, see vmm.IdentityReporter).
+// It is zero when the backend is no vmm.Identifier.
+func Identity(o Options) (vmm.Identity, error) {
+	id, ok := o.Backend.(vmm.Identifier)
+	if !ok {
+		return vmm.Identity{}, nil
+	}
+	return id.Identity(o.config())
+}
+
+// Boot starts the VM and waits for its agent. On any error nothing is left
+// running.
+func Boot(ctx context.Context, o Options) (*VM, error) {
+	if o.BootTimeout == 0 {
+		o.BootTimeout = 2 * time.Minute
+	}
+	start := time.Now()
+	m, err := o.Backend.Start(ctx, o.config())
 	if err != nil {
-		if conn != nil {
-			conn.Close()
-		}
 		return nil, err
 	}
-	lf.Close()
+	// A booting guest's connection was made as the VMM started, so the
+	// greeting is waiting when the agent opens its port. A restored guest
+	// is connected only once it runs again (see vmm.Machine.DialAgent).
 	connect := channel.Connect
 	if o.Restore != nil {
-		if conn, err = resume(ctx, m, o.Restore, sock); err != nil {
+		if err = resume(ctx, m, o.Restore); err != nil {
 			m.Kill()
 			m.Wait()
 			return nil, err
 		}
 		connect = channel.Reconnect
+	}
+	conn, err := m.DialAgent(ctx)
+	if err != nil {
+		m.Kill()
+		m.Wait()
+		if o.Restore != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+		return nil, fmt.Errorf("agent channel: %w", err)
 	}
 
 	vm := &VM{Machine: m, serial: o.SerialLog}
@@ -181,24 +164,20 @@ func Boot(ctx context.Context, o Options) (*VM, error) {
 	return vm, nil
 }
 
-// resume loads a saved state into a machine started with Incoming, runs
-// it, and connects to its channel.
-func resume(ctx context.Context, m vmm.Machine, r *Restore, sock string) (net.Conn, error) {
+// resume loads a saved state into a machine started with Incoming and
+// runs it.
+func resume(ctx context.Context, m vmm.Machine, r *Restore) error {
 	sn, ok := m.(vmm.Snapshotter)
 	if !ok {
-		return nil, errors.New("restore: this VMM backend cannot load a saved state")
+		return errors.New("restore: this VMM backend cannot load a saved state")
 	}
 	if err := sn.LoadState(ctx, r.State); err != nil {
-		return nil, fmt.Errorf("restore: %w", err)
+		return fmt.Errorf("restore: %w", err)
 	}
 	if err := sn.Resume(ctx); err != nil {
-		return nil, fmt.Errorf("restore: %w", err)
+		return fmt.Errorf("restore: %w", err)
 	}
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		return nil, fmt.Errorf("restore: channel socket: %w", err)
-	}
-	return conn, nil
+	return nil
 }
 
 // GuestBootError is a boot step the guest agent reported as failed.

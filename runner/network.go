@@ -9,13 +9,15 @@ import (
 
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/vmm"
-	"github.com/microagent-dev/microagent/vmm/qemu"
 )
 
-// GuestNetwork is GuestNetworkFor the default backend (QEMU, with passt
-// when it is installed), the one workspaces use.
+// GuestNetwork is GuestNetworkFor the default backend (vmm.Default), the
+// one workspaces use. With no default backend the user network is taken
+// to open nothing without host access (vmm.UserNetworkOf's safe
+// assumption); such a VM could not start anyway.
 func GuestNetwork(n *vmm.Network, hostname string) *channel.NetworkConfig {
-	return GuestNetworkFor(n, hostname, qemu.New(qemu.Options{}).UserNetwork())
+	b, _ := vmm.Default()
+	return GuestNetworkFor(n, hostname, vmm.UserNetworkOf(b))
 }
 
 // GuestNetworkFor is the setup the guest agent applies for network n on

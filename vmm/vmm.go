@@ -2,10 +2,14 @@
 // machine monitor. A backend (see vmm/qemu) turns a Config into a running
 // Machine; callers never build VMM command lines themselves, so another
 // monitor (Firecracker on KVM hosts, say) can be added without touching them.
+// Backends register by name (Register); what only some backends can do is
+// an optional interface (Snapshotter, ShutdownReasoner, Identifier,
+// ProcessOwner, HostChecker, UserNetworker) that callers test for.
 package vmm
 
 import (
 	"context"
+	"net"
 	"os"
 )
 
@@ -35,12 +39,9 @@ type Config struct {
 	CPUs int
 	// Disks are attached in order.
 	Disks []Disk
-	// Channel is a listening UNIX socket that the backend hands to the VMM
-	// as the host end of the guest agent's virtio-serial port. The caller
-	// creates it (so it can connect at once, with no wait for a file to
-	// appear) and keeps ownership of it.
-	Channel *os.File
-	// ChannelName is the name of the guest port (see /sys/class/virtio-ports).
+	// ChannelName names the guest agent's port (a virtio-serial port's
+	// name, see /sys/class/virtio-ports); empty means no agent port. The
+	// host end belongs to the machine: see Machine.DialAgent.
 	ChannelName string
 	// SerialLog is the file that receives the guest's serial console.
 	SerialLog string
@@ -106,6 +107,14 @@ type Machine interface {
 	Shutdown(ctx context.Context) error
 	// Kill stops the VMM process immediately.
 	Kill() error
+	// DialAgent connects to the guest agent's port (Config.ChannelName).
+	// A booting machine's connection is made as it starts, so the host's
+	// greeting is waiting when the agent opens its port. A machine started
+	// with Incoming is connected only when asked, which must be after
+	// Resume: the restored agent must first see its old host end gone and
+	// return to the handshake (see channel.Reconnect). A backend may serve
+	// one connection per machine (QEMU's virtio-serial has one host end).
+	DialAgent(ctx context.Context) (net.Conn, error)
 }
 
 // Backend starts machines.

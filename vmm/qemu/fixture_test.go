@@ -306,30 +306,10 @@ func TestMain(m *testing.M) {
 
 // testVM is a started test guest with its host ends.
 type testVM struct {
-	m       *Machine
-	serial  string
-	channel string // path of the agent channel socket
-	start   time.Time
-	conn    net.Conn
-}
-
-// listenChannel makes the listening socket for the agent channel, as the
-// caller of vmm.Backend does.
-func listenChannel(t testing.TB, dir string) (*os.File, string) {
-	t.Helper()
-	path := filepath.Join(dir, "agent.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := ln.File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.SetUnlinkOnClose(false)
-	ln.Close()
-	t.Cleanup(func() { f.Close() })
-	return f, path
+	m      *Machine
+	serial string
+	start  time.Time
+	conn   net.Conn
 }
 
 // startVM boots the test guest; edit may adjust the config.
@@ -337,14 +317,12 @@ func startVM(t testing.TB, edit func(*MachineConfig)) *testVM {
 	t.Helper()
 	kernel, initrd := testGuest(t)
 	dir := t.TempDir()
-	ch, chPath := listenChannel(t, dir)
 	mc := MachineConfig{Config: vmm.Config{
 		Kernel:      kernel,
 		Initrd:      initrd,
 		Cmdline:     "testport=test.port",
 		MemoryMiB:   256,
 		CPUs:        1,
-		Channel:     ch,
 		ChannelName: "test.port",
 		SerialLog:   filepath.Join(dir, "serial.log"),
 		RuntimeDir:  filepath.Join(dir, "run"),
@@ -366,7 +344,7 @@ func startVM(t testing.TB, edit func(*MachineConfig)) *testVM {
 			t.Logf("serial log:\n%s", log)
 		}
 	})
-	return &testVM{m: m, serial: mc.SerialLog, channel: chPath, start: start}
+	return &testVM{m: m, serial: mc.SerialLog, start: start}
 }
 
 // waitSerial polls the serial log (bounded) until it holds marker, and
@@ -398,7 +376,9 @@ func (v *testVM) waitSerial(t testing.TB, marker string, timeout time.Duration) 
 func (v *testVM) echo(t testing.TB, msg string) {
 	t.Helper()
 	if v.conn == nil {
-		c, err := net.Dial("unix", v.channel)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := v.m.DialAgent(ctx)
+		cancel()
 		if err != nil {
 			t.Fatalf("connecting to the agent channel: %v", err)
 		}

@@ -30,12 +30,20 @@ const (
 // QMPSocketName is the QMP socket's file name inside RuntimeDir.
 const QMPSocketName = "qmp.sock"
 
+// agentSocketName is the agent channel socket's file name inside
+// RuntimeDir (as long as QMPSocketName, so one length check covers both).
+const agentSocketName = "ch.sock"
+
+// maxSocketPath is the longest path a UNIX socket can bind to.
+const maxSocketPath = 107
+
 // Machine is a running QEMU process. It implements vmm.Machine.
 type Machine struct {
 	cmd     *exec.Cmd
 	pid     int
 	args    []string
 	accel   string
+	devices string // see devices
 	qmpPath string
 	mon     atomic.Pointer[Monitor] // set once the handshake is done
 	stderr  *tailBuffer
@@ -47,6 +55,8 @@ type Machine struct {
 
 	mu             sync.Mutex
 	shutdownReason string
+	agent          agentEnd // the agent channel's host end not yet handed out
+	hasAgent       bool     // the machine has an agent port
 }
 
 var _ vmm.Machine = (*Machine)(nil)
@@ -105,6 +115,12 @@ func (b *Backend) StartWith(ctx context.Context, mc MachineConfig) (*Machine, er
 // launch prepares files and sockets, runs QEMU and completes the QMP
 // handshake.
 func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l launch, runDir string, cleanup func()) (*Machine, error) {
+	// One check for both sockets (the QMP one and the agent's), whose
+	// names are as long.
+	if n := len(filepath.Join(runDir, agentSocketName)); n > maxSocketPath {
+		return nil, fmt.Errorf("runtime directory %s is too long for a UNIX socket path (%d > %d bytes): use a shorter state directory",
+			runDir, n, maxSocketPath)
+	}
 	if mc.SerialLog != "" {
 		// Created here so it is 0600 (QEMU would create it 0644) and empty.
 		if err := createPrivate(mc.SerialLog, true); err != nil {
@@ -115,9 +131,6 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 	// once. The connection waits in the backlog until QEMU accepts it, so
 	// there is no sleep and no poll for a socket file to appear.
 	qmpPath := filepath.Join(runDir, QMPSocketName)
-	if len(qmpPath) >= 108 {
-		return nil, fmt.Errorf("qemu: QMP socket path %s is longer than 107 bytes: use a shorter runtime directory", qmpPath)
-	}
 	if err := removeStaleSocket(qmpPath); err != nil {
 		return nil, err
 	}
@@ -136,10 +149,22 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 	// dies resets our pending connection instead of leaving it hanging.
 	defer lnFile.Close()
 
+	var agent agentEnd
+	var agentFile *os.File
+	if mc.ChannelName != "" {
+		if agent, agentFile, err = listenAgent(filepath.Join(runDir, agentSocketName), mc.Incoming); err != nil {
+			return nil, err
+		}
+		// As with QMP: once QEMU has its copy, ours must go, so that a
+		// QEMU that dies resets the connection made in advance.
+		defer agentFile.Close()
+	}
+
 	// passt first: it must answer before QEMU connects, and its failure
 	// (a published port taken, say) is a clear start error.
 	pst, pstFile, err := b.startPasst(mc)
 	if err != nil {
+		agent.close()
 		return nil, err
 	}
 	if pst != nil {
@@ -154,9 +179,9 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 		l.passtFD = 3 + len(extra)
 		extra = append(extra, pstFile)
 	}
-	if mc.Channel != nil {
+	if agentFile != nil {
 		l.channelFD = 3 + len(extra)
-		extra = append(extra, mc.Channel)
+		extra = append(extra, agentFile)
 	}
 	if mc.Memory != nil {
 		l.memoryFD = 3 + len(extra)
@@ -182,22 +207,29 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 	}
 
 	m := &Machine{
-		cmd:     cmd,
-		args:    append([]string{bin}, args...),
-		accel:   l.accel,
-		qmpPath: qmpPath,
-		stderr:  stderr,
-		passt:   pst,
-		netUser: !mc.Network.Isolated(),
-		done:    make(chan struct{}),
+		cmd:      cmd,
+		args:     append([]string{bin}, args...),
+		accel:    l.accel,
+		devices:  devices(&mc.Config),
+		qmpPath:  qmpPath,
+		stderr:   stderr,
+		passt:    pst,
+		netUser:  !mc.Network.Isolated(),
+		done:     make(chan struct{}),
+		agent:    agent,
+		hasAgent: agentFile != nil,
 	}
 	started := make(chan error, 1)
 	go m.run(mc.DieWithParent, started, func() {
 		os.Remove(qmpPath)
+		m.mu.Lock()
+		m.agent.close()
+		m.mu.Unlock()
 		cleanup()
 	})
 	if err := <-started; err != nil {
 		os.Remove(qmpPath)
+		agent.close()
 		if pst != nil {
 			pst.Kill()
 		}
@@ -206,6 +238,9 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 	m.pid = cmd.Process.Pid
 	if pst != nil {
 		pstFile.Close()
+	}
+	if agentFile != nil {
+		agentFile.Close()
 	}
 
 	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: qmpPath, Net: "unix"})
@@ -421,14 +456,95 @@ func (m *Machine) Monitor() *Monitor { return m.mon.Load() }
 // Events subscribes to QMP events; see Monitor.Subscribe.
 func (m *Machine) Events() (<-chan Event, func()) { return m.mon.Load().Subscribe() }
 
-// ShutdownReason is the reason of the last QMP SHUTDOWN event, such as
-// "guest-shutdown" (power-off), "guest-reset" (reboot or panic, which
-// -no-reboot turns into an exit), "host-qmp-quit" or "host-signal"; empty if
-// none was seen.
+// ShutdownReason implements vmm.ShutdownReasoner: the reason of the last
+// QMP SHUTDOWN event, such as "guest-shutdown" (power-off), "guest-reset"
+// (reboot or panic, which -no-reboot turns into an exit), "host-qmp-quit"
+// or "host-signal"; empty if none was seen. QEMU's words are the
+// vmm.Reason constants.
 func (m *Machine) ShutdownReason() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.shutdownReason
+}
+
+// agentEnd is the host end of the agent's virtio-serial port that the
+// machine has not handed out yet: a connection made before QEMU started
+// (a booting machine), or the socket path to connect to (Incoming).
+type agentEnd struct {
+	conn net.Conn
+	path string
+}
+
+// close drops what was not handed out: the connection is closed and the
+// socket path removed.
+func (a *agentEnd) close() {
+	if a.conn != nil {
+		a.conn.Close()
+	}
+	if a.path != "" {
+		os.Remove(a.path)
+	}
+	*a = agentEnd{}
+}
+
+// listenAgent makes the listening socket QEMU serves the agent's port on
+// and returns QEMU's copy of it. A booting machine is connected at once:
+// the connection waits in the backlog until QEMU accepts it, so there is
+// no wait for a socket file to appear, and the path is removed at once, so
+// no one else can reach the agent through it. With incoming the path stays
+// until DialAgent: the restored guest must first see its old host end gone.
+func listenAgent(path string, incoming bool) (agentEnd, *os.File, error) {
+	os.Remove(path) // left by an earlier QEMU in this runtime directory
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return agentEnd{}, nil, fmt.Errorf("qemu: channel socket: %w", err)
+	}
+	var a agentEnd
+	if incoming {
+		l.SetUnlinkOnClose(false)
+		a.path = path
+	} else if a.conn, err = net.Dial("unix", path); err != nil {
+		l.Close()
+		return agentEnd{}, nil, fmt.Errorf("qemu: channel socket: %w", err)
+	}
+	f, err := l.File()
+	l.Close()
+	if err != nil {
+		a.close()
+		return agentEnd{}, nil, fmt.Errorf("qemu: channel socket: %w", err)
+	}
+	return a, f, nil
+}
+
+// DialAgent implements vmm.Machine. QEMU's virtio-serial port has one
+// host end, so a machine gives out one connection: a booting machine's
+// was made before QEMU started; a machine started with Incoming connects
+// now (call it after Resume), and its socket path is removed then.
+func (m *Machine) DialAgent(ctx context.Context) (net.Conn, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case !m.hasAgent:
+		return nil, fmt.Errorf("qemu (pid %d): the machine has no agent port: set Config.ChannelName", m.pid)
+	case m.agent.conn != nil:
+		c := m.agent.conn
+		m.agent.conn = nil
+		return c, nil
+	case m.agent.path != "":
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", m.agent.path)
+		if err != nil {
+			return nil, fmt.Errorf("qemu (pid %d): channel socket: %w", m.pid, err)
+		}
+		m.agent.close()
+		return c, nil
+	}
+	select {
+	case <-m.done:
+		return nil, fmt.Errorf("qemu (pid %d) has exited: no agent channel", m.pid)
+	default:
+	}
+	return nil, fmt.Errorf("qemu (pid %d): the agent channel was handed out already: its virtio-serial port has one host end", m.pid)
 }
 
 // Args returns the full QEMU command line, program first.
@@ -436,6 +552,12 @@ func (m *Machine) Args() []string { return append([]string(nil), m.args...) }
 
 // Accel returns the accelerator in use ("kvm" or "tcg").
 func (m *Machine) Accel() string { return m.accel }
+
+// Identity implements vmm.IdentityReporter: the identity Backend.Identity
+// gave the machine's Config, with the accelerator it really runs on.
+func (m *Machine) Identity() vmm.Identity {
+	return vmm.Identity{Backend: BackendName, Accel: m.accel, CPU: cpuModel(m.accel), Devices: m.devices}
+}
 
 // QMPSocket returns the path of the QMP socket. QEMU serves one client at
 // a time; connect after closing Monitor (DialMonitor).

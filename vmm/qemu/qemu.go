@@ -59,7 +59,7 @@ var _ vmm.Backend = (*Backend)(nil)
 func New(opts Options) *Backend { return &Backend{opts: opts} }
 
 // Name implements vmm.Backend.
-func (b *Backend) Name() string { return "qemu" }
+func (b *Backend) Name() string { return BackendName }
 
 // MachineConfig extends vmm.Config with QEMU-only settings, used through
 // StartWith.
@@ -114,7 +114,13 @@ func Version(binary string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return version(context.Background(), p)
+}
+
+// version runs the QEMU program p with --version, bounded by ctx and ten
+// seconds (a QEMU that hangs there is broken).
+func version(ctx context.Context, p string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, p, "--version").Output()
 	if err != nil {
@@ -165,9 +171,6 @@ func validate(mc *MachineConfig) error {
 		if err := checkFile(fmt.Sprintf("disk %d", i), d.Path, "check the workspace's disks"); err != nil {
 			return err
 		}
-	}
-	if c.Channel != nil && c.ChannelName == "" {
-		return errors.New("qemu: Channel is set but ChannelName is empty: name the guest port")
 	}
 	if c.Memory != nil && c.Memory.File == nil {
 		return errors.New("qemu: Memory without a File")

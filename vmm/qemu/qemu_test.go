@@ -77,7 +77,6 @@ func TestValidateDefaults(t *testing.T) {
 	for name, edit := range map[string]func(*MachineConfig){
 		"negative memory": func(mc *MachineConfig) { mc.MemoryMiB = -1 },
 		"kernel is a dir": func(mc *MachineConfig) { mc.Kernel = dir },
-		"channel no name": func(mc *MachineConfig) { mc.Channel = os.Stdin },
 		"memory no file":  func(mc *MachineConfig) { mc.Memory = &vmm.Memory{Shared: true} },
 		"no kernel":       func(mc *MachineConfig) { mc.Kernel = "" },
 	} {
