@@ -3,8 +3,9 @@
 // Machine; callers never build VMM command lines themselves, so another
 // monitor (Firecracker on KVM hosts, say) can be added without touching them.
 // Backends register by name (Register); what only some backends can do is
-// an optional interface (Snapshotter, ShutdownReasoner, Identifier,
-// ProcessOwner, HostChecker, UserNetworker) that callers test for.
+// an optional interface (Snapshotter, ShutdownReasoner, Identifier and
+// IdentityReporter, ProcessOwner, HostChecker, UserNetworker) that callers
+// test for.
 package vmm
 
 import (

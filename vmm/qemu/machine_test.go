@@ -404,3 +404,54 @@ func TestShutdownFallback(t *testing.T) {
 		t.Errorf("wait: %v", err)
 	}
 }
+
+// TestDialAgent: a booting machine's agent connection is made before QEMU
+// starts and its socket path is gone at once; a machine started with
+// Incoming keeps the path until DialAgent; either gives out one
+// connection, and a machine without an agent port none.
+func TestDialAgent(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sock := func(v *testVM) string { return filepath.Join(filepath.Dir(v.serial), "run", agentSocketName) }
+
+	boot := startVM(t, nil)
+	if _, err := os.Stat(sock(boot)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a booting machine's agent socket path is still there: %v", err)
+	}
+	c, err := boot.m.DialAgent(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := boot.m.DialAgent(ctx); err == nil || !strings.Contains(err.Error(), "one host end") {
+		t.Errorf("second DialAgent: %v", err)
+	}
+	boot.conn = c
+	boot.waitSerial(t, "GUEST_READY", 60*time.Second)
+	boot.echo(t, "over the connection made at start\n")
+
+	in := startVM(t, func(mc *MachineConfig) { mc.Incoming = true })
+	if _, err := os.Stat(sock(in)); err != nil {
+		t.Errorf("an incoming machine's agent socket path: %v", err)
+	}
+	ic, err := in.m.DialAgent(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic.Close()
+	if _, err := os.Stat(sock(in)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the agent socket path is still there after DialAgent: %v", err)
+	}
+	if _, err := in.m.DialAgent(ctx); err == nil {
+		t.Error("second DialAgent of an incoming machine: no error")
+	}
+	must(t, in.m.Kill())
+
+	none := startVM(t, func(mc *MachineConfig) { mc.ChannelName = "" })
+	if _, err := none.m.DialAgent(ctx); err == nil || !strings.Contains(err.Error(), "no agent port") {
+		t.Errorf("DialAgent without an agent port: %v", err)
+	}
+	if strings.Contains(strings.Join(none.m.Args(), " "), "virtio-serial") {
+		t.Errorf("a machine without an agent port has virtio-serial: %q", none.m.Args())
+	}
+}
