@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/microagent-dev/microagent/errcode"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/secrets"
 )
@@ -325,6 +326,8 @@ func lastHash(f *os.File) (string, error) {
 // ErrWithheld marks a value withheld because its audit record could not be
 // written.
 var ErrWithheld = errors.New("secret withheld: its audit record could not be written")
+
+func init() { errcode.Register("secret_withheld", ErrWithheld) }
 
 // ResultOf maps a resolution error to a Result.
 func ResultOf(err error) Result {
