@@ -117,11 +117,20 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Process is a process started in the guest.
+// Process is a process started in the guest, seen through its exec stream:
+// a yamux stream of the guest session (Client.Start), or any stream that
+// carries the exec protocol once its header was sent (the supervisor's
+// socket after it spliced an exec through: NewProcess).
 type Process struct {
-	st   *yamux.Stream
+	st   io.ReadWriteCloser
 	wmu  sync.Mutex
 	stop func() bool
+}
+
+// NewProcess is the process whose exec stream is st (the header already
+// sent); it closes st when ctx ends.
+func NewProcess(ctx context.Context, st io.ReadWriteCloser) *Process {
+	return &Process{st: st, stop: context.AfterFunc(ctx, func() { st.Close() })}
 }
 
 // Start starts a process. Use Wait to stream its output and learn its exit.
@@ -130,8 +139,7 @@ func (c *Client) Start(ctx context.Context, req ExecRequest) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("channel: open stream: %w", err)
 	}
-	p := &Process{st: st}
-	p.stop = context.AfterFunc(ctx, func() { st.Close() })
+	p := NewProcess(ctx, st)
 	if err := p.write(FrameHeader, nil, Header{Op: OpExec, Exec: &req}); err != nil {
 		p.stop()
 		st.Close()
@@ -189,7 +197,7 @@ func (p *Process) Wait(stdout, stderr io.Writer) (ExitStatus, error) {
 	for {
 		t, b, err := ReadFrame(p.st, buf)
 		if err != nil {
-			return ExitStatus{}, fmt.Errorf("channel: exec: connection to the guest lost: %w", err)
+			return ExitStatus{}, &LostError{Err: err}
 		}
 		var w io.Writer
 		switch t {
@@ -203,6 +211,13 @@ func (p *Process) Wait(stdout, stderr io.Writer) (ExitStatus, error) {
 				return ExitStatus{}, err
 			}
 			return es, nil
+		case FrameReply:
+			// The guest refused the exec before starting anything.
+			var r Reply
+			if jsonUnmarshal(b, &r) == nil && r.Error != "" {
+				return ExitStatus{}, fmt.Errorf("guest: %s", r.Error)
+			}
+			return ExitStatus{}, errors.New("channel: exec: unexpected reply from the guest")
 		default:
 			return ExitStatus{}, fmt.Errorf("channel: exec: unexpected frame type %d", t)
 		}
@@ -213,6 +228,15 @@ func (p *Process) Wait(stdout, stderr io.Writer) (ExitStatus, error) {
 		}
 	}
 }
+
+// LostError is an exec stream that ended before the exit status arrived:
+// usually the VM stopped, or the session was lost.
+type LostError struct{ Err error }
+
+func (e *LostError) Error() string {
+	return "channel: exec: connection to the guest lost: " + e.Err.Error()
+}
+func (e *LostError) Unwrap() error { return e.Err }
 
 // Exec runs a process to completion: stdin (when not nil and req.Stdin is
 // set) is copied in, output is copied out.

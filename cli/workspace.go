@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/supervisor"
 	"github.com/microagent-dev/microagent/tarcopy"
 	"github.com/microagent-dev/microagent/workspace"
 )
@@ -807,27 +808,10 @@ func newGCCmd(g *globals) *cobra.Command {
 }
 
 // newSuperviseCmd is the hidden command Start runs in the background as a
-// workspace's supervisor; the readiness pipe is file descriptor 3.
+// workspace's supervisor: package supervisor parses its own command line.
 func newSuperviseCmd(g *globals) *cobra.Command {
-	var boot int
-	c := &cobra.Command{
-		Use:    workspace.SuperviseCommand + " NAME",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			h, err := g.home()
-			if err != nil {
-				return err
-			}
-			var ready *os.File
-			if _, err := unix.FcntlInt(3, unix.F_GETFD, 0); err == nil {
-				ready = os.NewFile(3, "ready")
-			}
-			return workspace.Supervise(c.Context(), h, workspace.SuperviseOptions{Name: args[0], Boot: boot, Ready: ready, Log: g.stderr})
-		},
-	}
-	c.Flags().IntVar(&boot, "boot", 0, "boot number")
-	return c
+	return &cobra.Command{Use: supervisor.CommandName, Hidden: true, DisableFlagParsing: true,
+		RunE: func(c *cobra.Command, _ []string) error { return supervisor.Main(c.Context(), os.Args, g.stderr) }}
 }
 
 // secretsSummary lists a workspace's secret declarations (references, which

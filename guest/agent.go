@@ -173,38 +173,53 @@ func (a *Agent) serveSession(conn io.ReadWriteCloser) {
 	}
 }
 
+// ops serve the host's operations, one stream each; the handler answers
+// on the stream, which handle closes.
+var ops = map[string]func(*Agent, *yamux.Stream, *channel.Header){
+	channel.OpExec: func(a *Agent, st *yamux.Stream, h *channel.Header) {
+		if h.Exec == nil {
+			channel.WriteJSON(st, channel.FrameReply, channel.Reply{Error: "exec without a request"})
+			return
+		}
+		a.runExec(st, h.Exec)
+	},
+	channel.OpHello: func(a *Agent, st *yamux.Stream, h *channel.Header) {
+		channel.WriteJSON(st, channel.FrameReply, a.hello(h.Hello))
+	},
+	channel.OpSecrets: func(a *Agent, st *yamux.Stream, h *channel.Header) {
+		if h.Secrets == nil {
+			channel.WriteJSON(st, channel.FrameReply, channel.Reply{Error: "secrets without a request"})
+			return
+		}
+		channel.WriteJSON(st, channel.FrameReply, a.materialize(st, h.Secrets))
+	},
+	channel.OpPurge: func(a *Agent, st *yamux.Stream, _ *channel.Header) {
+		channel.WriteJSON(st, channel.FrameReply, a.purge())
+	},
+	channel.OpResumed: func(a *Agent, st *yamux.Stream, h *channel.Header) {
+		channel.WriteJSON(st, channel.FrameReply, a.resumed(h.Resumed))
+	},
+	channel.OpShutdown: func(a *Agent, st *yamux.Stream, _ *channel.Header) {
+		channel.WriteJSON(st, channel.FrameReply, a.shutdown())
+	},
+	channel.OpCopyIn:  copyOp,
+	channel.OpCopyOut: copyOp,
+}
+
+func copyOp(a *Agent, st *yamux.Stream, h *channel.Header) { a.copyFiles(st, h) }
+
 func (a *Agent) handle(st *yamux.Stream) {
 	defer st.Close()
 	var h channel.Header
 	if err := channel.ReadJSON(st, channel.FrameHeader, &h); err != nil {
 		return
 	}
-	switch h.Op {
-	case channel.OpExec:
-		if h.Exec == nil {
-			channel.WriteJSON(st, channel.FrameReply, channel.Reply{Error: "exec without a request"})
-			return
-		}
-		a.runExec(st, h.Exec)
-	case channel.OpHello:
-		channel.WriteJSON(st, channel.FrameReply, a.hello(h.Hello))
-	case channel.OpSecrets:
-		if h.Secrets == nil {
-			channel.WriteJSON(st, channel.FrameReply, channel.Reply{Error: "secrets without a request"})
-			return
-		}
-		channel.WriteJSON(st, channel.FrameReply, a.materialize(st, h.Secrets))
-	case channel.OpPurge:
-		channel.WriteJSON(st, channel.FrameReply, a.purge())
-	case channel.OpResumed:
-		channel.WriteJSON(st, channel.FrameReply, a.resumed(h.Resumed))
-	case channel.OpShutdown:
-		channel.WriteJSON(st, channel.FrameReply, a.shutdown())
-	case channel.OpCopyIn, channel.OpCopyOut:
-		a.copyFiles(st, &h)
-	default:
+	op, ok := ops[h.Op]
+	if !ok {
 		channel.WriteJSON(st, channel.FrameReply, channel.Reply{Error: fmt.Sprintf("unknown operation %q", h.Op)})
+		return
 	}
+	op(a, st, &h)
 }
 
 func (a *Agent) hello(req *channel.HelloRequest) channel.Reply {

@@ -242,7 +242,7 @@ func (b *booting) claim() error {
 		err = json.Unmarshal(pb, &plan)
 	}
 	if err != nil {
-		return fmt.Errorf("workspace %s: boot plan: %w", b.w.Name, err)
+		return &wsdir.Error{Name: b.w.Name, Op: "boot plan", Err: err}
 	}
 	if plan.Version > PlanVersion {
 		return fmt.Errorf("workspace %s: boot plan version %d is newer than this supervisor knows (%d)", b.w.Name, plan.Version, PlanVersion)
@@ -301,7 +301,7 @@ func (b *booting) readManifest(context.Context) (err error) {
 func (b *booting) prepareMemory(ctx context.Context) error {
 	mem, err := prepareMemory(ctx, b.plan)
 	if err != nil {
-		return fmt.Errorf("workspace %s: %w", b.w.Name, err)
+		return &wsdir.Error{Name: b.w.Name, Err: err}
 	}
 	b.mem = mem
 	b.onEnd(mem.close)
@@ -324,7 +324,7 @@ func (b *booting) backend() (vmm.Backend, error) {
 func (b *booting) launch(ctx context.Context) error {
 	backend, err := b.backend()
 	if err != nil {
-		return fmt.Errorf("workspace %s: %w", b.w.Name, err)
+		return &wsdir.Error{Name: b.w.Name, Err: err}
 	}
 	os.Rename(b.w.ConsoleLog(), b.w.Path(wsdir.LogsDir, wsdir.PrevConsole)) // keep the previous boot's console
 	b.launched = true

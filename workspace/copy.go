@@ -11,6 +11,7 @@ import (
 
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/supervisor"
 	"github.com/microagent-dev/microagent/tarcopy"
 )
 
@@ -170,19 +171,14 @@ func openCopy(ctx context.Context, h home.Home, name, op string, req *channel.Co
 		return nil, nil, err
 	}
 	w := newWS(h, name)
-	conn, r, err := w.supCall(ctx, supRequest{Op: op, Copy: req})
+	conn, err := w.stream(ctx, "copy", func(c *supervisor.Client) (net.Conn, error) {
+		if op == channel.OpCopyIn {
+			return c.CopyIn(ctx, *req)
+		}
+		return c.CopyOut(ctx, *req)
+	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
-		}
-		return nil, nil, w.notRunningError(err)
-	}
-	if r.Error != "" {
-		conn.Close()
-		if obs, oerr := w.observe(); oerr == nil && obs.state == Halting {
-			return nil, nil, fmt.Errorf("workspace %s is halting (%w)", name, ErrBusy)
-		}
-		return nil, nil, fmt.Errorf("copy in %s: %s", name, r.Error)
+		return nil, nil, err
 	}
 	return w, conn, nil
 }
@@ -212,15 +208,4 @@ func (w *wsDir) copyErr(ctx context.Context, what, path string, err error) error
 		return errors.New(msg)
 	}
 	return fmt.Errorf("%s %s:%s: %w", what, w.Name, path, err)
-}
-
-// relay splices a client's copy stream to a new guest stream, as exec
-// does: the copy protocol is framed end to end.
-func (s *supervisor) relay(c net.Conn, op string, req *channel.CopyRequest) {
-	defer c.Close()
-	if req == nil {
-		reply(c, channel.Reply{Error: "copy without a request"})
-		return
-	}
-	s.splice(c, channel.Header{Op: op, Copy: req}, false)
 }

@@ -81,9 +81,13 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	if err := checkNetwork(o.Name, o.Network); err != nil {
 		return nil, err
 	}
+	backend, err := vmm.Default()
+	if err != nil {
+		return nil, &wsdir.Error{Name: o.Name, Err: err}
+	}
 	rres, err := runner.ResolveResources(o.Profile, runner.Resources(o.Resources))
 	if err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+		return nil, &wsdir.Error{Name: o.Name, Err: err}
 	}
 	res := Resources(rres)
 	sec := SecretsConfig{Declarations: o.Secrets, Audit: o.SecretsAudit}
@@ -105,7 +109,7 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	}
 	pinned, err := pin(parts.Image)
 	if err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", o.Name, err)
+		return nil, &wsdir.Error{Name: o.Name, Err: err}
 	}
 	kpath := ""
 	if o.KernelPath != "" {
@@ -115,14 +119,14 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	}
 	err = assemble(h, o.Name, func(w *wsDir) error {
 		if err := rootfs.NewWritableDisk(ctx, h, w.DiskPath(), res.DiskBytes); err != nil {
-			return fmt.Errorf("workspace %s: %w", o.Name, err)
+			return &wsdir.Error{Name: o.Name, Err: err}
 		}
 		if err := w.storeFiles(o.Files); err != nil {
 			return err
 		}
 		if sec.Audit {
 			if err := createAuditLog(w.Path(audit.FileName)); err != nil {
-				return fmt.Errorf("workspace %s: %w", o.Name, err)
+				return &wsdir.Error{Name: o.Name, Err: err}
 			}
 		}
 		m := &Manifest{
@@ -136,6 +140,7 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 			},
 			Resources:  res,
 			Profile:    o.Profile,
+			Backend:    backend.Name(),
 			KernelPath: kpath,
 			Created:    time.Now().UTC(),
 		}
@@ -165,7 +170,7 @@ func assemble(h home.Home, name string, fill func(w *wsDir) error) error {
 	}
 	tmp := filepath.Join(base, wsdir.TmpPrefix+name+"-"+wsdir.RandSuffix())
 	if err := os.Mkdir(tmp, wsdir.DirPerm); err != nil {
-		return fmt.Errorf("workspace %s: %w", name, err)
+		return &wsdir.Error{Name: name, Err: err}
 	}
 	done := false
 	defer func() {
@@ -181,48 +186,33 @@ func assemble(h home.Home, name string, fill func(w *wsDir) error) error {
 	w := &wsDir{wsdir.At(h, name, tmp)}
 	for _, d := range []string{wsdir.RunDir, wsdir.LogsDir} {
 		if err := os.Mkdir(w.Path(d), wsdir.DirPerm); err != nil {
-			return fmt.Errorf("workspace %s: %w", name, err)
+			return &wsdir.Error{Name: name, Err: err}
 		}
 	}
 	if err := fill(w); err != nil {
 		return err
 	}
 	if err := wsdir.WriteRecord(w.Path(wsdir.RecordFile), &wsdir.Record{State: Created}); err != nil {
-		return fmt.Errorf("workspace %s: write state: %w", name, err)
+		return &wsdir.Error{Name: name, Op: "write state", Err: err}
 	}
 	if err := fsutil.SyncDir(tmp); err != nil {
-		return fmt.Errorf("workspace %s: %w", name, err)
+		return &wsdir.Error{Name: name, Err: err}
 	}
-	if err := renameNoReplace(tmp, h.Path(Dir, name)); err != nil {
+	if err := fsutil.RenameNoReplace(tmp, h.Path(Dir, name)); err != nil {
 		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
 			return existsError(name)
 		}
-		return fmt.Errorf("workspace %s: %w", name, err)
+		return &wsdir.Error{Name: name, Err: err}
 	}
 	done = true
 	if err := fsutil.SyncDir(base); err != nil {
-		return fmt.Errorf("workspace %s: %w", name, err)
+		return &wsdir.Error{Name: name, Err: err}
 	}
 	return nil
 }
 
 func existsError(name string) error {
 	return fmt.Errorf("%w: %q (pick another name, or delete it first with \"microagent delete %s\")", ErrExists, name, name)
-}
-
-// renameNoReplace renames a folder into place, failing with EEXIST when the
-// target exists (even as an empty folder, which rename(2) would replace).
-func renameNoReplace(from, to string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-		// A file system without RENAME_NOREPLACE: check, then rename (racy
-		// only against a concurrent create of the same name).
-		if _, serr := os.Lstat(to); serr == nil {
-			return unix.EEXIST
-		}
-		return os.Rename(from, to)
-	}
-	return err
 }
 
 // pin names the image's repository at its manifest digest, so every boot

@@ -9,6 +9,7 @@ import (
 
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/fsutil"
+	"github.com/microagent-dev/microagent/supervisor"
 	"github.com/microagent-dev/microagent/wsdir"
 )
 
@@ -42,7 +43,7 @@ func Delete(ctx context.Context, h home.Home, o DeleteOptions) error {
 			return liveError(w.Name, obs, "delete")
 		}
 		if obs.state == Running {
-			w.requestStop(ctx, obs, opKill, 5*time.Second)
+			w.requestStop(ctx, obs, supervisor.OpKill, 5*time.Second)
 		}
 		w.force(obs.rec, "deleted")
 		if obs, err = w.observe(); err != nil {
@@ -55,7 +56,7 @@ func Delete(ctx context.Context, h home.Home, o DeleteOptions) error {
 	base := h.Path(Dir)
 	trash := filepath.Join(base, wsdir.TrashPrefix+w.Name+"-"+wsdir.RandSuffix())
 	if err := os.Rename(w.Path(), trash); err != nil {
-		return fmt.Errorf("workspace %s: delete: %w", w.Name, err)
+		return &wsdir.Error{Name: w.Name, Op: "delete", Err: err}
 	}
 	fsutil.SyncDir(base)
 	l.Unlock()

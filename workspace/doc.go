@@ -15,7 +15,8 @@
 // # Processes
 //
 // A running workspace has one detached supervisor process (the same binary
-// re-executed with the hidden command SuperviseCommand, in its own session).
+// re-executed with the hidden command supervisor.CommandName, in its own session:
+// package supervisor).
 // It owns QEMU, which dies with it, and the guest channel, and serves the CLI
 // on run/sup.sock. Commands may exit at any time; the workspace keeps
 // running. Processes are identified by PID and start time (and host boot),

@@ -2,18 +2,16 @@ package workspace
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/supervisor"
 )
 
 // ExecOptions say what to run in a running workspace.
@@ -65,21 +63,31 @@ func Exec(ctx context.Context, h home.Home, o ExecOptions) (channel.ExitStatus, 
 		Argv: o.Argv, Env: o.Env, Cwd: o.Cwd, User: o.User, Timeout: o.Timeout,
 		Stdin: o.Stdin != nil, TTY: o.TTY, Rows: o.Rows, Cols: o.Cols,
 	}
-	conn, r, err := w.supCall(ctx, supRequest{Op: opExec, Exec: &req})
+	conn, err := w.stream(ctx, "exec", func(c *supervisor.Client) (net.Conn, error) { return c.Exec(ctx, req) })
 	if err != nil {
-		if ctx.Err() != nil {
-			return channel.ExitStatus{}, ctx.Err()
-		}
-		return channel.ExitStatus{}, w.notRunningError(err)
-	}
-	if r.Error != "" {
-		conn.Close()
-		if obs, oerr := w.observe(); oerr == nil && obs.state == Halting {
-			return channel.ExitStatus{}, fmt.Errorf("workspace %s is halting (%w)", o.Name, ErrBusy)
-		}
-		return channel.ExitStatus{}, fmt.Errorf("exec in %s: %s", o.Name, r.Error)
+		return channel.ExitStatus{}, err
 	}
 	return w.runExec(ctx, conn, o)
+}
+
+// stream opens an exec or copy stream (what) through the supervisor: a
+// supervisor that cannot be reached is explained from the observed state,
+// its refusal quoted.
+func (w *wsDir) stream(ctx context.Context, what string, open func(*supervisor.Client) (net.Conn, error)) (net.Conn, error) {
+	conn, err := open(supervisor.NewClient(w.Dir))
+	var refused *supervisor.RemoteError
+	switch {
+	case err == nil:
+		return conn, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case errors.As(err, &refused):
+		if obs, oerr := w.observe(); oerr == nil && obs.state == Halting {
+			return nil, fmt.Errorf("workspace %s is halting (%w)", w.Name, ErrBusy)
+		}
+		return nil, fmt.Errorf("%s in %s: %w", what, w.Name, err)
+	}
+	return nil, w.notRunningError(err)
 }
 
 // notRunningError explains, from the observed state, why the supervisor
@@ -104,39 +112,18 @@ func (w *wsDir) notRunningError(dialErr error) error {
 	return fmt.Errorf("%w: %s is %s: run \"microagent start %s\" first", ErrNotRunning, w.Name, obs.state, w.Name)
 }
 
-// execConn is the client end of an exec stream.
-type execConn struct {
-	c   net.Conn
-	wmu sync.Mutex
-}
-
-func (e *execConn) frame(t channel.FrameType, b []byte) error {
-	e.wmu.Lock()
-	defer e.wmu.Unlock()
-	return channel.WriteFrame(e.c, t, b)
-}
-
+// runExec drives the exec stream conn (see channel.Process): stdin,
+// signals and resizes in, output out, until the exit status.
 func (w *wsDir) runExec(ctx context.Context, conn net.Conn, o ExecOptions) (channel.ExitStatus, error) {
-	defer conn.Close()
-	e := &execConn{c: conn}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
+	p := channel.NewProcess(ctx, conn)
 	done := make(chan struct{})
 	defer close(done)
 	if o.Stdin != nil {
 		go func() {
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := o.Stdin.Read(buf)
-				if n > 0 && e.frame(channel.FrameStdin, buf[:n]) != nil {
-					return
-				}
-				if err != nil {
-					if err == io.EOF {
-						e.frame(channel.FrameStdinEOF, nil)
-					}
-					return
-				}
+			// The copy ends with the stream; an error here means the
+			// process is gone, which Wait reports.
+			if _, err := io.Copy(p, o.Stdin); err == nil {
+				p.CloseStdin()
 			}
 		}()
 	}
@@ -151,56 +138,28 @@ func (w *wsDir) runExec(ctx context.Context, conn net.Conn, o ExecOptions) (chan
 						o.Signals = nil
 						continue
 					}
-					e.frame(channel.FrameSignal, []byte{byte(sig)})
+					p.Signal(int(sig))
 				case ws, ok := <-o.Resizes:
 					if !ok {
 						o.Resizes = nil
 						continue
 					}
-					var b [4]byte
-					binary.BigEndian.PutUint16(b[:2], ws.Rows)
-					binary.BigEndian.PutUint16(b[2:], ws.Cols)
-					e.frame(channel.FrameResize, b[:])
+					p.Resize(ws.Rows, ws.Cols)
 				}
 			}
 		}()
 	}
-	buf := make([]byte, 64<<10)
-	for {
-		t, b, err := channel.ReadFrame(conn, buf)
-		if err != nil {
-			if ctx.Err() != nil {
-				return channel.ExitStatus{}, ctx.Err()
-			}
-			return channel.ExitStatus{}, w.lostError(err)
-		}
-		var out io.Writer
-		switch t {
-		case channel.FrameStdout:
-			out = o.Stdout
-		case channel.FrameStderr:
-			out = o.Stderr
-		case channel.FrameExit:
-			var es channel.ExitStatus
-			if err := json.Unmarshal(b, &es); err != nil {
-				return es, fmt.Errorf("exec in %s: bad exit frame: %w", w.Name, err)
-			}
-			return es, nil
-		case channel.FrameReply:
-			var r channel.Reply
-			if json.Unmarshal(b, &r) == nil && r.Error != "" {
-				return channel.ExitStatus{}, fmt.Errorf("exec in %s: guest: %s", w.Name, r.Error)
-			}
-			return channel.ExitStatus{}, fmt.Errorf("exec in %s: unexpected reply from the guest", w.Name)
-		default:
-			return channel.ExitStatus{}, fmt.Errorf("exec in %s: unexpected frame type %d", w.Name, t)
-		}
-		if out != nil {
-			if _, err := out.Write(b); err != nil {
-				return channel.ExitStatus{}, fmt.Errorf("exec in %s: write output: %w", w.Name, err)
-			}
-		}
+	es, err := p.Wait(o.Stdout, o.Stderr)
+	var lost *channel.LostError
+	switch {
+	case err == nil:
+		return es, nil
+	case ctx.Err() != nil:
+		return es, ctx.Err()
+	case errors.As(err, &lost):
+		return es, w.lostError(lost.Err)
 	}
+	return es, fmt.Errorf("exec in %s: %w", w.Name, err)
 }
 
 // lostError explains a stream that ended without an exit status: usually

@@ -13,7 +13,9 @@ import (
 	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/fsutil"
-	"github.com/microagent-dev/microagent/vmm/qemu"
+	"github.com/microagent-dev/microagent/microvm"
+	"github.com/microagent-dev/microagent/supervisor"
+	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/wsdir"
 )
 
@@ -71,7 +73,7 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 	}
 	err = assemble(h, o.Name, func(w *wsDir) error {
 		if err := os.Mkdir(w.Path(wsdir.RestoreDir), wsdir.DirPerm); err != nil {
-			return fmt.Errorf("workspace %s: %w", o.Name, err)
+			return &wsdir.Error{Name: o.Name, Err: err}
 		}
 		// The snapshot's files are linked first, not copied: they never
 		// change, and a link outlives the snapshot's deletion, so no lock on
@@ -89,13 +91,13 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 		linked := w.Path(wsdir.RestoreDir, wsdir.SnapDisk)
 		fi, err := os.Stat(linked)
 		if err != nil {
-			return fmt.Errorf("workspace %s: %w", o.Name, err)
+			return &wsdir.Error{Name: o.Name, Err: err}
 		}
 		if err := fsutil.CopySparseFile(ctx, linked, w.DiskPath(), fi.Size(), nil); err != nil {
-			return fmt.Errorf("workspace %s: copy the snapshot's disk: %w", o.Name, err)
+			return &wsdir.Error{Name: o.Name, Op: "copy the snapshot's disk", Err: err}
 		}
 		if err := os.Remove(linked); err != nil {
-			return fmt.Errorf("workspace %s: %w", o.Name, err)
+			return &wsdir.Error{Name: o.Name, Err: err}
 		}
 		sec, err := sm.Secrets()
 		if err != nil {
@@ -104,7 +106,7 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 		if sec.Audit {
 			// The fork's accesses are its own: a new, empty log.
 			if err := createAuditLog(w.Path(audit.FileName)); err != nil {
-				return fmt.Errorf("workspace %s: %w", o.Name, err)
+				return &wsdir.Error{Name: o.Name, Err: err}
 			}
 		}
 		m := *sm
@@ -133,26 +135,25 @@ func kernelID(sha256 string) string { return "sha256:" + sha256 }
 // snapshot named by fromSnapshot (an in-place restore), or a fork's first
 // start. It refuses a snapshot this start could not resume safely, before
 // anything changes.
-func (w *wsDir) restoreFor(fromSnapshot string, m *Manifest, kernel, initrd string) (*restorePlan, error) {
+func (w *wsDir) restoreFor(fromSnapshot string, m *Manifest, kernel, initrd string) (*supervisor.RestorePlan, error) {
 	var snap *Snapshot
-	var r *restorePlan
+	var r *supervisor.RestorePlan
 	var err error
 	switch {
 	case fromSnapshot != "":
 		if snap, err = w.ReadSnapshot(fromSnapshot); err != nil {
 			return nil, err
 		}
-		r = &restorePlan{Dir: w.SnapDir(fromSnapshot), SharedRAM: snap.SharedRAM, Tag: snap.Tag, Source: w.Name}
+		r = &supervisor.RestorePlan{Dir: w.SnapDir(fromSnapshot), SharedRAM: snap.SharedRAM, Tag: snap.Tag, Source: w.Name}
 	default:
 		if _, serr := os.Stat(w.Path(wsdir.RestoreDir, wsdir.SnapMeta)); serr != nil {
 			return nil, nil // an ordinary boot
 		}
 		if snap, err = wsdir.ReadSnapshotFile(w.Path(wsdir.RestoreDir, wsdir.SnapMeta)); err != nil {
-			return nil, fmt.Errorf("workspace %s: the snapshot it was forked from: %w", w.Name, err)
+			return nil, &wsdir.Error{Name: w.Name, Op: "the snapshot it was forked from", Err: err}
 		}
-		r = &restorePlan{Dir: w.Path(wsdir.RestoreDir), SharedRAM: snap.SharedRAM, Fork: true, Tag: snap.Tag, Source: snap.Workspace}
+		r = &supervisor.RestorePlan{Dir: w.Path(wsdir.RestoreDir), SharedRAM: snap.SharedRAM, Fork: true, Tag: snap.Tag, Source: snap.Workspace}
 	}
-	accel, _ := qemu.DetectAccel()
 	var diffs []string
 	check := func(what, was, now string) {
 		if was != now {
@@ -163,19 +164,43 @@ func (w *wsDir) restoreFor(fromSnapshot string, m *Manifest, kernel, initrd stri
 	check("CPUs", fmt.Sprint(snap.CPUs), fmt.Sprint(m.Resources.CPUs))
 	check("kernel", snap.Kernel, kernel)
 	check("guest agent and modules (initramfs)", snap.Initrd, initrd)
-	check("accelerator", snap.Accel, accel)
-	check("CPU", snap.CPU, cpuModel(accel))
-	nc, err := m.Network()
+	now, err := machineIdentity(m)
 	if err != nil {
-		return nil, err
+		return nil, &wsdir.Error{Name: w.Name, Err: err}
 	}
-	n := nc.VMM()
-	check("devices", snap.Devices, machineDevices(&n))
+	was := snap.Identity()
+	if was.Backend == "" {
+		was.Backend = now.Backend // taken before backends were recorded, when there was one
+	}
+	diffs = append(diffs, was.Diff(now)...)
 	if len(diffs) > 0 {
 		return nil, fmt.Errorf("workspace %s: snapshot %s:%s cannot be resumed by this machine: it was taken with %s: start without the snapshot, or take a new one",
 			w.Name, r.Source, r.Tag, strings.Join(diffs, "; "))
 	}
 	return r, nil
+}
+
+// machineIdentity is the identity the workspace's machine would have if
+// started now (see vmm.Identity).
+func machineIdentity(m *Manifest) (vmm.Identity, error) {
+	backend, err := backendOf(m)
+	if err != nil {
+		return vmm.Identity{}, err
+	}
+	nc, err := m.Network()
+	if err != nil {
+		return vmm.Identity{}, err
+	}
+	n := nc.VMM()
+	return microvm.Identity(microvm.Options{Backend: backend, Network: &n})
+}
+
+// backendOf is the VMM backend a workspace runs on.
+func backendOf(m *Manifest) (vmm.Backend, error) {
+	if m.Backend == "" {
+		return vmm.Default()
+	}
+	return vmm.Lookup(m.Backend)
 }
 
 // rollBackDisk replaces the writable disk with a copy of a snapshot's (a
@@ -185,16 +210,16 @@ func (w *wsDir) rollBackDisk(ctx context.Context, snapDir string) error {
 	src := filepath.Join(snapDir, wsdir.SnapDisk)
 	fi, err := os.Stat(src)
 	if err != nil {
-		return fmt.Errorf("workspace %s: the snapshot's disk: %w", w.Name, err)
+		return &wsdir.Error{Name: w.Name, Op: "the snapshot's disk", Err: err}
 	}
 	tmp := w.Path(wsdir.TmpPrefix + wsdir.DiskFile + "-" + wsdir.RandSuffix())
 	if err := fsutil.CopySparseFile(ctx, src, tmp, fi.Size(), nil); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("workspace %s: copy the snapshot's disk: %w", w.Name, err)
+		return &wsdir.Error{Name: w.Name, Op: "copy the snapshot's disk", Err: err}
 	}
 	if err := os.Rename(tmp, w.DiskPath()); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("workspace %s: roll back the disk: %w", w.Name, err)
+		return &wsdir.Error{Name: w.Name, Op: "roll back the disk", Err: err}
 	}
 	return fsutil.SyncDir(w.Path())
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/internal/proc"
+	"github.com/microagent-dev/microagent/supervisor"
+	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/wsdir"
 
 	"github.com/microagent-dev/microagent/home"
@@ -169,8 +171,9 @@ func (w *wsDir) gc(procs []proc.ID, rep *GCReport) (bool, error) {
 }
 
 // scanProcs finds the processes that belong to workspace folders under h,
-// by their command lines: QEMU names the workspace's disk and logs, a
-// supervisor its state directory and name. Other processes (a user's
+// by their command lines: a VMM names the workspace's disk and logs (its
+// backend recognises it, vmm.ProcessBackend), a supervisor its state
+// directory and name (supervisor.ParseArgs). Other processes (a user's
 // "tail -f" of a log) are never counted. The result is keyed by folder.
 func scanProcs(h home.Home) map[string][]proc.ID {
 	out := map[string][]proc.ID{}
@@ -187,21 +190,14 @@ func scanProcs(h home.Home) map[string][]proc.ID {
 			continue
 		}
 		args := strings.Split(string(bytes.TrimRight(b, "\x00")), "\x00")
-		// Only QEMU and supervisors: a user's "tail -f" of a log is no orphan.
-		isQEMU := strings.HasPrefix(filepath.Base(args[0]), "qemu")
+		// Only VMMs and supervisors: a user's "tail -f" of a log is no orphan.
 		dir := ""
-		for i, a := range args {
-			if i+2 < len(args) && a == "--state-dir" && filepath.Clean(args[i+1]) == h.Root && args[i+2] == SuperviseCommand && i+3 < len(args) {
-				dir = filepath.Join(h.Path(Dir), args[i+3])
-				break
+		if a, ok := supervisor.ParseArgs(args); ok {
+			if a.StateDir == h.Root && wsdir.ValidateName(a.Name) == nil {
+				dir = filepath.Join(h.Path(Dir), a.Name)
 			}
-			if j := strings.Index(a, base); isQEMU && j >= 0 {
-				rest := a[j+len(base):]
-				if k := strings.IndexAny(rest, "/,"); k > 0 {
-					dir = base + rest[:k]
-					break
-				}
-			}
+		} else if _, ok := vmm.ProcessBackend(args, h.Path(Dir)); ok {
+			dir = workspaceIn(args, base)
 		}
 		if dir == "" {
 			continue
@@ -213,4 +209,18 @@ func scanProcs(h home.Home) map[string][]proc.ID {
 		out[dir] = append(out[dir], id)
 	}
 	return out
+}
+
+// workspaceIn is the workspace folder under base that an argument of a VMM's
+// command line names a file of ("" for none).
+func workspaceIn(args []string, base string) string {
+	for _, a := range args {
+		if j := strings.Index(a, base); j >= 0 {
+			rest := a[j+len(base):]
+			if k := strings.IndexAny(rest, "/,"); k > 0 {
+				return base + rest[:k]
+			}
+		}
+	}
+	return ""
 }

@@ -1,28 +1,16 @@
 package workspace
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"log"
 	"os"
 	"slices"
-	"strings"
-	"time"
 
 	"github.com/microagent-dev/microagent/audit"
-	"github.com/microagent-dev/microagent/channel"
-	"github.com/microagent-dev/microagent/conduit"
 	"github.com/microagent-dev/microagent/secrets"
+	"github.com/microagent-dev/microagent/wsdir"
 )
-
-// resolveTimeout bounds the resolution of a start's secrets (a backend
-// that does not answer must not hang the start forever).
-const resolveTimeout = time.Minute
-
-// deliverTimeout bounds handing the resolved values to the guest.
-const deliverTimeout = 30 * time.Second
 
 // declError marks a malformed or conflicting declaration (a usage error).
 func declError(name string, err error) error {
@@ -71,7 +59,7 @@ func (w *wsDir) auditMissing() error {
 		return fmt.Errorf("workspace %s: its secrets audit log %s is missing (removed?) and the records it held are lost: refusing to start; "+
 			"to start with a new, empty log run \"microagent start %s --secrets-audit\"", w.Name, p, w.Name)
 	} else if err != nil {
-		return fmt.Errorf("workspace %s: secrets audit log: %w", w.Name, err)
+		return &wsdir.Error{Name: w.Name, Op: "secrets audit log", Err: err}
 	}
 	return nil
 }
@@ -84,206 +72,4 @@ func createAuditLog(path string) error {
 		return err
 	}
 	return l.Close()
-}
-
-// supSecrets is a supervisor's share of the secrets: the resolved
-// materialization (until delivered), the audit log, and what on-demand
-// fetches resolve with.
-type supSecrets struct {
-	cfg   SecretsConfig
-	prep  *conduit.Prepared
-	env   secrets.LookupEnv
-	audit *auditFile
-	lg    *log.Logger
-	// sentValues fingerprints what was materialized in the guest.
-	sentValues delivered
-}
-
-// sent returns the fingerprints of the delivered values (nil-safe).
-func (s *supSecrets) sent() *delivered {
-	if s == nil {
-		return nil
-	}
-	return &s.sentValues
-}
-
-// auditFile is the open audit log and the file it was opened on: records
-// must land in the log at its path, so a log removed or replaced after the
-// start (the open descriptor would still write to the old file) refuses
-// every access instead.
-type auditFile struct {
-	log  *audit.Log
-	path string
-	fi   os.FileInfo
-}
-
-// errAuditReplaced is what the guest is told (the host's paths are none of
-// its business); the supervisor log says which file.
-var errAuditReplaced = errors.New("secret access refused: the workspace's secrets audit log was removed or replaced since it started, so the access cannot be recorded")
-
-func (a *auditFile) check() error {
-	if a == nil {
-		return nil
-	}
-	fi, err := os.Lstat(a.path)
-	if err != nil || !os.SameFile(fi, a.fi) {
-		return errAuditReplaced
-	}
-	return nil
-}
-
-func (a *auditFile) logOrNil() *audit.Log {
-	if a == nil {
-		return nil
-	}
-	return a.log
-}
-
-func (a *auditFile) close() {
-	if a != nil {
-		a.log.Close()
-	}
-}
-
-// prepareSecrets runs in the supervisor before the VM boots: it opens the
-// audit log (when auditing is on) and resolves every materialized secret,
-// failing closed on the first that cannot be. References to the
-// environment are resolved in the environment the supervisor inherited
-// from the start command, captured here; those variables are then removed
-// from the process environment so QEMU does not inherit the values.
-func prepareSecrets(ctx context.Context, w *wsDir, cfg SecretsConfig, lg *log.Logger) (*supSecrets, error) {
-	s := &supSecrets{cfg: cfg, env: envSnapshot(), lg: lg}
-	if cfg.Audit {
-		p := w.Path(audit.FileName)
-		l, err := audit.Open(p)
-		if err != nil {
-			return nil, fmt.Errorf("secrets audit is on but its log cannot be opened (%w): refusing to start", err)
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			l.Close()
-			return nil, fmt.Errorf("secrets audit log %s: %w", p, err)
-		}
-		s.audit = &auditFile{log: l, path: p, fi: fi}
-	}
-	if cfg.HasDecls() {
-		rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
-		prep, err := conduit.Resolve(rctx, cfg.Declarations, s.env)
-		cancel()
-		if err != nil {
-			// The failed materialization is an access too: record it.
-			if aerr := s.audit.logOrNil().GateBundle(audit.Boot, nil, err); aerr != nil {
-				err = aerr
-			}
-			s.audit.close()
-			return nil, err
-		}
-		s.prep = prep
-	}
-	scrubEnv(cfg.Declarations)
-	lg.Printf("secrets: %d declared, %d env files, audit %s: resolved", len(cfg.Secrets), len(cfg.EnvFiles), onOff(cfg.Audit))
-	return s, nil
-}
-
-func onOff(b bool) string {
-	if b {
-		return "on"
-	}
-	return "off"
-}
-
-// warnings returns the plaintext-scheme warning lines.
-func (s *supSecrets) warnings() []string {
-	if s == nil || s.prep == nil {
-		return nil
-	}
-	var out []string
-	for _, w := range s.prep.Warnings {
-		out = append(out, w.String())
-	}
-	return out
-}
-
-// deliver installs the on-demand handler and hands the materialized secrets
-// to the guest (recording each in the audit log first); the host's copies
-// are zeroed whatever happens.
-func (s *supSecrets) deliver(ctx context.Context, c *channel.Client, kind audit.Access) error {
-	if s == nil || !s.cfg.HasDecls() {
-		return nil
-	}
-	defer s.prep.Zero()
-	c.SetFetchHandler(s.fetch)
-	if err := s.audit.check(); err != nil {
-		return fmt.Errorf("secrets audit log %s: %w", s.audit.path, err)
-	}
-	dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
-	defer cancel()
-	s.prep.Each(s.sentValues.add)
-	if err := s.prep.Deliver(dctx, c, s.audit.logOrNil(), kind); err != nil {
-		return fmt.Errorf("deliver the secrets: %w", err)
-	}
-	return nil
-}
-
-// fetch answers one on-demand fetch from the guest.
-func (s *supSecrets) fetch(ctx context.Context, name string) ([]byte, func(), error) {
-	shown := name
-	if !secrets.ValidName(name) {
-		shown = "(invalid name)" // the guest's bytes, not for the log
-	}
-	if err := s.audit.check(); err != nil {
-		s.lg.Printf("on-demand fetch of %s refused: the audit log %s was removed or replaced", shown, s.audit.path)
-		return nil, nil, err
-	}
-	v, release, err := conduit.OnDemand(s.cfg.Declarations, s.env, s.audit.logOrNil())(ctx, name)
-	if err != nil {
-		s.lg.Printf("on-demand fetch of %s failed: %v", shown, err)
-		if errors.Is(err, audit.ErrWithheld) {
-			// The details (host paths) stay in the supervisor log.
-			err = fmt.Errorf("secret %s: %w (see the workspace's supervisor log)", shown, audit.ErrWithheld)
-		}
-	}
-	return v, release, err
-}
-
-// close drops whatever is still held.
-func (s *supSecrets) close() {
-	if s == nil {
-		return
-	}
-	s.prep.Zero()
-	s.audit.close()
-}
-
-// envSnapshot captures the process environment for resolving env:
-// references and the backends' configuration (VAULT_ADDR ...).
-func envSnapshot() secrets.LookupEnv {
-	m := map[string]string{}
-	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			m[k] = v
-		}
-	}
-	return func(k string) (string, bool) {
-		v, ok := m[k]
-		return v, ok
-	}
-}
-
-// scrubEnv removes from the process environment the variables env:
-// references name (the snapshot keeps them), so that the processes the
-// supervisor starts (QEMU, helpers) do not inherit secret values. PATH and
-// microagent's own settings are left, whatever a declaration says: the
-// supervisor needs them to run QEMU.
-func scrubEnv(d secrets.Declarations) {
-	for _, decl := range d.Secrets {
-		if decl.Ref.Scheme != "env" {
-			continue
-		}
-		v := decl.Ref.Ref
-		if v == "PATH" || strings.HasPrefix(v, "MICROAGENT_") {
-			continue
-		}
-		os.Unsetenv(v)
-	}
 }

@@ -2,7 +2,6 @@ package workspace
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/supervisor"
 	"github.com/microagent-dev/microagent/wsdir"
 )
 
@@ -26,7 +26,7 @@ func ListSnapshots(h home.Home, name string) ([]*Snapshot, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("workspace %s: snapshots: %w", name, err)
+		return nil, &wsdir.Error{Name: name, Op: "snapshots", Err: err}
 	}
 	var out []*Snapshot
 	for _, e := range ents {
@@ -96,30 +96,27 @@ func CreateSnapshot(ctx context.Context, h home.Home, o SnapshotOptions) (*Snaps
 		return nil, err
 	}
 	if err := os.MkdirAll(w.Path(wsdir.SnapshotsDir), wsdir.DirPerm); err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", w.Name, err)
+		return nil, &wsdir.Error{Name: w.Name, Err: err}
 	}
-	data, err := w.control(ctx, supRequest{Op: opSnapshot, Tag: o.Tag})
-	if err != nil {
-		return nil, err
-	}
-	var s Snapshot
-	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, fmt.Errorf("workspace %s: snapshot reply: %w", w.Name, err)
-	}
-	return &s, nil
+	var snap *Snapshot
+	err = w.control("snapshot", func(c *supervisor.Client) (err error) {
+		snap, err = c.Snapshot(ctx, o.Tag)
+		return err
+	})
+	return snap, err
 }
 
 // Pause stops a running workspace's virtual CPUs; its memory stays where
 // it is (no purge is needed: nothing is written). Pausing a paused
 // workspace is not an error.
 func Pause(ctx context.Context, h home.Home, name string) (*Info, error) {
-	return pauseResume(ctx, h, name, opPause)
+	return pauseResume(ctx, h, name, "pause")
 }
 
 // Resume runs a paused workspace again; the guest clock is set and its
 // entropy reseeded, and secrets purged by a snapshot are restored.
 func Resume(ctx context.Context, h home.Home, name string) (*Info, error) {
-	return pauseResume(ctx, h, name, opResume)
+	return pauseResume(ctx, h, name, "resume")
 }
 
 func pauseResume(ctx context.Context, h home.Home, name, op string) (*Info, error) {
@@ -135,7 +132,12 @@ func pauseResume(ctx context.Context, h home.Home, name, op string) (*Info, erro
 	if err := w.needLive(ctx, op); err != nil {
 		return nil, err
 	}
-	if _, err := w.control(ctx, supRequest{Op: op}); err != nil {
+	if err := w.control(op, func(c *supervisor.Client) error {
+		if op == "pause" {
+			return c.Pause(ctx)
+		}
+		return c.Resume(ctx)
+	}); err != nil {
 		return nil, err
 	}
 	return w.info(ctx, false)
@@ -157,18 +159,15 @@ func (w *wsDir) needLive(ctx context.Context, op string) error {
 	return fmt.Errorf("%w: cannot %s %s: it is %s; start it first (\"microagent start %s\")", ErrNotRunning, op, w.Name, obs.state, w.Name)
 }
 
-// control sends a control request to the supervisor and returns its data.
-func (w *wsDir) control(ctx context.Context, req supRequest) ([]byte, error) {
-	conn, r, err := w.supCall(ctx, req)
-	if err != nil {
-		if supNotListening(err) {
-			return nil, fmt.Errorf("%w: %s has no supervisor listening (it just stopped?)", ErrNotRunning, w.Name)
-		}
-		return nil, fmt.Errorf("workspace %s: %s: %w", w.Name, req.Op, err)
+// control runs a control request (op) through the supervisor.
+func (w *wsDir) control(op string, call func(*supervisor.Client) error) error {
+	err := call(supervisor.NewClient(w.Dir))
+	var refused *supervisor.RemoteError
+	switch {
+	case err == nil:
+		return nil
+	case !errors.As(err, &refused) && supervisor.NotListening(err):
+		return fmt.Errorf("%w: %s has no supervisor listening (it just stopped?)", ErrNotRunning, w.Name)
 	}
-	conn.Close()
-	if r.Error != "" {
-		return nil, fmt.Errorf("workspace %s: %s: %s", w.Name, req.Op, r.Error)
-	}
-	return r.Data, nil
+	return fmt.Errorf("workspace %s: %s: %w", w.Name, op, err)
 }

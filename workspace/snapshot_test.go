@@ -20,7 +20,6 @@ import (
 
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/testenv"
-	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 	"github.com/microagent-dev/microagent/wsdir"
 )
@@ -110,7 +109,7 @@ func TestSnapshots(t *testing.T) {
 	if inf, err := Pause(ctx, e.h, "src"); err != nil || inf.State != Paused {
 		t.Fatalf("pause: %v %v", inf, err)
 	}
-	if _, err := Exec(ctx, e.h, ExecOptions{Name: "src", Argv: []string{"true"}}); err == nil || !strings.Contains(err.Error(), "paused") {
+	if _, err := Exec(ctx, e.h, ExecOptions{Name: "src", Argv: []string{"true"}}); err == nil || !strings.Contains(err.Error(), "paused") || !errors.Is(err, ErrPaused) {
 		t.Fatalf("exec while paused: %v", err)
 	}
 	if inf, err := Resume(ctx, e.h, "src"); err != nil || inf.State != Running {
@@ -460,8 +459,15 @@ func TestRestoreMismatch(t *testing.T) {
 	}
 	m := &Manifest{Name: "ws", Resources: Resources{MemoryMiB: 256, CPUs: 1}}
 	accel, _ := qemu.DetectAccel()
-	n := vmm.Network{Mode: vmm.NetworkUser}
-	good := Snapshot{Tag: "t", Workspace: "ws", MemoryMiB: 256, CPUs: 1, Kernel: "/k", Initrd: "/i", Accel: accel, CPU: cpuModel(accel), Devices: machineDevices(&n), SharedRAM: true}
+	id, err := machineIdentity(m)
+	// The identity strings are what snapshots taken before backends were
+	// recorded hold: they must not change.
+	if err != nil || id.Accel != accel || id.Devices != "virtio-blk:2,virtio-serial:1,virtio-net:1" || (accel == "tcg" && id.CPU != "max") {
+		t.Fatalf("identity %+v %v", id, err)
+	}
+	good := Snapshot{Tag: "t", Workspace: "ws", MemoryMiB: 256, CPUs: 1, Kernel: "/k", Initrd: "/i", SharedRAM: true}
+	good.SetIdentity(id)
+	good.Backend = "" // as in a snapshot from before backends were recorded
 	if err := wsdir.WriteSnapshotMeta(w.SnapDir("t"), &good); err != nil {
 		t.Fatal(err)
 	}

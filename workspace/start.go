@@ -8,33 +8,23 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/microagent-dev/microagent/internal/proc"
+	"github.com/microagent-dev/microagent/supervisor"
+	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/wsdir"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/secrets"
-	"github.com/microagent-dev/microagent/vmm"
 )
 
-// SuperviseCommand is the hidden subcommand of the microagent binary that
-// runs a workspace's supervisor: Start executes
-//
-//	<Executable> --state-dir <state> __supervise <name> --boot <n>
-//
-// with the readiness pipe as file descriptor 3, and the CLI's handler calls
-// Supervise.
-const SuperviseCommand = "__supervise"
+// DefaultHaltTimeout bounds a halt's graceful part (see supervisor).
+const DefaultHaltTimeout = supervisor.DefaultHaltTimeout
 
 // StartOptions say how to start a workspace.
 type StartOptions struct {
@@ -70,45 +60,6 @@ type StartOptions struct {
 // maxSupLog is the size past which Start moves the supervisor log aside
 // (to supervisor.log.1).
 const maxSupLog = 1 << 20
-
-// bootPlan is what Start prepared for the supervisor, in run/boot.json.
-type bootPlan struct {
-	Boot   int    `json:"boot"`
-	Kernel string `json:"kernel"`
-	// KernelID names the kernel by content ("sha256:..."): a snapshot
-	// records it, and a resume on another kernel is refused.
-	KernelID    string               `json:"kernelID"`
-	Initrd      string               `json:"initrd"`
-	RootDisk    string               `json:"rootDisk"`
-	MemoryMiB   int                  `json:"memoryMiB"`
-	CPUs        int                  `json:"cpus"`
-	Hello       channel.HelloRequest `json:"hello"`
-	BootTimeout time.Duration        `json:"bootTimeout"`
-	// Secrets are the declarations to resolve before the boot
-	// (references only).
-	Secrets *SecretsConfig `json:"secrets,omitempty"`
-	// Restore resumes a snapshot instead of booting.
-	Restore *restorePlan `json:"restore,omitempty"`
-	// Network is the VM's network (nil: no NIC); Hello.Network is the
-	// guest's matching setup.
-	Network *vmm.Network `json:"network,omitempty"`
-}
-
-// readyMsg is a supervisor's message on the readiness pipe: zero or more
-// carrying only Warnings, then one with OK or Error.
-type readyMsg struct {
-	OK    bool   `json:"ok"`
-	Error string `json:"error,omitempty"`
-	// NotBooted says the start failed before the VM was launched (its
-	// secrets could not be resolved): the workspace goes back to the
-	// state it was in.
-	NotBooted bool `json:"notBooted,omitempty"`
-	// Warnings are lines for the start command's stderr.
-	Warnings []string `json:"warnings,omitempty"`
-}
-
-// final reports whether the message ends the exchange.
-func (m readyMsg) final() bool { return m.OK || m.Error != "" || len(m.Warnings) == 0 }
 
 // Start boots a workspace and returns once its guest agent has answered.
 // The VM runs on under a detached supervisor process; the caller may exit.
@@ -162,14 +113,18 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	exe := o.Executable
 	if exe == "" {
 		if exe, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("workspace %s: find the microagent binary for the supervisor: %w", w.Name, err)
+			return nil, &wsdir.Error{Name: w.Name, Op: "find the microagent binary for the supervisor", Err: err}
 		}
+	}
+	backend, err := backendOf(m)
+	if err != nil {
+		return nil, &wsdir.Error{Name: w.Name, Err: err}
 	}
 	parts, err := runner.Prepare(ctx, h, runner.PrepareOptions{
 		Image: m.Image.Pinned, Pull: image.PullMissing, KernelPath: m.KernelPath, Agent: o.Agent, Progress: o.Progress,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", w.Name, err)
+		return nil, &wsdir.Error{Name: w.Name, Err: err}
 	}
 	restore, err := w.restoreFor(o.FromSnapshot, m, kernelID(parts.Kernel.VmlinuxSHA256), parts.Initramfs)
 	if err != nil {
@@ -201,7 +156,9 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 		return nil, err
 	}
 	boot := rec.Boot
-	plan := bootPlan{
+	plan := supervisor.Plan{
+		Version:   supervisor.PlanVersion,
+		Backend:   backend.Name(),
 		Boot:      boot,
 		Kernel:    parts.Kernel.Vmlinux,
 		KernelID:  kernelID(parts.Kernel.VmlinuxSHA256),
@@ -214,7 +171,7 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 			Env:        parts.Image.Config.Env,
 			User:       parts.Image.Config.User,
 			WorkingDir: parts.Image.Config.WorkingDir,
-			Network:    runner.GuestNetwork(network, w.Name),
+			Network:    runner.GuestNetworkFor(network, w.Name, vmm.UserNetworkOf(backend)),
 		},
 		BootTimeout: o.BootTimeout,
 		Network:     network,
@@ -279,7 +236,7 @@ func liveError(name string, o *observation, op string) error {
 // startFailed records a failed start (unless a newer boot or the supervisor
 // already recorded the end) and returns err.
 func (w *wsDir) startFailed(boot int, err error) error {
-	err = fmt.Errorf("workspace %s: start: %w", w.Name, err)
+	err = &wsdir.Error{Name: w.Name, Op: "start", Err: err}
 	w.EndBoot(boot, Failed, err.Error())
 	w.CleanRuntime()
 	return err
@@ -290,7 +247,7 @@ func (w *wsDir) startFailed(boot int, err error) error {
 // boot number so the aborted boot's supervisor can write nothing more, and
 // returns err.
 func (w *wsDir) startAborted(boot int, prev *wsdir.Record, err error) error {
-	err = fmt.Errorf("workspace %s: start: %w", w.Name, err)
+	err = &wsdir.Error{Name: w.Name, Op: "start", Err: err}
 	w.Update(func(r *wsdir.Record) error {
 		if r.Boot != boot || !r.State.Live() {
 			return wsdir.ErrSkip
@@ -326,13 +283,7 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *wsdir.Rec
 		return w.startFailed(boot, err)
 	}
 	defer pr.Close()
-	cmd := exec.Command(exe, "--state-dir", w.Home.Root, SuperviseCommand, w.Name, "--boot", strconv.Itoa(boot))
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, logf, logf
-	cmd.ExtraFiles = []*os.File{pw}
-	cmd.Dir = "/"
-	// Its own session: no terminal signal (Ctrl-C, hang-up) reaches it,
-	// and it outlives this command.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd := supervisor.Command(exe, supervisor.Args{StateDir: w.Home.Root, Name: w.Name, Boot: boot}, logf, null, pw)
 	err = cmd.Start()
 	pw.Close()
 	if err != nil {
@@ -353,36 +304,36 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *wsdir.Rec
 		})
 	}
 
-	msgc := make(chan readyMsg)
+	msgc := make(chan supervisor.Ready)
 	stopRead := make(chan struct{})
 	defer close(stopRead)
 	go func() {
 		br := bufio.NewReader(pr)
 		for {
-			var msg readyMsg
+			var msg supervisor.Ready
 			line, err := br.ReadBytes('\n')
 			if err != nil && len(line) == 0 {
-				msg = readyMsg{} // EOF: the supervisor exited without a word
+				msg = supervisor.Ready{} // EOF: the supervisor exited without a word
 			} else if json.Unmarshal(line, &msg) != nil {
-				msg = readyMsg{Error: "garbled readiness message: " + strings.TrimSpace(string(line))}
+				msg = supervisor.Ready{Error: "garbled readiness message: " + strings.TrimSpace(string(line))}
 			}
 			select {
 			case msgc <- msg:
 			case <-stopRead:
 				return
 			}
-			if msg.final() {
+			if msg.Final() {
 				return
 			}
 		}
 	}()
-	var msg readyMsg
+	var msg supervisor.Ready
 	for {
 		select {
 		case msg = <-msgc:
 		case <-ctx.Done():
 		}
-		if ctx.Err() != nil || msg.final() {
+		if ctx.Err() != nil || msg.Final() {
 			break
 		}
 		if warn != nil {
@@ -400,7 +351,7 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *wsdir.Rec
 			if sup != nil && !w.waitSupervisor(sup, 10*time.Second) {
 				proc.KillAndWait(sup, 10*time.Second)
 			}
-			return w.startAborted(boot, prev, errors.New(msg.Error))
+			return w.startAborted(boot, prev, msg.Err())
 		}
 		if msg.Error != "" {
 			// The supervisor has recorded a failed boot and is exiting;
@@ -408,7 +359,7 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *wsdir.Rec
 			if sup != nil && !w.waitSupervisor(sup, 10*time.Second) {
 				proc.KillAndWait(sup, 10*time.Second)
 			}
-			return w.startFailed(boot, errors.New(msg.Error))
+			return w.startFailed(boot, msg.Err())
 		}
 		if sup != nil {
 			proc.KillAndWait(sup, 10*time.Second)
@@ -425,7 +376,7 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *wsdir.Rec
 			proc.KillAndWait(r.VMM, 10*time.Second)
 		}
 		w.startFailed(boot, errors.New("interrupted before the VM was ready"))
-		return fmt.Errorf("workspace %s: start interrupted: %w", w.Name, ctx.Err())
+		return &wsdir.Error{Name: w.Name, Op: "start interrupted", Err: ctx.Err()}
 	}
 }
 
@@ -442,6 +393,3 @@ func (w *wsDir) supLogTail() string {
 	}
 	return " (supervisor log: " + strings.Join(lines, "; ") + ")"
 }
-
-// sigTERM asks a process to stop.
-const sigTERM = unix.SIGTERM

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/internal/proc"
+	"github.com/microagent-dev/microagent/supervisor"
 	"github.com/microagent-dev/microagent/wsdir"
 
 	"github.com/microagent-dev/microagent/home"
@@ -157,7 +158,7 @@ func (w *wsDir) info(ctx context.Context, ask bool) (*Info, error) {
 	}
 	if ask && o.state == Running {
 		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		s, err := w.supStatus(qctx)
+		s, err := supervisor.NewClient(w.Dir).Status(qctx)
 		cancel()
 		switch {
 		case err == nil:
@@ -271,7 +272,7 @@ func joinReason(a, b string) string {
 func (w *wsDir) cleanRuntime() error {
 	dir := w.Path(wsdir.RunDir)
 	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("workspace %s: clean runtime folder: %w", w.Name, err)
+		return &wsdir.Error{Name: w.Name, Op: "clean runtime folder", Err: err}
 	}
 	return os.Mkdir(dir, wsdir.DirPerm)
 }
@@ -281,7 +282,7 @@ func (w *wsDir) cleanRuntime() error {
 func (w *wsDir) stopOrphans(o *observation) error {
 	for _, p := range o.orphans {
 		if err := proc.KillAndWait(p, 10*time.Second); err != nil {
-			return fmt.Errorf("workspace %s: stop leftover process: %w", w.Name, err)
+			return &wsdir.Error{Name: w.Name, Op: "stop leftover process", Err: err}
 		}
 	}
 	return w.killStrays()
@@ -294,7 +295,7 @@ func (w *wsDir) stopOrphans(o *observation) error {
 func (w *wsDir) killStrays() error {
 	for _, p := range scanProcs(w.Home)[w.Path()] {
 		if err := proc.KillAndWait(&p, 10*time.Second); err != nil {
-			return fmt.Errorf("workspace %s: stop leftover process: %w", w.Name, err)
+			return &wsdir.Error{Name: w.Name, Op: "stop leftover process", Err: err}
 		}
 	}
 	return nil

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/microagent-dev/microagent/internal/proc"
+	"github.com/microagent-dev/microagent/supervisor"
 	"github.com/microagent-dev/microagent/wsdir"
 
 	"github.com/microagent-dev/microagent/home"
@@ -50,12 +53,12 @@ func Halt(ctx context.Context, h home.Home, o HaltOptions) (*Info, error) {
 	}
 	switch obs.state {
 	case Running:
-		w.requestStop(ctx, obs, opHalt, o.Timeout)
+		w.requestStop(ctx, obs, supervisor.OpHalt, o.Timeout)
 	case Starting:
 		// We hold the lock, so the start command is gone and the
 		// supervisor boots on alone: SIGTERM makes it abandon the boot.
 		if pr, err := proc.Open(obs.rec.Supervisor); err == nil {
-			pr.Signal(sigTERM)
+			pr.Signal(unix.SIGTERM)
 			pr.Close()
 		}
 		if !w.waitSupervisor(obs.rec.Supervisor, o.Timeout) {
@@ -80,13 +83,16 @@ func Halt(ctx context.Context, h home.Home, o HaltOptions) (*Info, error) {
 // requestStop asks the supervisor to halt or kill the VM and waits for it
 // to exit; a supervisor that does not answer, or does not exit, is killed
 // with its VMM.
-func (w *wsDir) requestStop(ctx context.Context, obs *observation, op string, timeout time.Duration) {
+func (w *wsDir) requestStop(ctx context.Context, obs *observation, op supervisor.Op, timeout time.Duration) {
 	cctx, cancel := context.WithTimeout(ctx, timeout+supervisorGrace)
-	conn, _, err := w.supCall(cctx, supRequest{Op: op, Timeout: timeout})
-	cancel()
-	if err == nil {
-		conn.Close()
+	c := supervisor.NewClient(w.Dir)
+	var err error
+	if op == supervisor.OpKill {
+		_, err = c.Kill(cctx)
+	} else {
+		_, err = c.Halt(cctx, timeout)
 	}
+	cancel()
 	if ctx.Err() != nil {
 		return // the caller gave up; the supervisor carries on
 	}
@@ -164,7 +170,7 @@ func Kill(ctx context.Context, h home.Home, name string) (*Info, error) {
 			return nil
 		})
 		if obs.state == Running {
-			w.requestStop(ctx, obs, opKill, 5*time.Second)
+			w.requestStop(ctx, obs, supervisor.OpKill, 5*time.Second)
 		}
 		w.force(obs.rec, "killed")
 	} else if locked {

@@ -37,6 +37,8 @@ type (
 	Port = wsdir.Port
 	// Snapshot describes a saved moment of a workspace.
 	Snapshot = wsdir.Snapshot
+	// Error is a failure of an operation on one workspace.
+	Error = wsdir.Error
 )
 
 // The states (see wsdir.State).

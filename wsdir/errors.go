@@ -23,3 +23,24 @@ var (
 	// ErrPaused: the operation needs a workspace whose VM is not paused.
 	ErrPaused = errors.New("workspace is paused")
 )
+
+// Error is a failure of an operation on one workspace: its message is
+// "workspace NAME: OP: ERR" (without OP when empty), and it unwraps to Err.
+type Error struct {
+	// Name is the workspace.
+	Name string
+	// Op says what was being done ("write manifest"), or is empty.
+	Op string
+	// Err is what went wrong.
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e.Op == "" {
+		return "workspace " + e.Name + ": " + e.Err.Error()
+	}
+	return "workspace " + e.Name + ": " + e.Op + ": " + e.Err.Error()
+}
+
+// Unwrap returns Err.
+func (e *Error) Unwrap() error { return e.Err }

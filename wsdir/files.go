@@ -35,7 +35,7 @@ func (w *Dir) PendingFiles() ([]PendingFile, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("workspace %s: pending files: %w", w.Name, err)
+		return nil, &Error{Name: w.Name, Op: "pending files", Err: err}
 	}
 	var list []PendingFile
 	if err := json.Unmarshal(b, &list); err != nil {

@@ -92,7 +92,7 @@ func Open(h home.Home, name string) (*Dir, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, NotFound(name)
 		}
-		return nil, fmt.Errorf("workspace %s: %w", name, err)
+		return nil, &Error{Name: name, Err: err}
 	}
 	return w, nil
 }
@@ -124,7 +124,7 @@ func WriteFileAtomic(path string, data []byte) error {
 func (w *Dir) CleanRuntime() error {
 	dir := w.Path(RunDir)
 	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("workspace %s: clean runtime folder: %w", w.Name, err)
+		return &Error{Name: w.Name, Op: "clean runtime folder", Err: err}
 	}
 	return os.Mkdir(dir, DirPerm)
 }

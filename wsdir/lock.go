@@ -34,14 +34,14 @@ func TryLock(path, name, op string) (*Lock, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, NotFound(name)
 		}
-		return nil, fmt.Errorf("workspace %s: lock: %w", name, err)
+		return nil, &Error{Name: name, Op: "lock", Err: err}
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		defer f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, busyError(name, f)
 		}
-		return nil, fmt.Errorf("workspace %s: lock: %w", name, err)
+		return nil, &Error{Name: name, Op: "lock", Err: err}
 	}
 	// The folder may have been deleted (renamed away) between our open
 	// and our lock: then the file we locked is no longer at path.

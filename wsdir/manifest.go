@@ -24,6 +24,10 @@ type Manifest struct {
 	Resources Resources `json:"resources"`
 	// Profile is the resource profile named at create ("" for the default).
 	Profile string `json:"profile,omitempty"`
+	// Backend names the VMM backend the workspace runs on (vmm.Lookup);
+	// empty in manifests written before backends were recorded: the
+	// default backend.
+	Backend string `json:"backend,omitempty"`
 	// KernelPath is the user's own kernel, if one was given at create.
 	KernelPath string `json:"kernelPath,omitempty"`
 	// Created is when the workspace was created.
@@ -61,7 +65,7 @@ func (w *Dir) ReadManifest() (*Manifest, error) {
 		if os.IsNotExist(err) {
 			return nil, NotFound(w.Name)
 		}
-		return nil, fmt.Errorf("workspace %s: %w", w.Name, err)
+		return nil, &Error{Name: w.Name, Err: err}
 	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -83,7 +87,7 @@ func WriteManifest(path string, m *Manifest) error {
 		return err
 	}
 	if err := WriteFileAtomic(path, append(b, '\n')); err != nil {
-		return fmt.Errorf("workspace %s: write manifest: %w", m.Name, err)
+		return &Error{Name: m.Name, Op: "write manifest", Err: err}
 	}
 	return nil
 }

@@ -103,7 +103,7 @@ func (m *Manifest) Network() (NetworkConfig, error) {
 func (m *Manifest) SetNetwork(c NetworkConfig) error {
 	b, err := json.Marshal(c)
 	if err != nil {
-		return fmt.Errorf("workspace %s: encode the network: %w", m.Name, err)
+		return &Error{Name: m.Name, Op: "encode the network", Err: err}
 	}
 	if m.Declarations == nil {
 		m.Declarations = map[string]json.RawMessage{}

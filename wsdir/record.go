@@ -71,7 +71,7 @@ func (w *Dir) ReadRecord() (*Record, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return &Record{Version: recordVersion, State: Created}, nil
 		}
-		return nil, fmt.Errorf("workspace %s: %w", w.Name, err)
+		return nil, &Error{Name: w.Name, Err: err}
 	}
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
@@ -103,7 +103,7 @@ var ErrSkip = errors.New("skip")
 func (w *Dir) Update(fn func(r *Record) error) (*Record, error) {
 	f, err := os.OpenFile(w.Path(recordLock), os.O_RDWR|os.O_CREATE, FilePerm)
 	if err != nil {
-		return nil, fmt.Errorf("workspace %s: state lock: %w", w.Name, err)
+		return nil, &Error{Name: w.Name, Op: "state lock", Err: err}
 	}
 	defer f.Close()
 	for {
@@ -113,7 +113,7 @@ func (w *Dir) Update(fn func(r *Record) error) (*Record, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("workspace %s: state lock: %w", w.Name, err)
+		return nil, &Error{Name: w.Name, Op: "state lock", Err: err}
 	}
 	r, err := w.ReadRecord()
 	if err != nil {
@@ -126,7 +126,7 @@ func (w *Dir) Update(fn func(r *Record) error) (*Record, error) {
 		return r, err
 	}
 	if err := WriteRecord(w.Path(RecordFile), r); err != nil {
-		return nil, fmt.Errorf("workspace %s: write state: %w", w.Name, err)
+		return nil, &Error{Name: w.Name, Op: "write state", Err: err}
 	}
 	return r, nil
 }

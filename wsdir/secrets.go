@@ -52,7 +52,7 @@ func (m *Manifest) SetSecrets(c SecretsConfig) error {
 	}
 	b, err := json.Marshal(c)
 	if err != nil {
-		return fmt.Errorf("workspace %s: encode the secret declarations: %w", m.Name, err)
+		return &Error{Name: m.Name, Op: "encode the secret declarations", Err: err}
 	}
 	if m.Declarations == nil {
 		m.Declarations = map[string]json.RawMessage{}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/microagent-dev/microagent/vmm"
 )
 
 // A snapshot is a folder snapshots/<tag>/ in the workspace folder holding
@@ -61,7 +63,10 @@ type Snapshot struct {
 	CPUs      int    `json:"cpus"`
 	Kernel    string `json:"kernel"` // "sha256:" + the vmlinux's hash
 	Initrd    string `json:"initrd"`
-	Accel     string `json:"accel"`
+	// Backend names the VMM backend (vmm.Identity); empty in snapshots
+	// taken before backends were recorded, when there was only one.
+	Backend string `json:"backend,omitempty"`
+	Accel   string `json:"accel"`
 	// CPU is the guest CPU model: QEMU's "max" under TCG; under KVM the
 	// host's own CPU, which another host may not offer.
 	CPU     string `json:"cpu"`
@@ -77,6 +82,16 @@ type Snapshot struct {
 	SecretsPurged []string `json:"secretsPurged,omitempty"`
 	// Scan says what the leak scan covered.
 	Scan string `json:"scan,omitempty"`
+}
+
+// Identity is the identity of the machine the snapshot was taken of.
+func (s *Snapshot) Identity() vmm.Identity {
+	return vmm.Identity{Backend: s.Backend, Accel: s.Accel, CPU: s.CPU, Devices: s.Devices}
+}
+
+// SetIdentity records the identity of the machine being captured.
+func (s *Snapshot) SetIdentity(id vmm.Identity) {
+	s.Backend, s.Accel, s.CPU, s.Devices = id.Backend, id.Accel, id.CPU, id.Devices
 }
 
 // SnapDir is the folder of snapshot tag.

@@ -5,9 +5,12 @@
 package fsutil
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // TempPrefix starts the name of every temporary file WriteAtomic creates.
@@ -95,3 +98,18 @@ func (e *DirSyncError) Error() string { return e.Err.Error() }
 
 // Unwrap returns the underlying error, for errors.Is and errors.As.
 func (e *DirSyncError) Unwrap() error { return e.Err }
+
+// RenameNoReplace renames a folder into place, failing with EEXIST when the
+// target exists (even as an empty folder, which rename(2) would replace).
+func RenameNoReplace(from, to string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		// A file system without RENAME_NOREPLACE: check, then rename (racy
+		// only against a concurrent create of the same name).
+		if _, serr := os.Lstat(to); serr == nil {
+			return unix.EEXIST
+		}
+		return os.Rename(from, to)
+	}
+	return err
+}

@@ -1,0 +1,40 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+
+	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/wsdir"
+)
+
+// deliverFiles puts the pending files into the guest, owned by the image's
+// user, and forgets them once all are in: each copy is synced to the guest's
+// disk first, so a workspace killed later still has them.
+func deliverFiles(ctx context.Context, w *wsdir.Dir, c *channel.Client, owner string, lg *log.Logger) error {
+	list, err := w.PendingFiles()
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	if owner == "" {
+		owner = "0"
+	}
+	for _, p := range list {
+		f, err := os.Open(w.Path(wsdir.FilesDir, p.Archive))
+		if err != nil {
+			return fmt.Errorf("workspace %s: --file %s: %w", w.Name, p.Spec, err)
+		}
+		_, err = c.CopyIn(ctx, channel.CopyRequest{Path: p.Spec.Guest, MkdirParents: true, Owner: owner, Sync: true}, f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("workspace %s: put --file %s into the guest: %w", w.Name, p.Spec, err)
+		}
+	}
+	lg.Printf("put %d file(s) given at create into the guest", len(list))
+	if err := os.RemoveAll(w.Path(wsdir.FilesDir)); err != nil {
+		lg.Printf("forget the delivered files: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,176 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/wsdir"
+)
+
+// record writes this boot's final state.
+func (s *supervisor) record(st wsdir.State, reason string) *wsdir.Record {
+	r, _ := s.w.EndBoot(s.boot, st, reason)
+	return r
+}
+
+// loop waits for the VM to stop (by request or not), then records why.
+func (s *supervisor) loop(ctx context.Context) {
+	m := s.vm.Machine
+	var waiters []chan *wsdir.Record
+	halting, killed := false, false
+	sigc := ctx.Done()
+	shutdownDone := make(chan struct{})
+	startHalt := func(timeout time.Duration) {
+		if halting || killed {
+			return
+		}
+		halting = true
+		s.setPhase(wsdir.Halting)
+		s.w.Update(func(r *wsdir.Record) error {
+			if r.Boot != s.boot || r.State != wsdir.Running {
+				return wsdir.ErrSkip
+			}
+			r.State = wsdir.Halting
+			return nil
+		})
+		s.log.Printf("halting (timeout %s)", timeout)
+		go func() {
+			s.shutdown(timeout)
+			close(shutdownDone)
+		}()
+	}
+loop:
+	for {
+		select {
+		case <-m.Done():
+			break loop
+		case <-sigc:
+			sigc = nil
+			s.log.Printf("signalled: halting")
+			startHalt(DefaultHaltTimeout)
+		case r := <-s.reqs:
+			waiters = append(waiters, r.reply)
+			switch r.op {
+			case OpHalt:
+				startHalt(r.timeout)
+			case OpKill:
+				if !killed {
+					killed = true
+					s.setPhase(wsdir.Halting)
+					s.log.Printf("killing QEMU")
+					go m.Kill()
+				}
+			}
+		}
+	}
+	if halting {
+		// The halt's own account of how it went comes first; it ends
+		// quickly once the VM is gone.
+		select {
+		case <-shutdownDone:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	st, reason := s.endReason(halting, killed)
+	s.log.Printf("VM stopped: %s %s", st, reason)
+	s.ln.Close() // unlinks the socket: no new client reaches a dead VM
+	final := s.record(st, reason)
+	s.w.CleanRuntime()
+	s.mu.Lock()
+	s.final, s.finishedSet = final, true
+	s.mu.Unlock()
+	close(s.finished)
+	for _, c := range waiters {
+		c <- final
+	}
+	done := make(chan struct{})
+	go func() { s.replies.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	s.vm.Client.Close()
+}
+
+// shutdown powers the guest off gracefully: the agent stops every process
+// and syncs the disks, then QEMU quits; past timeout QEMU is killed.
+func (s *supervisor) shutdown(timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	// A paused guest cannot stop its processes: run it (no need to give
+	// back purged secrets, it is going down).
+	s.ctl.Lock()
+	if s.isPaused() {
+		if sn, err := s.snapshotter(); err == nil && sn.Resume(ctx) == nil {
+			s.setPaused(false)
+		}
+	}
+	s.ctl.Unlock()
+	if err := s.vm.Client.Shutdown(ctx); err != nil {
+		if ctx.Err() != nil {
+			s.setForced(fmt.Sprintf("the guest did not stop its processes and sync within %s", timeout))
+		} else {
+			// A lost channel usually means the VM died under us (endReason
+			// then says how); QEMU's exit may take a moment to be reaped.
+			select {
+			case <-s.vm.Machine.Done():
+			case <-time.After(2 * time.Second):
+				s.setForced(fmt.Sprintf("the guest's shutdown failed (%v)", err))
+			}
+		}
+	}
+	if err := s.vm.Machine.Shutdown(ctx); err != nil {
+		s.setForced(fmt.Sprintf("QEMU did not quit within %s and was killed", timeout))
+	}
+}
+
+func (s *supervisor) setForced(why string) {
+	s.mu.Lock()
+	if s.forced == "" {
+		s.forced = why
+	}
+	s.mu.Unlock()
+}
+
+func (s *supervisor) setPhase(p wsdir.State) {
+	s.mu.Lock()
+	s.phase = p
+	s.mu.Unlock()
+}
+
+// endReason says how the VM ended.
+func (s *supervisor) endReason(halting, killed bool) (wsdir.State, string) {
+	m := s.vm.Machine
+	werr := m.Wait()
+	switch {
+	case killed:
+		return wsdir.Halted, "killed"
+	case halting:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if werr != nil && s.forced == "" {
+			return wsdir.Halted, fmt.Sprintf("forced: the VM process exited during the halt: %v", werr)
+		}
+		if s.forced != "" {
+			return wsdir.Halted, "forced: " + s.forced
+		}
+		return wsdir.Halted, ""
+	}
+	why := ""
+	if sr, ok := m.(vmm.ShutdownReasoner); ok {
+		why = sr.ShutdownReason()
+	}
+	switch {
+	case werr != nil:
+		return wsdir.Failed, fmt.Sprintf("the VM process exited unexpectedly: %v", werr)
+	case why == vmm.ReasonGuestShutdown:
+		return wsdir.Halted, "the guest powered itself off"
+	case why == vmm.ReasonGuestReset || why == vmm.ReasonGuestPanic:
+		return wsdir.Failed, fmt.Sprintf("the guest rebooted or its kernel panicked (%s): see \"microagent logs %s\"", why, s.w.Name)
+	case why != "":
+		return wsdir.Failed, fmt.Sprintf("the VM stopped unexpectedly (%s)", why)
+	}
+	return wsdir.Failed, "the VM process exited unexpectedly"
+}

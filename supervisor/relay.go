@@ -1,0 +1,102 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/errcode"
+	"github.com/microagent-dev/microagent/wsdir"
+)
+
+// relay splices a client's copy stream to a new guest stream, as exec
+// does: the copy protocol is framed end to end.
+func (s *supervisor) relay(c net.Conn, req Request) {
+	defer c.Close()
+	if req.Copy == nil {
+		reply(c, Reply{Error: "copy without a request"})
+		return
+	}
+	s.splice(c, channel.Header{Op: string(req.Op), Copy: req.Copy}, false)
+}
+
+// exec splices the client's exec stream to a new guest stream (see
+// splice); the guest kills the process group when the stream ends early.
+func (s *supervisor) exec(c net.Conn, req Request) {
+	defer c.Close()
+	if req.Exec == nil || len(req.Exec.Argv) == 0 {
+		reply(c, Reply{Error: "exec without a command"})
+		return
+	}
+	s.splice(c, channel.Header{Op: channel.OpExec, Exec: req.Exec}, true)
+}
+
+// splice opens a guest stream with header h and joins the client's
+// connection to it. The exec and copy protocols are framed end to end, so
+// the bytes pass through unparsed; when the client goes away the guest
+// stream is closed. Only a running, unpaused workspace takes streams;
+// counted streams show as execs in status.
+func (s *supervisor) splice(c net.Conn, h channel.Header, counted bool) {
+	s.mu.Lock()
+	phase, paused := s.phase, s.paused
+	ok := phase == wsdir.Running && !paused
+	if ok && counted {
+		s.execs++
+	}
+	s.mu.Unlock()
+	switch {
+	case phase == wsdir.Running && paused:
+		reply(c, errorReply(errcode.With(wsdir.ErrPaused, fmt.Sprintf("workspace %s is paused: resume it first (\"microagent resume %s\")", s.w.Name, s.w.Name))))
+		return
+	case !ok:
+		reply(c, errorReply(errcode.With(wsdir.ErrBusy, fmt.Sprintf("workspace %s is %s", s.w.Name, phase))))
+		return
+	}
+	if counted {
+		defer func() {
+			s.mu.Lock()
+			s.execs--
+			s.mu.Unlock()
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	st, err := s.vm.Client.OpenRaw(ctx, h)
+	cancel()
+	if err != nil {
+		reply(c, errorReply(&wsdir.Error{Name: s.w.Name, Op: "open a guest stream", Err: err}))
+		return
+	}
+	defer st.Close()
+	if err := reply(c, Reply{}); err != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		io.Copy(st, c)
+		st.Close() // EOF to the guest: the client is gone (or done)
+		close(done)
+	}()
+	io.Copy(c, st)
+	c.Close()
+	<-done
+}
+
+// sameUser checks the peer's credentials.
+func sameUser(c *net.UnixConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	var cerr error
+	raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	return cerr == nil && cred != nil && int(cred.Uid) == os.Getuid()
+}
