@@ -45,6 +45,9 @@ type Stats struct {
 	Symlinks int   `json:"symlinks"`
 	Other    int   `json:"other,omitempty"`
 	Bytes    int64 `json:"bytes"`
+	// Skipped counts the device nodes and FIFOs an untrusted extraction
+	// did not create (see ExtractOptions.Untrusted).
+	Skipped int `json:"skipped,omitempty"`
 }
 
 func (s *Stats) count(h *tar.Header) {
