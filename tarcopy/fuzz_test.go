@@ -16,21 +16,7 @@ import (
 // destination changes, nothing lands beside the requested name, and
 // nothing under it is setuid, setgid, sticky, a device node or a FIFO.
 func FuzzExtract(f *testing.F) {
-	seed := func(contents bool, hs ...*tar.Header) {
-		var buf bytes.Buffer
-		tw := tar.NewWriter(&buf)
-		for _, h := range hs {
-			if h.Mode == 0 {
-				h.Mode = 0o644
-			}
-			tw.WriteHeader(h)
-			if h.Size > 0 {
-				tw.Write(bytes.Repeat([]byte("x"), int(h.Size)))
-			}
-		}
-		tw.Close()
-		f.Add(buf.Bytes(), contents)
-	}
+	seed := func(contents bool, hs ...*tar.Header) { f.Add(evil(f, hs...).Bytes(), contents) }
 	dir := func(n string, mode int64) *tar.Header {
 		return &tar.Header{Name: n, Typeflag: tar.TypeDir, Mode: mode}
 	}

@@ -137,17 +137,23 @@ func TestCopyFromGuestSpecialEntries(t *testing.T) {
 		if archiveMode {
 			wantUID = map[string]uint32{".": 4242, "sh": 0, "mine": 4242}
 		}
-		for p, mode := range map[string]fs.FileMode{".": fs.ModeDir | 0o777, "sh": 0o755, "mine": 0o640} {
-			fi, err := os.Lstat(filepath.Join(dst, p))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if fi.Mode() != mode {
-				t.Errorf("-a=%v: %s: mode %v, want %v", archiveMode, p, fi.Mode(), mode)
-			}
-			if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != wantUID[p] {
-				t.Errorf("-a=%v: %s: uid %d, want %d", archiveMode, p, uid, wantUID[p])
-			}
+		checkCopied(t, archiveMode, dst, map[string]fs.FileMode{".": fs.ModeDir | 0o777, "sh": 0o755, "mine": 0o640}, wantUID)
+	}
+}
+
+// checkCopied checks the mode and uid of entries of dst ("." is dst).
+func checkCopied(t *testing.T, archiveMode bool, dst string, modes map[string]fs.FileMode, uids map[string]uint32) {
+	t.Helper()
+	for p, mode := range modes {
+		fi, err := os.Lstat(filepath.Join(dst, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != mode {
+			t.Errorf("-a=%v: %s: mode %v, want %v", archiveMode, p, fi.Mode(), mode)
+		}
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != uids[p] {
+			t.Errorf("-a=%v: %s: uid %d, want %d", archiveMode, p, uid, uids[p])
 		}
 	}
 }
@@ -220,18 +226,7 @@ stat -c '%n %a %u %F' suid theirs sda null pipe link`
 		if archiveMode && me == 0 {
 			owner["theirs"] = 1234
 		}
-		for p, mode := range map[string]fs.FileMode{".": fs.ModeDir | 0o777, "suid": 0o755, "theirs": 0o644} {
-			fi, err := os.Lstat(filepath.Join(dst, p))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if fi.Mode() != mode {
-				t.Errorf("-a=%v: %s: mode %v, want %v", archiveMode, p, fi.Mode(), mode)
-			}
-			if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != owner[p] {
-				t.Errorf("-a=%v: %s: uid %d, want %d", archiveMode, p, uid, owner[p])
-			}
-		}
+		checkCopied(t, archiveMode, dst, map[string]fs.FileMode{".": fs.ModeDir | 0o777, "suid": 0o755, "theirs": 0o644}, owner)
 		if l, err := os.Readlink(filepath.Join(dst, "link")); err != nil || l != "/etc/passwd" {
 			t.Errorf("-a=%v: link: %q %v", archiveMode, l, err)
 		}
