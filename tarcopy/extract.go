@@ -27,8 +27,9 @@ type Owner struct {
 type ExtractOptions struct {
 	// Owner, when set, owns every extracted entry instead of the
 	// archive's uid/gid. Without it the archive's numeric ownership is
-	// kept when the extracting process is root; otherwise entries belong
-	// to the extracting user (only root may give files away).
+	// kept when the extracting process is root (for an Untrusted archive,
+	// only with KeepOwner); otherwise entries belong to the extracting
+	// user (only root may give files away).
 	Owner *Owner
 	// MkdirParents creates the destination's missing parent directories
 	// (mode 0755, owned by the extracting user) instead of failing.
@@ -75,9 +76,8 @@ func destErr(format string, args ...any) error {
 //
 // Symlinks in dst itself are followed, unless Untrusted; inside the tree
 // being written none is (an entry whose path crosses a symlink is
-// refused). Regular files are
-// written under a temporary name and renamed into place, so none is left
-// half-written. A destination problem (ErrDestination) is found before
+// refused). Regular files are written under a temporary name and renamed
+// into place, so none is left half-written. A destination problem (ErrDestination) is found before
 // anything is written.
 func Extract(r io.Reader, dst string, o ExtractOptions) (Stats, error) {
 	tr := tar.NewReader(r)
@@ -552,8 +552,9 @@ func fileType(typ byte) uint32 {
 	return unix.S_IFIFO
 }
 
-// metaAt sets the metadata of the entry this extraction made as base in
-// pfd (a directory, symlink, FIFO or device node). It is opened first
+// metaAt sets the metadata of the entry base in pfd that this extraction
+// made or, for a directory, took over (a directory, symlink, FIFO or
+// device node). It is opened first
 // with O_PATH|O_NOFOLLOW and checked to be of the entry's type, and
 // changed only through that descriptor: someone who can write in the
 // destination (a non-root workload, while the guest agent extracts as
