@@ -29,16 +29,34 @@ absolute; the other is a host path, or "-" for a tar stream on stdin/stdout.
                                 into the existing directory DST
   DST is "-"                    a tar archive of SRC is written to stdout
 
-Modes (with setuid/setgid/sticky), modification times, symlinks (copied as
-links, never followed) and hard links are kept. Ownership (numeric uid/gid) is
-kept when the extracting side is root: always in the guest, on the host when
-microagent runs as root; --chown gives everything copied into the guest an
-owner of the image instead. Archive entries that would land outside DST
-(absolute names, "..", paths through a symlink) are refused on both sides.
-Regular files are written under a temporary name and renamed, so a failed copy
-never leaves a half-written file, but the entries written before the failure
-stay. What is copied in reaches the guest's disk like any write there: "halt"
-syncs it, "kill" right after a copy may lose it.
+Modes, modification times, symlinks (copied as links, never followed) and
+hard links are kept.
+
+Into a workspace, setuid/setgid/sticky bits, FIFOs, device nodes and numeric
+owners (uid/gid) are kept: the guest extracts as root, and what is in the
+guest is the guest's business; --chown gives everything copied in an owner of
+the image instead.
+
+Out of a workspace, the guest is not trusted with the host (a workload may
+control the guest's agent):
+  - files are owned by the user running microagent; -a/--archive keeps the
+    guest's numeric owners when microagent runs as root;
+  - setuid, setgid and sticky bits are dropped, even with -a;
+  - device nodes and FIFOs are skipped (reported as skipped), never created;
+  - the archive must be about SRC's own name: an entry named otherwise (a
+    guest answering "cp ws:/x.json ~/" with .bashrc) refuses the copy, and
+    when it is the first entry nothing is written;
+  - DST, and the parent of a DST to be created, must not be a symlink (an
+    earlier copy may have left it there): the copy is refused, nothing is
+    followed; give the directory it points to instead.
+DST "-" writes the guest's archive as it came, for a tar program to judge.
+
+Archive entries that would land outside DST (absolute names, "..", paths
+through a symlink) are refused on both sides. Regular files are written under
+a temporary name and renamed, so a failed copy never leaves a half-written
+file, but the entries written before the failure stay. What is copied in
+reaches the guest's disk like any write there: "halt" syncs it, "kill" right
+after a copy may lose it.
 
 The workspace must be running: a halted one is refused ("start it first"),
 nothing is changed. A host path with a colon before its first "/" reads as
@@ -51,6 +69,7 @@ func newCpCmd(g *globals) *cobra.Command {
 	var (
 		chown   string
 		parents bool
+		archive bool
 	)
 	c := &cobra.Command{
 		Use:   "cp [flags] SRC DST",
@@ -85,6 +104,9 @@ func newCpCmd(g *globals) *cobra.Command {
 			if srcRemote && parents {
 				return usageError("cp: --parents applies to copies into a workspace")
 			}
+			if archive && chown != "" {
+				return usageError("cp: --archive keeps owners and --chown replaces them: give one")
+			}
 			h, err := g.home()
 			if err != nil {
 				return err
@@ -98,6 +120,8 @@ func newCpCmd(g *globals) *cobra.Command {
 				st, err = workspace.CopyToGuest(ctx, h, workspace.CopyInOptions{Name: ws, Path: guestPath, MkdirParents: parents, Owner: chown}, args[0])
 			case args[1] == "-":
 				st, err = workspace.CopyOut(ctx, h, ws, guestPath, g.stdout)
+			case archive:
+				st, err = workspace.CopyFromGuestArchive(ctx, h, ws, guestPath, args[1])
 			default:
 				st, err = workspace.CopyFromGuest(ctx, h, ws, guestPath, args[1])
 			}
@@ -116,6 +140,7 @@ func newCpCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().StringVar(&chown, "chown", "", "owner in the guest of everything copied in: USER[:GROUP] of the image, names or numbers")
 	c.Flags().BoolVar(&parents, "parents", false, "create the guest destination's missing parent directories")
+	c.Flags().BoolVarP(&archive, "archive", "a", false, "out of a workspace, keep the guest's numeric owners (as root; never setuid bits or device nodes); copies in keep them anyway")
 	return c
 }
 
@@ -162,7 +187,11 @@ func statsHuman(st tarcopy.Stats) string {
 	if st.Bytes >= 1<<10 {
 		size = bytesHuman(st.Bytes)
 	}
-	return fmt.Sprintf("%s (%s)", out, size)
+	out = fmt.Sprintf("%s (%s)", out, size)
+	if st.Skipped > 0 {
+		out += fmt.Sprintf("; skipped %d device node(s) or FIFO(s), which a copy out of a workspace never creates", st.Skipped)
+	}
+	return out
 }
 
 // fileFlags is --file HOST:GUEST[:MODE], for run and create.

@@ -30,6 +30,7 @@ func TestCpAndFileBadInput(t *testing.T) {
 		{ExitUsage, "not absolute", []string{"cp", "app:rel", dir}},
 		{ExitUsage, "invalid workspace name", []string{"cp", f, "Bad!:/x"}},
 		{ExitUsage, "--chown applies", []string{"cp", "--chown", "1", "app:/x", dir}},
+		{ExitUsage, "--archive keeps owners", []string{"cp", "-a", "--chown", "1", f, "app:/x"}},
 		{ExitUsage, "accepts 2 arg", []string{"cp", f}},
 		{ExitFailure, "no such file", []string{"cp", filepath.Join(dir, "missing"), "app:/x"}},
 		{ExitFailure, "no such workspace", []string{"cp", f, "app:/x"}},
@@ -48,6 +49,13 @@ func TestCpAndFileBadInput(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Fatalf("bad input changed the host directory: %v", ents)
+	}
+}
+
+func TestCpStatsSaySkipped(t *testing.T) {
+	got := statsHuman(tarcopy.Stats{Files: 2, Bytes: 10, Skipped: 3})
+	if want := "2 files (10 bytes); skipped 3 device node(s) or FIFO(s), which a copy out of a workspace never creates"; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }
 

@@ -178,9 +178,9 @@ func writeSecret(path string, value []byte, id identity) error {
 		err = cerr
 	}
 	if err == nil {
-		if old, serr := os.Stat(path); serr == nil {
-			scrubFile(path, old.Size())
-		}
+		// An older value is zeroed before the new one takes its name; if
+		// that fails, the rename still replaces it.
+		scrubPath(path)
 		err = os.Rename(tmp, path)
 	}
 	if err != nil {
@@ -189,57 +189,108 @@ func writeSecret(path string, value []byte, id identity) error {
 	return err
 }
 
-// scrubFile overwrites a file with zeros of its length, syncs and removes it.
-func scrubFile(path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+// scrubPath scrubs path (see scrubAt) through its parent directory.
+func scrubPath(path string) error {
+	dir, err := os.Open(filepath.Dir(path))
 	if err != nil {
-		// A 0400 file is still writable by root (the agent).
 		return err
 	}
-	buf := make([]byte, 32<<10)
-	for left := size; left > 0; {
-		n := int64(len(buf))
-		if left < n {
-			n = left
-		}
-		if _, err := f.Write(buf[:n]); err != nil {
-			f.Close()
-			return err
-		}
-		left -= n
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Remove(path)
+	defer dir.Close()
+	_, err = scrubAt(dir, filepath.Base(path))
+	return err
 }
 
-// purge handles OpPurge: every file in the secrets folder is zeroed, synced
-// and removed. Any failure is reported, so the host refuses to go on.
+// scrubAt removes name from the directory dir, first overwriting it with
+// zeros of its length and syncing it when it is a regular file, and tells
+// whether it was. The secrets folder belongs to the image's user, who can
+// put anything there for the agent, which runs as root: a symlink to a
+// root-only file (following it would zero that file), a FIFO (opening it
+// for writing blocks until a reader comes), a device node, a directory.
+// So only a regular file is written to, through a descriptor opened with
+// O_NOFOLLOW|O_NONBLOCK and checked with fstat, since the entry may be
+// swapped between the look and the open; anything else is removed
+// without being opened.
+func scrubAt(dir *os.File, name string) (zeroed bool, err error) {
+	dfd := int(dir.Fd())
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return false, &os.PathError{Op: "lstat", Path: name, Err: err}
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		fd, err := unix.Openat(dfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			// A 0400 file is still writable by root (the agent).
+			if zeroed, err = zeroFile(fd, name); err != nil {
+				return false, err
+			}
+		} else if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || st.Mode&unix.S_IFMT == unix.S_IFREG {
+			return false, &os.PathError{Op: "open", Path: name, Err: err}
+		} // else swapped for something that is not a file: removed below
+	}
+	err = unix.Unlinkat(dfd, name, 0)
+	if errors.Is(err, unix.EISDIR) {
+		// os.RemoveAll does not follow symlinks inside the tree.
+		err = os.RemoveAll(filepath.Join(dir.Name(), name))
+	}
+	if err != nil {
+		return zeroed, &os.PathError{Op: "remove", Path: name, Err: err}
+	}
+	return zeroed, nil
+}
+
+// zeroFile overwrites the file open as fd with zeros of its length and
+// syncs it, if it is a regular file (fstat, after the open), and closes
+// it; it tells whether it did.
+func zeroFile(fd int, name string) (bool, error) {
+	f := os.NewFile(uintptr(fd), name)
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return false, err
+	}
+	buf := make([]byte, 32<<10)
+	for left := fi.Size(); left > 0 && err == nil; {
+		n := min(int64(len(buf)), left)
+		_, err = f.Write(buf[:n])
+		left -= n
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err == nil, err
+}
+
+// purge handles OpPurge: every regular file in the secrets folder is
+// zeroed, synced and removed, and anything else there removed (see
+// scrubAt). Any failure is reported, so the host refuses to go on.
 func (a *Agent) purge() channel.Reply {
 	defer releaseMemory()
-	ents, err := os.ReadDir(a.secrets.dir)
+	// The folder itself is a mount point, which its owner cannot replace.
+	dir, err := os.Open(a.secrets.dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return jsonReply(channel.PurgeReply{Purged: []string{}})
 	}
 	if err != nil {
 		return channel.Reply{Error: fmt.Sprintf("read %s: %v", a.secrets.dir, err)}
 	}
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return channel.Reply{Error: fmt.Sprintf("read %s: %v", a.secrets.dir, err)}
+	}
+	slices.Sort(names)
 	purged := []string{}
-	for _, e := range ents {
-		p := filepath.Join(a.secrets.dir, e.Name())
-		fi, err := e.Info()
-		if err == nil {
-			err = scrubFile(p, fi.Size())
-		}
+	for _, name := range names {
+		zeroed, err := scrubAt(dir, name)
 		if err != nil {
-			return channel.Reply{Error: fmt.Sprintf("purge %s: %v", e.Name(), err)}
+			return channel.Reply{Error: fmt.Sprintf("purge %s: %v", filepath.Join(a.secrets.dir, name), unwrapPathErr(err))}
 		}
-		purged = append(purged, e.Name())
+		if zeroed {
+			purged = append(purged, name) // only files can hold a value
+		}
 	}
 	unix.Sync()
 	return jsonReply(channel.PurgeReply{Purged: purged})

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -26,12 +27,32 @@ type Owner struct {
 type ExtractOptions struct {
 	// Owner, when set, owns every extracted entry instead of the
 	// archive's uid/gid. Without it the archive's numeric ownership is
-	// kept when the extracting process is root; otherwise entries belong
-	// to the extracting user (only root may give files away).
+	// kept when the extracting process is root (for an Untrusted archive,
+	// only with KeepOwner); otherwise entries belong to the extracting
+	// user (only root may give files away).
 	Owner *Owner
 	// MkdirParents creates the destination's missing parent directories
 	// (mode 0755, owned by the extracting user) instead of failing.
 	MkdirParents bool
+	// Untrusted extracts an archive whose sender must gain nothing on
+	// this side: the host extracting what a guest sent, whose agent a
+	// hostile workload may control. Then setuid, setgid and sticky bits
+	// are dropped; device nodes and FIFOs are skipped (counted in
+	// Stats.Skipped), never created: a copy out of a workspace carries
+	// files, and a tree holding a FIFO is still worth copying; entries
+	// belong to the extracting user unless KeepOwner; and the destination
+	// itself (and, for a new one, its parent) is refused when it is a
+	// symlink, which an earlier copy could have planted.
+	Untrusted bool
+	// KeepOwner, with Untrusted, keeps the archive's numeric owners when
+	// the extracting process is root (`microagent cp -a`).
+	KeepOwner bool
+	// Top, when not empty, is the name the archive was asked for (see
+	// SourceName): Extract refuses an archive whose first entry has
+	// another name before writing anything, and any later entry not at
+	// or below it. Without it the sender chooses the name that lands in
+	// a directory destination.
+	Top string
 }
 
 // ErrDestination wraps the errors about a destination that cannot take
@@ -53,10 +74,10 @@ func destErr(format string, args ...any) error {
 //     parent must exist unless MkdirParents; a dst ending in "/" must be
 //     an existing directory when the source is a file).
 //
-// Symlinks in dst itself are followed; inside the tree being written none
-// is (an entry whose path crosses a symlink is refused). Regular files are
-// written under a temporary name and renamed into place, so none is left
-// half-written. A destination problem (ErrDestination) is found before
+// Symlinks in dst itself are followed, unless Untrusted; inside the tree
+// being written none is (an entry whose path crosses a symlink is
+// refused). Regular files are written under a temporary name and renamed
+// into place, so none is left half-written. A destination problem (ErrDestination) is found before
 // anything is written.
 func Extract(r io.Reader, dst string, o ExtractOptions) (Stats, error) {
 	tr := tar.NewReader(r)
@@ -71,11 +92,14 @@ func Extract(r io.Reader, dst string, o ExtractOptions) (Stats, error) {
 	if top == "/" || strings.Contains(top, "/") || top == ".." {
 		return Stats{}, fmt.Errorf("copy: the archive's first entry %q is not a single top-level name", first.Name)
 	}
+	if o.Top != "" && top != o.Top {
+		return Stats{}, fmt.Errorf("copy: the archive's first entry %q is not the requested %q: refused, nothing written (the sender does not choose the name that lands here)", first.Name, o.Top)
+	}
 	isDir := first.Typeflag == tar.TypeDir
 	if top == "." && !isDir {
 		return Stats{}, errors.New("copy: the archive's top entry \".\" is not a directory")
 	}
-	into, rootName, err := resolveDest(dst, top, isDir, o.MkdirParents)
+	into, rootName, err := resolveDest(dst, top, isDir, o)
 	if err != nil {
 		return Stats{}, err
 	}
@@ -87,7 +111,7 @@ func Extract(r io.Reader, dst string, o ExtractOptions) (Stats, error) {
 		rest := c
 		if top != "." {
 			if c != top && !strings.HasPrefix(c, top+"/") {
-				return "", fmt.Errorf("copy: archive entry %q is outside the top entry %q", n, top)
+				return "", fmt.Errorf("copy: archive entry %q is outside the top entry %q: refused", n, top)
 			}
 			rest = strings.TrimPrefix(strings.TrimPrefix(c, top), "/")
 		}
@@ -103,9 +127,12 @@ func Extract(r io.Reader, dst string, o ExtractOptions) (Stats, error) {
 // entry at its own name (as `tar -x -C dir` would), with the same
 // guarantees as Extract.
 func ExtractInto(r io.Reader, dir string, o ExtractOptions) (Stats, error) {
-	fi, err := os.Stat(dir)
-	if err != nil {
+	fi, err := o.stat(filepath.Clean(dir))
+	if errors.Is(err, fs.ErrNotExist) {
 		return Stats{}, destErr("%s: %v", dir, unwrapPath(err))
+	}
+	if err != nil {
+		return Stats{}, err
 	}
 	if !fi.IsDir() {
 		return Stats{}, destErr("%s is not a directory (a tar stream is extracted into a directory)", dir)
@@ -129,10 +156,10 @@ func ExtractInto(r io.Reader, dir string, o ExtractOptions) (Stats, error) {
 
 // resolveDest decides where the top entry goes: into the directory into,
 // under rootName ("" meaning onto into itself).
-func resolveDest(dst, top string, isDir, mkdirParents bool) (into, rootName string, err error) {
+func resolveDest(dst, top string, isDir bool, o ExtractOptions) (into, rootName string, err error) {
 	slash := strings.HasSuffix(dst, "/") || strings.HasSuffix(dst, "/.")
 	clean := filepath.Clean(dst)
-	fi, err := os.Stat(clean)
+	fi, err := o.stat(clean)
 	switch {
 	case err == nil && fi.IsDir():
 		if top == "." {
@@ -148,26 +175,49 @@ func resolveDest(dst, top string, isDir, mkdirParents bool) (into, rootName stri
 		}
 		return filepath.Dir(clean), filepath.Base(clean), nil
 	case !errors.Is(err, fs.ErrNotExist):
-		return "", "", destErr("%s: %v", clean, unwrapPath(err))
+		return "", "", err
 	}
 	if !isDir && slash {
 		return "", "", destErr("the directory %s does not exist", clean)
 	}
 	parent := filepath.Dir(clean)
-	pfi, err := os.Stat(parent)
+	pfi, err := o.stat(parent)
 	switch {
 	case err == nil && !pfi.IsDir():
 		return "", "", destErr("%s is not a directory", parent)
-	case errors.Is(err, fs.ErrNotExist) && mkdirParents:
+	case errors.Is(err, fs.ErrNotExist) && o.MkdirParents:
 		if err := os.MkdirAll(parent, 0o755); err != nil {
 			return "", "", destErr("create %s: %v", parent, unwrapPath(err))
 		}
 	case errors.Is(err, fs.ErrNotExist):
 		return "", "", destErr("the parent directory %s does not exist", parent)
 	case err != nil:
-		return "", "", destErr("%s: %v", parent, unwrapPath(err))
+		return "", "", err
 	}
 	return parent, filepath.Base(clean), nil
+}
+
+// stat looks at a destination path: following a symlink there, or, for
+// an untrusted archive, refusing it, since an earlier copy from the same
+// sender may have made it to redirect this one. A missing path is
+// returned as fs.ErrNotExist; any other failure is an ErrDestination.
+func (o ExtractOptions) stat(p string) (fs.FileInfo, error) {
+	var fi fs.FileInfo
+	var err error
+	if o.Untrusted {
+		fi, err = os.Lstat(p)
+	} else {
+		fi, err = os.Stat(p)
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	case err != nil:
+		return nil, destErr("%s: %v", p, unwrapPath(err))
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return nil, destErr("%s is a symlink: refused (a copy from a workspace never follows a symlink at its destination, as an earlier copy may have planted it; give the path it points to)", p)
+	}
+	return fi, nil
 }
 
 // cleanName validates an entry name: relative, never above the top.
@@ -235,12 +285,17 @@ type dirMeta struct {
 }
 
 func extract(tr *tar.Reader, first *tar.Header, into string, mapName func(string) (string, error), o ExtractOptions) (Stats, error) {
-	root, err := unix.Open(into, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	flags := unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC
+	if o.Untrusted {
+		flags |= unix.O_NOFOLLOW // resolveDest refused a symlink there
+	}
+	root, err := unix.Open(into, flags, 0)
 	if err != nil {
 		return Stats{}, destErr("%s: %v", into, err)
 	}
 	defer unix.Close(root)
-	x := &extractor{root: root, into: into, o: o, chown: o.Owner != nil || os.Geteuid() == 0,
+	chown := o.Owner != nil || os.Geteuid() == 0 && (!o.Untrusted || o.KeepOwner)
+	x := &extractor{root: root, into: into, o: o, chown: chown,
 		written: map[string]bool{}, buf: make([]byte, 256<<10), parents: map[string]int{}, fresh: map[string]bool{}}
 	defer x.closeParents()
 	h := first
@@ -392,11 +447,11 @@ func (x *extractor) entryAt(tr *tar.Reader, h *tar.Header, pfd int, base, rel st
 		}
 		x.written[rel] = true
 	case tar.TypeFifo, tar.TypeChar, tar.TypeBlock:
-		mode := uint32(unix.S_IFIFO)
-		if h.Typeflag == tar.TypeChar {
-			mode = unix.S_IFCHR
-		} else if h.Typeflag == tar.TypeBlock {
-			mode = unix.S_IFBLK
+		if x.o.Untrusted {
+			// Skipped, not refused: a tree with a FIFO in it is still
+			// worth copying, and `docker cp` users expect the files.
+			x.st.Skipped++
+			return nil
 		}
 		if exists {
 			if err := unix.Unlinkat(pfd, base, 0); err != nil {
@@ -404,7 +459,7 @@ func (x *extractor) entryAt(tr *tar.Reader, h *tar.Header, pfd int, base, rel st
 			}
 		}
 		dev := unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor))
-		if err := unix.Mknodat(pfd, base, mode|0o600, int(dev)); err != nil {
+		if err := unix.Mknodat(pfd, base, fileType(h.Typeflag)|0o600, int(dev)); err != nil {
 			return fmt.Errorf("copy: %s: %w", x.display(rel), err)
 		}
 		if err := x.metaAt(pfd, base, rel, h); err != nil {
@@ -450,7 +505,7 @@ func (x *extractor) file(tr *tar.Reader, h *tar.Header, pfd int, base, rel strin
 	if n != h.Size {
 		return fmt.Errorf("copy: %s: the archive ended inside the file", x.display(rel))
 	}
-	if err := x.metaAt(pfd, tmp, rel, h); err != nil {
+	if err := x.setMeta(fd, false, rel, h); err != nil {
 		return err
 	}
 	if err := f.Close(); err != nil {
@@ -482,29 +537,83 @@ func (x *extractor) meta(rel string, h *tar.Header) error {
 	return x.metaAt(pfd, base, rel, h)
 }
 
-// metaAt sets owner, mode and times of base in pfd, never following a
-// symlink (a symlink's own mode cannot be set on Linux).
+// fileType is the st_mode file type of an entry that metaAt handles.
+func fileType(typ byte) uint32 {
+	switch typ {
+	case tar.TypeDir:
+		return unix.S_IFDIR
+	case tar.TypeSymlink:
+		return unix.S_IFLNK
+	case tar.TypeChar:
+		return unix.S_IFCHR
+	case tar.TypeBlock:
+		return unix.S_IFBLK
+	}
+	return unix.S_IFIFO
+}
+
+// metaAt sets the metadata of the entry base in pfd that this extraction
+// made or, for a directory, took over (a directory, symlink, FIFO or
+// device node). It is opened first
+// with O_PATH|O_NOFOLLOW and checked to be of the entry's type, and
+// changed only through that descriptor: someone who can write in the
+// destination (a non-root workload, while the guest agent extracts as
+// root) may have swapped base for a symlink or a hard link to another
+// file since it was made, and a change by name would land on that file.
+// O_PATH opens a device node without its driver.
 func (x *extractor) metaAt(pfd int, base, rel string, h *tar.Header) error {
+	fd, err := unix.Openat(pfd, base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("copy: %s: %w", x.display(rel), err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("copy: %s: %w", x.display(rel), err)
+	}
+	if st.Mode&unix.S_IFMT != fileType(h.Typeflag) {
+		return fmt.Errorf("copy: %s: replaced by something else while it was copied: refused", x.display(rel))
+	}
+	return x.setMeta(fd, true, rel, h)
+}
+
+// setMeta sets owner, mode and times through fd: the entry's own
+// descriptor, a regular file's open one or else an O_PATH one (opath). A
+// symlink's own mode cannot be set on Linux, and an O_PATH descriptor
+// takes no fchmod: its mode is set through /proc/self/fd, which reaches
+// exactly the descriptor's inode (fchmodat2 with AT_EMPTY_PATH would,
+// from Linux 6.6 only).
+func (x *extractor) setMeta(fd int, opath bool, rel string, h *tar.Header) error {
 	if x.chown {
 		uid, gid := h.Uid, h.Gid
 		if x.o.Owner != nil {
 			uid, gid = x.o.Owner.UID, x.o.Owner.GID
 		}
-		if err := unix.Fchownat(pfd, base, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
 			return fmt.Errorf("copy: %s: set owner %d:%d: %w", x.display(rel), uid, gid, err)
 		}
 	}
 	if h.Typeflag != tar.TypeSymlink {
 		// After chown, which clears setuid and setgid.
-		if err := unix.Fchmodat(pfd, base, uint32(h.Mode)&0o7777, 0); err != nil {
-			return fmt.Errorf("copy: %s: set mode %o: %w", x.display(rel), h.Mode&0o7777, err)
+		mode := uint32(h.Mode) & 0o7777
+		if x.o.Untrusted {
+			mode &= 0o777
+		}
+		var err error
+		if opath {
+			err = unix.Chmod("/proc/self/fd/"+strconv.Itoa(fd), mode)
+		} else {
+			err = unix.Fchmod(fd, mode)
+		}
+		if err != nil {
+			return fmt.Errorf("copy: %s: set mode %o: %w", x.display(rel), mode, err)
 		}
 	}
 	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(h.ModTime.UnixNano())}
 	if !h.AccessTime.IsZero() {
 		ts[0] = unix.NsecToTimespec(h.AccessTime.UnixNano())
 	}
-	if err := unix.UtimesNanoAt(pfd, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("copy: %s: set times: %w", x.display(rel), err)
 	}
 	return nil

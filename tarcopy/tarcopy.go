@@ -11,7 +11,11 @@
 // directories and FIFOs. Extraction never follows a symlink inside the
 // destination tree and refuses entries that would leave it ("..",
 // absolute names, a path through a symlink), so neither side can be made
-// to write outside the destination.
+// to write outside the destination, and sets each entry's owner, mode and
+// times through its own descriptor, so a process writing in the
+// destination meanwhile cannot redirect them. An untrusted archive (see
+// ExtractOptions.Untrusted) is further kept from planting setuid files,
+// device nodes, other owners or other names than the one asked for.
 package tarcopy
 
 import (
@@ -45,6 +49,9 @@ type Stats struct {
 	Symlinks int   `json:"symlinks"`
 	Other    int   `json:"other,omitempty"`
 	Bytes    int64 `json:"bytes"`
+	// Skipped counts the device nodes and FIFOs an untrusted extraction
+	// did not create (see ExtractOptions.Untrusted).
+	Skipped int `json:"skipped,omitempty"`
 }
 
 func (s *Stats) count(h *tar.Header) {

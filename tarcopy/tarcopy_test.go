@@ -188,7 +188,7 @@ func TestDockerCpSemantics(t *testing.T) {
 }
 
 // evil builds an archive from raw headers.
-func evil(t *testing.T, hs ...*tar.Header) *bytes.Buffer {
+func evil(t testing.TB, hs ...*tar.Header) *bytes.Buffer {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)

@@ -111,16 +111,34 @@ func CopyToGuest(ctx context.Context, h home.Home, o CopyInOptions, src string) 
 var errCopyStopped = errors.New("copy stopped")
 
 // CopyFromGuest copies the guest path src of a running workspace to the
-// host path dst, with `docker cp` semantics (see tarcopy.Extract):
-// ownership is kept when this process is root, modes, times and symlinks
-// always.
+// host path dst, with `docker cp` semantics (see tarcopy.Extract): modes,
+// times, symlinks and hard links are kept. The guest's agent may be in the
+// hands of a hostile workload, so what it sends gains nothing on the host
+// (tarcopy.ExtractOptions.Untrusted): only the requested name lands (an
+// archive about another name is refused before anything is written),
+// owned by this process's user, without setuid, setgid or sticky bits;
+// device nodes and FIFOs are skipped (Stats.Skipped); a symlink at dst
+// (or at a new dst's parent) is refused, never followed.
 func CopyFromGuest(ctx context.Context, h home.Home, name, src, dst string) (tarcopy.Stats, error) {
+	return copyFromGuest(ctx, h, name, src, dst, false)
+}
+
+// CopyFromGuestArchive is CopyFromGuest keeping the guest's numeric owners
+// when this process is root (`microagent cp -a`); setuid, setgid and
+// sticky bits and special files are dropped all the same.
+func CopyFromGuestArchive(ctx context.Context, h home.Home, name, src, dst string) (tarcopy.Stats, error) {
+	return copyFromGuest(ctx, h, name, src, dst, true)
+}
+
+func copyFromGuest(ctx context.Context, h home.Home, name, src, dst string, keepOwner bool) (tarcopy.Stats, error) {
 	if err := checkGuestPath(src); err != nil {
 		return tarcopy.Stats{}, err
 	}
 	if dst == "" {
 		return tarcopy.Stats{}, fmt.Errorf("%w: empty host destination", ErrCopyPath)
 	}
+	_, top := tarcopy.SourceName(src)
+	o := tarcopy.ExtractOptions{Untrusted: true, KeepOwner: keepOwner, Top: top}
 	pr, pw := io.Pipe()
 	type result struct {
 		st  tarcopy.Stats
@@ -128,7 +146,7 @@ func CopyFromGuest(ctx context.Context, h home.Home, name, src, dst string) (tar
 	}
 	xc := make(chan result, 1)
 	go func() {
-		st, err := tarcopy.Extract(pr, dst, tarcopy.ExtractOptions{})
+		st, err := tarcopy.Extract(pr, dst, o)
 		if err == nil {
 			io.Copy(io.Discard, pr)
 		}
