@@ -14,6 +14,7 @@ import (
 
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/supervisor"
 	"github.com/microagent-dev/microagent/tarcopy"
 )
 
@@ -26,10 +27,10 @@ func fakeCopyOut(t *testing.T, name string, archive []byte) home.Home {
 	t.Helper()
 	h := home.Home{Root: t.TempDir()}
 	w := newWS(h, name)
-	if err := os.MkdirAll(filepath.Dir(w.sockPath()), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(w.SockPath()), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("unix", w.sockPath())
+	l, err := net.Listen("unix", w.SockPath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,9 +41,9 @@ func fakeCopyOut(t *testing.T, name string, archive []byte) home.Home {
 			if err != nil {
 				return
 			}
-			var req supRequest
-			if channel.ReadJSON(c, channel.FrameHeader, &req) == nil && req.Op == channel.OpCopyOut {
-				channel.WriteJSON(c, channel.FrameReply, channel.Reply{})
+			var req supervisor.Request
+			if channel.ReadJSON(c, channel.FrameHeader, &req) == nil && req.Op == supervisor.OpCopyOut {
+				channel.WriteJSON(c, channel.FrameReply, supervisor.Reply{Version: supervisor.ProtocolVersion})
 				channel.NewDataWriter(c, channel.FrameStdout).Write(archive)
 				channel.WriteJSON(c, channel.FrameReply, channel.Reply{Data: []byte(`{"files":1}`)})
 			}
