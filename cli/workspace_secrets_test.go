@@ -153,6 +153,12 @@ func TestWorkspaceSecretsFailClosed(t *testing.T) {
 	if err := os.WriteFile(envFile, []byte("PRESENT=yes\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A full MiB: one sealed channel frame cannot carry it, so resolution
+	// refuses it, before boot (issue #11: it used to fail after boot).
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, bytes.Repeat([]byte{'b'}, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +179,7 @@ func TestWorkspaceSecretsFailClosed(t *testing.T) {
 	check := func(state workspace.State, name, reason string, code int, args ...string) {
 		t.Helper()
 		supLog, _ := os.ReadFile(filepath.Join(wsDir, "logs", "supervisor.log"))
-		boots := bytes.Count(supLog, []byte("booting workspace"))
+		before := len(supLog)
 		c, out, errs := w.run(t, "", append([]string{"start", "fc"}, args...)...)
 		if c != code || !strings.Contains(errs, "secret "+name) || !strings.Contains(errs, reason) {
 			t.Fatalf("start fc %v: exit %d, stdout %q, stderr %q; want exit %d naming %s and %q", args, c, out, errs, code, name, reason)
@@ -182,9 +188,14 @@ func TestWorkspaceSecretsFailClosed(t *testing.T) {
 		if ps := stateProcs(w.state); len(ps) > 0 {
 			t.Fatalf("processes after a failed start: %v", ps)
 		}
+		// The supervisor (when the CLI got that far) logs "booting
+		// workspace" when it claims the boot; only the step that resolves
+		// the secrets may have failed, so nothing was launched.
 		supLog, _ = os.ReadFile(filepath.Join(wsDir, "logs", "supervisor.log"))
-		if bytes.Count(supLog, []byte("booting workspace")) != boots {
-			t.Fatalf("a VM was booted for a start whose secrets failed:\n%s", supLog)
+		attempt := supLog[min(before, len(supLog)):]
+		if steps := bytes.Count(attempt, []byte("boot step ")); steps > 0 &&
+			(steps != 1 || !bytes.Contains(attempt, []byte(`boot step "resolve secrets" failed`))) {
+			t.Fatalf("a start whose secrets failed got past resolving them:\n%s", attempt)
 		}
 		var inf workspace.Info
 		_, sout, _ := w.run(t, "", "--json", "status", "fc")
@@ -210,6 +221,11 @@ func TestWorkspaceSecretsFailClosed(t *testing.T) {
 		check(state, "NOKEY", "NOKEY", 1, "--secret", "NOKEY=dotenv:"+envFile+"#NOKEY")
 		check(state, "", "no-such.env", 1, "--secrets-env-file", filepath.Join(dir, "no-such.env"))
 		check(state, "VAULTED", ln.Addr().String(), 1, "--secret", "VAULTED=vault:secret/data/app#password")
+		check(state, "TOOBIG", "1048560-byte limit", 1, "--secret", "TOOBIG=file:"+big)
+		check(state, "TOOBIG", "1048560-byte limit", 1, "--secrets-audit", "--secret", "TOOBIG=file:"+big)
+		if log, _ := os.ReadFile(filepath.Join(wsDir, "secrets-audit.log")); bytes.Contains(log, []byte(`"result":"ok"`)) {
+			t.Fatalf("an ok record for a start that failed:\n%s", log)
+		}
 		// A name already declared changes nothing (a usage error).
 		check(state, "LATER", "declared twice", ExitUsage, "--secret", "LATER=env:OTHER")
 	}

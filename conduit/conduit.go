@@ -15,6 +15,15 @@ import (
 	"github.com/microagent-dev/microagent/secrets"
 )
 
+// One size limit for a secret: what resolution accepts is what the channel
+// carries. Either constant moving alone overflows one of these (a compile
+// error), so a value can never pass resolution and then fail delivery after
+// the VM booted and its access was recorded.
+const (
+	_ = uint(secrets.MaxValueSize - channel.MaxSecret)
+	_ = uint(channel.MaxSecret - secrets.MaxValueSize)
+)
+
 // Prepared is a resolved materialization, waiting for the guest.
 type Prepared struct {
 	decls  secrets.Declarations
