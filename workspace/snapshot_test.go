@@ -491,3 +491,61 @@ func TestRestoreMismatch(t *testing.T) {
 		t.Errorf("bad tag: %v", err)
 	}
 }
+
+// TestRehydrateFailureIsLoud: when the secrets cannot be given back after a
+// capture (their source is gone), the capture says so, status shows the
+// missing secrets as a reason, a resume retries and fails loudly instead
+// of reporting a running guest with an empty /run/secrets, and once the
+// source is back a resume restores them and clears the reason.
+func TestRehydrateFailureIsLoud(t *testing.T) {
+	e := setup(t)
+	ctx := testCtx(t)
+	secFile := filepath.Join(t.TempDir(), "token")
+	v := secretValue(t, "rehydrate")
+	os.WriteFile(secFile, []byte(v), 0o600)
+	if _, err := Create(ctx, e.h, CreateOptions{Name: "rh", Image: e.ref, Agent: e.agent, Profile: "tiny",
+		Resources: Resources{DiskBytes: 256 << 20}, Secrets: decls(t, "TOKEN=file:"+secFile)}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, "rh")
+	if !e.secretIs(t, "rh", v) {
+		t.Fatal("secret after start: not the value")
+	}
+	os.Remove(secFile)
+	_, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "rh", Tag: "t"})
+	if err == nil || !strings.Contains(err.Error(), "saved, but") || !strings.Contains(err.Error(), "secret TOKEN") {
+		t.Fatalf("capture whose rehydration fails: %v", err)
+	}
+	missing := func(what string) {
+		t.Helper()
+		inf := e.status(t, "rh")
+		if inf.State != Running || !strings.Contains(inf.Reason, "secrets missing") || !strings.Contains(inf.Reason, "TOKEN") || strings.Contains(inf.Reason, v) {
+			t.Fatalf("status %s: %s %q", what, inf.State, inf.Reason)
+		}
+		if _, ok := e.catFile(t, "rh", "/run/secrets/TOKEN"); ok {
+			t.Fatalf("%s: the guest has the secret", what)
+		}
+	}
+	missing("after the capture")
+	_, err = Resume(ctx, e.h, "rh")
+	if err == nil || !strings.Contains(err.Error(), "without its secrets") || !strings.Contains(err.Error(), "TOKEN") || strings.Contains(err.Error(), v) {
+		t.Fatalf("resume with the source still gone: %v", err)
+	}
+	missing("after the failed resume")
+
+	v2 := secretValue(t, "back")
+	os.WriteFile(secFile, []byte(v2), 0o600)
+	if inf, err := Resume(ctx, e.h, "rh"); err != nil || inf.State != Running || inf.Reason != "" {
+		t.Fatalf("resume with the source back: %+v %v", inf, err)
+	}
+	if !e.secretIs(t, "rh", v2) {
+		t.Fatal("secret after the resume: not the new value")
+	}
+	if inf := e.status(t, "rh"); inf.Reason != "" {
+		t.Fatalf("status after the secrets came back: %q", inf.Reason)
+	}
+	if err := Delete(ctx, e.h, DeleteOptions{Name: "rh", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertNoProcs(t)
+}
