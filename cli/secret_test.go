@@ -93,7 +93,7 @@ func TestSecretCheckFailures(t *testing.T) {
 		`API_KEY ok source=env bytes=40 warning: secret scheme "env" is plaintext: not encrypted at rest, not for production`,
 		`MISSING error environment variable NOT_SET_VAR is not set: export it in the shell that runs microagent`,
 		`EMPTY error environment variable EMPTY_VAR is set but empty`,
-		`TYPO error unknown scheme "evn" (known: dotenv, env, file, helper, vault)`,
+		`TYPO error unknown scheme (known: dotenv, env, file, helper, vault): want <scheme>:<ref>, e.g. env:VAR`,
 		`PASTED error reference has no scheme: want <scheme>:<ref>, e.g. env:VAR or file:PATH`,
 		`#6 error secret name must match [A-Za-z_][A-Za-z0-9_]* (at most 255 bytes): letters, digits and '_', not starting with a digit`,
 		`API_KEY error declared twice (--secret env:API_TOKEN and --secret env:API_TOKEN)`,
@@ -130,6 +130,11 @@ func TestSecretCheckFailures(t *testing.T) {
 	noLeak(t, token, out, errs)
 	noLeak(t, "pasted-s3cret", out, errs)
 	noLeak(t, "file-s3cret", out, errs)
+	// An unknown scheme is never quoted, nor given as the source: it may
+	// be the start of a pasted value.
+	if res[3]["source"] != nil || strings.Contains(out, "evn") {
+		t.Fatalf("the unknown scheme is shown: %v\n%s", res[3], out)
+	}
 
 	// No arguments is a usage error.
 	if code, _, _ := secretCLI(t, "secret", "check"); code != ExitUsage {

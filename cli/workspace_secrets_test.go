@@ -214,7 +214,7 @@ func TestWorkspaceSecretsFailClosed(t *testing.T) {
 		t.Fatal("a console log exists: QEMU ran")
 	}
 	matrix := func(state workspace.State) {
-		check(state, "UNKNOWN", `unknown scheme "nosuch"`, ExitUsage, "--secret", "UNKNOWN=nosuch:thing")
+		check(state, "UNKNOWN", "unknown scheme (known:", ExitUsage, "--secret", "UNKNOWN=nosuch:thing")
 		check(state, "MISSING", "MISSING_VAR is not set", 1, "--secret", "MISSING=env:MISSING_VAR")
 		check(state, "EMPTY", "empty", 1, "--secret", "EMPTY=env:EMPTY_VAR")
 		check(state, "NOFILE", "no-such-file", 1, "--secret", "NOFILE=file:"+filepath.Join(dir, "no-such-file"))
@@ -248,7 +248,7 @@ func TestWorkspaceSecretsFailClosed(t *testing.T) {
 	w.want(t, 0, "Deleted fc", "delete", "fc", "--yes")
 
 	// A malformed declaration at create creates nothing.
-	w.want(t, ExitUsage, `unknown scheme "nosuch"`, "create", "bad", "--image", specAlpine, "--secret", "X=nosuch:y")
+	w.want(t, ExitUsage, "unknown scheme (known:", "create", "bad", "--image", specAlpine, "--secret", "X=nosuch:y")
 	w.want(t, ExitUsage, "declared twice", "create", "bad", "--image", specAlpine, "--secret", "PRESENT=env:A", "--secrets-env-file", envFile)
 	w.want(t, ExitUsage, "secret name must match", "create", "bad", "--image", specAlpine, "--secret", "1BAD=env:A")
 	if _, err := os.Stat(filepath.Join(w.state, workspace.Dir, "bad")); err == nil {
