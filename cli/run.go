@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/microagent-dev/microagent/hostcheck"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/vmm"
@@ -21,9 +23,11 @@ import (
 type resourceFlags struct {
 	profile, memory, disk string
 	cpus                  int
+	cmd                   *cobra.Command // to tell --cpus 0 from no --cpus
 }
 
 func (f *resourceFlags) add(c *cobra.Command) {
+	f.cmd = c
 	c.Flags().StringVar(&f.profile, "profile", "", "resource profile: tiny, small (default), medium, large")
 	c.Flags().StringVar(&f.memory, "memory", "", "guest memory, e.g. 512M or 2G (overrides the profile)")
 	c.Flags().IntVar(&f.cpus, "cpus", 0, "virtual CPUs (overrides the profile)")
@@ -46,11 +50,14 @@ func (f *resourceFlags) resolve() (runner.Resources, error) {
 		}
 		r.MemoryMiB = int(b >> 20)
 	}
-	if f.cpus != 0 {
+	if f.cpus != 0 || f.cmd != nil && f.cmd.Flags().Changed("cpus") {
 		if f.cpus < 1 || f.cpus > 64 {
 			return r, usageError("--cpus %d: give 1 to 64", f.cpus)
 		}
 		r.CPUs = f.cpus
+	}
+	if err := hostcheck.FitResources(r.MemoryMiB, r.CPUs); err != nil {
+		return r, usageError("too large for this host: %v (--cpus, --memory or a smaller --profile)", err)
 	}
 	if f.disk != "" {
 		b, err := parseSize(f.disk)
@@ -60,6 +67,16 @@ func (f *resourceFlags) resolve() (runner.Resources, error) {
 		r.DiskBytes = b
 	}
 	return r, nil
+}
+
+// guestDir refuses a working directory in the guest that is not absolute
+// (the agent would fail the exec, exit 126, as if the command could not
+// run); "" means the image's.
+func guestDir(flag, dir string) error {
+	if dir != "" && !path.IsAbs(dir) {
+		return usageError("%s %q: give an absolute path in the guest, e.g. /root", flag, dir)
+	}
+	return nil
 }
 
 // parseSize reads "512", "512M", "2G", "1.5G" (bare numbers are MiB).
@@ -145,6 +162,9 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 			}
 			envs, err := parseEnv(env)
 			if err != nil {
+				return err
+			}
+			if err := guestDir("--workdir", cwd); err != nil {
 				return err
 			}
 			policy, err := parsePullPolicy(pull)

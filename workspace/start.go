@@ -18,6 +18,7 @@ import (
 
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/hostcheck"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/secrets"
@@ -83,6 +84,9 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	m, err := w.ReadManifest()
 	if err != nil {
 		return nil, err
+	}
+	if err := hostcheck.FitResources(m.Resources.MemoryMiB, m.Resources.CPUs); err != nil {
+		return nil, fmt.Errorf("workspace %s is too large for this host: %v; the VM was not booted (a workspace keeps its resources: start it on a larger host, or create one with fewer)", w.Name, err)
 	}
 	sec, changed, err := w.startSecrets(m, o)
 	if err != nil {
