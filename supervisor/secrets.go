@@ -7,6 +7,7 @@ import (
 	"log"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/microagent-dev/microagent/audit"
@@ -34,6 +35,43 @@ type supSecrets struct {
 	lg    *log.Logger
 	// sentValues fingerprints what was materialized in the guest.
 	sentValues delivered
+	// sentNames are the names materialized in the guest this boot.
+	namesMu   sync.Mutex
+	sentNames map[string]bool
+}
+
+// noteSent remembers a value about to be materialized: its fingerprint
+// and its name. The caller still owns (and zeroes) value.
+func (s *supSecrets) noteSent(name string, value []byte) {
+	s.sentValues.add(name, value)
+	s.namesMu.Lock()
+	defer s.namesMu.Unlock()
+	if s.sentNames == nil {
+		s.sentNames = map[string]bool{}
+	}
+	s.sentNames[name] = true
+}
+
+// checkPurged checks the guest's purge reply before it goes into
+// snapshot.json: the guest (root in it is the workload's) may answer
+// anything, and only names of secrets materialized this boot, each once,
+// are an account of a purge. The error never repeats an invalid name.
+func (s *supSecrets) checkPurged(names []string) error {
+	s.namesMu.Lock()
+	defer s.namesMu.Unlock()
+	seen := map[string]bool{}
+	for _, n := range names {
+		switch {
+		case !secrets.ValidName(n):
+			return errors.New("the guest's purge reply names something that is not a valid secret name")
+		case !s.sentNames[n]:
+			return fmt.Errorf("the guest's purge reply names %s, which is not a secret delivered to it", n)
+		case seen[n]:
+			return fmt.Errorf("the guest's purge reply names %s twice", n)
+		}
+		seen[n] = true
+	}
+	return nil
 }
 
 // sent returns the fingerprints of the delivered values (nil-safe).
@@ -155,7 +193,7 @@ func (s *supSecrets) deliver(ctx context.Context, c *channel.Client, kind audit.
 	}
 	dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
 	defer cancel()
-	s.prep.Each(s.sentValues.add)
+	s.prep.Each(s.noteSent)
 	if err := s.prep.Deliver(dctx, c, s.audit.logOrNil(), kind); err != nil {
 		return fmt.Errorf("deliver the secrets: %w", err)
 	}
@@ -254,6 +292,6 @@ func (s *supSecrets) rehydrate(ctx context.Context, c *channel.Client) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
 	defer cancel()
-	prep.Each(s.sentValues.add)
+	prep.Each(s.noteSent)
 	return prep.Deliver(dctx, c, s.audit.logOrNil(), audit.Rehydrate)
 }
