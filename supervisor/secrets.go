@@ -123,9 +123,11 @@ func (a *auditFile) close() {
 // prepareSecrets runs in the supervisor before the VM boots: it opens the
 // audit log (when auditing is on) and resolves every materialized secret,
 // failing closed on the first that cannot be. References to the
-// environment are resolved in the environment the supervisor inherited
-// from the start command, captured here; those variables are then removed
-// from the process environment so QEMU does not inherit the values.
+// environment are resolved in the start command's environment (received
+// as a file, see EnvFile: it was never this process's exec-time
+// environment), captured here; those variables are then removed from the
+// process environment so a helper program does not inherit the values.
+// The VMM and passt get no environment of ours at all (vmm.ChildEnv).
 func prepareSecrets(ctx context.Context, w *wsdir.Dir, cfg wsdir.SecretsConfig, lg *log.Logger) (*supSecrets, error) {
 	s := &supSecrets{cfg: cfg, env: envSnapshot(), lg: lg}
 	if cfg.Audit {
@@ -246,8 +248,9 @@ func envSnapshot() secrets.LookupEnv {
 }
 
 // scrubEnv removes from the process environment the variables env:
-// references name (the snapshot keeps them), so that the processes the
-// supervisor starts (QEMU, helpers) do not inherit secret values. PATH and
+// references name (the snapshot keeps them), so that the programs the
+// supervisor starts with its environment (secret helpers) do not inherit
+// secret values. PATH and
 // microagent's own settings are left, whatever a declaration says: the
 // supervisor needs them to run QEMU.
 func scrubEnv(d secrets.Declarations) {

@@ -287,9 +287,17 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *wsdir.Rec
 		return w.startFailed(boot, err)
 	}
 	defer pr.Close()
-	cmd := supervisor.Command(exe, supervisor.Args{StateDir: w.Home.Root, Name: w.Name, Boot: boot}, logf, null, pw)
+	// The supervisor resolves secrets in this command's environment, which
+	// it gets as a file rather than as its own environment (see EnvFile).
+	envf, err := supervisor.EnvFile(os.Environ())
+	if err != nil {
+		pw.Close()
+		return w.startFailed(boot, err)
+	}
+	cmd := supervisor.Command(exe, supervisor.Args{StateDir: w.Home.Root, Name: w.Name, Boot: boot}, logf, null, pw, envf)
 	err = cmd.Start()
 	pw.Close()
+	envf.Close()
 	if err != nil {
 		return w.startFailed(boot, fmt.Errorf("run the supervisor (%s): %w", exe, err))
 	}

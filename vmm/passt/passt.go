@@ -130,6 +130,7 @@ func Start(cfg Config) (*Process, *os.File, error) {
 
 	args := Args(cfg.Network, 3)
 	cmd := exec.Command(bin, args...)
+	cmd.Env = vmm.ChildEnv() // nothing of the caller's: no backend token, no secret value
 	cmd.ExtraFiles = []*os.File{theirs}
 	p := &Process{cmd: cmd, stderr: &tail{max: 8 << 10}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr

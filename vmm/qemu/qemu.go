@@ -122,7 +122,9 @@ func Version(binary string) (string, error) {
 func version(ctx context.Context, p string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, p, "--version").Output()
+	cmd := exec.CommandContext(ctx, p, "--version")
+	cmd.Env = vmm.ChildEnv()
+	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("running %s --version: %w", p, err)
 	}
