@@ -5,11 +5,16 @@
 // Tests that need an external tool call RequireTool (or StartRegistry, which
 // does). Such a test is skipped when the tool is missing, except under
 // CI=true, where a missing tool is a failure naming the apt package to
-// install, so CI can never pass by skipping everything.
+// install, so CI can never pass by skipping everything. RequireRoot and
+// SkipOrFail apply the same rule to other missing pieces (root, a port, a
+// binary found elsewhere than on PATH).
 package testenv
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +35,8 @@ var toolPackages = map[string]string{
 	"resize2fs":          "e2fsprogs",
 	"tune2fs":            "e2fsprogs",
 	"dumpe2fs":           "e2fsprogs",
+	"passt":              "passt",
+	"dpkg-deb":           "dpkg",
 }
 
 // InCI reports whether the tests run under CI (CI=true), where missing tools
@@ -76,9 +83,65 @@ func missing(t testing.TB, what, tool string) {
 	if pkg := toolPackages[filepath.Base(tool)]; pkg != "" {
 		msg = fmt.Sprintf("%s: install it with `apt-get install -y --no-install-recommends %s`", what, pkg)
 	}
+	SkipOrFail(t, "%s", msg)
+}
+
+// SkipOrFail skips the test because a piece of its environment is missing,
+// or, under CI=true, fails it: CI installs every piece, so there a missing
+// one is a broken setup, not a reason to pass.
+func SkipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
 	if InCI() {
 		t.Fatal(msg)
 		return
 	}
 	t.Skip(msg)
+}
+
+// RequireRoot skips the test (or fails it under CI=true) unless it runs as
+// root; why says what needs root.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		SkipOrFail(t, "needs root: %s", why)
+	}
+}
+
+// CacheDir is where tests keep downloads and builds across runs (the
+// kernel's .deb, the installed test kernel), shared by every package's
+// tests and by parallel test processes.
+func CacheDir() string { return filepath.Join(os.TempDir(), "microagent-test-cache") }
+
+// RequireKernelInstall checks the tools a real kernel.Install with
+// InstallOptions.CacheDir cacheDir needs: dpkg-deb always, and apt-get
+// unless the pinned .deb, debSHA256 (kernel.DefaultDebSHA256), is cached
+// there intact. testenv cannot import kernel (kernel's tests use testenv),
+// hence the hash as an argument.
+func RequireKernelInstall(t testing.TB, cacheDir, debSHA256 string) {
+	t.Helper()
+	for _, tool := range kernelInstallTools(cacheDir, debSHA256) {
+		RequireTool(t, tool)
+	}
+}
+
+// kernelInstallTools lists the tools RequireKernelInstall requires.
+func kernelInstallTools(cacheDir, debSHA256 string) []string {
+	if sum, err := fileSHA256(filepath.Join(cacheDir, debSHA256+".deb")); err == nil && sum == debSHA256 {
+		return []string{"dpkg-deb"}
+	}
+	return []string{"dpkg-deb", "apt-get"}
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
