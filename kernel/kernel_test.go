@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/testenv"
 )
 
 // pinnedVmlinuxSHA256 is the SHA-256 of the vmlinux that `lz4 -dc` extracts
@@ -27,7 +28,7 @@ func TestInstallDefault(t *testing.T) {
 	if k.Name != DefaultName || k.Package != DefaultPackage || k.Version != DefaultVersion || k.DebSHA256 != DefaultDebSHA256 {
 		t.Errorf("record = %+v, want the pinned package", k)
 	}
-	if k.Release != "6.1.0-56-cloud-amd64" {
+	if k.Release != strings.TrimPrefix(DefaultPackage, "linux-image-") {
 		t.Errorf("release = %q", k.Release)
 	}
 	if k.Source != "apt:"+DefaultPackage+"="+DefaultVersion {
@@ -259,7 +260,7 @@ func waitUntil(t *testing.T, deadline time.Time) {
 func TestForceReinstallFromDeb(t *testing.T) {
 	sh, k0 := sharedKernel(t)
 	h := copyHome(t, sh, DefaultName)
-	deb := filepath.Join(testCacheDir(), DefaultDebSHA256+".deb")
+	deb := filepath.Join(testenv.CacheDir(), DefaultDebSHA256+".deb")
 	if _, err := os.Stat(deb); err != nil {
 		t.Fatalf("cached deb missing after install: %v", err)
 	}
@@ -294,7 +295,7 @@ func TestForceReinstallFromDeb(t *testing.T) {
 // fakeDeb builds a tiny .deb with the given control fields and files.
 func fakeDeb(t *testing.T, pkg, version string, files map[string]string) string {
 	t.Helper()
-	needTool(t, "dpkg-deb")
+	testenv.RequireTool(t, "dpkg-deb")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
 	control := "Package: " + pkg + "\nVersion: " + version + "\nArchitecture: amd64\nMaintainer: test <t@example.org>\nDescription: test\n"
@@ -357,7 +358,7 @@ func TestInstallBadDebLeavesNothing(t *testing.T) {
 }
 
 func TestAptErrors(t *testing.T) {
-	needTool(t, "apt-get")
+	testenv.RequireTool(t, "apt-get")
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -566,12 +567,12 @@ func (c cancelOn) Write(p []byte) (int, error) {
 }
 
 func TestInstallInterrupted(t *testing.T) {
-	needInstallTools(t)
+	testenv.RequireKernelInstall(t, testenv.CacheDir(), DefaultDebSHA256)
 	h := home.Home{Root: t.TempDir()}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ictx, icancel := context.WithCancel(ctx)
-	_, err := Install(ictx, h, InstallOptions{CacheDir: testCacheDir(), Stderr: cancelOn{"extracting", icancel, t}})
+	_, err := Install(ictx, h, InstallOptions{CacheDir: testenv.CacheDir(), Stderr: cancelOn{"extracting", icancel, t}})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted install = %v, want context.Canceled", err)
 	}
