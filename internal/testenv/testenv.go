@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -112,6 +113,25 @@ func RequireRoot(t testing.TB, why string) {
 // kernel's .deb, the installed test kernel), shared by every package's
 // tests and by parallel test processes.
 func CacheDir() string { return filepath.Join(os.TempDir(), "microagent-test-cache") }
+
+// ToolCacheDirs returns the folders scripts/install-NAME.sh may have built
+// tool into, in the script's order of preference: $MICROAGENT_<NAME>_CACHE,
+// $XDG_CACHE_HOME/microagent/NAME, /var/cache/microagent/NAME (the script's
+// choice as root), $HOME/.cache/microagent/NAME.
+func ToolCacheDirs(tool string) []string {
+	var dirs []string
+	if d := os.Getenv("MICROAGENT_" + strings.ToUpper(tool) + "_CACHE"); d != "" {
+		dirs = append(dirs, d)
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		dirs = append(dirs, filepath.Join(d, "microagent", tool))
+	}
+	dirs = append(dirs, filepath.Join("/var/cache/microagent", tool))
+	if h, err := os.UserHomeDir(); err == nil {
+		dirs = append(dirs, filepath.Join(h, ".cache", "microagent", tool))
+	}
+	return dirs
+}
 
 // RequireKernelInstall checks the tools a real kernel.Install with
 // InstallOptions.CacheDir cacheDir needs: dpkg-deb always, and apt-get

@@ -185,6 +185,22 @@ func TestSkipOrFail(t *testing.T) {
 	}
 }
 
+func TestToolCacheDirs(t *testing.T) {
+	t.Setenv("HOME", "/home/tester")
+	t.Setenv("XDG_CACHE_HOME", "/xdg")
+	t.Setenv("MICROAGENT_SOPS_CACHE", "/explicit")
+	want := []string{"/explicit", "/xdg/microagent/sops", "/var/cache/microagent/sops", "/home/tester/.cache/microagent/sops"}
+	if got := ToolCacheDirs("sops"); !slices.Equal(got, want) {
+		t.Errorf("all set: %q, want %q", got, want)
+	}
+	t.Setenv("XDG_CACHE_HOME", "")
+	t.Setenv("MICROAGENT_SOPS_CACHE", "")
+	want = []string{"/var/cache/microagent/sops", "/home/tester/.cache/microagent/sops"}
+	if got := ToolCacheDirs("sops"); !slices.Equal(got, want) {
+		t.Errorf("neither variable: %q, want %q", got, want)
+	}
+}
+
 func TestKernelInstallTools(t *testing.T) {
 	dir := t.TempDir()
 	const content = "a kernel package"
