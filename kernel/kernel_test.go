@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/fsutil"
 	"github.com/microagent-dev/microagent/internal/testenv"
 )
 
@@ -51,7 +52,7 @@ func TestInstallDefault(t *testing.T) {
 	if err != nil || entry == 0 {
 		t.Errorf("PVH entry = %#x, %v", entry, err)
 	}
-	if sum, _ := hashFile(k.Vmlinux); sum != k.VmlinuxSHA256 {
+	if sum, _ := fsutil.SHA256File(k.Vmlinux); sum != k.VmlinuxSHA256 {
 		t.Errorf("vmlinux hash %s, recorded %s", sum, k.VmlinuxSHA256)
 	}
 	// The same bytes as `lz4 -dc` gives for the payload of the pinned package.
@@ -68,7 +69,7 @@ func TestInstallDefault(t *testing.T) {
 		if m.File != filepath.Join("modules", m.Name+".ko") {
 			t.Errorf("module %s file %q", m.Name, m.File)
 		}
-		if sum, _ := hashFile(k.ModulePath(m)); sum != m.SHA256 {
+		if sum, _ := fsutil.SHA256File(k.ModulePath(m)); sum != m.SHA256 {
 			t.Errorf("module %s hash %s, recorded %s", m.Name, sum, m.SHA256)
 		}
 	}

@@ -11,15 +11,14 @@
 package testenv
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/microagent-dev/microagent/internal/fsutil"
 )
 
 // toolPackages maps a tool to the Debian package that installs it, for the
@@ -147,21 +146,8 @@ func RequireKernelInstall(t testing.TB, cacheDir, debSHA256 string) {
 
 // kernelInstallTools lists the tools RequireKernelInstall requires.
 func kernelInstallTools(cacheDir, debSHA256 string) []string {
-	if sum, err := fileSHA256(filepath.Join(cacheDir, debSHA256+".deb")); err == nil && sum == debSHA256 {
+	if sum, err := fsutil.SHA256File(filepath.Join(cacheDir, debSHA256+".deb")); err == nil && sum == debSHA256 {
 		return []string{"dpkg-deb"}
 	}
 	return []string{"dpkg-deb", "apt-get"}
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
