@@ -113,10 +113,10 @@ func RequireRoot(t testing.TB, why string) {
 // tests and by parallel test processes.
 func CacheDir() string { return filepath.Join(os.TempDir(), "microagent-test-cache") }
 
-// ToolCacheDirs returns the folders scripts/install-NAME.sh may have built
-// tool into, in the script's order of preference: $MICROAGENT_<NAME>_CACHE,
-// $XDG_CACHE_HOME/microagent/NAME, /var/cache/microagent/NAME (the script's
-// choice as root), $HOME/.cache/microagent/NAME.
+// ToolCacheDirs returns the folders scripts/install-TOOL.sh may have built
+// tool into, in the script's order of preference: $MICROAGENT_<TOOL>_CACHE,
+// $XDG_CACHE_HOME/microagent/TOOL, /var/cache/microagent/TOOL (the script's
+// choice as root), $HOME/.cache/microagent/TOOL.
 func ToolCacheDirs(tool string) []string {
 	var dirs []string
 	if d := os.Getenv("MICROAGENT_" + strings.ToUpper(tool) + "_CACHE"); d != "" {
