@@ -271,9 +271,10 @@ func TestSnapshots(t *testing.T) {
 	}
 
 	// A guest that cannot confirm the purge (the workload, root in the
-	// guest, put a directory where a secret file was) gets no snapshot,
-	// and nothing is written.
-	e.exec(t, "src", "", "sh", "-c", "rm /run/secrets/TOKEN && mkdir /run/secrets/TOKEN")
+	// guest, mounted a file system where a secret file was: the purge
+	// cannot remove it) gets no snapshot, and nothing is written. (A
+	// plain directory there no longer stops the purge: it is removed.)
+	e.exec(t, "src", "", "sh", "-c", "rm /run/secrets/TOKEN && mkdir /run/secrets/TOKEN && mount -t tmpfs none /run/secrets/TOKEN")
 	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "unpurged"}); err == nil || !strings.Contains(err.Error(), "could not confirm") {
 		t.Fatalf("capture without a confirmed purge: %v", err)
 	}
