@@ -29,7 +29,10 @@ test-deps: deps
 setup: deps build
 	bash scripts/demo.sh
 
+# go.mod and go.sum must be what `go mod tidy` makes of the imports (a direct
+# dependency marked indirect, say, fails here, with the diff to apply).
 vet:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 

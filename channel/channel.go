@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/microagent-dev/microagent/errcode"
 )
 
 // Version is the protocol version in the handshake line. Version 2 seals
@@ -132,9 +134,23 @@ type ExitStatus struct {
 
 // Reply is the answer to a request that is not a process.
 type Reply struct {
-	Error string          `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Codes name the sentinel errors Error wraps (package errcode), so
+	// errors.Is works on the host for what failed in the guest.
+	Codes []errcode.Code  `json:"codes,omitempty"`
 	Hello *HelloReply     `json:"hello,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`
+}
+
+// ErrorReply is the reply carrying err, with its codes.
+func ErrorReply(err error) Reply { return Reply{Error: err.Error(), Codes: errcode.Codes(err)} }
+
+// Err is the reply's error, rebuilt with its codes (nil when it succeeded).
+func (r *Reply) Err() error {
+	if r.Error == "" {
+		return nil
+	}
+	return errcode.New(r.Error, r.Codes)
 }
 
 // WriteFrame writes one frame. Callers serialise writes on a stream.

@@ -86,7 +86,7 @@ func (c *Client) call(ctx context.Context, h Header) (*Reply, error) {
 		return nil, c.streamErr(ctx, h.Op, err)
 	}
 	if r.Error != "" {
-		return &r, fmt.Errorf("guest: %s: %s", h.Op, r.Error)
+		return &r, fmt.Errorf("guest: %s: %w", h.Op, r.Err())
 	}
 	return &r, nil
 }

@@ -1,73 +1,14 @@
 package cli
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/workspace"
 )
-
-// snapError maps snapshot errors to exit codes: a bad tag or reference is
-// a usage error (2); the rest go through wsError.
-func snapError(err error) error {
-	if errors.Is(err, workspace.ErrInvalidTag) {
-		return &ExitError{Code: ExitUsage, Err: err}
-	}
-	return wsError(err)
-}
-
-func newPauseCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "pause NAME",
-		Short: "Stop a running workspace's virtual CPUs; its memory stays as it is",
-		Long: `Pause a running workspace: its virtual CPUs stop, its memory and processes stay
-as they are (nothing is written, so secrets are not purged). "microagent
-resume NAME" runs it again, setting the guest clock. exec is refused while
-paused; halt resumes it first.`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			return pauseResume(g, c, args[0], workspace.Pause, "Paused")
-		},
-	}
-}
-
-func newResumeCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "resume NAME",
-		Short: "Run a paused workspace again",
-		Long: `Resume a paused workspace: the guest clock is set from the host, and secrets a
-snapshot purged are resolved again and put back in /run/secrets.`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			return pauseResume(g, c, args[0], workspace.Resume, "Resumed")
-		},
-	}
-}
-
-func pauseResume(g *globals, c *cobra.Command, name string, op func(context.Context, home.Home, string) (*workspace.Info, error), verb string) error {
-	if err := workspace.ValidateName(name); err != nil {
-		return wsError(err)
-	}
-	h, err := g.home()
-	if err != nil {
-		return err
-	}
-	inf, err := op(c.Context(), h, name)
-	if err != nil {
-		return wsError(err)
-	}
-	if g.json {
-		return g.printJSON(inf)
-	}
-	fmt.Fprintf(g.stdout, "%s %s\n", verb, name)
-	return nil
-}
 
 func newSnapshotCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
@@ -174,41 +115,4 @@ not purged, and they are saved with its memory.`,
 	}
 	c.AddCommand(create, list, del)
 	return c
-}
-
-// createFork is "create NAME --from-snapshot WS:TAG": Fork, then Start; a
-// fork whose first start fails is deleted, so the command either leaves a
-// running fork or nothing.
-func createFork(g *globals, c *cobra.Command, name, ref string) error {
-	for _, f := range []string{"image", "pull", "kernel", "profile", "memory", "cpus", "disk-size", "secret", "secret-on-demand", "secrets-env-file", "secrets-audit", "network", "publish", "host-access", "dns", "file"} {
-		if fl := c.Flags().Lookup(f); fl != nil && fl.Changed {
-			return usageError("--%s cannot be combined with --from-snapshot: a fork takes the source's image, resources, secret declarations and network (without its published ports)", f)
-		}
-	}
-	if err := workspace.ValidateName(name); err != nil {
-		return wsError(err)
-	}
-	src, tag, err := workspace.ParseSnapshotRef(ref)
-	if err != nil {
-		return snapError(err)
-	}
-	h, err := g.home()
-	if err != nil {
-		return err
-	}
-	if _, err := workspace.Fork(c.Context(), h, workspace.ForkOptions{Name: name, Source: src, Tag: tag}); err != nil {
-		return snapError(err)
-	}
-	inf, err := workspace.Start(c.Context(), h, workspace.StartOptions{Name: name, Progress: progressWriter(g), Warnings: g.stderr})
-	if err != nil {
-		if derr := workspace.Delete(context.WithoutCancel(c.Context()), h, workspace.DeleteOptions{Name: name, Force: true}); derr != nil {
-			err = fmt.Errorf("%w (and the fork could not be deleted: %v)", err, derr)
-		}
-		return snapError(err)
-	}
-	if g.json {
-		return g.printJSON(inf)
-	}
-	fmt.Fprintf(g.stdout, "Forked %s from %s:%s, running (resumed in %.1fs)\n", name, src, tag, inf.BootSeconds)
-	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/internal/testenv"
 )
 
 func TestMergeHosts(t *testing.T) {
@@ -71,9 +72,7 @@ func TestConfigureNetworkFiles(t *testing.T) {
 // TestConfigureInterface runs the real netlink and ioctl code in a fresh
 // network namespace on the host (root only), on its loopback device.
 func TestConfigureInterface(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a network namespace")
-	}
+	testenv.RequireRoot(t, "a network namespace")
 	errc := make(chan error, 1)
 	var routes, addrs string
 	var up bool

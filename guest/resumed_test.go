@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/internal/testenv"
 )
 
 // fakeSys records OpResumed's system calls instead of making them.
@@ -164,9 +165,7 @@ func TestWriteMachineIDOnlyWhenPresent(t *testing.T) {
 // The real ioctls, on the host's kernel: crediting host entropy and forcing
 // a reseed are harmless, and they check the rand_pool_info layout.
 func TestRealEntropyIoctls(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("RNDADDENTROPY needs CAP_SYS_ADMIN")
-	}
+	testenv.RequireRoot(t, "RNDADDENTROPY needs CAP_SYS_ADMIN")
 	b := make([]byte, channel.ResumedEntropy)
 	rand.Read(b)
 	if err := (realSys{}).addEntropy(b); err != nil {

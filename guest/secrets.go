@@ -109,7 +109,7 @@ func (a *Agent) materialize(st io.ReadWriter, req *channel.SecretsRequest) chann
 		}
 	}()
 	if err != nil {
-		return channel.Reply{Error: err.Error()}
+		return channel.ErrorReply(err)
 	}
 	id, err := lookupUser(a.config().User)
 	if err != nil {
@@ -117,7 +117,7 @@ func (a *Agent) materialize(st io.ReadWriter, req *channel.SecretsRequest) chann
 	}
 	s := &a.secrets
 	if err := mountSecrets(s.dir, id); err != nil {
-		return channel.Reply{Error: err.Error()}
+		return channel.ErrorReply(err)
 	}
 	for i, it := range req.Items {
 		if err := writeSecret(filepath.Join(s.dir, it.Name), values[i], id); err != nil {
@@ -129,7 +129,7 @@ func (a *Agent) materialize(st io.ReadWriter, req *channel.SecretsRequest) chann
 	a.mu.Unlock()
 	if len(req.OnDemand) > 0 && !a.secretsSocket() {
 		if err := a.serveSecretsSocket(id); err != nil {
-			return channel.Reply{Error: err.Error()}
+			return channel.ErrorReply(err)
 		}
 	}
 	return channel.Reply{}
@@ -299,7 +299,7 @@ func (a *Agent) purge() channel.Reply {
 func jsonReply(v any) channel.Reply {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return channel.Reply{Error: err.Error()}
+		return channel.ErrorReply(err)
 	}
 	return channel.Reply{Data: b}
 }

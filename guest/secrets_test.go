@@ -17,15 +17,14 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/internal/testenv"
 )
 
 // secretsAgent is an agent whose secrets live under a test folder (a real
 // tmpfs mounted there), connected to a host client.
 func secretsAgent(t *testing.T) (*Agent, *channel.Client) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting the secrets tmpfs needs root")
-	}
+	testenv.RequireRoot(t, "mounting the secrets tmpfs")
 	dir := t.TempDir()
 	a := &Agent{reaper: testAgent.reaper, started: time.Now(), secrets: secretsState{
 		dir: filepath.Join(dir, "secrets"), sock: filepath.Join(dir, "api.sock"),

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/kernel"
 )
 
@@ -23,11 +24,8 @@ import (
 // the .deb cached by earlier test runs (the kernel package's tests share it).
 func testKernel(t *testing.T) *kernel.Kernel {
 	t.Helper()
-	needTool(t, "dpkg-deb")
-	cache := filepath.Join(os.TempDir(), "microagent-test-cache")
-	if _, err := os.Stat(filepath.Join(cache, kernel.DefaultDebSHA256+".deb")); err != nil {
-		needTool(t, "apt-get")
-	}
+	cache := testenv.CacheDir()
+	testenv.RequireKernelInstall(t, cache, kernel.DefaultDebSHA256)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	k, err := kernel.Install(ctx, home.Home{Root: t.TempDir()}, kernel.InstallOptions{CacheDir: cache})
@@ -71,7 +69,7 @@ type bootResult struct {
 // agent reboots, which ends QEMU under -no-reboot) or the timeout hits.
 func boot(t *testing.T, vmlinux, initrd string) bootResult {
 	t.Helper()
-	qemu := needTool(t, "qemu-system-x86_64")
+	qemu := testenv.RequireTool(t, "qemu-system-x86_64")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, qemu,
@@ -129,7 +127,7 @@ func boot(t *testing.T, vmlinux, initrd string) bootResult {
 // stand-in agent must run as /init, load every module in order, see
 // /dev/console as 5,1 and reboot.
 func TestBootSmoke(t *testing.T) {
-	needTool(t, "qemu-system-x86_64")
+	testenv.RequireTool(t, "qemu-system-x86_64")
 	k := testKernel(t)
 	if err := k.Verify(); err != nil {
 		t.Fatal(err)

@@ -19,22 +19,9 @@ import (
 	"github.com/cavaliergopher/cpio"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/kernel"
 )
-
-// needTool skips when a tool is missing, except under CI=true, where a
-// missing tool is a failure.
-func needTool(t testing.TB, tool string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required under CI=true: %v", tool, err)
-		}
-		t.Skipf("%s not available: %v", tool, err)
-	}
-	return p
-}
 
 var (
 	agentOnce sync.Once
@@ -47,7 +34,7 @@ var (
 // test binary; tags "bloat" gives a ~5 MB one like the real agent.
 func testAgent(t *testing.T, tags string) string {
 	t.Helper()
-	gobin := needTool(t, "go")
+	gobin := testenv.RequireTool(t, "go")
 	agentOnce.Do(func() { agentDir, agentErr = os.MkdirTemp("", "microagent-initramfs-test-") })
 	if agentErr != nil {
 		t.Fatal(agentErr)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/microagent-dev/microagent/internal/fsutil"
 )
 
 // FromPath describes a user's own kernel (--kernel PATH): an ELF vmlinux
@@ -37,7 +39,7 @@ func FromPath(vmlinux string, modulesDir string) (*Kernel, error) {
 	case "bzimage":
 		release = bzRelease(abs)
 	}
-	sum, err := hashFile(abs)
+	sum, err := fsutil.SHA256File(abs)
 	if err != nil {
 		return nil, fmt.Errorf("kernel %s: %w", abs, err)
 	}
@@ -83,7 +85,7 @@ func FromPath(vmlinux string, modulesDir string) (*Kernel, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kernel module %s: %w", m.path, err)
 		}
-		sum, err := hashFile(m.path)
+		sum, err := fsutil.SHA256File(m.path)
 		if err != nil {
 			return nil, fmt.Errorf("kernel module %s: %w", m.path, err)
 		}

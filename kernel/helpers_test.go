@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,34 +11,8 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/testenv"
 )
-
-// testCacheDir keeps the downloaded .deb between test runs, keyed by hash
-// (Install re-checks the hash before reusing it).
-func testCacheDir() string { return filepath.Join(os.TempDir(), "microagent-test-cache") }
-
-// needTool skips when a tool is missing, except under CI=true, where a
-// missing tool is a failure.
-func needTool(t testing.TB, tool string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required under CI=true: %v", tool, err)
-		}
-		t.Skipf("%s not available: %v", tool, err)
-	}
-}
-
-// needInstallTools checks what a real Install needs: dpkg-deb always, and
-// apt-get unless the pinned .deb is already cached.
-func needInstallTools(t testing.TB) {
-	t.Helper()
-	needTool(t, "dpkg-deb")
-	if sum, err := hashFile(filepath.Join(testCacheDir(), DefaultDebSHA256+".deb")); err == nil && sum == DefaultDebSHA256 {
-		return
-	}
-	needTool(t, "apt-get")
-}
 
 // testLog writes progress lines into the test log.
 type testLog struct{ t testing.TB }
@@ -63,7 +36,7 @@ var (
 // private state dir; tests must not modify it (copy it with copyHome first).
 func sharedKernel(t *testing.T) (home.Home, *Kernel) {
 	t.Helper()
-	needInstallTools(t)
+	testenv.RequireKernelInstall(t, testenv.CacheDir(), DefaultDebSHA256)
 	sharedOnce.Do(func() {
 		sharedRoot, sharedErr = os.MkdirTemp("", "microagent-kernel-test-")
 		if sharedErr != nil {
@@ -73,7 +46,7 @@ func sharedKernel(t *testing.T) (home.Home, *Kernel) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		start := time.Now()
-		sharedK, sharedErr = Install(ctx, sharedHome, InstallOptions{CacheDir: testCacheDir(), Stderr: testLog{t}})
+		sharedK, sharedErr = Install(ctx, sharedHome, InstallOptions{CacheDir: testenv.CacheDir(), Stderr: testLog{t}})
 		sharedTook = time.Since(start)
 	})
 	if sharedErr != nil {

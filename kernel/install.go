@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/fsutil"
 )
 
 // Errors Install wraps, for callers that want to tell them apart.
@@ -226,7 +227,7 @@ func obtainDeb(ctx context.Context, tmp string, opts InstallOptions, progress fu
 	var cached string
 	if opts.CacheDir != "" {
 		cached = filepath.Join(opts.CacheDir, DefaultDebSHA256+".deb")
-		if sum, err := hashFile(cached); err == nil {
+		if sum, err := fsutil.SHA256File(cached); err == nil {
 			if sum == DefaultDebSHA256 {
 				progress("using cached %s", cached)
 				d.path = cached
@@ -252,7 +253,7 @@ func obtainDeb(ctx context.Context, tmp string, opts InstallOptions, progress fu
 	if err != nil {
 		return nil, err
 	}
-	sum, err := hashFile(path)
+	sum, err := fsutil.SHA256File(path)
 	if err != nil {
 		return nil, fmt.Errorf("read downloaded %s: %w", path, err)
 	}
@@ -277,7 +278,7 @@ func localDeb(ctx context.Context, path string) (*debFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel package %q: %w", path, err)
 	}
-	sum, err := hashFile(abs)
+	sum, err := fsutil.SHA256File(abs)
 	if err != nil {
 		return nil, fmt.Errorf("kernel package: %w", err)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/fsutil"
+	"github.com/microagent-dev/microagent/internal/testenv"
 )
 
 // pinnedVmlinuxSHA256 is the SHA-256 of the vmlinux that `lz4 -dc` extracts
@@ -27,7 +29,7 @@ func TestInstallDefault(t *testing.T) {
 	if k.Name != DefaultName || k.Package != DefaultPackage || k.Version != DefaultVersion || k.DebSHA256 != DefaultDebSHA256 {
 		t.Errorf("record = %+v, want the pinned package", k)
 	}
-	if k.Release != "6.1.0-56-cloud-amd64" {
+	if k.Release != strings.TrimPrefix(DefaultPackage, "linux-image-") {
 		t.Errorf("release = %q", k.Release)
 	}
 	if k.Source != "apt:"+DefaultPackage+"="+DefaultVersion {
@@ -50,7 +52,7 @@ func TestInstallDefault(t *testing.T) {
 	if err != nil || entry == 0 {
 		t.Errorf("PVH entry = %#x, %v", entry, err)
 	}
-	if sum, _ := hashFile(k.Vmlinux); sum != k.VmlinuxSHA256 {
+	if sum, _ := fsutil.SHA256File(k.Vmlinux); sum != k.VmlinuxSHA256 {
 		t.Errorf("vmlinux hash %s, recorded %s", sum, k.VmlinuxSHA256)
 	}
 	// The same bytes as `lz4 -dc` gives for the payload of the pinned package.
@@ -67,7 +69,7 @@ func TestInstallDefault(t *testing.T) {
 		if m.File != filepath.Join("modules", m.Name+".ko") {
 			t.Errorf("module %s file %q", m.Name, m.File)
 		}
-		if sum, _ := hashFile(k.ModulePath(m)); sum != m.SHA256 {
+		if sum, _ := fsutil.SHA256File(k.ModulePath(m)); sum != m.SHA256 {
 			t.Errorf("module %s hash %s, recorded %s", m.Name, sum, m.SHA256)
 		}
 	}
@@ -259,7 +261,7 @@ func waitUntil(t *testing.T, deadline time.Time) {
 func TestForceReinstallFromDeb(t *testing.T) {
 	sh, k0 := sharedKernel(t)
 	h := copyHome(t, sh, DefaultName)
-	deb := filepath.Join(testCacheDir(), DefaultDebSHA256+".deb")
+	deb := filepath.Join(testenv.CacheDir(), DefaultDebSHA256+".deb")
 	if _, err := os.Stat(deb); err != nil {
 		t.Fatalf("cached deb missing after install: %v", err)
 	}
@@ -294,7 +296,7 @@ func TestForceReinstallFromDeb(t *testing.T) {
 // fakeDeb builds a tiny .deb with the given control fields and files.
 func fakeDeb(t *testing.T, pkg, version string, files map[string]string) string {
 	t.Helper()
-	needTool(t, "dpkg-deb")
+	testenv.RequireTool(t, "dpkg-deb")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
 	control := "Package: " + pkg + "\nVersion: " + version + "\nArchitecture: amd64\nMaintainer: test <t@example.org>\nDescription: test\n"
@@ -357,7 +359,7 @@ func TestInstallBadDebLeavesNothing(t *testing.T) {
 }
 
 func TestAptErrors(t *testing.T) {
-	needTool(t, "apt-get")
+	testenv.RequireTool(t, "apt-get")
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -566,12 +568,12 @@ func (c cancelOn) Write(p []byte) (int, error) {
 }
 
 func TestInstallInterrupted(t *testing.T) {
-	needInstallTools(t)
+	testenv.RequireKernelInstall(t, testenv.CacheDir(), DefaultDebSHA256)
 	h := home.Home{Root: t.TempDir()}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ictx, icancel := context.WithCancel(ctx)
-	_, err := Install(ictx, h, InstallOptions{CacheDir: testCacheDir(), Stderr: cancelOn{"extracting", icancel, t}})
+	_, err := Install(ictx, h, InstallOptions{CacheDir: testenv.CacheDir(), Stderr: cancelOn{"extracting", icancel, t}})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted install = %v, want context.Canceled", err)
 	}

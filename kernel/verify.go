@@ -1,13 +1,9 @@
 package kernel
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -35,20 +31,6 @@ var racyMargin = 3 * time.Second
 
 // fullHashes counts full re-hashes, so tests can see the stamp at work.
 var fullHashes atomic.Int64
-
-// hashFile returns the hex SHA-256 of path.
-func hashFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
 
 // Verify checks that the kernel image and every module still have the
 // hashes recorded at install time. It runs before every boot, so for an
@@ -83,7 +65,7 @@ func (k *Kernel) Verify() error {
 		changed = true
 		start := time.Now()
 		fullHashes.Add(1)
-		sum, err := hashFile(it.path)
+		sum, err := fsutil.SHA256File(it.path)
 		if err != nil {
 			return k.verifyErr(it.path, fmt.Sprintf("cannot be read (%v)", err))
 		}

@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,18 +20,6 @@ import (
 	"github.com/microagent-dev/microagent/vmm/passt"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 )
-
-// requirePasst skips when passt is missing, except under CI=true where
-// that is a failure (scripts/install-deps.sh installs it).
-func requirePasst(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath(passt.DefaultBinary); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("passt not installed (%s): %v", passt.InstallHint, err)
-		}
-		t.Skipf("passt not installed (%s): %v", passt.InstallHint, err)
-	}
-}
 
 // countingServer serves body on addr (port 0: any) and counts requests.
 func countingServer(t *testing.T, addr, body string) (port int, hits *atomic.Int32) {
@@ -85,7 +72,7 @@ func passtChildren() []int {
 // given with --dns, but not a server bound to the host's 127.0.0.1; passt
 // is gone when the run returns.
 func TestRunPasstNetwork(t *testing.T) {
-	requirePasst(t)
+	testenv.RequireTool(t, passt.DefaultBinary)
 	e := setup(t)
 	ref := e.reg.PushBusybox(t, "busybox")
 	host := testenv.HostAddr(t)

@@ -317,12 +317,7 @@ func TestRootDiskBuiltOnce(t *testing.T) {
 // A disk that fills up while the root disk is built is a real ENOSPC from a
 // small tmpfs: the error says so, and no half-built disk is left.
 func TestPrepareDiskFull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if testenv.InCI() {
-			t.Fatal("this test mounts a tmpfs and needs root")
-		}
-		t.Skip("needs root to mount a small tmpfs")
-	}
+	testenv.RequireRoot(t, "this test mounts a small tmpfs")
 	shared := vmenv.VMHome(t) // for a verified kernel outside the small disk
 	k, err := kernel.Default(shared)
 	if err != nil {

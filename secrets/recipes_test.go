@@ -78,29 +78,16 @@ func TestHelperRecipePass(t *testing.T) {
 // sopsBinary finds sops on PATH or in install-sops.sh's cache.
 func sopsBinary(t *testing.T) string {
 	t.Helper()
-	if p, err := exec.LookPath("sops"); err == nil {
+	if p := testenv.LookTool("sops"); p != "" {
 		return p
 	}
-	dirs := []string{os.Getenv("MICROAGENT_SOPS_CACHE"), "/var/cache/microagent/sops"}
-	if x := os.Getenv("XDG_CACHE_HOME"); x != "" {
-		dirs = append(dirs, filepath.Join(x, "microagent", "sops"))
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		dirs = append(dirs, filepath.Join(h, ".cache", "microagent", "sops"))
-	}
-	for _, d := range dirs {
-		if d == "" {
-			continue
-		}
+	for _, d := range testenv.ToolCacheDirs("sops") {
 		p := filepath.Join(d, "bin", "sops")
 		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
 			return p
 		}
 	}
-	if testenv.InCI() {
-		t.Fatal("sops not found: run scripts/install-sops.sh")
-	}
-	t.Skip("sops not found: run scripts/install-sops.sh")
+	testenv.SkipOrFail(t, "sops not found: run scripts/install-sops.sh")
 	return ""
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/errcode"
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/wsdir"
 )
 
@@ -21,27 +22,12 @@ import (
 func fakeWorkspace(t *testing.T, answer func(Request) Reply) *wsdir.Dir {
 	t.Helper()
 	w := wsdir.New(home.Home{Root: t.TempDir()}, "app")
-	if err := os.MkdirAll(w.Path(wsdir.RunDir), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("unix", w.SockPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			var req Request
-			if channel.ReadJSON(c, channel.FrameHeader, &req) == nil {
-				channel.WriteJSON(c, channel.FrameReply, answer(req))
-			}
-			c.Close()
+	testenv.ServeUnix(t, w.SockPath(), func(c net.Conn) {
+		var req Request
+		if channel.ReadJSON(c, channel.FrameHeader, &req) == nil {
+			channel.WriteJSON(c, channel.FrameReply, answer(req))
 		}
-	}()
+	})
 	return w
 }
 

@@ -266,11 +266,6 @@ func (b *booting) claim() error {
 		return fmt.Errorf("workspace %s: boot %d is no longer starting", b.w.Name, b.o.Boot)
 	}
 	b.plan = &plan
-	if r := plan.Restore; r != nil {
-		b.log.Printf("pid %d: resuming workspace %s from snapshot %s:%s (boot %d, %d MiB, %d CPU)", me.PID, b.w.Name, r.Source, r.Tag, b.o.Boot, plan.MemoryMiB, plan.CPUs)
-	} else {
-		b.log.Printf("pid %d: booting workspace %s (boot %d, %d MiB, %d CPU)", me.PID, b.w.Name, b.o.Boot, plan.MemoryMiB, plan.CPUs)
-	}
 	return nil
 }
 
@@ -326,9 +321,16 @@ func (b *booting) launch(ctx context.Context) error {
 	if err != nil {
 		return &wsdir.Error{Name: b.w.Name, Err: err}
 	}
+	plan := b.plan
+	// "booting"/"resuming" in the log means a VM was launched (tests and
+	// people read it so): nothing before this step starts one.
+	if r := plan.Restore; r != nil {
+		b.log.Printf("pid %d: resuming workspace %s from snapshot %s:%s (boot %d, %d MiB, %d CPU)", os.Getpid(), b.w.Name, r.Source, r.Tag, b.o.Boot, plan.MemoryMiB, plan.CPUs)
+	} else {
+		b.log.Printf("pid %d: booting workspace %s (boot %d, %d MiB, %d CPU)", os.Getpid(), b.w.Name, b.o.Boot, plan.MemoryMiB, plan.CPUs)
+	}
 	os.Rename(b.w.ConsoleLog(), b.w.Path(wsdir.LogsDir, wsdir.PrevConsole)) // keep the previous boot's console
 	b.launched = true
-	plan := b.plan
 	vm, err := microvm.Boot(ctx, microvm.Options{
 		Backend:       backend,
 		Kernel:        plan.Kernel,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/supervisor"
 	"github.com/microagent-dev/microagent/tarcopy"
 )
@@ -26,30 +27,14 @@ import (
 func fakeCopyOut(t *testing.T, name string, archive []byte) home.Home {
 	t.Helper()
 	h := home.Home{Root: t.TempDir()}
-	w := newWS(h, name)
-	if err := os.MkdirAll(filepath.Dir(w.SockPath()), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("unix", w.SockPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			var req supervisor.Request
-			if channel.ReadJSON(c, channel.FrameHeader, &req) == nil && req.Op == supervisor.OpCopyOut {
-				channel.WriteJSON(c, channel.FrameReply, supervisor.Reply{Version: supervisor.ProtocolVersion})
-				channel.NewDataWriter(c, channel.FrameStdout).Write(archive)
-				channel.WriteJSON(c, channel.FrameReply, channel.Reply{Data: []byte(`{"files":1}`)})
-			}
-			c.Close()
+	testenv.ServeUnix(t, newWS(h, name).SockPath(), func(c net.Conn) {
+		var req supervisor.Request
+		if channel.ReadJSON(c, channel.FrameHeader, &req) == nil && req.Op == supervisor.OpCopyOut {
+			channel.WriteJSON(c, channel.FrameReply, supervisor.Reply{Version: supervisor.ProtocolVersion})
+			channel.NewDataWriter(c, channel.FrameStdout).Write(archive)
+			channel.WriteJSON(c, channel.FrameReply, channel.Reply{Data: []byte(`{"files":1}`)})
 		}
-	}()
+	})
 	return h
 }
 

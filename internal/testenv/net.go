@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -25,10 +27,7 @@ func HostAddr(t testing.TB) netip.Addr {
 			return p.Addr()
 		}
 	}
-	if InCI() {
-		t.Fatal("this host has no non-loopback IPv4 address")
-	}
-	t.Skip("this host has no non-loopback IPv4 address")
+	SkipOrFail(t, "this host has no non-loopback IPv4 address")
 	return netip.Addr{}
 }
 
@@ -65,4 +64,30 @@ func Fetch(t testing.TB, url, want string) time.Duration {
 	}
 	t.Fatalf("GET %s: never got %q (last: %s)", url, want, last)
 	return 0
+}
+
+// ServeUnix listens on a UNIX socket at path (its folder made 0700 if
+// missing) and calls serve for each connection, closing it afterwards,
+// until the test ends: a stand-in peer on a socket a test cannot get a real
+// one of.
+func ServeUnix(t testing.TB, path string, serve func(net.Conn)) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			serve(c)
+			c.Close()
+		}
+	}()
 }

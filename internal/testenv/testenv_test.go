@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -156,6 +159,68 @@ func TestRequireToolMissing(t *testing.T) {
 	}
 	if p := RequireTool(t, "sh"); p == "" {
 		t.Error("sh not found")
+	}
+}
+
+func TestSkipOrFail(t *testing.T) {
+	t.Setenv("CI", "")
+	r := &recTB{TB: t}
+	SkipOrFail(r, "no %s here", "widget")
+	if r.skipped != "no widget here" || r.fatal != "" {
+		t.Errorf("outside CI: skipped=%q fatal=%q", r.skipped, r.fatal)
+	}
+	t.Setenv("CI", "true")
+	r = &recTB{TB: t}
+	SkipOrFail(r, "no %s here", "widget")
+	if r.fatal != "no widget here" || r.skipped != "" {
+		t.Errorf("under CI: skipped=%q fatal=%q", r.skipped, r.fatal)
+	}
+	r = &recTB{TB: t}
+	RequireRoot(r, "to mount a tmpfs")
+	if root := os.Geteuid() == 0; root != (r.fatal == "") || r.skipped != "" {
+		t.Errorf("RequireRoot under CI, root %v: skipped=%q fatal=%q", root, r.skipped, r.fatal)
+	}
+	if r.fatal != "" && !strings.Contains(r.fatal, "to mount a tmpfs") {
+		t.Errorf("RequireRoot message: %q", r.fatal)
+	}
+}
+
+func TestToolCacheDirs(t *testing.T) {
+	t.Setenv("HOME", "/home/tester")
+	t.Setenv("XDG_CACHE_HOME", "/xdg")
+	t.Setenv("MICROAGENT_SOPS_CACHE", "/explicit")
+	want := []string{"/explicit", "/xdg/microagent/sops", "/var/cache/microagent/sops", "/home/tester/.cache/microagent/sops"}
+	if got := ToolCacheDirs("sops"); !slices.Equal(got, want) {
+		t.Errorf("all set: %q, want %q", got, want)
+	}
+	t.Setenv("XDG_CACHE_HOME", "")
+	t.Setenv("MICROAGENT_SOPS_CACHE", "")
+	want = []string{"/var/cache/microagent/sops", "/home/tester/.cache/microagent/sops"}
+	if got := ToolCacheDirs("sops"); !slices.Equal(got, want) {
+		t.Errorf("neither variable: %q, want %q", got, want)
+	}
+}
+
+func TestKernelInstallTools(t *testing.T) {
+	dir := t.TempDir()
+	const content = "a kernel package"
+	sum := sha256.Sum256([]byte(content))
+	hash := hex.EncodeToString(sum[:])
+	if got := kernelInstallTools(dir, hash); !slices.Equal(got, []string{"dpkg-deb", "apt-get"}) {
+		t.Errorf("nothing cached: %v", got)
+	}
+	// A damaged cached .deb is downloaded again, so apt-get is still needed.
+	if err := os.WriteFile(filepath.Join(dir, hash+".deb"), []byte("damaged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := kernelInstallTools(dir, hash); !slices.Equal(got, []string{"dpkg-deb", "apt-get"}) {
+		t.Errorf("damaged cache: %v", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, hash+".deb"), []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := kernelInstallTools(dir, hash); !slices.Equal(got, []string{"dpkg-deb"}) {
+		t.Errorf("intact cache: %v", got)
 	}
 }
 

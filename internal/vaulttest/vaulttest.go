@@ -35,23 +35,6 @@ const BinEnv = "MICROAGENT_VAULT_BIN"
 // dev mode is healthy in ~0.5 s, more on a loaded 2-core machine.
 const readyTimeout = 30 * time.Second
 
-// cacheDirs returns the folders install-vault.sh may have built into, in
-// its order of preference.
-func cacheDirs() []string {
-	var dirs []string
-	if d := os.Getenv("MICROAGENT_VAULT_CACHE"); d != "" {
-		dirs = append(dirs, d)
-	}
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		dirs = append(dirs, filepath.Join(d, "microagent", "vault"))
-	}
-	dirs = append(dirs, "/var/cache/microagent/vault")
-	if h, err := os.UserHomeDir(); err == nil {
-		dirs = append(dirs, filepath.Join(h, ".cache", "microagent", "vault"))
-	}
-	return dirs
-}
-
 func executable(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
@@ -67,7 +50,7 @@ func Binary() string {
 		}
 		return ""
 	}
-	for _, d := range cacheDirs() {
+	for _, d := range testenv.ToolCacheDirs("vault") {
 		if p := filepath.Join(d, "vault-"+Version); executable(p) {
 			return p
 		}
@@ -97,10 +80,7 @@ func Start(t testing.TB) *Server {
 	bin := Binary()
 	if bin == "" {
 		msg := "vault server binary not found: build it with scripts/install-vault.sh (~11 min, once) or set " + BinEnv
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.SkipOrFail(t, "%s", msg)
 	}
 	return testenv.StartRetried(t, "vault dev server", func() (*Server, error) { return start(t, bin) })
 }

@@ -3,25 +3,14 @@ package passt
 import (
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/vmm"
 )
-
-func requirePasst(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath(DefaultBinary); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("passt not installed (%s): %v", InstallHint, err)
-		}
-		t.Skipf("passt not installed (%s): %v", InstallHint, err)
-	}
-}
 
 func TestArgs(t *testing.T) {
 	got := Args(&vmm.Network{Forwards: []vmm.Forward{
@@ -42,7 +31,7 @@ func TestArgs(t *testing.T) {
 // port is then bound), and passt quits by itself when the VMM's end of
 // the socket closes.
 func TestStartReadyAndExit(t *testing.T) {
-	requirePasst(t)
+	testenv.RequireTool(t, DefaultBinary)
 	l, _ := net.Listen("tcp4", "127.0.0.1:0")
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
@@ -70,7 +59,7 @@ func TestStartReadyAndExit(t *testing.T) {
 // TestStartFails: a published port that is taken makes Start fail with
 // passt's own reason, and nothing is left running.
 func TestStartFails(t *testing.T) {
-	requirePasst(t)
+	testenv.RequireTool(t, DefaultBinary)
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

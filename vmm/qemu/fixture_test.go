@@ -19,6 +19,8 @@ import (
 	"github.com/cavaliergopher/cpio"
 	"github.com/pierrec/lz4/v4"
 
+	"github.com/microagent-dev/microagent/internal/testenv"
+	"github.com/microagent-dev/microagent/kernel"
 	"github.com/microagent-dev/microagent/vmm"
 )
 
@@ -26,35 +28,17 @@ import (
 // LZ4 bzImage, booted through PVH) and an initramfs holding the virtio
 // modules and testdata/guestinit as /init.
 const (
-	kernelPkg     = "linux-image-6.1.0-56-cloud-amd64"
-	kernelPkgVer  = "6.1.192-2"
-	kernelRelease = "6.1.0-56-cloud-amd64"
+	kernelPkg    = kernel.DefaultPackage
+	kernelPkgVer = kernel.DefaultVersion
 )
+
+var kernelRelease = strings.TrimPrefix(kernel.DefaultPackage, "linux-image-")
 
 var guestModules = []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_console", "virtio_blk"}
 
-// skipOrFail skips when a tool is missing, except under CI=true where a
-// missing tool is a failure.
-func skipOrFail(t testing.TB, format string, a ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, a...)
-	}
-	t.Skipf(format, a...)
-}
-
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		skipOrFail(t, "%s not installed: %v", name, err)
-	}
-	return p
-}
-
 func requireQEMU(t testing.TB) {
 	t.Helper()
-	requireTool(t, DefaultBinary)
+	testenv.RequireTool(t, DefaultBinary)
 }
 
 // guestFiles is built once per test process.
@@ -76,15 +60,15 @@ func testGuest(t testing.TB) (kernel, initrd string) {
 	}
 	guestOnce.Do(func() {
 		for _, tool := range []string{"apt-get", "dpkg-deb", "go"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				guestSkip = fmt.Sprintf("%s not installed: %v", tool, err)
+			if testenv.LookTool(tool) == "" {
+				guestSkip = tool + " not installed"
 				return
 			}
 		}
 		guestKernel, guestInitrd, guestErr = buildGuest()
 	})
 	if guestSkip != "" {
-		skipOrFail(t, "%s", guestSkip)
+		testenv.SkipOrFail(t, "%s", guestSkip)
 	}
 	if guestErr != nil {
 		t.Fatalf("building the test guest: %v", guestErr)
@@ -92,11 +76,9 @@ func testGuest(t testing.TB) (kernel, initrd string) {
 	return guestKernel, guestInitrd
 }
 
-func cacheDir() string { return filepath.Join(os.TempDir(), "microagent-test-cache") }
-
 func buildGuest() (string, string, error) {
 	start := time.Now()
-	kdir := filepath.Join(cacheDir(), kernelRelease)
+	kdir := filepath.Join(testenv.CacheDir(), kernelRelease)
 	vmlinux := filepath.Join(kdir, "vmlinux")
 	if !cached(kdir) {
 		if err := fillKernelCache(kdir); err != nil {
@@ -136,9 +118,9 @@ func fillKernelCache(kdir string) error {
 	if err := os.MkdirAll(kdir, 0o700); err != nil {
 		return err
 	}
-	deb := filepath.Join(cacheDir(), fmt.Sprintf("%s_%s_amd64.deb", kernelPkg, kernelPkgVer))
+	deb := filepath.Join(testenv.CacheDir(), fmt.Sprintf("%s_%s_amd64.deb", kernelPkg, kernelPkgVer))
 	if _, err := os.Stat(deb); err != nil {
-		dl, err := os.MkdirTemp(cacheDir(), "download-")
+		dl, err := os.MkdirTemp(testenv.CacheDir(), "download-")
 		if err != nil {
 			return err
 		}

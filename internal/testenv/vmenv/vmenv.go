@@ -22,9 +22,6 @@ import (
 	"github.com/microagent-dev/microagent/kernel"
 )
 
-// CacheDir is where tests keep downloads and builds across runs.
-func CacheDir() string { return filepath.Join(os.TempDir(), "microagent-test-cache") }
-
 var (
 	agentOnce sync.Once
 	agentPath string
@@ -64,11 +61,11 @@ func VMHome(t testing.TB) home.Home {
 	t.Helper()
 	testenv.RequireTool(t, "qemu-system-x86_64")
 	testenv.RequireTool(t, "mkfs.ext4")
-	shared := home.Home{Root: filepath.Join(CacheDir(), "kernel-home")}
+	shared := home.Home{Root: filepath.Join(testenv.CacheDir(), "kernel-home")}
 	if err := os.MkdirAll(shared.Root, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	lock, err := os.OpenFile(filepath.Join(CacheDir(), "kernel-home.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := os.OpenFile(filepath.Join(testenv.CacheDir(), "kernel-home.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,12 +77,9 @@ func VMHome(t testing.TB) home.Home {
 	if err != nil || k.Verify() != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		k, err = kernel.Install(ctx, shared, kernel.InstallOptions{Force: true, CacheDir: CacheDir()})
+		k, err = kernel.Install(ctx, shared, kernel.InstallOptions{Force: true, CacheDir: testenv.CacheDir()})
 		if err != nil {
-			if testenv.InCI() {
-				t.Fatalf("install the test kernel: %v", err)
-			}
-			t.Skipf("install the test kernel: %v", err)
+			testenv.SkipOrFail(t, "install the test kernel: %v", err)
 		}
 	}
 	h := home.Home{Root: t.TempDir()}
