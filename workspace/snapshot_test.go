@@ -78,6 +78,19 @@ func secretValue(t *testing.T, prefix string) string {
 	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
+// createWithToken creates workspace name with one secret, TOKEN, read
+// from a file holding value; it returns the file.
+func (e *env) createWithToken(t *testing.T, name, value string) string {
+	t.Helper()
+	secFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(secFile, []byte(value), 0o600)
+	if _, err := Create(testCtx(t), e.h, CreateOptions{Name: name, Image: e.ref, Agent: e.agent, Profile: "tiny",
+		Resources: Resources{DiskBytes: 256 << 20}, Secrets: decls(t, "TOKEN=file:"+secFile)}); err != nil {
+		t.Fatal(err)
+	}
+	return secFile
+}
+
 // TestSnapshots is the session: pause/resume, snapshot of a running
 // workspace, restore in place, a fork, with a counter process that keeps
 // counting and a secret that is purged, scanned for and given back
@@ -85,13 +98,8 @@ func secretValue(t *testing.T, prefix string) string {
 func TestSnapshots(t *testing.T) {
 	e := setup(t)
 	ctx := testCtx(t)
-	secFile := filepath.Join(t.TempDir(), "token")
 	v1 := secretValue(t, "first")
-	os.WriteFile(secFile, []byte(v1), 0o600)
-	if _, err := Create(ctx, e.h, CreateOptions{Name: "src", Image: e.ref, Agent: e.agent, Profile: "tiny",
-		Resources: Resources{DiskBytes: 256 << 20}, Secrets: decls(t, "TOKEN=file:"+secFile)}); err != nil {
-		t.Fatal(err)
-	}
+	secFile := e.createWithToken(t, "src", v1)
 	// A halted (never started) workspace has no moment to capture.
 	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "x"}); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("snapshot of a created workspace: %v, want ErrNotRunning", err)
@@ -527,13 +535,8 @@ func TestRestoreMismatch(t *testing.T) {
 func TestRehydrateFailureIsLoud(t *testing.T) {
 	e := setup(t)
 	ctx := testCtx(t)
-	secFile := filepath.Join(t.TempDir(), "token")
 	v := secretValue(t, "rehydrate")
-	os.WriteFile(secFile, []byte(v), 0o600)
-	if _, err := Create(ctx, e.h, CreateOptions{Name: "rh", Image: e.ref, Agent: e.agent, Profile: "tiny",
-		Resources: Resources{DiskBytes: 256 << 20}, Secrets: decls(t, "TOKEN=file:"+secFile)}); err != nil {
-		t.Fatal(err)
-	}
+	secFile := e.createWithToken(t, "rh", v)
 	e.start(t, "rh")
 	if !e.secretIs(t, "rh", v) {
 		t.Fatal("secret after start: not the value")
