@@ -29,7 +29,9 @@ const DefaultHaltTimeout = supervisor.DefaultHaltTimeout
 type StartOptions struct {
 	Name string
 	// Executable is the microagent binary that runs the supervisor
-	// (default: os.Executable()). Tests pass a freshly built binary.
+	// (default: os.Executable()): any program that runs supervisor.Main
+	// when started as supervisor.Command builds it (the tests pass their
+	// own test binary).
 	Executable string
 	// Agent is the guest agent binary (empty: guestboot.AgentBinary).
 	Agent string
