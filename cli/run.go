@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/hostcheck"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/runner"
@@ -34,12 +35,12 @@ func (f *resourceFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.disk, "disk-size", "", "writable layer size, e.g. 4G (overrides the profile)")
 }
 
-func (f *resourceFlags) resolve() (runner.Resources, error) {
+func (f *resourceFlags) resolve() (guestboot.Resources, error) {
 	name := f.profile
 	if name == "" {
-		name = runner.DefaultProfile
+		name = guestboot.DefaultProfile
 	}
-	r, ok := runner.Profiles[name]
+	r, ok := guestboot.Profiles[name]
 	if !ok {
 		return r, usageError("unknown profile %q: use tiny, small, medium or large", f.profile)
 	}
@@ -195,7 +196,7 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 				return err
 			}
 			o := runner.Options{
-				PrepareOptions: runner.PrepareOptions{Image: args[0], Pull: policy, KernelPath: kernelPath},
+				PrepareOptions: guestboot.PrepareOptions{Image: args[0], Pull: policy, KernelPath: kernelPath},
 				Backend:        backend,
 				Resources:      r,
 				Command:        args[1:],

@@ -17,6 +17,7 @@ import (
 
 	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/errcode"
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/proc"
 	"github.com/microagent-dev/microagent/microvm"
@@ -331,24 +332,14 @@ func (b *booting) launch(ctx context.Context) error {
 	}
 	os.Rename(b.w.ConsoleLog(), b.w.Path(wsdir.LogsDir, wsdir.PrevConsole)) // keep the previous boot's console
 	b.launched = true
-	vm, err := microvm.Boot(ctx, microvm.Options{
-		Backend:       backend,
-		Kernel:        plan.Kernel,
-		Initrd:        plan.Initrd,
-		RootDisk:      plan.RootDisk,
-		WritableDisk:  b.w.DiskPath(),
-		MemoryMiB:     plan.MemoryMiB,
-		CPUs:          plan.CPUs,
-		RuntimeDir:    b.w.Path(wsdir.RunDir),
-		SerialLog:     b.w.ConsoleLog(),
-		Hello:         plan.Hello,
-		BootTimeout:   plan.BootTimeout,
-		DieWithParent: true,
-		Memory:        &vmm.Memory{File: b.mem.file, Shared: b.mem.shared},
-		Cmdline:       guestCmdline(plan),
-		Restore:       restoreOptions(plan.Restore),
-		Network:       plan.Network,
+	o := plan.Options(backend, guestboot.Paths{
+		WritableDisk: b.w.DiskPath(), RuntimeDir: b.w.Path(wsdir.RunDir), SerialLog: b.w.ConsoleLog(),
 	})
+	o.BootTimeout = plan.BootTimeout
+	o.Memory = &vmm.Memory{File: b.mem.file, Shared: b.mem.shared}
+	o.Cmdline = guestCmdline(plan)
+	o.Restore = restoreOptions(plan.Restore)
+	vm, err := microvm.Boot(ctx, o)
 	if err != nil {
 		return err
 	}
