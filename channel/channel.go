@@ -204,11 +204,10 @@ func ReadFrameLimit(r io.Reader, buf []byte, limit int) (FrameType, []byte, erro
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return 0, nil, err
 	}
-	n64 := uint64(binary.BigEndian.Uint32(hdr[1:]))
-	if n64 > uint64(min(limit, MaxFrame)) {
+	n := int(binary.BigEndian.Uint32(hdr[1:]))
+	if n > min(limit, MaxFrame) {
 		return 0, nil, ErrFrameTooLarge
 	}
-	n := int(n64)
 	if cap(buf) >= n {
 		buf = buf[:n]
 		if _, err := io.ReadFull(r, buf); err != nil {
