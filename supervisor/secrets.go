@@ -38,6 +38,10 @@ type supSecrets struct {
 	// sentNames are the names materialized in the guest this boot.
 	namesMu   sync.Mutex
 	sentNames map[string]bool
+	// limit and flood bound what the guest's on-demand fetches cost the
+	// host: resolutions, records and log lines.
+	limit *conduit.Limiter
+	flood *floodGate
 }
 
 // noteSent remembers a value about to be materialized: its fingerprint
@@ -129,7 +133,7 @@ func (a *auditFile) close() {
 // process environment so a helper program does not inherit the values.
 // The VMM and passt get no environment of ours at all (vmm.ChildEnv).
 func prepareSecrets(ctx context.Context, w *wsdir.Dir, cfg wsdir.SecretsConfig, lg *log.Logger) (*supSecrets, error) {
-	s := &supSecrets{cfg: cfg, env: envSnapshot(), lg: lg}
+	s := &supSecrets{cfg: cfg, env: envSnapshot(), lg: lg, limit: conduit.NewLimiter(maxFetchesAtOnce, fetchesPerSecond, fetchBurst)}
 	if cfg.Audit {
 		p := w.Path(audit.FileName)
 		l, err := audit.Open(p)
@@ -143,6 +147,7 @@ func prepareSecrets(ctx context.Context, w *wsdir.Dir, cfg wsdir.SecretsConfig, 
 		}
 		s.audit = &auditFile{log: l, path: p, fi: fi}
 	}
+	s.flood = newFloodGate(s.audit.logOrNil(), lg, s.onDemandDeclared)
 	if cfg.HasDecls() {
 		rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 		prep, err := conduit.Resolve(rctx, cfg.Declarations, s.env)
@@ -202,25 +207,27 @@ func (s *supSecrets) deliver(ctx context.Context, c *channel.Client, kind audit.
 	return nil
 }
 
-// fetch answers one on-demand fetch from the guest.
+// fetch answers one on-demand fetch from the guest, within the limits.
+// What the guest is told is the kind of failure only (a
+// *conduit.FetchError); the whole error goes to the supervisor log.
 func (s *supSecrets) fetch(ctx context.Context, name string) ([]byte, func(), error) {
-	shown := name
-	if !secrets.ValidName(name) {
-		shown = "(invalid name)" // the guest's bytes, not for the log
-	}
 	if err := s.audit.check(); err != nil {
-		s.lg.Printf("on-demand fetch of %s refused: the audit log %s was removed or replaced", shown, s.audit.path)
+		s.lg.Printf("on-demand fetch of %s refused: the audit log %s was removed or replaced", shownName(name), s.audit.path)
 		return nil, nil, err
 	}
-	v, release, err := conduit.OnDemand(s.cfg.Declarations, s.env, s.audit.logOrNil())(ctx, name)
+	done, err := s.limit.Acquire()
 	if err != nil {
-		s.lg.Printf("on-demand fetch of %s failed: %v", shown, err)
-		if errors.Is(err, audit.ErrWithheld) {
-			// The details (host paths) stay in the supervisor log.
-			err = fmt.Errorf("secret %s: %w (see the workspace's supervisor log)", shown, audit.ErrWithheld)
-		}
+		s.flood.failed(name, audit.OnDemand, err)
+		return nil, nil, &conduit.FetchError{Name: name, Err: err}
 	}
-	return v, release, err
+	defer done()
+	return conduit.OnDemand(s.cfg.Declarations, s.env, s.flood)(ctx, name)
+}
+
+// onDemandDeclared reports whether name may be fetched on demand.
+func (s *supSecrets) onDemandDeclared(name string) bool {
+	_, err := s.cfg.Declarations.OnDemand(name)
+	return err == nil
 }
 
 // close drops whatever is still held.
@@ -229,6 +236,9 @@ func (s *supSecrets) close() {
 		return
 	}
 	s.prep.Zero()
+	if s.flood != nil {
+		s.flood.close()
+	}
 	s.audit.close()
 }
 
