@@ -230,15 +230,20 @@ func (s *supSecrets) onDemandDeclared(name string) bool {
 	return err == nil
 }
 
+// flushFetches records the failed fetches counted so far (nil-safe).
+func (s *supSecrets) flushFetches() {
+	if s != nil && s.flood != nil {
+		s.flood.close()
+	}
+}
+
 // close drops whatever is still held.
 func (s *supSecrets) close() {
 	if s == nil {
 		return
 	}
 	s.prep.Zero()
-	if s.flood != nil {
-		s.flood.close()
-	}
+	s.flushFetches()
 	s.audit.close()
 }
 
