@@ -105,7 +105,7 @@ loop:
 	}
 	st, reason := s.endReason(halting, killed)
 	s.log.Printf("VM stopped: %s %s", st, reason)
-	s.ln.Close() // unlinks the socket: no new client reaches a dead VM
+	s.ln.Close()         // unlinks the socket: no new client reaches a dead VM
 	s.sec.flushFetches() // the failed fetches' counts, before the boot is seen over
 	final := s.record(st, reason)
 	s.w.CleanRuntime()
