@@ -22,6 +22,7 @@ const lostGrace = 2 * time.Second
 // loop waits for the VM to stop (by request or not), then records why.
 func (s *supervisor) loop(ctx context.Context) {
 	m := s.vm.Machine
+	go capConsole(s.w, s.log, s.finished)
 	var waiters []chan *wsdir.Record
 	halting, killed := false, false
 	sigc := ctx.Done()

@@ -227,3 +227,34 @@ esac
 		t.Errorf("%d failure records counting %d failures, want %d counted in at most 30", failedRecs, failures, wantFailed)
 	}
 }
+
+// A guest's root spamming /dev/console: console.log stays under its cap
+// (8 MiB plus a second of output) with one rotation beside it.
+func TestHostileGuestConsoleFlood(t *testing.T) {
+	e := setup(t)
+	e.create(t, "hcons")
+	e.start(t, "hcons")
+	w := newWS(e.h, "hcons")
+	const flood = 10 << 20 // the UART manages about 0.3 MB/s: ~35 s
+	t0 := time.Now()
+	if code, _, errs := e.exec(t, "hcons", "", "sh", "-c", "head -c "+strconv.Itoa(flood)+" /dev/zero | tr '\\0' x > /dev/console; echo done > /dev/console"); code != 0 {
+		t.Fatalf("flood: %d %s", code, errs)
+	}
+	took := time.Since(t0)
+	time.Sleep(1500 * time.Millisecond) // one more check of the size
+	cur, err := os.Stat(w.ConsoleLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := os.Stat(w.ConsoleLog() + ".1")
+	if err != nil {
+		t.Fatalf("no rotation after %d MiB on the console: %v", flood>>20, err)
+	}
+	rate := float64(flood) / took.Seconds()
+	t.Logf("%d MiB to /dev/console in %v (%.1f MB/s): console.log %.1f MiB, console.log.1 %.1f MiB",
+		flood>>20, took.Round(time.Millisecond), rate/1e6, float64(cur.Size())/(1<<20), float64(rot.Size())/(1<<20))
+	ceiling := int64(8<<20 + 2*rate)
+	if cur.Size() > ceiling || rot.Size() > ceiling {
+		t.Errorf("console logs of %d and %d bytes: over %d", cur.Size(), rot.Size(), ceiling)
+	}
+}
