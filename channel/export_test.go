@@ -9,3 +9,6 @@ func SetGuestTimeouts(firstFrame, closeWait time.Duration) (restore func()) {
 	guestCloseWait.Store(int64(closeWait))
 	return func() { guestFirstFrame.Store(f); guestCloseWait.Store(c) }
 }
+
+// SocketPair is socketPair for the package's external tests.
+var SocketPair = socketPair

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,20 +21,7 @@ import (
 // the VM.
 func hostileSession(t *testing.T) (*channel.Client, *yamux.Session, net.Conn) {
 	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns [2]net.Conn
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		conns[i], err = net.FileConn(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	host, guest := conns[0], conns[1]
+	host, guest := channel.SocketPair(t)
 	sessc := make(chan *yamux.Session, 1)
 	go func() {
 		if channel.GuestHandshake(guest) != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/conduit"
+	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/secrets"
 	"github.com/microagent-dev/microagent/wsdir"
 )
@@ -126,22 +127,7 @@ func TestFetchFloodLimitedAndCoalesced(t *testing.T) {
 		"SLOW=helper:x", "TOK=env:TOK")
 	s.flood.window = 300 * time.Millisecond
 
-	var peak int
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			if es, _ := os.ReadDir(running); len(es) > peak {
-				peak = len(es)
-			}
-		}
-	}()
+	stopSampling := testenv.PeakEntries(running)
 	const flood = 300
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -150,14 +136,13 @@ func TestFetchFloodLimitedAndCoalesced(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			v, release, err := s.fetch(context.Background(), "SLOW")
+			_, release, err := s.fetch(context.Background(), "SLOW")
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err == nil:
 				ok++
 				release()
-				_ = v
 			case errors.Is(err, conduit.ErrLimited):
 				limited++
 			default:
@@ -166,8 +151,7 @@ func TestFetchFloodLimitedAndCoalesced(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	close(stop)
-	<-sampled
+	peak := stopSampling()
 	t.Logf("%d concurrent helper fetches: %d ok, %d refused; at most %d helpers ran at once", flood, ok, limited, peak)
 	if peak > maxFetchesAtOnce || ok > fetchBurst || ok+limited != flood || int64(limited) != s.limit.Refused() {
 		t.Errorf("peak %d helpers (at most %d), %d ok (at most %d), %d refused (counted %d)", peak, maxFetchesAtOnce, ok, fetchBurst, limited, s.limit.Refused())

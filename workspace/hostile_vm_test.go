@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/audit"
+	"github.com/microagent-dev/microagent/internal/testenv"
 )
 
 // The hostile-guest suite: a static program (internal/hostileguest's
@@ -138,21 +139,7 @@ esac
 	e.start(t, "hfetch")
 	e.hostileTool(t, "hfetch")
 
-	peak, stop := 0, make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			if es, _ := os.ReadDir(running); len(es) > peak {
-				peak = len(es)
-			}
-		}
-	}()
+	stopSampling := testenv.PeakEntries(running)
 	type summary struct {
 		OK     int            `json:"ok"`
 		Errors map[string]int `json:"errors"`
@@ -168,8 +155,7 @@ esac
 	t0 := time.Now()
 	slow := fetch(300, "SLOW")
 	took := time.Since(t0)
-	close(stop)
-	<-sampled
+	peak := stopSampling()
 	t.Logf("300 concurrent fetches of a 0.3 s helper in %v: %d ok, errors %v; at most %d helpers at once", took.Round(time.Millisecond), slow.OK, slow.Errors, peak)
 	// The rate bound: a burst of 20, then 10 a second.
 	if most := 20 + int(10*took.Seconds()+1); slow.OK == 0 || slow.OK > most || peak > 4 {
