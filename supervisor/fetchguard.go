@@ -45,8 +45,9 @@ type floodGate struct {
 	timer *time.Timer
 }
 
-// floodKey groups failures. Names the guest made up (undeclared ones) are
-// one group, so inventing names does not make more records.
+// floodKey groups failures. Declared names (a bounded set) are kept apart;
+// names the guest made up are one group, so inventing names does not make
+// more records.
 type floodKey struct {
 	name   string // "" for every undeclared name
 	result audit.Result

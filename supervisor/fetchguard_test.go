@@ -52,7 +52,7 @@ func fetchSecrets(t *testing.T, dir string, audited bool, env map[string]string,
 		fi, _ := os.Lstat(p)
 		s.audit = &auditFile{log: l, path: p, fi: fi}
 	}
-	s.flood = newFloodGate(s.audit.logOrNil(), s.lg, s.onDemandDeclared)
+	s.flood = newFloodGate(s.audit.logOrNil(), s.lg, s.declared)
 	t.Cleanup(s.close)
 	return s, lb
 }

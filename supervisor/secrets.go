@@ -147,7 +147,7 @@ func prepareSecrets(ctx context.Context, w *wsdir.Dir, cfg wsdir.SecretsConfig, 
 		}
 		s.audit = &auditFile{log: l, path: p, fi: fi}
 	}
-	s.flood = newFloodGate(s.audit.logOrNil(), lg, s.onDemandDeclared)
+	s.flood = newFloodGate(s.audit.logOrNil(), lg, s.declared)
 	if cfg.HasDecls() {
 		rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 		prep, err := conduit.Resolve(rctx, cfg.Declarations, s.env)
@@ -224,10 +224,15 @@ func (s *supSecrets) fetch(ctx context.Context, name string) ([]byte, func(), er
 	return conduit.OnDemand(s.cfg.Declarations, s.env, s.flood)(ctx, name)
 }
 
-// onDemandDeclared reports whether name may be fetched on demand.
-func (s *supSecrets) onDemandDeclared(name string) bool {
-	_, err := s.cfg.Declarations.OnDemand(name)
-	return err == nil
+// declared reports whether name is declared (on demand or not): the names
+// whose failed fetches the audit log keeps apart.
+func (s *supSecrets) declared(name string) bool {
+	for _, d := range s.cfg.Secrets {
+		if d.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // flushFetches records the failed fetches counted so far (nil-safe).
