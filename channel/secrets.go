@@ -114,7 +114,8 @@ func (c *Client) Purge(ctx context.Context) ([]string, error) {
 
 // FetchFunc answers an on-demand fetch from the guest. It returns the value
 // and a release function that zeroes it once sent; or an error whose text
-// goes to the workload (so it must never contain a value).
+// goes to the workload, so it must never contain a value, nor host detail
+// (paths, a helper's stderr: see conduit.FetchError).
 type FetchFunc func(ctx context.Context, name string) (value []byte, release func(), err error)
 
 // fetchHandler is the Client's current FetchFunc.
