@@ -3,6 +3,8 @@ package supervisor
 import (
 	"fmt"
 	"log"
+	"regexp"
+	"strconv"
 	"sync"
 	"time"
 
@@ -114,6 +116,41 @@ func kindOf(err error) string {
 	return ""
 }
 
+// coalescedFormat starts the reason of a record that counts many fetches
+// (after a first record of its own: "N more"); coalescedReason finds it.
+const coalescedFormat = "%d more %s fetches"
+
+var coalescedReason = regexp.MustCompile(`^(\d+) more \S+ fetches `)
+
+// FetchTally sums a log's on-demand records, each coalesced record
+// counted as the fetches it stands for ("412 more denied fetches of X in
+// 10s ...").
+type FetchTally struct {
+	OK, Failed int
+	// FailedRecords is how many records hold the Failed fetches.
+	FailedRecords int
+}
+
+// TallyFetches sums recs' on-demand records.
+func TallyFetches(recs []audit.Record) FetchTally {
+	var t FetchTally
+	for _, r := range recs {
+		switch {
+		case r.Access != audit.OnDemand:
+		case r.Result == audit.OK:
+			t.OK++
+		default:
+			t.FailedRecords++
+			t.Failed++
+			if m := coalescedReason.FindStringSubmatch(r.Reason); m != nil {
+				n, _ := strconv.Atoi(m[1])
+				t.Failed += n - 1
+			}
+		}
+	}
+	return t
+}
+
 // flush records the counts of the window that ended.
 func (g *floodGate) flush() {
 	g.mu.Lock()
@@ -128,7 +165,7 @@ func (g *floodGate) flush() {
 		if k.name == "" {
 			what = "undeclared names (the first: " + c.name + ")"
 		}
-		reason := fmt.Sprintf("%d more %s fetches of %s in %s (coalesced): %s", c.n, k.result, what, g.window, c.reason)
+		reason := fmt.Sprintf(coalescedFormat+" of %s in %s (coalesced): %s", c.n, k.result, what, g.window, c.reason)
 		g.lg.Printf("on-demand fetches: %s", reason)
 		g.append(audit.Record{Name: c.name, Access: audit.OnDemand, Result: k.result, Reason: reason})
 	}

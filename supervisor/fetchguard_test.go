@@ -8,8 +8,6 @@ import (
 	"log"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -111,8 +109,6 @@ func TestFetchErrorsCarryNoHostDetail(t *testing.T) {
 	}
 }
 
-var coalesced = regexp.MustCompile(`^(\d+) more `)
-
 // A fetch flood runs at most maxFetchesAtOnce helpers at once, refuses the
 // excess at once and counts it; failures are coalesced in the audit log,
 // and every ok fetch has its record.
@@ -175,19 +171,8 @@ func TestFetchFloodLimitedAndCoalesced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oks, failedRecs, failures := 0, 0, 0
-	for _, r := range recs {
-		if r.Result == audit.OK {
-			oks++
-			continue
-		}
-		failedRecs++
-		failures++
-		if m := coalesced.FindStringSubmatch(r.Reason); m != nil {
-			n, _ := strconv.Atoi(m[1])
-			failures += n - 1
-		}
-	}
+	tally := TallyFetches(recs)
+	oks, failedRecs, failures := tally.OK, tally.FailedRecords, tally.Failed
 	total := flood + 500 + tries
 	t.Logf("%d fetches (%d ok, %d refused or denied) made %d audit records (%d ok)", total, ok+good, total-ok-good, len(recs), oks)
 	if oks != ok+good {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/internal/testenv"
+	"github.com/microagent-dev/microagent/supervisor"
 )
 
 // The hostile-guest suite: a static program (internal/hostileguest's
@@ -189,20 +190,8 @@ esac
 	if err != nil {
 		t.Fatal(err)
 	}
-	oks, failedRecs, failures := 0, 0, 0
-	counted := regexp.MustCompile(`^(\d+) more `)
-	for _, r := range recs {
-		if r.Result == audit.OK {
-			oks++
-			continue
-		}
-		failedRecs++
-		failures++
-		if m := counted.FindStringSubmatch(r.Reason); m != nil {
-			n, _ := strconv.Atoi(m[1])
-			failures += n - 1
-		}
-	}
+	tally := supervisor.TallyFetches(recs)
+	oks, failedRecs, failures := tally.OK, tally.FailedRecords, tally.Failed
 	total := 300 + 15 + 400
 	wantFailed := total - slow.OK - leaky.OK - denied.OK
 	t.Logf("%d fetches: %d audit records (%d ok, %d for %d failures)", total, len(recs), oks, failedRecs, failures)
