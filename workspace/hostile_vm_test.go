@@ -115,8 +115,13 @@ func TestHostileGuestReusedStreamID(t *testing.T) {
 		t.Fatalf("status: %s %q", inf.State, inf.Reason)
 	}
 	t.Logf("status: %s: %s", inf.State, inf.Reason)
-	waitFor(t, "the boot's record", 30*time.Second, func() bool { return !e.status(t, "hreuse").State.Live() })
+	// Status says failed as soon as the supervisor knows; the VM and the
+	// supervisor then stop.
+	waitFor(t, "the supervisor and QEMU to exit", 30*time.Second, func() bool { return len(e.procs()) == 0 })
 	e.assertAtRest(t, "hreuse", Failed)
+	if inf := e.status(t, "hreuse"); !strings.Contains(inf.Reason, "channel broke") {
+		t.Fatalf("the boot's record: %s %q", inf.State, inf.Reason)
+	}
 }
 
 // On-demand fetch floods from a real guest: the excess is refused and
