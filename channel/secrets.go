@@ -144,8 +144,8 @@ const (
 	MaxGuestStreams = 16
 	// guestBacklog is the host's yamux AcceptBacklog.
 	guestBacklog = 32
-	// maxGuestHeader bounds that header (a fetch's is a name and a
-	// 32-byte key, well under a kilobyte).
+	// maxGuestHeader bounds a guest stream's first frame, its Header (a
+	// fetch's is a name and a 32-byte key, well under a kilobyte).
 	maxGuestHeader = 4 << 10
 	// guestReplyTimeout bounds writing the answer: a sealed value is larger
 	// than the stream's window, and a guest that never reads it must not

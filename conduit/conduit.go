@@ -152,7 +152,7 @@ func (e *FetchError) Error() string {
 	if !secrets.ValidName(name) {
 		name = "(invalid name)" // the guest's own bytes: not echoed
 	}
-	return fmt.Sprintf("secret %s: %s (the host's log has the details)", name, kindText(e.Err))
+	return fmt.Sprintf("secret %s: %s (the details stay on the host)", name, kindText(e.Err))
 }
 
 // Unwrap returns the whole failure.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/microagent-dev/microagent/audit"
@@ -42,6 +43,8 @@ type supSecrets struct {
 	// host: resolutions, records and log lines.
 	limit *conduit.Limiter
 	flood *floodGate
+	// auditGone is set once a fetch found the audit log replaced.
+	auditGone atomic.Bool
 }
 
 // noteSent remembers a value about to be materialized: its fingerprint
@@ -212,7 +215,10 @@ func (s *supSecrets) deliver(ctx context.Context, c *channel.Client, kind audit.
 // *conduit.FetchError); the whole error goes to the supervisor log.
 func (s *supSecrets) fetch(ctx context.Context, name string) ([]byte, func(), error) {
 	if err := s.audit.check(); err != nil {
-		s.lg.Printf("on-demand fetch of %s refused: the audit log %s was removed or replaced", shownName(name), s.audit.path)
+		// Once: the condition lasts, and a guest can fetch in a loop.
+		if !s.auditGone.Swap(true) {
+			s.lg.Printf("on-demand fetch of %s refused: the audit log %s was removed or replaced (every later fetch is refused too; logged once)", shownName(name), s.audit.path)
+		}
 		return nil, nil, err
 	}
 	done, err := s.limit.Acquire()
