@@ -53,7 +53,7 @@ func connect(ctx context.Context, conn net.Conn, handshake func(io.ReadWriter, s
 		conn.Close()
 		return nil, err
 	}
-	sess, err := yamux.Client(conn, YamuxConfig())
+	sess, err := yamux.Client(conn, hostYamuxConfig())
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("channel: start session: %w", err)

@@ -79,6 +79,7 @@ type supervisor struct {
 	// arriving later are answered from final.
 	finishedSet bool
 	forced      string // why a halt had to force the VMM down
+	lost        string // why the VM was stopped after the channel broke
 }
 
 type stopReq struct {

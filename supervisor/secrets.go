@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/microagent-dev/microagent/audit"
@@ -38,6 +39,12 @@ type supSecrets struct {
 	// sentNames are the names materialized in the guest this boot.
 	namesMu   sync.Mutex
 	sentNames map[string]bool
+	// limit and flood bound what the guest's on-demand fetches cost the
+	// host: resolutions, records and log lines.
+	limit *conduit.Limiter
+	flood *floodGate
+	// auditGone is set once a fetch found the audit log replaced.
+	auditGone atomic.Bool
 }
 
 // noteSent remembers a value about to be materialized: its fingerprint
@@ -129,7 +136,7 @@ func (a *auditFile) close() {
 // process environment so a helper program does not inherit the values.
 // The VMM and passt get no environment of ours at all (vmm.ChildEnv).
 func prepareSecrets(ctx context.Context, w *wsdir.Dir, cfg wsdir.SecretsConfig, lg *log.Logger) (*supSecrets, error) {
-	s := &supSecrets{cfg: cfg, env: envSnapshot(), lg: lg}
+	s := &supSecrets{cfg: cfg, env: envSnapshot(), lg: lg, limit: conduit.NewLimiter(maxFetchesAtOnce, fetchesPerSecond, fetchBurst)}
 	if cfg.Audit {
 		p := w.Path(audit.FileName)
 		l, err := audit.Open(p)
@@ -143,6 +150,7 @@ func prepareSecrets(ctx context.Context, w *wsdir.Dir, cfg wsdir.SecretsConfig, 
 		}
 		s.audit = &auditFile{log: l, path: p, fi: fi}
 	}
+	s.flood = newFloodGate(s.audit.logOrNil(), lg, s.declared)
 	if cfg.HasDecls() {
 		rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 		prep, err := conduit.Resolve(rctx, cfg.Declarations, s.env)
@@ -202,25 +210,42 @@ func (s *supSecrets) deliver(ctx context.Context, c *channel.Client, kind audit.
 	return nil
 }
 
-// fetch answers one on-demand fetch from the guest.
+// fetch answers one on-demand fetch from the guest, within the limits.
+// What the guest is told is the kind of failure only (a
+// *conduit.FetchError); the whole error goes to the supervisor log.
 func (s *supSecrets) fetch(ctx context.Context, name string) ([]byte, func(), error) {
-	shown := name
-	if !secrets.ValidName(name) {
-		shown = "(invalid name)" // the guest's bytes, not for the log
-	}
 	if err := s.audit.check(); err != nil {
-		s.lg.Printf("on-demand fetch of %s refused: the audit log %s was removed or replaced", shown, s.audit.path)
+		// Once: the condition lasts, and a guest can fetch in a loop.
+		if !s.auditGone.Swap(true) {
+			s.lg.Printf("on-demand fetch of %s refused: the audit log %s was removed or replaced (every later fetch is refused too; logged once)", shownName(name), s.audit.path)
+		}
 		return nil, nil, err
 	}
-	v, release, err := conduit.OnDemand(s.cfg.Declarations, s.env, s.audit.logOrNil())(ctx, name)
+	done, err := s.limit.Acquire()
 	if err != nil {
-		s.lg.Printf("on-demand fetch of %s failed: %v", shown, err)
-		if errors.Is(err, audit.ErrWithheld) {
-			// The details (host paths) stay in the supervisor log.
-			err = fmt.Errorf("secret %s: %w (see the workspace's supervisor log)", shown, audit.ErrWithheld)
+		s.flood.failed(name, audit.OnDemand, err)
+		return nil, nil, &conduit.FetchError{Name: name, Err: err}
+	}
+	defer done()
+	return conduit.OnDemand(s.cfg.Declarations, s.env, s.flood)(ctx, name)
+}
+
+// declared reports whether name is declared (on demand or not): the names
+// whose failed fetches the audit log keeps apart.
+func (s *supSecrets) declared(name string) bool {
+	for _, d := range s.cfg.Secrets {
+		if d.Name == name {
+			return true
 		}
 	}
-	return v, release, err
+	return false
+}
+
+// flushFetches records the failed fetches counted so far (nil-safe).
+func (s *supSecrets) flushFetches() {
+	if s != nil && s.flood != nil {
+		s.flood.close()
+	}
 }
 
 // close drops whatever is still held.
@@ -229,6 +254,7 @@ func (s *supSecrets) close() {
 		return
 	}
 	s.prep.Zero()
+	s.flushFetches()
 	s.audit.close()
 }
 

@@ -163,6 +163,11 @@ func (w *wsDir) info(ctx context.Context, ask bool) (*Info, error) {
 		switch {
 		case err == nil:
 			inf.Execs = s.Execs
+			if s.State == Failed {
+				// The supervisor is stopping a VM whose channel broke: say
+				// so now, not "running" until the record catches up.
+				inf.State, inf.Reason = Failed, s.Reason
+			}
 		case ctx.Err() == nil:
 			// Look again: it may have stopped while we asked.
 			if o2, err2 := w.observe(); err2 == nil && o2.state == Running {

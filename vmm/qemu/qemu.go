@@ -276,7 +276,10 @@ func buildArgs(mc *MachineConfig, l launch) []string {
 	}
 	a = append(a, netArgs(c.Network, l.passtFD)...)
 	if c.SerialLog != "" {
-		a = append(a, "-chardev", "file,id=serial0,path="+optEscape(c.SerialLog), "-serial", "chardev:serial0")
+		// append=on (O_APPEND): whoever caps the log can truncate it
+		// under QEMU, whose next write then lands at the new end instead
+		// of its old offset (a sparse file as large as ever).
+		a = append(a, "-chardev", "file,id=serial0,path="+optEscape(c.SerialLog)+",append=on", "-serial", "chardev:serial0")
 	} else {
 		a = append(a, "-serial", "null")
 	}
