@@ -5,7 +5,7 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/microagent-dev/microagent/cli.Version=$(VERSION)
 
-.PHONY: all build deps test-deps setup test bench vet clean
+.PHONY: all build deps test-deps setup test fuzz-smoke bench vet clean
 
 all: build
 
@@ -39,6 +39,20 @@ vet:
 # The whole suite, VM tests included (they run on TCG where KVM is absent).
 test: build vet
 	MICROAGENT_AGENT=$(BIN)/microagent-agent $(GO) test -race -timeout 60m -count=1 $(PKGS)
+	$(MAKE) fuzz-smoke
+
+# Every fuzz target a few seconds past its seed corpus (which go test runs):
+# a smoke run for CI; run one for minutes with FUZZTIME=10m.
+FUZZ    := ./tarcopy:FuzzExtract ./channel:FuzzReadFrame ./supervisor:FuzzServerRequest \
+           ./secrets:FuzzParseRef ./secrets:FuzzParseDecl ./secrets:FuzzParseDotenv ./guest:FuzzParseSecretRequest
+FUZZTIME ?= 5s
+fuzz-smoke:
+	@for t in $(FUZZ); do \
+	  echo "fuzz $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -parallel 1 $${t%%:*} >/tmp/fuzz-$$$$.log 2>&1 \
+	    || { cat /tmp/fuzz-$$$$.log; rm -f /tmp/fuzz-$$$$.log; exit 1; }; \
+	  tail -1 /tmp/fuzz-$$$$.log; rm -f /tmp/fuzz-$$$$.log; \
+	done
 
 bench: build
 	MICROAGENT_AGENT=$(BIN)/microagent-agent $(GO) run ./bench -out docs/performance.md
