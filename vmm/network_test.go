@@ -55,6 +55,8 @@ func TestNetworkValidate(t *testing.T) {
 		"user forward": {Mode: NetworkUser, Forwards: []Forward{fw(1), fw(2)}, HostAccess: true},
 		"isolated":     {Mode: NetworkIsolated},
 		"dns":          {HostAccess: true, DNS: []netip.Addr{UserAddressing.Gateway, netip.MustParseAddr("192.0.2.53")}},
+		"host ports":   {HostAccess: true, HostPorts: []int{53, 11434}, DNS: []netip.Addr{UserAddressing.Gateway}},
+		"allow cidrs":  {AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24"), netip.MustParsePrefix("fd00::/8")}},
 	} {
 		if err := n.Validate(); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -71,6 +73,15 @@ func TestNetworkValidate(t *testing.T) {
 		"ipv6 dns":              {HostAccess: true, DNS: []netip.Addr{netip.MustParseAddr("::1")}},
 		"unspecified dns":       {HostAccess: true, DNS: []netip.Addr{netip.MustParseAddr("0.0.0.0")}},
 		"zero dns":              {HostAccess: true, DNS: []netip.Addr{{}}},
+		"ports without access":  {HostPorts: []int{8080}},
+		"port out of range":     {HostAccess: true, HostPorts: []int{65536}},
+		"gateway dns, not 53":   {HostAccess: true, HostPorts: []int{8080}, DNS: []netip.Addr{UserAddressing.Gateway}},
+		"isolated cidr":         {Mode: NetworkIsolated, AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		"loopback cidr":         {AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
+		"everything cidr":       {AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}},
+		"ipv6 loopback cidr":    {AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("::/0")}},
+		"unmasked cidr":         {AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/8")}},
+		"zero cidr":             {AllowCIDRs: []netip.Prefix{{}}},
 	} {
 		if err := n.Validate(); err == nil {
 			t.Errorf("%s: no error", name)

@@ -1,0 +1,417 @@
+// Package stack is the network helper's engine (cmd/microagent-net): a
+// gVisor netstack behind the virtual network's gateway that terminates
+// every guest TCP connection, UDP flow and DNS query, asks the
+// usernet.Policy, and only then opens the host-side socket. Everything the
+// guest can make it hold is bounded (connections, handshakes, UDP flows,
+// DNS queries in flight, buffer sizes).
+//
+// The Ethernet side (QEMU's -netdev stream framing, ARP, the gateway's
+// link endpoint) is gvisor-tap-vsock's tap package; the forwarders are ours
+// because gvisor-tap-vsock's dial every destination without asking.
+package stack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/containers/gvisor-tap-vsock/pkg/tap"
+	"github.com/containers/gvisor-tap-vsock/pkg/types"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/usernet"
+)
+
+// Bounds on what the guest can make the helper hold.
+const (
+	// maxConns bounds open guest TCP connections through the network
+	// (DNS over TCP included); one more is reset.
+	maxConns = 512
+	// maxHandshakes bounds guest TCP handshakes being decided and dialed
+	// at once (gVisor drops further SYNs, which the guest retries).
+	maxHandshakes = 64
+	// maxUDPFlows bounds open UDP flows (DNS included); a new flow beyond
+	// it is dropped until one ends.
+	maxUDPFlows = 128
+	// maxDNSInFlight bounds DNS queries waiting for an upstream answer.
+	maxDNSInFlight = 64
+	// maxPublishedConns bounds connections through published ports.
+	maxPublishedConns = 256
+	// udpBuffer is the largest UDP datagram relayed (larger ones are cut).
+	udpBuffer = 16 << 10
+	// udpIdle ends a UDP flow without traffic in either direction.
+	udpIdle = 60 * time.Second
+	// dialTimeout bounds a host-side TCP dial (and a published port's
+	// dial into the guest).
+	dialTimeout = 10 * time.Second
+	// mtu is the guest NIC's (Linux's default for virtio-net).
+	mtu = 1500
+	// nic is the stack's one NIC.
+	nic = 1
+)
+
+// Network is one guest's virtual network.
+type Network struct {
+	cfg    usernet.Config
+	stack  *stack.Stack
+	sw     *tap.Switch
+	events *eventLog
+	hosts  hostAddrs
+
+	conns     chan struct{} // semaphore: maxConns
+	udpFlows  chan struct{} // semaphore: maxUDPFlows
+	dnsQuery  chan struct{} // semaphore: maxDNSInFlight
+	published chan struct{} // semaphore: maxPublishedConns
+
+	// dial opens host-side connections; tests replace it.
+	dial func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error)
+}
+
+// New builds the network for cfg; decisions are written to events as JSON
+// lines (usernet.Event).
+func New(cfg usernet.Config, events io.Writer) (*Network, error) {
+	a := vmm.UserAddressing
+	ep, err := tap.NewLinkEndpoint(false, mtu, usernet.GatewayMAC.String(), a.Gateway.String(), []string{a.DNS.String()})
+	if err != nil {
+		return nil, fmt.Errorf("link endpoint: %w", err)
+	}
+	sw := tap.NewSwitch(false)
+	ep.Connect(sw)
+	sw.Connect(ep)
+
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
+	})
+	if err := s.CreateNIC(nic, ep); err != nil {
+		return nil, fmt.Errorf("NIC: %s", err)
+	}
+	// The gateway and the DNS forwarder answer ARP; no other address of
+	// the virtual network does, so the guest reaches nothing else there.
+	for _, addr := range []netip.Addr{a.Gateway, a.DNS} {
+		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddrFrom4(addr.As4()).WithPrefix()}
+		if err := s.AddProtocolAddress(nic, pa, stack.AddressProperties{}); err != nil {
+			return nil, fmt.Errorf("address %s: %s", addr, err)
+		}
+	}
+	// Spoofing and promiscuous mode let the stack accept connections to
+	// any destination (it stands for the whole outside) and answer from it.
+	s.SetSpoofing(nic, true)
+	s.SetPromiscuousMode(nic, true)
+	subnet, err := tcpip.NewSubnet(tcpip.AddrFrom4(a.Prefix.Addr().As4()), tcpip.MaskFromBytes(net.CIDRMask(a.Prefix.Bits(), 32)))
+	if err != nil {
+		return nil, fmt.Errorf("subnet: %w", err)
+	}
+	s.SetRouteTable([]tcpip.Route{{Destination: subnet, NIC: nic}})
+
+	n := &Network{
+		cfg: cfg, stack: s, sw: sw, events: &eventLog{enc: json.NewEncoder(events)},
+		conns:     make(chan struct{}, maxConns),
+		udpFlows:  make(chan struct{}, maxUDPFlows),
+		dnsQuery:  make(chan struct{}, maxDNSInFlight),
+		published: make(chan struct{}, maxPublishedConns),
+		dial: func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
+			d := net.Dialer{Timeout: dialTimeout}
+			return d.DialContext(ctx, network, addr.String())
+		},
+	}
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tcp.NewForwarder(s, 0, maxHandshakes, n.tcpFlow).HandlePacket)
+	s.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(s, n.udpFlow).HandlePacket)
+	return n, nil
+}
+
+// Serve relays frames with the VMM over conn (QEMU's stream framing) and
+// serves the published ports on listeners (one per cfg.GuestPorts entry)
+// until the VMM closes conn or ctx ends.
+func (n *Network) Serve(ctx context.Context, conn net.Conn, listeners []net.Listener) error {
+	if len(listeners) != len(n.cfg.GuestPorts) {
+		return fmt.Errorf("%d published-port listeners for %d guest ports", len(listeners), len(n.cfg.GuestPorts))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for i, l := range listeners {
+		go n.publish(ctx, l, n.cfg.GuestPorts[i])
+	}
+	go func() {
+		<-ctx.Done()
+		conn.Close()
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	err := n.sw.Accept(ctx, conn, types.QemuProtocol)
+	if errors.Is(err, io.EOF) || ctx.Err() != nil {
+		return nil // the VMM closed its end: the VM is gone
+	}
+	return err
+}
+
+// tcpFlow decides a guest TCP connection: refused ones are reset before
+// anything is dialed; allowed ones are dialed first, so a destination
+// that refuses refuses the guest too, then accepted and relayed.
+func (n *Network) tcpFlow(r *tcp.ForwarderRequest) {
+	id := r.ID()
+	dst := netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort)
+	d := n.cfg.Policy.Decide(dst, n.hosts.get())
+	ev := usernet.Event{Proto: "tcp", Dst: dst, Verdict: d.Verdict, Reason: d.Reason}
+	if d.Allowed() && !acquire(n.conns) {
+		ev.Verdict, ev.Reason = usernet.Deny, fmt.Sprintf("too many open connections (%d)", maxConns)
+	}
+	if ev.Verdict == usernet.Deny {
+		n.events.write(ev)
+		r.Complete(true)
+		return
+	}
+	defer release(n.conns)
+
+	var upstream net.Conn
+	var err error
+	if d.Resolver {
+		ev.Proto = "dns-tcp"
+	} else {
+		ev.Dialed = d.Dial
+		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+		upstream, err = n.dial(ctx, "tcp", d.Dial)
+		cancel()
+		if err != nil {
+			ev.Error = err.Error()
+			n.events.write(ev)
+			r.Complete(true)
+			return
+		}
+		defer upstream.Close()
+	}
+	n.events.write(ev)
+	var wq waiter.Queue
+	ep, tcpErr := r.CreateEndpoint(&wq)
+	r.Complete(false)
+	if tcpErr != nil {
+		return // the guest gave up on the handshake
+	}
+	guest := gonet.NewTCPConn(&wq, ep)
+	defer guest.Close()
+	if d.Resolver {
+		n.serveDNSTCP(guest)
+		return
+	}
+	relay(guest, upstream)
+}
+
+// udpFlow decides the first datagram of a guest UDP flow. Refused
+// datagrams are dropped (and each is logged: the log is bounded by the
+// host side's rotation); an allowed flow gets its own host socket and
+// lives until udpIdle passes without traffic.
+func (n *Network) udpFlow(r *udp.ForwarderRequest) {
+	id := r.ID()
+	dst := netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort)
+	d := n.cfg.Policy.Decide(dst, n.hosts.get())
+	ev := usernet.Event{Proto: "udp", Dst: dst, Verdict: d.Verdict, Reason: d.Reason}
+	if d.Allowed() && !acquire(n.udpFlows) {
+		ev.Verdict, ev.Reason = usernet.Deny, fmt.Sprintf("too many UDP flows (%d)", maxUDPFlows)
+	}
+	if ev.Verdict == usernet.Deny {
+		n.events.write(ev)
+		return
+	}
+	if d.Resolver {
+		ev.Proto = "dns-udp"
+	}
+	// This runs in the stack's receive path: the dial below is a UDP
+	// socket's connect, which does not block.
+	var upstream net.Conn
+	if !d.Resolver {
+		ev.Dialed = d.Dial
+		var err error
+		if upstream, err = n.dial(context.Background(), "udp", d.Dial); err != nil {
+			ev.Error = err.Error()
+			n.events.write(ev)
+			release(n.udpFlows)
+			return
+		}
+	}
+	var wq waiter.Queue
+	ep, tcpErr := r.CreateEndpoint(&wq)
+	if tcpErr != nil {
+		ev.Error = tcpErr.String()
+		n.events.write(ev)
+		release(n.udpFlows)
+		if upstream != nil {
+			upstream.Close()
+		}
+		return
+	}
+	n.events.write(ev)
+	guest := gonet.NewUDPConn(&wq, ep)
+	go func() {
+		defer release(n.udpFlows)
+		defer guest.Close()
+		if d.Resolver {
+			n.serveDNSUDP(guest)
+			return
+		}
+		defer upstream.Close()
+		relayUDP(guest, upstream)
+	}()
+}
+
+// publish serves one published port: each host connection is dialed into
+// the guest's port from the gateway's address.
+func (n *Network) publish(ctx context.Context, l net.Listener, guestPort int) {
+	guest := tcpip.FullAddress{NIC: nic, Addr: tcpip.AddrFrom4(vmm.UserAddressing.Guest.As4()), Port: uint16(guestPort)}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and the like: wait instead of spinning.
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if !acquire(n.published) {
+			c.Close()
+			continue
+		}
+		go func() {
+			defer release(n.published)
+			defer c.Close()
+			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			g, err := gonet.DialContextTCP(dctx, n.stack, guest, ipv4.ProtocolNumber)
+			cancel()
+			if err != nil {
+				return // nothing listens in the guest yet: the host sees the close
+			}
+			defer g.Close()
+			relay(c, g)
+		}()
+	}
+}
+
+// relay copies both ways until both directions end, passing half-closes on.
+func relay(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		io.Copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		} else {
+			dst.Close()
+		}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+}
+
+// relayUDP copies datagrams both ways until udpIdle passes without any.
+func relayUDP(guest, host net.Conn) {
+	var mu sync.Mutex
+	last := time.Now()
+	touch := func() { mu.Lock(); last = time.Now(); mu.Unlock() }
+	idle := func() bool { mu.Lock(); defer mu.Unlock(); return time.Since(last) >= udpIdle }
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		defer func() { done <- struct{}{} }()
+		buf := make([]byte, udpBuffer)
+		for {
+			src.SetReadDeadline(time.Now().Add(udpIdle))
+			k, err := src.Read(buf)
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() && !idle() {
+					continue // the other direction is busy
+				}
+				return
+			}
+			touch()
+			dst.Write(buf[:k])
+		}
+	}
+	go cp(host, guest)
+	go cp(guest, host)
+	<-done
+	// Unblock the other direction.
+	guest.Close()
+	host.Close()
+	<-done
+}
+
+// acquire takes a slot of sem without waiting.
+func acquire(sem chan struct{}) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func release(sem chan struct{}) { <-sem }
+
+// addrOf converts a netstack address.
+func addrOf(a tcpip.Address) netip.Addr {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return ip
+}
+
+// eventLog writes decisions as JSON lines.
+type eventLog struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func (l *eventLog) write(ev usernet.Event) {
+	ev.Time = time.Now().UTC()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.enc.Encode(ev)
+}
+
+// hostAddrs caches the host's own addresses, which the policy closes.
+// They are read again when older than hostAddrsTTL (a host's addresses
+// change with DHCP and VPNs).
+type hostAddrs struct {
+	mu    sync.Mutex
+	addrs []netip.Addr
+	read  time.Time
+}
+
+const hostAddrsTTL = 5 * time.Second
+
+func (h *hostAddrs) get() []netip.Addr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if time.Since(h.read) < hostAddrsTTL {
+		return h.addrs
+	}
+	ifs, err := net.InterfaceAddrs()
+	if err != nil {
+		return h.addrs // keep the last known ones
+	}
+	// A new slice: callers keep reading the one returned before.
+	h.addrs = nil
+	for _, ia := range ifs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil {
+			h.addrs = append(h.addrs, p.Addr().Unmap())
+		}
+	}
+	h.read = time.Now()
+	return h.addrs
+}
