@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,10 +208,20 @@ func TestRunNetworkDNS(t *testing.T) {
 }
 
 // loopbackDNS is a DNS server on 127.0.0.1 (UDP and TCP, one port) that
-// answers one name with one address.
+// answers one name (every name for "") with one address.
 type loopbackDNS struct {
 	addr     netip.AddrPort
 	udp, tcp atomic.Int32
+
+	mu    sync.Mutex
+	asked []string
+}
+
+// names lists the names the server was asked for.
+func (s *loopbackDNS) names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.asked...)
 }
 
 func startLoopbackDNS(t *testing.T, name string, ip netip.Addr) *loopbackDNS {
@@ -236,8 +247,11 @@ func startLoopbackDNS(t *testing.T, name string, ip netip.Addr) *loopbackDNS {
 		if err != nil {
 			return nil
 		}
+		s.mu.Lock()
+		s.asked = append(s.asked, qn.Name.String())
+		s.mu.Unlock()
 		rh := dnsmessage.Header{ID: h.ID, Response: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
-		if !strings.EqualFold(qn.Name.String(), name) {
+		if name != "" && !strings.EqualFold(qn.Name.String(), name) {
 			rh.RCode = dnsmessage.RCodeNameError
 		}
 		bld := dnsmessage.NewBuilder(nil, rh)
@@ -300,4 +314,58 @@ func tcpQuery(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return append(binary.BigEndian.AppendUint16(nil, uint16(len(msg))), msg...)
+}
+
+// TestRunEgressAllowlist: with --egress-allow only the allowed name leads
+// out: the network's resolver answers it with a stand-in address that the
+// helper maps to the real one (here 127.0.0.1, opened with --host-access
+// PORT), refuses other names without asking upstream, and refuses the IP
+// literal of a public address, a resolver of the guest's choosing and a
+// stand-in it never handed out, before any dial.
+func TestRunEgressAllowlist(t *testing.T) {
+	e := setup(t)
+	ref := e.reg.PushBusybox(t, "busybox")
+	port, hits := countingServer(t, "127.0.0.1:0", "hello-allowed")
+	dns := startLoopbackDNS(t, "", netip.MustParseAddr("127.0.0.1"))
+	script := fmt.Sprintf("wget -q -O - http://allowed.test:%d/; echo; "+
+		"nslookup other.test; timeout 5 wget -q -O - http://other.test:%d/ && echo REACHED other; "+
+		"timeout 5 nc -w 3 203.0.113.7 443 </dev/null && echo REACHED literal; "+
+		"timeout 5 nslookup allowed.test 203.0.113.53 && echo REACHED resolver; "+
+		"timeout 5 nc -w 3 198.18.200.1 %d </dev/null && echo REACHED stand-in; echo end", port, port, port)
+	b, log := loggingBackend(dns.addr)
+	o := opts(ref, "sh", "-c", script)
+	o.Timeout = 2 * time.Minute
+	o.Backend = b
+	o.Network = vmm.Network{HostAccess: true, HostPorts: []int{port}, AllowNames: []string{"allowed.test"}}
+	r, out, errs, err := e.run(t, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "hello-allowed") || hits.Load() != 1 || strings.Contains(out, "REACHED") || !strings.HasSuffix(out, "end\n") {
+		t.Errorf("exit %d, %d hits, stdout %q, stderr %q", r.Exit.Code, hits.Load(), out, errs)
+	}
+	if !strings.Contains(out+errs, "REFUSED") {
+		t.Errorf("other.test was not REFUSED: stdout %q, stderr %q", out, errs)
+	}
+	if got := dns.names(); len(got) == 0 || slices.ContainsFunc(got, func(n string) bool { return n != "allowed.test." }) {
+		t.Errorf("upstream was asked %v, want allowed.test only", got)
+	}
+	evs := log.events(t)
+	want := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	for _, d := range dialed(evs) {
+		if d != want && d != dns.addr {
+			t.Errorf("the helper dialed %v", d)
+		}
+	}
+	denied := map[netip.Addr]bool{}
+	for _, ev := range evs {
+		if ev.Verdict == usernet.Deny {
+			denied[ev.Dst.Addr()] = true
+		}
+	}
+	for _, ip := range []string{"203.0.113.7", "203.0.113.53", "198.18.200.1"} {
+		if !denied[netip.MustParseAddr(ip)] {
+			t.Errorf("no deny logged for %s", ip)
+		}
+	}
 }

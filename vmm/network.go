@@ -118,11 +118,50 @@ type Network struct {
 	// ranges, link-local, the host's own addresses; never the host's
 	// loopback, which HostAccess opens at the gateway).
 	AllowCIDRs []netip.Prefix
+	// AllowNames, when any is given, limits the way out to these names
+	// (ParseAllowName: a host, or .SUFFIX for a domain and every name in
+	// it): the network's resolver refuses other names, and the guest
+	// reaches only addresses it resolved for these names (HostAccess and
+	// AllowCIDRs still open what they open).
+	AllowNames []string
 	// DNS are the nameservers the guest uses instead of the NAT's own
 	// forwarder (UserAddressing.DNS), e.g. UserAddressing.Gateway for a
 	// resolver on the host's loopback (which needs HostAccess). They are
 	// reached over the NAT's outbound path (see CheckUserNetwork).
 	DNS []netip.Addr
+}
+
+// ParseAllowName reads an --egress-allow value: a host name (pypi.org) or
+// a leading dot and a domain (.github.com: the domain and every name in
+// it). It returns the name in lower case without a final dot.
+func ParseAllowName(s string) (string, error) {
+	bad := func(why string) (string, error) {
+		return "", fmt.Errorf("--egress-allow %q: %s: give a host name (pypi.org) or a domain with a leading dot (.github.com)", s, why)
+	}
+	name := strings.ToLower(strings.TrimSuffix(s, "."))
+	host := strings.TrimPrefix(name, ".")
+	switch {
+	case host == "":
+		return bad("empty")
+	case strings.Contains(host, "*"):
+		return bad("no wildcards: a leading dot covers every name in a domain")
+	case len(host) > 253:
+		return bad("longer than a DNS name can be")
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return bad("an address, not a name (open an address range with --egress-allow-cidr)")
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 {
+			return bad("an empty or over-long label")
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return bad(fmt.Sprintf("%q is not allowed in a name", c))
+			}
+		}
+	}
+	return name, nil
 }
 
 // HostAccessTo reports whether n opens port of the host's loopback.
@@ -148,7 +187,7 @@ func (n *Network) Validate() error {
 		if n.HostAccess {
 			return fmt.Errorf("host access needs a network device: the isolated network has none; use --network user")
 		}
-		if len(n.HostPorts) > 0 || len(n.AllowCIDRs) > 0 {
+		if len(n.HostPorts) > 0 || len(n.AllowCIDRs) > 0 || len(n.AllowNames) > 0 {
 			return fmt.Errorf("opening host ports or address ranges needs a network device: the isolated network has none; use --network user")
 		}
 		if len(n.DNS) > 0 {
@@ -175,6 +214,16 @@ func (n *Network) Validate() error {
 		}
 		if c.Addr().Unmap().IsLoopback() || c.Contains(netip.AddrFrom4([4]byte{127, 0, 0, 1})) || c.Contains(netip.IPv6Loopback()) {
 			return fmt.Errorf("address range %s covers the host's loopback, which only --host-access opens (at %s)", c, UserAddressing.Gateway)
+		}
+	}
+	for _, a := range n.AllowNames {
+		if _, err := ParseAllowName(a); err != nil {
+			return err
+		}
+	}
+	for _, d := range n.DNS {
+		if len(n.AllowNames) > 0 && d != UserAddressing.Gateway {
+			return fmt.Errorf("DNS server %s: with --egress-allow the guest resolves names through the network's resolver (or one on the host's loopback at %s); drop --dns", d, UserAddressing.Gateway)
 		}
 	}
 	// The gateway stands for the host's loopback only with host access

@@ -124,3 +124,19 @@ func TestCheckUserNetwork(t *testing.T) {
 		t.Error("Open: wrong answer")
 	}
 }
+
+func TestParseAllowName(t *testing.T) {
+	for in, want := range map[string]string{"PyPI.org.": "pypi.org", ".github.com": ".github.com", "a_b.example": "a_b.example", "localhost": "localhost"} {
+		if got, err := ParseAllowName(in); err != nil || got != want {
+			t.Errorf("%q: %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", ".", "*.github.com", "github.*", "10.0.0.1", "::1", "a..b", "..github.com", "exa mple.com", strings.Repeat("a", 64) + ".com"} {
+		if _, err := ParseAllowName(in); err == nil {
+			t.Errorf("%q: no error", in)
+		}
+	}
+	if err := (&Network{AllowNames: []string{"pypi.org"}, DNS: []netip.Addr{netip.MustParseAddr("1.1.1.1")}}).Validate(); err == nil {
+		t.Error("an allowlist with a resolver of the guest's choosing: no error")
+	}
+}

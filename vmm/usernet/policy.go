@@ -3,6 +3,7 @@ package usernet
 import (
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/microagent-dev/microagent/vmm"
 )
@@ -65,13 +66,46 @@ type Policy struct {
 	// AllowCIDRs opens closed ranges (not the host's loopback, which only
 	// HostAccess opens, nor the network's own addresses).
 	AllowCIDRs []netip.Prefix `json:"allow_cidrs,omitempty"`
+	// AllowNames, when any is given, limits the way out to the names
+	// listed (vmm.Network.AllowNames): the DNS forwarder refuses other
+	// names, and a public address is reached only through an address the
+	// forwarder handed out for an allowed name (see Resolved).
+	AllowNames []string `json:"allow_names,omitempty"`
+}
+
+// Resolved is what the network's DNS forwarder handed out for an allowed
+// name: the guest was given a stand-in address, the host side dials Real.
+type Resolved struct {
+	Name string
+	Real netip.Addr
+}
+
+// Allowlist reports whether p limits the way out to AllowNames.
+func (p *Policy) Allowlist() bool { return len(p.AllowNames) > 0 }
+
+// AllowsName reports whether name (a DNS name, with or without its final
+// dot, any case) is allowed: it is listed, or it is within a listed
+// .SUFFIX (which also covers SUFFIX itself).
+func (p *Policy) AllowsName(name string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	for _, a := range p.AllowNames {
+		if suffix, ok := strings.CutPrefix(a, "."); ok {
+			if name == suffix || strings.HasSuffix(name, a) {
+				return true
+			}
+		} else if name == a {
+			return true
+		}
+	}
+	return false
 }
 
 // Decide returns the verdict for a guest flow to dst. hostAddrs are the
 // host's own addresses (closed like private ranges: a host service bound
-// to 0.0.0.0 must not be reachable through them). Decide only reads its
+// to 0.0.0.0 must not be reachable through them). resolved finds what the
+// DNS forwarder handed out (nil: nothing was). Decide only reads its
 // arguments; the caller dials Dial after an Allow, never before.
-func (p *Policy) Decide(dst netip.AddrPort, hostAddrs []netip.Addr) Decision {
+func (p *Policy) Decide(dst netip.AddrPort, hostAddrs []netip.Addr, resolved func(netip.Addr) (Resolved, bool)) Decision {
 	a := vmm.UserAddressing
 	ip := dst.Addr().Unmap()
 	deny := func(why string) Decision { return Decision{Verdict: Deny, Reason: why} }
@@ -88,10 +122,49 @@ func (p *Policy) Decide(dst netip.AddrPort, hostAddrs []netip.Addr) Decision {
 		}
 		return Decision{Verdict: Allow, Reason: "host access", Dial: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port())}
 	}
+	if resolved != nil {
+		if r, ok := resolved(ip); ok {
+			return p.decideResolved(r, dst.Port(), hostAddrs)
+		}
+	}
 	if ip.IsLoopback() {
 		return deny("the host's loopback is reached only at the gateway with --host-access")
 	}
-	allow := Decision{Verdict: Allow, Reason: "public address", Dial: netip.AddrPortFrom(ip, dst.Port())}
+	return p.decideAddr(ip, dst.Port(), hostAddrs, false)
+}
+
+// decideResolved decides a flow to the stand-in address of an allowed
+// name by the real address behind it, which passes the same policy as if
+// the guest had named it (a name resolving to a private address or to the
+// host's loopback opens nothing that flags did not open).
+func (p *Policy) decideResolved(r Resolved, port uint16, hostAddrs []netip.Addr) Decision {
+	var d Decision
+	switch {
+	case r.Real.IsLoopback():
+		d = Decision{Verdict: Deny, Reason: "it resolves to the host's loopback, closed without --host-access"}
+		if p.HostAccess && (len(p.HostPorts) == 0 || slices.Contains(p.HostPorts, int(port))) {
+			d = Decision{Verdict: Allow, Reason: "host access", Dial: netip.AddrPortFrom(r.Real, port)}
+		} else if p.HostAccess {
+			d.Reason = "it resolves to the host's loopback, and this port is not opened by --host-access"
+		}
+	case vmm.UserAddressing.Prefix.Contains(r.Real):
+		d = Decision{Verdict: Deny, Reason: "it resolves into the virtual network"}
+	default:
+		d = p.decideAddr(r.Real, port, hostAddrs, true)
+		if d.Allowed() && d.Reason == "public address" {
+			d.Reason = "allowed name"
+		}
+	}
+	d.Reason = r.Name + ": " + d.Reason
+	return d
+}
+
+// decideAddr decides a flow to an address outside the virtual network
+// that is not the host's loopback; named is true when the guest reached it
+// through an allowed name.
+func (p *Policy) decideAddr(ip netip.Addr, port uint16, hostAddrs []netip.Addr, named bool) Decision {
+	deny := func(why string) Decision { return Decision{Verdict: Deny, Reason: why} }
+	allow := Decision{Verdict: Allow, Reason: "public address", Dial: netip.AddrPortFrom(ip, port)}
 	for _, c := range p.AllowCIDRs {
 		if c.Contains(ip) {
 			allow.Reason = "opened by --egress-allow-cidr " + c.String()
@@ -105,6 +178,9 @@ func (p *Policy) Decide(dst netip.AddrPort, hostAddrs []netip.Addr) Decision {
 		if r.prefix.Contains(ip) {
 			return deny(r.what + " is closed: use --egress-allow-cidr to open it")
 		}
+	}
+	if p.Allowlist() && !named {
+		return deny("not in the allowlist: only names given with --egress-allow are reached, through the network's resolver")
 	}
 	return allow
 }

@@ -58,12 +58,57 @@ func TestDecide(t *testing.T) {
 		{Policy{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, "10.0.2.2:80", false, netip.AddrPort{}},
 	}
 	for _, c := range cases {
-		d := c.p.Decide(netip.MustParseAddrPort(c.dst), host)
+		d := c.p.Decide(netip.MustParseAddrPort(c.dst), host, nil)
 		if d.Allowed() != c.allow || d.Reason == "" || (c.allow && d.Dial != c.dial) || (!c.allow && d.Dial.IsValid()) {
 			t.Errorf("%+v to %s: %+v, want allow %v dial %v", c.p, c.dst, d, c.allow, c.dial)
 		}
 	}
-	if d := (&Policy{}).Decide(netip.MustParseAddrPort("10.0.2.3:53"), nil); !d.Resolver {
+	if d := (&Policy{}).Decide(netip.MustParseAddrPort("10.0.2.3:53"), nil, nil); !d.Resolver {
 		t.Errorf("the DNS forwarder: %+v", d)
+	}
+}
+
+// TestDecideAllowlist: with names allowed, only the stand-in addresses the
+// resolver handed out lead anywhere, and the real address behind them
+// passes the same policy as a literal would.
+func TestDecideAllowlist(t *testing.T) {
+	p := Policy{AllowNames: []string{"pypi.org", ".example.com"}, HostAccess: true, HostPorts: []int{8080}}
+	for name, want := range map[string]bool{
+		"pypi.org": true, "PyPI.org.": true, "files.pypi.org": false, "example.com": true, "a.b.example.com": true,
+		"badexample.com": false, "org": false, "": false,
+	} {
+		if p.AllowsName(name) != want {
+			t.Errorf("AllowsName(%q) = %v", name, !want)
+		}
+	}
+	table := map[netip.Addr]Resolved{
+		netip.MustParseAddr("198.18.0.1"): {Name: "pypi.org", Real: netip.MustParseAddr("151.101.0.223")},
+		netip.MustParseAddr("198.18.0.2"): {Name: "a.example.com", Real: netip.MustParseAddr("127.0.0.1")},
+		netip.MustParseAddr("198.18.0.3"): {Name: "rebind.example.com", Real: netip.MustParseAddr("192.168.1.1")},
+		netip.MustParseAddr("198.18.0.4"): {Name: "gw.example.com", Real: netip.MustParseAddr("10.0.2.2")},
+	}
+	lookup := func(a netip.Addr) (Resolved, bool) { r, ok := table[a]; return r, ok }
+	for dst, dial := range map[string]string{
+		"198.18.0.1:443":     "151.101.0.223:443",
+		"198.18.0.2:8080":    "127.0.0.1:8080",
+		"198.18.0.2:8081":    "",
+		"198.18.0.3:80":      "",
+		"198.18.0.4:80":      "",
+		"198.18.0.9:443":     "", // never handed out
+		"151.101.0.223:443":  "", // the literal
+		"10.0.2.3:53":        "",
+		"203.0.113.53:53":    "", // a resolver of the guest's choosing
+		"10.0.2.2:8080":      "127.0.0.1:8080",
+		"169.254.169.254:80": "",
+	} {
+		d := p.Decide(netip.MustParseAddrPort(dst), nil, lookup)
+		switch {
+		case dst == "10.0.2.3:53":
+			if !d.Resolver {
+				t.Errorf("%s: %+v", dst, d)
+			}
+		case dial == "" && d.Allowed(), dial != "" && d.Dial != netip.MustParseAddrPort(dial):
+			t.Errorf("%s: %+v, want dial %q", dst, d, dial)
+		}
 	}
 }

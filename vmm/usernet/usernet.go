@@ -88,6 +88,8 @@ type Event struct {
 	Proto string `json:"proto"`
 	// Dst is the guest's destination.
 	Dst netip.AddrPort `json:"dst"`
+	// Name is the name a DNS query asked for.
+	Name string `json:"name,omitempty"`
 	// Verdict is Allow or Deny; Reason says why.
 	Verdict string `json:"verdict"`
 	Reason  string `json:"reason"`
@@ -184,7 +186,8 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 		return nil, nil, err
 	}
 	conf := Config{
-		Policy:    Policy{HostAccess: cfg.Network.HostAccess, HostPorts: cfg.Network.HostPorts, AllowCIDRs: cfg.Network.AllowCIDRs},
+		Policy: Policy{HostAccess: cfg.Network.HostAccess, HostPorts: cfg.Network.HostPorts,
+			AllowCIDRs: cfg.Network.AllowCIDRs, AllowNames: cfg.Network.AllowNames},
 		Resolvers: cfg.Resolvers,
 	}
 	if len(conf.Resolvers) == 0 {
@@ -253,6 +256,9 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 	go p.run(cfg.DieWithParent, started)
 	if err := <-started; err != nil {
 		ours.Close()
+		if attr.Credential != nil && errors.Is(err, os.ErrPermission) {
+			return nil, nil, fmt.Errorf("network helper: starting %s as nobody: %w: nobody must be able to run it (every directory on its path searchable by others, chmod o+x; or install microagent under /usr/local/bin)", bin, err)
+		}
 		return nil, nil, fmt.Errorf("network helper: starting %s: %w", bin, err)
 	}
 	p.pid = cmd.Process.Pid

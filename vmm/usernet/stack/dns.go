@@ -5,8 +5,12 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/usernet"
 )
 
 const (
@@ -70,16 +74,44 @@ func (n *Network) serveDNSTCP(guest net.Conn) {
 	}
 }
 
-// resolve asks the upstream resolvers in turn (over network, "udp" or
-// "tcp", as the guest asked) and returns the first answer, or a SERVFAIL
-// when none answers.
+// resolve answers the guest's query q (asked over network, "udp" or
+// "tcp"): under an allowlist a name not allowed is REFUSED without asking
+// anyone, and an allowed one's addresses are replaced by stand-ins;
+// otherwise the upstream answer is passed on. The upstream resolvers are
+// asked in turn; SERVFAIL when none answers.
 func (n *Network) resolve(q []byte, network string) []byte {
-	for _, r := range n.cfg.Resolvers {
-		reply, err := exchange(network, r.String(), q)
-		if err == nil {
-			return reply
+	ev := usernet.Event{Proto: "dns-" + network, Dst: netip.AddrPortFrom(vmm.UserAddressing.DNS, 53), Verdict: usernet.Allow}
+	name, ok := questionName(q)
+	ev.Name = name
+	if n.cfg.Policy.Allowlist() {
+		if !ok || !n.cfg.Policy.AllowsName(name) {
+			ev.Verdict, ev.Reason = usernet.Deny, "not in the allowlist (--egress-allow)"
+			n.events.write(ev)
+			return refused(q)
 		}
+		ev.Reason = "allowed name"
 	}
+	for _, r := range n.cfg.Resolvers {
+		ev.Dialed = r
+		reply, err := exchange(network, r.String(), q)
+		if err != nil {
+			ev.Error = err.Error()
+			continue
+		}
+		ev.Error = ""
+		if n.cfg.Policy.Allowlist() {
+			if reply = n.rewriteAnswer(reply, name); reply == nil {
+				ev.Error = "the upstream answer could not be parsed"
+				break
+			}
+		}
+		n.events.write(ev)
+		return reply
+	}
+	if len(n.cfg.Resolvers) == 0 {
+		ev.Error = "no upstream resolver (the host's /etc/resolv.conf names none)"
+	}
+	n.events.write(ev)
 	return servfail(q)
 }
 

@@ -72,6 +72,7 @@ type Network struct {
 	sw     *tap.Switch
 	events *eventLog
 	hosts  hostAddrs
+	names  standIns // allowed names' stand-in addresses (allowlist only)
 
 	conns     chan struct{} // semaphore: maxConns
 	udpFlows  chan struct{} // semaphore: maxUDPFlows
@@ -165,13 +166,7 @@ func (n *Network) Serve(ctx context.Context, conn net.Conn, listeners []net.List
 // anything is dialed; allowed ones are dialed first, so a destination
 // that refuses refuses the guest too, then accepted and relayed.
 func (n *Network) tcpFlow(r *tcp.ForwarderRequest) {
-	id := r.ID()
-	dst := netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort)
-	d := n.cfg.Policy.Decide(dst, n.hosts.get())
-	ev := usernet.Event{Proto: "tcp", Dst: dst, Verdict: d.Verdict, Reason: d.Reason}
-	if d.Allowed() && !acquire(n.conns) {
-		ev.Verdict, ev.Reason = usernet.Deny, fmt.Sprintf("too many open connections (%d)", maxConns)
-	}
+	d, ev := n.decide("tcp", r.ID(), n.conns, fmt.Sprintf("too many open connections (%d)", maxConns))
 	if ev.Verdict == usernet.Deny {
 		n.events.write(ev)
 		r.Complete(true)
@@ -180,12 +175,11 @@ func (n *Network) tcpFlow(r *tcp.ForwarderRequest) {
 	defer release(n.conns)
 
 	var upstream net.Conn
-	var err error
-	if d.Resolver {
-		ev.Proto = "dns-tcp"
-	} else {
+	if !d.Resolver {
+		// The resolver's connections are not logged: its queries are.
 		ev.Dialed = d.Dial
 		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+		var err error
 		upstream, err = n.dial(ctx, "tcp", d.Dial)
 		cancel()
 		if err != nil {
@@ -195,8 +189,8 @@ func (n *Network) tcpFlow(r *tcp.ForwarderRequest) {
 			return
 		}
 		defer upstream.Close()
+		n.events.write(ev)
 	}
-	n.events.write(ev)
 	var wq waiter.Queue
 	ep, tcpErr := r.CreateEndpoint(&wq)
 	r.Complete(false)
@@ -212,24 +206,32 @@ func (n *Network) tcpFlow(r *tcp.ForwarderRequest) {
 	relay(guest, upstream)
 }
 
+// decide asks the policy about a guest flow and, when it is allowed, takes
+// a slot of sem (the flow is denied with why when sem is full). The event
+// is the decision as logged.
+func (n *Network) decide(proto string, id stack.TransportEndpointID, sem chan struct{}, full string) (usernet.Decision, usernet.Event) {
+	dst := netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort)
+	var resolved func(netip.Addr) (usernet.Resolved, bool)
+	if n.cfg.Policy.Allowlist() {
+		resolved = n.names.get
+	}
+	d := n.cfg.Policy.Decide(dst, n.hosts.get(), resolved)
+	ev := usernet.Event{Proto: proto, Dst: dst, Verdict: d.Verdict, Reason: d.Reason}
+	if d.Allowed() && !acquire(sem) {
+		ev.Verdict, ev.Reason = usernet.Deny, full
+	}
+	return d, ev
+}
+
 // udpFlow decides the first datagram of a guest UDP flow. Refused
 // datagrams are dropped (and each is logged: the log is bounded by the
 // host side's rotation); an allowed flow gets its own host socket and
 // lives until udpIdle passes without traffic.
 func (n *Network) udpFlow(r *udp.ForwarderRequest) {
-	id := r.ID()
-	dst := netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort)
-	d := n.cfg.Policy.Decide(dst, n.hosts.get())
-	ev := usernet.Event{Proto: "udp", Dst: dst, Verdict: d.Verdict, Reason: d.Reason}
-	if d.Allowed() && !acquire(n.udpFlows) {
-		ev.Verdict, ev.Reason = usernet.Deny, fmt.Sprintf("too many UDP flows (%d)", maxUDPFlows)
-	}
+	d, ev := n.decide("udp", r.ID(), n.udpFlows, fmt.Sprintf("too many UDP flows (%d)", maxUDPFlows))
 	if ev.Verdict == usernet.Deny {
 		n.events.write(ev)
 		return
-	}
-	if d.Resolver {
-		ev.Proto = "dns-udp"
 	}
 	// This runs in the stack's receive path: the dial below is a UDP
 	// socket's connect, which does not block.
@@ -255,7 +257,9 @@ func (n *Network) udpFlow(r *udp.ForwarderRequest) {
 		}
 		return
 	}
-	n.events.write(ev)
+	if !d.Resolver { // its queries are logged instead
+		n.events.write(ev)
+	}
 	guest := gonet.NewUDPConn(&wq, ep)
 	go func() {
 		defer release(n.udpFlows)
