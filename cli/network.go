@@ -9,7 +9,7 @@ import (
 
 // networkSummary renders a workspace's network on one line, as
 // "user, ports 127.0.0.1:8080->80/tcp, host access (ports 53,8080),
-// egress allow 192.168.1.0/24, dns 10.0.2.2".
+// egress allow 192.168.1.0/24, egress only pypi.org .github.com, dns 10.0.2.2".
 func networkSummary(n *workspace.NetworkConfig) string {
 	parts := []string{string(n.Mode)}
 	if len(n.Publish) > 0 {
@@ -36,6 +36,9 @@ func networkSummary(n *workspace.NetworkConfig) string {
 			cs[i] = c.String()
 		}
 		parts = append(parts, "egress allow "+strings.Join(cs, " "))
+	}
+	if len(n.AllowNames) > 0 {
+		parts = append(parts, "egress only "+strings.Join(n.AllowNames, " "))
 	}
 	if len(n.DNS) > 0 {
 		ds := make([]string, len(n.DNS))

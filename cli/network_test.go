@@ -33,6 +33,7 @@ func TestCreateNetworkBadInput(t *testing.T) {
 		{"IPv4", []string{"--host-access", "--dns", "::1"}},
 		{"is not a port", []string{"--host-access=99999"}},
 		{"covers the host's loopback", []string{"--egress-allow-cidr", "127.0.0.0/8"}},
+		{"no wildcards", []string{"--egress-allow", "pypi.*"}},
 	} {
 		w.want(t, ExitUsage, c.msg, append([]string{"create", "app", "--image", "127.0.0.1:1/none"}, c.args...)...)
 	}

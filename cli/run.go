@@ -222,13 +222,14 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 	return c
 }
 
-// networkFlags are --network, --publish, --host-access, --egress-allow-cidr
-// and --dns.
+// networkFlags are --network, --publish, --host-access, --egress-allow-cidr,
+// --egress-allow and --dns.
 type networkFlags struct {
 	mode       string
 	publish    []string
 	hostAccess hostAccessFlag
 	allowCIDRs []string
+	allowNames []string
 	dns        []string
 }
 
@@ -243,6 +244,9 @@ func (f *networkFlags) add(c *cobra.Command) {
 	c.Flags().StringArrayVar(&f.allowCIDRs, "egress-allow-cidr", nil,
 		"open a private address range that the user network closes by default, e.g. 192.168.1.0/24 (repeatable; "+
 			"never the host's loopback, which --host-access opens)")
+	c.Flags().StringArrayVar(&f.allowNames, "egress-allow", nil,
+		"allow only these names out: HOST, or .DOMAIN for a domain and every name in it (repeatable); "+
+			"other names are refused by the network's resolver, and addresses not resolved by it for an allowed name are closed")
 	c.Flags().StringArrayVar(&f.dns, "dns", nil,
 		"nameserver for the guest's /etc/resolv.conf instead of the network's forwarder at 10.0.2.3 (IPv4; repeatable; "+
 			"it is reached through the network's policy: 10.0.2.2 is a resolver on the host's loopback and needs --host-access)")
@@ -310,6 +314,13 @@ func (f *networkFlags) resolve() (vmm.Network, error) {
 			return n, usageError("--egress-allow-cidr %q: not an address range: give one as ADDRESS/BITS, e.g. 192.168.1.0/24", s)
 		}
 		n.AllowCIDRs = append(n.AllowCIDRs, c)
+	}
+	for _, s := range f.allowNames {
+		name, err := vmm.ParseAllowName(s)
+		if err != nil {
+			return n, usageError("%v", err)
+		}
+		n.AllowNames = append(n.AllowNames, name)
 	}
 	for _, spec := range f.publish {
 		fw, err := vmm.ParseForward(spec)

@@ -26,6 +26,11 @@ func TestRunNetworkUsageErrors(t *testing.T) {
 		{[]string{"--egress-allow-cidr", "192.168.1.7/24"}, "give a network address"},
 		{[]string{"--egress-allow-cidr", "0.0.0.0/0"}, "covers the host's loopback"},
 		{[]string{"--network", "isolated", "--egress-allow-cidr", "10.0.0.0/8"}, "isolated network has none"},
+		{[]string{"--egress-allow", "*.github.com"}, "no wildcards"},
+		{[]string{"--egress-allow", "1.2.3.4"}, "an address, not a name"},
+		{[]string{"--egress-allow", ""}, "empty"},
+		{[]string{"--egress-allow", "a..b"}, "empty or over-long label"},
+		{[]string{"--egress-allow", "pypi.org", "--dns", "1.1.1.1"}, "drop --dns"},
 	} {
 		args := append([]string{"--state-dir", state, "run"}, c.args...)
 		code, out, errs := cli(t, "", append(args, "img", "true")...)
