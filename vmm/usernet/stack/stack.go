@@ -74,6 +74,8 @@ type Network struct {
 	hosts  hostAddrs
 	names  standIns // allowed names' stand-in addresses (allowlist only)
 
+	udpDenials denials // refused UDP destinations logged lately
+
 	conns     chan struct{} // semaphore: maxConns
 	udpFlows  chan struct{} // semaphore: maxUDPFlows
 	dnsQuery  chan struct{} // semaphore: maxDNSInFlight
@@ -224,13 +226,15 @@ func (n *Network) decide(proto string, id stack.TransportEndpointID, sem chan st
 }
 
 // udpFlow decides the first datagram of a guest UDP flow. Refused
-// datagrams are dropped (and each is logged: the log is bounded by the
-// host side's rotation); an allowed flow gets its own host socket and
-// lives until udpIdle passes without traffic.
+// datagrams are dropped (every one: UDP has no connection to refuse), and
+// logged once a second per destination; an allowed flow gets its own
+// host socket and lives until udpIdle passes without traffic.
 func (n *Network) udpFlow(r *udp.ForwarderRequest) {
 	d, ev := n.decide("udp", r.ID(), n.udpFlows, fmt.Sprintf("too many UDP flows (%d)", maxUDPFlows))
 	if ev.Verdict == usernet.Deny {
-		n.events.write(ev)
+		if n.udpDenials.fresh(ev.Dst) {
+			n.events.write(ev)
+		}
 		return
 	}
 	// This runs in the stack's receive path: the dial below is a UDP
@@ -386,6 +390,33 @@ func (l *eventLog) write(ev usernet.Event) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.enc.Encode(ev)
+}
+
+// denials remembers the refused UDP destinations logged in the last
+// second: a guest resending to a closed address must not turn every
+// datagram into a log line.
+type denials struct {
+	mu   sync.Mutex
+	seen map[netip.AddrPort]time.Time
+}
+
+// maxDenials bounds denials' memory; when full it starts afresh (at worst
+// some refusals are logged twice).
+const maxDenials = 1024
+
+// fresh reports whether a refusal for dst should be logged now.
+func (d *denials) fresh(dst netip.AddrPort) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	if t, ok := d.seen[dst]; ok && now.Sub(t) < time.Second {
+		return false
+	}
+	if d.seen == nil || len(d.seen) >= maxDenials {
+		d.seen = map[netip.AddrPort]time.Time{}
+	}
+	d.seen[dst] = now
+	return true
 }
 
 // hostAddrs caches the host's own addresses, which the policy closes.
