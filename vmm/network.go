@@ -124,6 +124,10 @@ type Network struct {
 	// reaches only addresses it resolved for these names (HostAccess and
 	// AllowCIDRs still open what they open).
 	AllowNames []string
+	// EgressLog is the file where the user network appends its decisions
+	// (JSON lines, rotated by size; empty: none kept). Only a backend whose
+	// network decides each flow writes it.
+	EgressLog string
 	// DNS are the nameservers the guest uses instead of the NAT's own
 	// forwarder (UserAddressing.DNS), e.g. UserAddressing.Gateway for a
 	// resolver on the host's loopback (which needs HostAccess). They are

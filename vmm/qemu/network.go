@@ -68,14 +68,29 @@ func (b *Backend) startNetwork(mc *MachineConfig) (netProcess, *os.File, error) 
 		}
 		return p, f, nil
 	case UserNetHelper:
-		var log io.Writer
+		var logs []io.Writer
 		if b.opts.NetLog != nil {
-			log = lockedWriter{&b.logMu, b.opts.NetLog}
+			logs = append(logs, lockedWriter{&b.logMu, b.opts.NetLog})
+		}
+		var file *usernet.Log
+		if mc.Network.EgressLog != "" {
+			var err error
+			if file, err = usernet.OpenLog(mc.Network.EgressLog); err != nil {
+				return nil, nil, fmt.Errorf("qemu: network: %w", err)
+			}
+			logs = append(logs, file)
 		}
 		p, f, err := usernet.Start(usernet.StartConfig{Binary: b.opts.NetHelper, Network: mc.Network,
-			Resolvers: b.opts.Resolvers, Log: log, DieWithParent: mc.DieWithParent})
+			Resolvers: b.opts.Resolvers, Log: io.MultiWriter(logs...), DieWithParent: mc.DieWithParent})
 		if err != nil {
+			if file != nil {
+				file.Close()
+			}
 			return nil, nil, fmt.Errorf("qemu: network: %w", err)
+		}
+		if file != nil {
+			// The helper's log is drained before it counts as exited.
+			go func() { <-p.Done(); file.Close() }()
 		}
 		return p, f, nil
 	}

@@ -80,7 +80,7 @@ func (n *Network) serveDNSTCP(guest net.Conn) {
 // otherwise the upstream answer is passed on. The upstream resolvers are
 // asked in turn; SERVFAIL when none answers.
 func (n *Network) resolve(q []byte, network string) []byte {
-	ev := usernet.Event{Proto: "dns-" + network, Dst: netip.AddrPortFrom(vmm.UserAddressing.DNS, 53), Verdict: usernet.Allow}
+	ev := usernet.Event{Proto: "dns-" + network, Dst: netip.AddrPortFrom(vmm.UserAddressing.DNS, 53), Verdict: usernet.Allow, Reason: "the network's DNS forwarder"}
 	name, ok := questionName(q)
 	ev.Name = name
 	if n.cfg.Policy.Allowlist() {
