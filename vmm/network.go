@@ -124,6 +124,10 @@ type Network struct {
 	// reaches only addresses it resolved for these names (HostAccess and
 	// AllowCIDRs still open what they open).
 	AllowNames []string
+	// EgressNone refuses every outbound flow and every name (an allowlist
+	// with nothing in it) but keeps the NIC and its published ports;
+	// HostAccess and AllowCIDRs still open what they open.
+	EgressNone bool
 	// EgressLog is the file where the user network appends its decisions
 	// (JSON lines, rotated by size; empty: none kept). Only a backend whose
 	// network decides each flow writes it.
@@ -191,7 +195,7 @@ func (n *Network) Validate() error {
 		if n.HostAccess {
 			return fmt.Errorf("host access needs a network device: the isolated network has none; use --network user")
 		}
-		if len(n.HostPorts) > 0 || len(n.AllowCIDRs) > 0 || len(n.AllowNames) > 0 {
+		if len(n.HostPorts) > 0 || len(n.AllowCIDRs) > 0 || len(n.AllowNames) > 0 || n.EgressNone {
 			return fmt.Errorf("opening host ports or address ranges needs a network device: the isolated network has none; use --network user")
 		}
 		if len(n.DNS) > 0 {
@@ -225,9 +229,12 @@ func (n *Network) Validate() error {
 			return err
 		}
 	}
+	if n.EgressNone && len(n.AllowNames) > 0 {
+		return fmt.Errorf("--egress none refuses every name: drop it or the --egress-allow names")
+	}
 	for _, d := range n.DNS {
-		if len(n.AllowNames) > 0 && d != UserAddressing.Gateway {
-			return fmt.Errorf("DNS server %s: with --egress-allow the guest resolves names through the network's resolver (or one on the host's loopback at %s); drop --dns", d, UserAddressing.Gateway)
+		if (len(n.AllowNames) > 0 || n.EgressNone) && d != UserAddressing.Gateway {
+			return fmt.Errorf("DNS server %s: with --egress-allow or --egress none the guest resolves names through the network's resolver (or one on the host's loopback at %s); drop --dns", d, UserAddressing.Gateway)
 		}
 	}
 	// The gateway stands for the host's loopback only with host access

@@ -71,6 +71,8 @@ type Policy struct {
 	// names, and a public address is reached only through an address the
 	// forwarder handed out for an allowed name (see Resolved).
 	AllowNames []string `json:"allow_names,omitempty"`
+	// None is an allowlist with nothing in it (vmm.Network.EgressNone).
+	None bool `json:"none,omitempty"`
 }
 
 // Resolved is what the network's DNS forwarder handed out for an allowed
@@ -80,8 +82,9 @@ type Resolved struct {
 	Real netip.Addr
 }
 
-// Allowlist reports whether p limits the way out to AllowNames.
-func (p *Policy) Allowlist() bool { return len(p.AllowNames) > 0 }
+// Allowlist reports whether p limits the way out to AllowNames (none at
+// all with None).
+func (p *Policy) Allowlist() bool { return len(p.AllowNames) > 0 || p.None }
 
 // AllowsName reports whether name (a DNS name, with or without its final
 // dot, any case) is allowed: it is listed, or it is within a listed
@@ -180,6 +183,9 @@ func (p *Policy) decideAddr(ip netip.Addr, port uint16, hostAddrs []netip.Addr, 
 		}
 	}
 	if p.Allowlist() && !named {
+		if p.None {
+			return deny("outbound traffic is off (--egress none)")
+		}
 		return deny("not in the allowlist: only names given with --egress-allow are reached, through the network's resolver")
 	}
 	return allow

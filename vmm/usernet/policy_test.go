@@ -112,3 +112,17 @@ func TestDecideAllowlist(t *testing.T) {
 		}
 	}
 }
+
+// TestDecideEgressNone: nothing public and no name, but what flags open
+// explicitly stays open.
+func TestDecideEgressNone(t *testing.T) {
+	p := Policy{None: true, HostAccess: true, AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}}
+	if p.AllowsName("pypi.org") || !p.Allowlist() {
+		t.Error("--egress none allows a name")
+	}
+	for dst, want := range map[string]bool{"8.8.8.8:443": false, "10.0.2.2:80": true, "192.168.1.5:22": true, "10.0.2.3:53": true} {
+		if d := p.Decide(netip.MustParseAddrPort(dst), nil, nil); d.Allowed() != want {
+			t.Errorf("%s: %+v", dst, d)
+		}
+	}
+}

@@ -187,7 +187,7 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 	}
 	conf := Config{
 		Policy: Policy{HostAccess: cfg.Network.HostAccess, HostPorts: cfg.Network.HostPorts,
-			AllowCIDRs: cfg.Network.AllowCIDRs, AllowNames: cfg.Network.AllowNames},
+			AllowCIDRs: cfg.Network.AllowCIDRs, AllowNames: cfg.Network.AllowNames, None: cfg.Network.EgressNone},
 		Resolvers: cfg.Resolvers,
 	}
 	if len(conf.Resolvers) == 0 {

@@ -86,6 +86,9 @@ func (n *Network) resolve(q []byte, network string) []byte {
 	if n.cfg.Policy.Allowlist() {
 		if !ok || !n.cfg.Policy.AllowsName(name) {
 			ev.Verdict, ev.Reason = usernet.Deny, "not in the allowlist (--egress-allow)"
+			if n.cfg.Policy.None {
+				ev.Reason = "outbound traffic is off (--egress none)"
+			}
 			n.events.write(ev)
 			return refused(q)
 		}
