@@ -40,6 +40,9 @@ func networkSummary(n *workspace.NetworkConfig) string {
 	if len(n.AllowNames) > 0 {
 		parts = append(parts, "egress only "+strings.Join(n.AllowNames, " "))
 	}
+	if n.EgressNone {
+		parts = append(parts, "egress none")
+	}
 	if len(n.DNS) > 0 {
 		ds := make([]string, len(n.DNS))
 		for i, d := range n.DNS {

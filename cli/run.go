@@ -223,13 +223,15 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 }
 
 // networkFlags are --network, --publish, --host-access, --egress-allow-cidr,
-// --egress-allow and --dns.
+// --egress-allow, --egress-allow-file, --egress and --dns.
 type networkFlags struct {
 	mode       string
 	publish    []string
 	hostAccess hostAccessFlag
 	allowCIDRs []string
 	allowNames []string
+	allowFiles []string
+	egress     string
 	dns        []string
 }
 
@@ -247,10 +249,21 @@ func (f *networkFlags) add(c *cobra.Command) {
 	c.Flags().StringArrayVar(&f.allowNames, "egress-allow", nil,
 		"allow only these names out: HOST, or .DOMAIN for a domain and every name in it (repeatable); "+
 			"other names are refused by the network's resolver, and addresses not resolved by it for an allowed name are closed")
+	c.Flags().StringArrayVar(&f.allowFiles, "egress-allow-file", nil,
+		"read --egress-allow names from FILE, one a line (# starts a comment; repeatable)")
+	c.Flags().StringVar(&f.egress, "egress", egressAll,
+		"outbound traffic: all (public addresses, the default) or none (nothing out, no names; the NIC, published ports "+
+			"and what --host-access and --egress-allow-cidr open stay)")
 	c.Flags().StringArrayVar(&f.dns, "dns", nil,
 		"nameserver for the guest's /etc/resolv.conf instead of the network's forwarder at 10.0.2.3 (IPv4; repeatable; "+
 			"it is reached through the network's policy: 10.0.2.2 is a resolver on the host's loopback and needs --host-access)")
 }
+
+// The --egress modes.
+const (
+	egressAll  = "all"
+	egressNone = "none"
+)
 
 // hostAccessAll is --host-access without a value: every port.
 const hostAccessAll = "all"
@@ -315,7 +328,22 @@ func (f *networkFlags) resolve() (vmm.Network, error) {
 		}
 		n.AllowCIDRs = append(n.AllowCIDRs, c)
 	}
-	for _, s := range f.allowNames {
+	switch f.egress {
+	case egressAll:
+	case egressNone:
+		n.EgressNone = true
+	default:
+		return n, usageError("--egress %q: use %s (the default) or %s", f.egress, egressAll, egressNone)
+	}
+	names := append([]string(nil), f.allowNames...)
+	for _, path := range f.allowFiles {
+		more, err := readAllowFile(path)
+		if err != nil {
+			return n, err // exit 1: the flags were right, the file is not there
+		}
+		names = append(names, more...)
+	}
+	for _, s := range names {
 		name, err := vmm.ParseAllowName(s)
 		if err != nil {
 			return n, usageError("%v", err)
@@ -340,6 +368,23 @@ func (f *networkFlags) resolve() (vmm.Network, error) {
 		return n, usageError("%v", err)
 	}
 	return n, nil
+}
+
+// readAllowFile reads an --egress-allow-file: one name a line, blank
+// lines and # comments skipped.
+func readAllowFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--egress-allow-file: %w", err)
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if line = strings.TrimSpace(line); line != "" {
+			names = append(names, line)
+		}
+	}
+	return names, nil
 }
 
 func isTerminal(r any) bool {

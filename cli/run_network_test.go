@@ -31,6 +31,9 @@ func TestRunNetworkUsageErrors(t *testing.T) {
 		{[]string{"--egress-allow", ""}, "empty"},
 		{[]string{"--egress-allow", "a..b"}, "empty or over-long label"},
 		{[]string{"--egress-allow", "pypi.org", "--dns", "1.1.1.1"}, "drop --dns"},
+		{[]string{"--egress", "some"}, `--egress "some"`},
+		{[]string{"--egress", "none", "--egress-allow", "pypi.org"}, "--egress none refuses every name"},
+		{[]string{"--network", "isolated", "--egress", "none"}, "isolated network has none"},
 	} {
 		args := append([]string{"--state-dir", state, "run"}, c.args...)
 		code, out, errs := cli(t, "", append(args, "img", "true")...)
