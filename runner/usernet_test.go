@@ -3,6 +3,7 @@ package runner
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -178,12 +179,8 @@ func TestRunNetworkDNS(t *testing.T) {
 	// A TCP query for probe.test A, written by hand: busybox's nslookup
 	// speaks only UDP. Its answer must carry 192.0.2.77 (c0 00 02 4d).
 	q := tcpQuery(t, "probe.test.")
-	var printf strings.Builder
-	for _, c := range q {
-		fmt.Fprintf(&printf, "\\%03o", c)
-	}
 	script := fmt.Sprintf("nslookup probe.test; printf '%s' | timeout 10 nc -w 3 %s 53 > /tmp/r; od -An -tx1 /tmp/r | tr -d ' \\n'; echo; echo end",
-		printf.String(), vmm.UserAddressing.DNS)
+		octal(q), vmm.UserAddressing.DNS)
 	b, log := loggingBackend(dns.addr)
 	o := opts(ref, "sh", "-c", script)
 	o.Timeout = time.Minute
@@ -331,7 +328,11 @@ func TestRunEgressAllowlist(t *testing.T) {
 		"nslookup other.test; timeout 5 wget -q -O - http://other.test:%d/ && echo REACHED other; "+
 		"timeout 5 nc -w 3 203.0.113.7 443 </dev/null && echo REACHED literal; "+
 		"timeout 5 nslookup allowed.test 203.0.113.53 && echo REACHED resolver; "+
-		"timeout 5 nc -w 3 198.18.200.1 %d </dev/null && echo REACHED stand-in; echo end", port, port, port)
+		"timeout 5 nc -w 3 198.18.200.1 %d </dev/null && echo REACHED stand-in; "+
+		// Domain fronting through the allowed name's server: another
+		// name in the HTTP Host, then in a TLS server name.
+		"timeout 5 wget -q -O - --header 'Host: evil.test' http://allowed.test:%d/ && echo REACHED fronted-http; "+
+		"printf '%s' | timeout 5 nc -w 3 allowed.test %d > /tmp/tls; echo end", port, port, port, port, octal(tlsHello(t, "evil.test")), port)
 	b, log := loggingBackend(dns.addr)
 	o := opts(ref, "sh", "-c", script)
 	o.Timeout = 2 * time.Minute
@@ -368,4 +369,43 @@ func TestRunEgressAllowlist(t *testing.T) {
 			t.Errorf("no deny logged for %s", ip)
 		}
 	}
+	fronted := 0
+	for _, ev := range evs {
+		if ev.Verdict == usernet.Deny && ev.Name == "evil.test" {
+			fronted++
+		}
+	}
+	if fronted != 2 {
+		t.Errorf("%d fronting attempts denied, want 2 (HTTP Host, TLS server name)", fronted)
+	}
+}
+
+// tlsHello is a TLS client's first flight for serverName.
+func tlsHello(t *testing.T, serverName string) []byte {
+	t.Helper()
+	c, s := net.Pipe()
+	defer s.Close()
+	go func() {
+		tls.Client(c, &tls.Config{ServerName: serverName}).Handshake()
+		c.Close()
+	}()
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var hdr [5]byte
+	if _, err := io.ReadFull(s, hdr[:]); err != nil {
+		t.Fatal(err)
+	}
+	rec := make([]byte, binary.BigEndian.Uint16(hdr[3:]))
+	if _, err := io.ReadFull(s, rec); err != nil {
+		t.Fatal(err)
+	}
+	return append(hdr[:], rec...)
+}
+
+// octal renders b for the shell's printf.
+func octal(b []byte) string {
+	var s strings.Builder
+	for _, c := range b {
+		fmt.Fprintf(&s, "\\%03o", c)
+	}
+	return s.String()
 }

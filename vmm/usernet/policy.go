@@ -27,6 +27,10 @@ type Decision struct {
 	// Resolver is true for the network's own DNS forwarder
 	// (UserAddressing.DNS port 53), which the helper serves itself.
 	Resolver bool
+	// Name is the allowed name the guest reached Dial through (its
+	// stand-in address), empty otherwise. A TLS server name or HTTP Host
+	// the guest sends on such a flow must be allowed too (CheckName).
+	Name string
 }
 
 // Allowed reports whether d lets the flow through.
@@ -159,6 +163,7 @@ func (p *Policy) decideResolved(r Resolved, port uint16, hostAddrs []netip.Addr)
 		}
 	}
 	d.Reason = r.Name + ": " + d.Reason
+	d.Name = r.Name
 	return d
 }
 

@@ -201,11 +201,74 @@ func (n *Network) tcpFlow(r *tcp.ForwarderRequest) {
 	}
 	guest := gonet.NewTCPConn(&wq, ep)
 	defer guest.Close()
-	if d.Resolver {
+	switch {
+	case d.Resolver:
 		n.serveDNSTCP(guest)
+	case d.Name != "":
+		n.relayNamed(guest, upstream, ev)
+	default:
+		relay(guest, upstream)
+	}
+}
+
+// relayNamed relays a flow the guest opened through an allowed name's
+// stand-in, holding back what the guest sends until its first bytes show
+// the name they address (a TLS server name, an HTTP Host): a name that is
+// not allowed ends the flow, so an allowed name's server (a CDN) cannot
+// be asked for another site (domain fronting). What the server sends
+// first goes to the guest meanwhile (protocols where the server speaks
+// first work).
+func (n *Network) relayNamed(guest, upstream net.Conn, ev usernet.Event) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); pipe(guest, upstream) }()
+	defer wg.Wait()
+	head, name, err := peekName(guest)
+	why := ""
+	switch {
+	case err != nil:
+		why = "cannot tell which name it addresses: " + err.Error()
+	case name != "" && !n.cfg.Policy.AllowsName(name):
+		why = fmt.Sprintf("it addresses %s, which is not in the allowlist (a TLS server name or HTTP Host must be allowed too)", name)
+	}
+	if why != "" {
+		ev.Verdict, ev.Reason, ev.Name = usernet.Deny, why, name
+		n.events.write(ev)
+		guest.Close()
+		upstream.Close()
 		return
 	}
-	relay(guest, upstream)
+	if _, err := upstream.Write(head); err != nil {
+		upstream.Close()
+		return
+	}
+	pipe(upstream, guest)
+}
+
+// peekName reads the guest's first bytes until the name they address is
+// known (empty when they carry none) or maxPeek is held.
+func peekName(guest net.Conn) ([]byte, string, error) {
+	buf := make([]byte, maxPeek)
+	held := 0
+	for {
+		k, err := guest.Read(buf[held:])
+		held += k
+		name, nerr := nameIn(buf[:held])
+		switch {
+		case nerr == nil:
+			return buf[:held], name, nil
+		case errors.Is(nerr, errNoName):
+			return buf[:held], "", nil
+		case !errors.Is(nerr, errNeedMore):
+			return buf[:held], "", nerr
+		case held == maxPeek:
+			return buf[:held], "", fmt.Errorf("no name within its first %d bytes", maxPeek)
+		case err != nil:
+			// The guest stopped sending before a name was complete:
+			// nothing it sent named anything.
+			return buf[:held], "", nil
+		}
+	}
 }
 
 // decide asks the policy about a guest flow and, when it is allowed, takes
@@ -313,19 +376,20 @@ func (n *Network) publish(ctx context.Context, l net.Listener, guestPort int) {
 // relay copies both ways until both directions end, passing half-closes on.
 func relay(a, b net.Conn) {
 	var wg sync.WaitGroup
-	wg.Add(2)
-	cp := func(dst, src net.Conn) {
-		defer wg.Done()
-		io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
-	go cp(a, b)
-	go cp(b, a)
+	wg.Add(1)
+	go func() { defer wg.Done(); pipe(a, b) }()
+	pipe(b, a)
 	wg.Wait()
+}
+
+// pipe copies src to dst until src ends, then half-closes dst.
+func pipe(dst, src net.Conn) {
+	io.Copy(dst, src)
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	} else {
+		dst.Close()
+	}
 }
 
 // relayUDP copies datagrams both ways until udpIdle passes without any.
