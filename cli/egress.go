@@ -57,11 +57,14 @@ func printEvent(w io.Writer, line []byte, asJSON bool) error {
 	if ev.Name != "" {
 		dst += " " + ev.Name
 	}
-	msg := ev.Reason
+	verdict, msg := ev.Verdict, ev.Reason
+	if ev.Closed {
+		verdict, msg = "closed", fmt.Sprintf("%d bytes out, %d in, %gs", ev.BytesOut, ev.BytesIn, ev.Seconds)
+	}
 	if ev.Error != "" {
 		msg += " (failed: " + ev.Error + ")"
 	}
-	_, err := fmt.Fprintf(w, "%s %s %s %s: %s\n", ev.Time.Format(time.RFC3339), ev.Verdict, ev.Proto, dst, msg)
+	_, err := fmt.Fprintf(w, "%s %s %s %s: %s\n", ev.Time.Format(time.RFC3339), verdict, ev.Proto, dst, msg)
 	return err
 }
 

@@ -164,8 +164,21 @@ func TestRunHostAccessPort(t *testing.T) {
 		t.Errorf("exit %d, hits %d/%d, stdout %q, stderr %q", r.Exit.Code, openHits.Load(), shutHits.Load(), out, errs)
 	}
 	want := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(openPort))
-	if d := dialed(log.events(t)); len(d) != 1 || d[0] != want {
-		t.Errorf("the helper dialed %v, want only %v", d, want)
+	evs := log.events(t)
+	var opened []netip.AddrPort
+	closed := false
+	for _, ev := range evs {
+		if ev.Closed {
+			// The fetch's end: its request out, its answer in.
+			closed = closed || ev.Dialed == want && ev.BytesOut > 0 && ev.BytesIn > int64(len("hello-open"))
+			continue
+		}
+		if ev.Dialed.IsValid() {
+			opened = append(opened, ev.Dialed)
+		}
+	}
+	if len(opened) != 1 || opened[0] != want || !closed {
+		t.Errorf("the helper dialed %v (want only %v), its end logged: %v; log %+v", opened, want, closed, evs)
 	}
 }
 

@@ -98,6 +98,13 @@ type Event struct {
 	Dialed netip.AddrPort `json:"dialed,omitzero"`
 	// Error is why an allowed flow failed on the host side.
 	Error string `json:"error,omitempty"`
+	// Closed marks the end of an allowed flow (a second event after the
+	// one that allowed it); BytesOut (guest to host), BytesIn and Seconds
+	// say what it carried and for how long.
+	Closed   bool    `json:"closed,omitempty"`
+	BytesOut int64   `json:"bytes_out,omitempty"`
+	BytesIn  int64   `json:"bytes_in,omitempty"`
+	Seconds  float64 `json:"seconds,omitempty"`
 }
 
 // FindHelper resolves the helper binary: binary when given, else

@@ -201,14 +201,29 @@ func (n *Network) tcpFlow(r *tcp.ForwarderRequest) {
 	}
 	guest := gonet.NewTCPConn(&wq, ep)
 	defer guest.Close()
-	switch {
-	case d.Resolver:
+	if d.Resolver {
 		n.serveDNSTCP(guest)
-	case d.Name != "":
-		n.relayNamed(guest, upstream, ev)
-	default:
-		relay(guest, upstream)
+		return
 	}
+	start := time.Now()
+	var out, in int64
+	if d.Name != "" {
+		var ok bool
+		if out, in, ok = n.relayNamed(guest, upstream, ev); !ok {
+			return
+		}
+	} else {
+		out, in = relay(guest, upstream)
+	}
+	n.closed(ev, start, out, in)
+}
+
+// closed logs the end of an allowed flow: what it carried each way and
+// for how long.
+func (n *Network) closed(ev usernet.Event, start time.Time, out, in int64) {
+	ev.Closed, ev.BytesOut, ev.BytesIn = true, out, in
+	ev.Seconds = time.Since(start).Round(time.Millisecond).Seconds()
+	n.events.write(ev)
 }
 
 // relayNamed relays a flow the guest opened through an allowed name's
@@ -218,11 +233,12 @@ func (n *Network) tcpFlow(r *tcp.ForwarderRequest) {
 // be asked for another site (domain fronting). What the server sends
 // first goes to the guest meanwhile (protocols where the server speaks
 // first work).
-func (n *Network) relayNamed(guest, upstream net.Conn, ev usernet.Event) {
+// It returns the bytes each way and false when the flow was denied.
+func (n *Network) relayNamed(guest, upstream net.Conn, ev usernet.Event) (out, in int64, ok bool) {
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); pipe(guest, upstream) }()
-	defer wg.Wait()
+	var fromUpstream int64
+	go func() { defer wg.Done(); fromUpstream = pipe(guest, upstream) }()
 	head, name, err := peekName(guest)
 	why := ""
 	switch {
@@ -236,13 +252,17 @@ func (n *Network) relayNamed(guest, upstream net.Conn, ev usernet.Event) {
 		n.events.write(ev)
 		guest.Close()
 		upstream.Close()
-		return
+		wg.Wait()
+		return 0, 0, false
 	}
+	out = int64(len(head))
 	if _, err := upstream.Write(head); err != nil {
 		upstream.Close()
-		return
+	} else {
+		out += pipe(upstream, guest)
 	}
-	pipe(upstream, guest)
+	wg.Wait()
+	return out, fromUpstream, true
 }
 
 // peekName reads the guest's first bytes until the name they address is
@@ -336,7 +356,9 @@ func (n *Network) udpFlow(r *udp.ForwarderRequest) {
 			return
 		}
 		defer upstream.Close()
-		relayUDP(guest, upstream)
+		start := time.Now()
+		out, in := relayUDP(guest, upstream)
+		n.closed(ev, start, out, in)
 	}()
 }
 
@@ -373,33 +395,38 @@ func (n *Network) publish(ctx context.Context, l net.Listener, guestPort int) {
 	}
 }
 
-// relay copies both ways until both directions end, passing half-closes on.
-func relay(a, b net.Conn) {
+// relay copies both ways until both directions end, passing half-closes
+// on, and returns the bytes read from a and from b.
+func relay(a, b net.Conn) (fromA, fromB int64) {
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); pipe(a, b) }()
-	pipe(b, a)
+	go func() { defer wg.Done(); fromB = pipe(a, b) }()
+	fromA = pipe(b, a)
 	wg.Wait()
+	return fromA, fromB
 }
 
-// pipe copies src to dst until src ends, then half-closes dst.
-func pipe(dst, src net.Conn) {
-	io.Copy(dst, src)
+// pipe copies src to dst until src ends, then half-closes dst, and
+// returns the bytes copied.
+func pipe(dst, src net.Conn) int64 {
+	n, _ := io.Copy(dst, src)
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	} else {
 		dst.Close()
 	}
+	return n
 }
 
-// relayUDP copies datagrams both ways until udpIdle passes without any.
-func relayUDP(guest, host net.Conn) {
+// relayUDP copies datagrams both ways until udpIdle passes without any,
+// and returns the bytes the guest sent and received.
+func relayUDP(guest, host net.Conn) (out, in int64) {
 	var mu sync.Mutex
 	last := time.Now()
 	touch := func() { mu.Lock(); last = time.Now(); mu.Unlock() }
 	idle := func() bool { mu.Lock(); defer mu.Unlock(); return time.Since(last) >= udpIdle }
 	done := make(chan struct{}, 2)
-	cp := func(dst, src net.Conn) {
+	cp := func(dst, src net.Conn, count *int64) {
 		defer func() { done <- struct{}{} }()
 		buf := make([]byte, udpBuffer)
 		for {
@@ -414,15 +441,17 @@ func relayUDP(guest, host net.Conn) {
 			}
 			touch()
 			dst.Write(buf[:k])
+			*count += int64(k) // each counter is written by one goroutine, read after both ended
 		}
 	}
-	go cp(host, guest)
-	go cp(guest, host)
+	go cp(host, guest, &out)
+	go cp(guest, host, &in)
 	<-done
 	// Unblock the other direction.
 	guest.Close()
 	host.Close()
 	<-done
+	return out, in
 }
 
 // acquire takes a slot of sem without waiting.
