@@ -32,13 +32,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/internal/netproc"
 )
 
 // BinaryName is the helper's file name, installed by make build beside
@@ -172,13 +172,10 @@ type StartConfig struct {
 
 // Process is a running helper.
 type Process struct {
-	cmd    *exec.Cmd
-	pid    int
+	*netproc.Process
 	stderr *headBuffer
 	events io.ReadCloser
 	logged chan struct{} // closed once the decision log is drained
-	done   chan struct{}
-	err    error // set before done is closed
 }
 
 // Start binds the published ports, runs the helper and waits for its ready
@@ -227,24 +224,16 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 		return nil, nil, fmt.Errorf("network helper: configuration: %w", err)
 	}
 
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	ours, theirs, err := netproc.SocketPair("usernet")
 	if err != nil {
-		return nil, nil, fmt.Errorf("network helper: socket pair: %w", err)
+		return nil, nil, fmt.Errorf("network helper: %w", err)
 	}
-	// As for passt: frames queue in this socket both ways, and the default
-	// ~200 KiB buffers stall host -> guest transfers. Best effort.
-	for _, fd := range fds {
-		syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4<<20)
-		syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<20)
-	}
-	ours := os.NewFile(uintptr(fds[0]), "usernet-vmm")
-	theirs := os.NewFile(uintptr(fds[1]), "usernet")
 	defer theirs.Close() // the helper has its own copy once started
 
 	cmd := exec.Command(bin)
 	cmd.Stdin = strings.NewReader(string(confJSON))
 	cmd.ExtraFiles = append([]*os.File{theirs}, listeners...)
-	p := &Process{cmd: cmd, stderr: &headBuffer{max: 4 << 10}, logged: make(chan struct{}), done: make(chan struct{})}
+	p := &Process{stderr: &headBuffer{max: 4 << 10}, logged: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if p.events, err = cmd.StdoutPipe(); err != nil {
 		ours.Close()
@@ -259,52 +248,33 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 		attr.Credential = &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}
 	}
 	cmd.SysProcAttr = attr
-	started := make(chan error, 1)
-	go p.run(cfg.DieWithParent, started)
-	if err := <-started; err != nil {
+	// The decision log is drained before the helper is reaped (Wait closes
+	// the pipe); a failed exit comes with what it said.
+	drain := func() { <-p.logged }
+	describe := func(err error) error {
+		err = fmt.Errorf("network helper (pid %d) exited: %v", cmd.Process.Pid, err)
+		if s := p.stderr.String(); s != "" {
+			err = fmt.Errorf("%w: %s", err, s)
+		}
+		return err
+	}
+	if p.Process, err = netproc.Start("network helper", cmd, cfg.DieWithParent, drain, describe); err != nil {
 		ours.Close()
 		if attr.Credential != nil && errors.Is(err, os.ErrPermission) {
 			return nil, nil, fmt.Errorf("network helper: starting %s as nobody: %w: nobody must be able to run it (every directory on its path searchable by others, chmod o+x; or install microagent under /usr/local/bin)", bin, err)
 		}
 		return nil, nil, fmt.Errorf("network helper: starting %s: %w", bin, err)
 	}
-	p.pid = cmd.Process.Pid
 	if err := p.awaitReady(cfg.Log); err != nil {
 		ours.Close()
 		p.Kill()
-		msg := fmt.Sprintf("network helper %s (pid %d) did not come up: %v", bin, p.pid, err)
+		msg := fmt.Sprintf("network helper %s (pid %d) did not come up: %v", bin, p.PID(), err)
 		if s := p.stderr.String(); s != "" {
 			msg += ": " + s
 		}
 		return nil, nil, errors.New(msg)
 	}
 	return p, ours, nil
-}
-
-// run starts and reaps the helper. With DieWithParent the goroutine keeps
-// its OS thread until the helper exits: Linux sends Pdeathsig when the
-// thread that forked the child exits, and the Go runtime may retire threads.
-func (p *Process) run(dieWithParent bool, started chan<- error) {
-	if dieWithParent {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-	}
-	if err := p.cmd.Start(); err != nil {
-		started <- err
-		return
-	}
-	started <- nil
-	// Wait closes the stdout pipe: drain the decision log first.
-	<-p.logged
-	err := p.cmd.Wait()
-	if err != nil {
-		err = fmt.Errorf("network helper (pid %d) exited: %v", p.cmd.Process.Pid, err)
-		if s := p.stderr.String(); s != "" {
-			err = fmt.Errorf("%w: %s", err, s)
-		}
-	}
-	p.err = err
-	close(p.done)
 }
 
 // awaitReady reads the ready line (bounded by ReadyTimeout), then relays
@@ -335,7 +305,7 @@ func (p *Process) awaitReady(log io.Writer) error {
 		if !ok {
 			// It closed its output: wait (bounded) for its exit and message.
 			select {
-			case <-p.done:
+			case <-p.Done():
 			case <-time.After(time.Second):
 			}
 			return errors.New("it exited before it was ready")
@@ -343,37 +313,6 @@ func (p *Process) awaitReady(log io.Writer) error {
 		return nil
 	case <-time.After(ReadyTimeout):
 		return fmt.Errorf("no ready line within %v", ReadyTimeout)
-	}
-}
-
-// PID is the helper's process id.
-func (p *Process) PID() int { return p.pid }
-
-// Done is closed once the helper has exited.
-func (p *Process) Done() <-chan struct{} { return p.done }
-
-// Wait blocks until the helper exits and returns how it ended: nil for its
-// normal end (the VMM closed the socket), an error otherwise.
-func (p *Process) Wait() error {
-	<-p.done
-	return p.err
-}
-
-// Kill stops the helper at once and waits (bounded) for it to be reaped.
-func (p *Process) Kill() error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("killing the network helper (pid %d): %w", p.pid, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("network helper (pid %d) was sent SIGKILL but has not exited", p.pid)
 	}
 }
 
