@@ -3,9 +3,13 @@
 // on-demand fetch, denied and failed ones included), never the value.
 //
 // The log is append-only and hash-chained: every record carries the SHA-256
-// of the previous record and of itself, so a modified, removed, inserted or
-// reordered record fails Verify. (Cutting records off the end cannot be
-// detected from the file alone.) A record is written and fsync'ed before
+// of the previous record and of itself, so a record modified, removed,
+// inserted or reordered by someone who did not rebuild the chain fails
+// Verify. The chain is not keyed: whoever can write the file can rebuild a
+// consistent one, or cut records off the end, and the file alone cannot
+// show it. What does is a head (Report.Head) kept where that writer cannot
+// reach: VerifyHead checks that the log still leads through it. A record
+// is written and fsync'ed before
 // the value it describes may leave the host; Gate enforces that, withholding
 // the value when the record cannot be written.
 package audit

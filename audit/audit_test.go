@@ -395,3 +395,73 @@ func TestGateBundle(t *testing.T) {
 		t.Fatalf("records %+v", recs)
 	}
 }
+
+// TestVerifyHead: the chain alone does not show a rewrite by whoever can
+// write the log (a forger who rebuilds every hash passes Verify); a head
+// exported before does, and so does a log cut short before that head.
+// Records appended after it are accepted.
+func TestVerifyHead(t *testing.T) {
+	p := fiveRecords(t)
+	rep, err := Verify(p)
+	if err != nil || !rep.OK() || rep.Records != 5 || CheckHead(rep.Head) != nil {
+		t.Fatalf("Verify: %+v %v", rep, err)
+	}
+	head := rep.Head
+	if rep, err := VerifyHead(p, head); err != nil || !rep.OK() || rep.HeadAt != 5 {
+		t.Fatalf("VerifyHead at the head: %+v %v", rep, err)
+	}
+	l, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(Record{Name: "LATER", Access: Boot, Result: OK}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if rep, err := VerifyHead(p, head); err != nil || !rep.OK() || rep.HeadAt != 5 || rep.Records != 6 {
+		t.Fatalf("VerifyHead after an append: %+v %v", rep, err)
+	}
+	orig, _ := os.ReadFile(p)
+
+	// The forger turns the denial into an ok and rebuilds the chain.
+	recs, _ := Read(p)
+	recs[2].Result = OK
+	var forged []byte
+	prev := zeroHash
+	for _, r := range recs {
+		line, hash, err := encode(r, prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged, prev = append(append(forged, line...), '\n'), hash
+	}
+	os.WriteFile(p, forged, 0o600)
+	if rep, _ := Verify(p); !rep.OK() {
+		t.Fatalf("the rebuilt chain: %+v (expected to pass: the chain is not keyed)", rep)
+	}
+	if rep, err := VerifyHead(p, head); err != nil || rep.OK() || !rep.HeadMissing || !strings.Contains(rep.Reason, "rewritten or cut short") {
+		t.Fatalf("VerifyHead of the rebuilt chain: %+v %v", rep, err)
+	}
+
+	// Cut short before the head: intact, but not leading to it.
+	lines := bytes.SplitAfter(orig, []byte("\n"))
+	os.WriteFile(p, bytes.Join(lines[:3], nil), 0o600)
+	if rep, _ := VerifyHead(p, head); rep.OK() || !rep.HeadMissing {
+		t.Fatalf("VerifyHead of a cut log: %+v", rep)
+	}
+	// A broken chain is reported as such, head or not.
+	os.WriteFile(p, bytes.Replace(orig, []byte(`"result":"denied"`), []byte(`"result":"ok"`), 1), 0o600)
+	if rep, _ := VerifyHead(p, head); rep.OK() || rep.FirstBad != 3 || rep.HeadMissing {
+		t.Fatalf("VerifyHead of a modified record: %+v", rep)
+	}
+	for _, bad := range []string{"", "abc", strings.Repeat("G", 64), strings.ToUpper(head)} {
+		if _, err := VerifyHead(p, bad); err == nil {
+			t.Errorf("head %q accepted", bad)
+		}
+	}
+	empty := filepath.Join(t.TempDir(), "empty.log")
+	os.WriteFile(empty, nil, 0o600)
+	if rep, err := VerifyHead(empty, zeroHash); err != nil || !rep.OK() || rep.Head != zeroHash {
+		t.Fatalf("the empty log: %+v %v", rep, err)
+	}
+}

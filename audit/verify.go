@@ -85,10 +85,19 @@ type Report struct {
 	FirstBad int `json:"firstBad,omitempty"`
 	// Reason says what is wrong with record FirstBad.
 	Reason string `json:"reason,omitempty"`
+	// Head is the hash of the last intact record (64 zeros for an empty
+	// log): the value to keep outside the log (see VerifyHead).
+	Head string `json:"head"`
+	// HeadAt is the 1-based number of the record whose hash is the head
+	// VerifyHead was given (0 for the empty chain's head, or when none).
+	HeadAt int `json:"headAt,omitempty"`
+	// HeadMissing: VerifyHead's head is not in the chain (Reason says so).
+	HeadMissing bool `json:"headMissing,omitempty"`
 }
 
-// OK reports whether the chain is intact.
-func (r Report) OK() bool { return r.FirstBad == 0 }
+// OK reports whether the chain is intact (and, for VerifyHead, leads
+// through the head).
+func (r Report) OK() bool { return r.FirstBad == 0 && !r.HeadMissing }
 
 // Verify checks the hash chain of the log at path and reports the first
 // broken record: a malformed line, a record whose hash does not match its
@@ -96,7 +105,37 @@ func (r Report) OK() bool { return r.FirstBad == 0 }
 // (a record removed, inserted or reordered). The error is for failing to
 // read the log at all.
 func Verify(path string) (Report, error) {
-	var rep Report
+	return verify(path, "")
+}
+
+// VerifyHead is Verify that also requires the chain to lead through head,
+// a record hash exported earlier (Report.Head, "secret audit --head"):
+// the chain is not keyed, so whoever can write the log can rebuild a
+// consistent one, but not one through a hash kept where that writer
+// cannot reach. Records 1..HeadAt are then exactly those of the export;
+// records after it are only as trustworthy as the file.
+func VerifyHead(path, head string) (Report, error) {
+	if err := CheckHead(head); err != nil {
+		return Report{}, err
+	}
+	return verify(path, head)
+}
+
+// CheckHead checks that s has the form of a head: a record hash.
+func CheckHead(s string) error {
+	ok := len(s) == 64
+	for _, c := range s {
+		ok = ok && (c >= '0' && c <= '9' || c >= 'a' && c <= 'f')
+	}
+	if !ok {
+		return fmt.Errorf("head %q is not a record hash (64 lower-case hex digits, as \"secret audit --head\" prints)", s)
+	}
+	return nil
+}
+
+func verify(path, head string) (Report, error) {
+	rep := Report{Head: zeroHash}
+	found := head == "" || head == zeroHash // the empty chain's head: every log leads through it
 	prev := zeroHash
 	errStop := errors.New("stop")
 	err := scanLines(path, func(n int, line []byte, complete bool) error {
@@ -122,11 +161,18 @@ func Verify(path string) (Report, error) {
 			return bad("record %d does not follow record %d: a record was removed, inserted or reordered", n, n-1)
 		}
 		prev = hash
-		rep.Records = n
+		rep.Records, rep.Head = n, hash
+		if !found && hash == head {
+			rep.HeadAt, found = n, true
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStop) {
 		return rep, err
+	}
+	if !found && rep.FirstBad == 0 {
+		rep.HeadMissing = true
+		rep.Reason = fmt.Sprintf("no record of the chain has hash %s: the log was rewritten or cut short since that head was taken", head)
 	}
 	return rep, nil
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/initramfs"
@@ -79,7 +80,7 @@ func runTrue(ctx context.Context, h home.Home, b vmm.Backend, ref, agent string)
 	self0, children0 := cpuTimes()
 	start := time.Now()
 	res, err := runner.Run(ctx, h, runner.Options{
-		PrepareOptions: runner.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: agent},
+		PrepareOptions: guestboot.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: agent},
 		Backend:        tb,
 		Command:        []string{"true"},
 		Stdout:         io.Discard,
@@ -149,9 +150,9 @@ func timePrepareSteps(ctx context.Context, h home.Home, ref, agent string) (*pre
 
 func timePrepare(ctx context.Context, h home.Home, ref, agent string) (time.Duration, error) {
 	t := time.Now()
-	_, err := runner.Prepare(ctx, h, runner.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: agent})
+	_, err := guestboot.Prepare(ctx, h, guestboot.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: agent})
 	if err != nil {
-		return 0, fmt.Errorf("runner.Prepare %s: %w", ref, err)
+		return 0, fmt.Errorf("guestboot.Prepare %s: %w", ref, err)
 	}
 	return time.Since(t), nil
 }
@@ -171,7 +172,7 @@ type channelResult struct {
 // writable disk) and returns it with its Hello request; cleanup kills it and
 // removes its folder.
 func bootExecVM(ctx context.Context, h home.Home, b vmm.Backend, ref, agent string) (vm *microvm.VM, hello channel.HelloRequest, cleanup func(), err error) {
-	parts, err := runner.Prepare(ctx, h, runner.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: agent})
+	parts, err := guestboot.Prepare(ctx, h, guestboot.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: agent})
 	if err != nil {
 		return nil, hello, nil, err
 	}
@@ -180,7 +181,7 @@ func bootExecVM(ctx context.Context, h home.Home, b vmm.Backend, ref, agent stri
 		return nil, hello, nil, err
 	}
 	rw := filepath.Join(dir, "rw.ext4")
-	def := runner.Profiles[runner.DefaultProfile]
+	def := guestboot.Profiles[guestboot.DefaultProfile]
 	if err := rootfs.NewWritableDisk(ctx, h, rw, def.DiskBytes); err != nil {
 		os.RemoveAll(dir)
 		return nil, hello, nil, err

@@ -14,12 +14,12 @@ import (
 
 	"github.com/microagent-dev/microagent/bench/netpeer"
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/internal/imagebuild"
 	"github.com/microagent-dev/microagent/microvm"
 	"github.com/microagent-dev/microagent/rootfs"
-	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 )
@@ -211,7 +211,7 @@ func netArgsOf(args []string) []string {
 // bootNetVM boots a VM as runner.Run does with network n (the same RAM and
 // CPUs as the floor VM).
 func bootNetVM(ctx context.Context, h home.Home, b vmm.Backend, ref, agent string, n *vmm.Network) (*microvm.VM, func(), error) {
-	parts, err := runner.Prepare(ctx, h, runner.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: agent})
+	parts, err := guestboot.Prepare(ctx, h, guestboot.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: agent})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -220,7 +220,7 @@ func bootNetVM(ctx context.Context, h home.Home, b vmm.Backend, ref, agent strin
 		return nil, nil, err
 	}
 	rw := filepath.Join(dir, "rw.ext4")
-	if err := rootfs.NewWritableDisk(ctx, h, rw, runner.Profiles[runner.DefaultProfile].DiskBytes); err != nil {
+	if err := rootfs.NewWritableDisk(ctx, h, rw, guestboot.Profiles[guestboot.DefaultProfile].DiskBytes); err != nil {
 		os.RemoveAll(dir)
 		return nil, nil, err
 	}
@@ -239,7 +239,7 @@ func bootNetVM(ctx context.Context, h home.Home, b vmm.Backend, ref, agent strin
 		Hello: channel.HelloRequest{
 			Hostname: "microagent",
 			Env:      parts.Image.Config.Env,
-			Network:  runner.GuestNetwork(n, "microagent"),
+			Network:  guestboot.GuestNetwork(n, "microagent"),
 		},
 	})
 	if err != nil {

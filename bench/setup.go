@@ -23,11 +23,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/initramfs"
 	"github.com/microagent-dev/microagent/internal/agentbuild"
 	"github.com/microagent-dev/microagent/kernel"
-	"github.com/microagent-dev/microagent/runner"
 )
 
 // moduleRoot is the repository's root (the folder of go.mod), where the
@@ -51,14 +51,14 @@ func buildStatic(ctx context.Context, root, pkg, out string) error {
 
 // agentBinary returns $MICROAGENT_AGENT, or builds the agent into dir.
 func agentBinary(ctx context.Context, root, dir string) (string, error) {
-	if p := os.Getenv(runner.AgentEnvVar); p != "" {
+	if p := os.Getenv(guestboot.AgentEnvVar); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("guest agent %s (from %s): %w", p, runner.AgentEnvVar, err)
+			return "", fmt.Errorf("guest agent %s (from %s): %w", p, guestboot.AgentEnvVar, err)
 		}
 		return filepath.Abs(p)
 	}
 	p := filepath.Join(dir, "microagent-agent")
-	logf("building the guest agent (set %s to reuse one)", runner.AgentEnvVar)
+	logf("building the guest agent (set %s to reuse one)", guestboot.AgentEnvVar)
 	return p, buildStatic(ctx, root, "./cmd/microagent-agent", p)
 }
 

@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
-	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 	"github.com/microagent-dev/microagent/workspace"
 )
@@ -182,7 +182,7 @@ func childRSS(parent int, comm string) int64 {
 // channel (interleaved), and the idle workspace's host memory.
 func measureWorkspace(ctx context.Context, e *wsEnv, b *qemu.Backend, vmlinux, floorInitrd string, vmDir func() (string, error), n, execN int) (*wsResult, error) {
 	const name = "bench-ws"
-	r := &wsResult{profile: runner.DefaultProfile, memoryMiB: runner.Profiles[runner.DefaultProfile].MemoryMiB, execRounds: execN}
+	r := &wsResult{profile: guestboot.DefaultProfile, memoryMiB: guestboot.Profiles[guestboot.DefaultProfile].MemoryMiB, execRounds: execN}
 	if err := e.create(ctx, name, r.profile); err != nil {
 		return nil, err
 	}
@@ -463,7 +463,7 @@ type densityResult struct {
 // deletes them all.
 func measureDensity(ctx context.Context, e *wsEnv, goal int, bound, checkLimit time.Duration) (*densityResult, error) {
 	const profile = "tiny"
-	r := &densityResult{goal: goal, memoryMiB: runner.Profiles[profile].MemoryMiB}
+	r := &densityResult{goal: goal, memoryMiB: guestboot.Profiles[profile].MemoryMiB}
 	r.memAvailStart = hostMemAvailable()
 	var names []string
 	defer func() {

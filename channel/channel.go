@@ -17,9 +17,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/microagent-dev/microagent/errcode"
 )
 
 // Version is the protocol version in the handshake line. Version 2 seals
@@ -132,9 +135,23 @@ type ExitStatus struct {
 
 // Reply is the answer to a request that is not a process.
 type Reply struct {
-	Error string          `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Codes name the sentinel errors Error wraps (package errcode), so
+	// errors.Is works on the host for what failed in the guest.
+	Codes []errcode.Code  `json:"codes,omitempty"`
 	Hello *HelloReply     `json:"hello,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`
+}
+
+// ErrorReply is the reply carrying err, with its codes.
+func ErrorReply(err error) Reply { return Reply{Error: err.Error(), Codes: errcode.Codes(err)} }
+
+// Err is the reply's error, rebuilt with its codes (nil when it succeeded).
+func (r *Reply) Err() error {
+	if r.Error == "" {
+		return nil
+	}
+	return errcode.New(r.Error, r.Codes)
 }
 
 // WriteFrame writes one frame. Callers serialise writes on a stream.
@@ -169,25 +186,55 @@ var ErrFrameTooLarge = errors.New("channel: frame too large")
 
 // ReadFrame reads one frame; buf is reused when large enough.
 func ReadFrame(r io.Reader, buf []byte) (FrameType, []byte, error) {
+	return ReadFrameLimit(r, buf, MaxFrame)
+}
+
+// growStep is the most ReadFrameLimit allocates ahead of the bytes that
+// arrived: a length field is the peer's claim, and a peer that announces a
+// megabyte and sends nothing (on a thousand streams at once) must not make
+// this side hold a megabyte for each.
+const growStep = 64 << 10
+
+// ReadFrameLimit is ReadFrame for frames of at most limit bytes (a stream's
+// small first frame, say); a longer one fails with ErrFrameTooLarge before
+// any of it is read. buf is reused when large enough; otherwise the buffer
+// grows only as the payload's bytes arrive, doubling from growStep.
+func ReadFrameLimit(r io.Reader, buf []byte, limit int) (FrameType, []byte, error) {
 	var hdr [5]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return 0, nil, err
 	}
-	n := binary.BigEndian.Uint32(hdr[1:])
-	if n > MaxFrame {
+	n := int(binary.BigEndian.Uint32(hdr[1:]))
+	if n > min(limit, MaxFrame) {
 		return 0, nil, ErrFrameTooLarge
 	}
-	if cap(buf) < int(n) {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	if cap(buf) >= n {
+		buf = buf[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return 0, nil, unexpected(err)
 		}
-		return 0, nil, err
+		return FrameType(hdr[0]), buf, nil
+	}
+	buf = buf[:0]
+	for len(buf) < n {
+		want := min(n-len(buf), max(growStep, len(buf)))
+		buf = slices.Grow(buf, want)
+		got, err := io.ReadFull(r, buf[len(buf):len(buf)+want])
+		buf = buf[:len(buf)+got]
+		if err != nil {
+			return 0, nil, unexpected(err)
+		}
 	}
 	return FrameType(hdr[0]), buf, nil
+}
+
+// unexpected turns the EOF of a frame cut short into io.ErrUnexpectedEOF:
+// only a frame boundary may end the stream cleanly.
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // ReadJSON reads one frame, checks its type and decodes it into v.
@@ -211,9 +258,21 @@ func YamuxConfig() *yamux.Config {
 	c.EnableKeepAlive = false
 	c.ConnectionWriteTimeout = 2 * time.Minute
 	c.StreamOpenTimeout = 2 * time.Minute
-	c.StreamCloseTimeout = 30 * time.Second
+	c.StreamCloseTimeout = streamCloseTimeout
 	c.MaxStreamWindowSize = 1 << 20
 	c.LogOutput = io.Discard
+	return c
+}
+
+// streamCloseTimeout is how long a closed stream waits for the peer's close
+// before yamux drops it.
+const streamCloseTimeout = 30 * time.Second
+
+// hostYamuxConfig is YamuxConfig with the host's bound on streams the guest
+// may have waiting (see guestBacklog).
+func hostYamuxConfig() *yamux.Config {
+	c := YamuxConfig()
+	c.AcceptBacklog = guestBacklog
 	return c
 }
 

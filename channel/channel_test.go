@@ -84,25 +84,6 @@ func TestHandshakeVersionMismatch(t *testing.T) {
 	}
 }
 
-func FuzzReadFrame(f *testing.F) {
-	f.Add([]byte{1, 0, 0, 0, 2, '{', '}'})
-	f.Add([]byte{9, 0, 0, 0, 0})
-	f.Add([]byte{7, 0xff, 0xff, 0xff, 0xff})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		typ, p, err := ReadFrame(bytes.NewReader(b), nil)
-		if err != nil {
-			return
-		}
-		var out bytes.Buffer
-		if err := WriteFrame(&out, typ, p); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(out.Bytes(), b[:5+len(p)]) {
-			t.Fatalf("re-encoding differs")
-		}
-	})
-}
-
 // socketPair returns two connected, buffered stream sockets, like the
 // virtio-serial port and its host socket (net.Pipe is unbuffered).
 func socketPair(t *testing.T) (net.Conn, net.Conn) {

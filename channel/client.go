@@ -53,7 +53,7 @@ func connect(ctx context.Context, conn net.Conn, handshake func(io.ReadWriter, s
 		conn.Close()
 		return nil, err
 	}
-	sess, err := yamux.Client(conn, YamuxConfig())
+	sess, err := yamux.Client(conn, hostYamuxConfig())
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("channel: start session: %w", err)
@@ -86,7 +86,7 @@ func (c *Client) call(ctx context.Context, h Header) (*Reply, error) {
 		return nil, c.streamErr(ctx, h.Op, err)
 	}
 	if r.Error != "" {
-		return &r, fmt.Errorf("guest: %s: %s", h.Op, r.Error)
+		return &r, fmt.Errorf("guest: %s: %w", h.Op, r.Err())
 	}
 	return &r, nil
 }

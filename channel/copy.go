@@ -209,7 +209,7 @@ func readCopyReply(r io.Reader) (tarcopy.Stats, error) {
 func copyResult(rep Reply) (tarcopy.Stats, error) {
 	var st tarcopy.Stats
 	if rep.Error != "" {
-		return st, &GuestCopyError{Msg: rep.Error}
+		return st, &GuestCopyError{Msg: rep.Error, err: rep.Err()}
 	}
 	if len(rep.Data) > 0 {
 		if err := json.Unmarshal(rep.Data, &st); err != nil {
@@ -219,11 +219,18 @@ func copyResult(rep Reply) (tarcopy.Stats, error) {
 	return st, nil
 }
 
-// GuestCopyError is a copy the guest refused or failed, in its words.
-type GuestCopyError struct{ Msg string }
+// GuestCopyError is a copy the guest refused or failed, in its words; it
+// unwraps to the sentinels the guest named (fs.ErrNotExist, say).
+type GuestCopyError struct {
+	Msg string
+	err error
+}
 
 // Error returns the guest's message.
 func (e *GuestCopyError) Error() string { return "guest: " + e.Msg }
+
+// Unwrap is the guest's error, as matched by errors.Is.
+func (e *GuestCopyError) Unwrap() error { return e.err }
 
 // ReceiveArchive speaks the host's side of OpCopyOut on a stream whose
 // header has been sent: it writes the archive to w and returns the

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/yamux"
 )
@@ -112,7 +114,8 @@ func (c *Client) Purge(ctx context.Context) ([]string, error) {
 
 // FetchFunc answers an on-demand fetch from the guest. It returns the value
 // and a release function that zeroes it once sent; or an error whose text
-// goes to the workload (so it must never contain a value).
+// goes to the workload, so it must never contain a value, nor host detail
+// (paths, a helper's stderr: see conduit.FetchError).
 type FetchFunc func(ctx context.Context, name string) (value []byte, release func(), err error)
 
 // fetchHandler is the Client's current FetchFunc.
@@ -128,22 +131,89 @@ func (c *Client) SetFetchHandler(f FetchFunc) {
 	c.fetch.f.Store(&f)
 }
 
+// Bounds on what the guest can make the host hold through streams it opens.
+// The guest is untrusted (its root can write raw yamux frames to the port),
+// so each is a ceiling, not an estimate. A stream the guest opens can buffer
+// at most one yamux window (256 KiB) on the host whether or not anyone
+// reads it; these bound how many such streams exist at once:
+// guestBacklog waiting to be served (yamux resets any beyond it) plus
+// MaxGuestStreams being served or closing, about 12 MiB in all.
+const (
+	// MaxGuestStreams is how many guest-opened streams the host serves at
+	// once; further streams wait in the backlog.
+	MaxGuestStreams = 16
+	// guestBacklog is the host's yamux AcceptBacklog.
+	guestBacklog = 32
+	// maxGuestHeader bounds a guest stream's first frame, its Header (a
+	// fetch's is a name and a 32-byte key, well under a kilobyte).
+	maxGuestHeader = 4 << 10
+	// guestReplyTimeout bounds writing the answer: a sealed value is larger
+	// than the stream's window, and a guest that never reads it must not
+	// hold the value (and a slot) forever.
+	guestReplyTimeout = time.Minute
+)
+
+// Variables (atomic, as sessions read them) so that tests need not wait
+// for them.
+var (
+	// guestFirstFrame bounds the wait for a guest stream's header: the
+	// agent sends it right after opening the stream.
+	guestFirstFrame = durationVar(10 * time.Second)
+	// guestCloseWait is how long a served stream keeps its slot waiting
+	// for the guest's close: yamux's own close timeout, after which it
+	// drops the stream itself.
+	guestCloseWait = durationVar(streamCloseTimeout + time.Second)
+)
+
+func durationVar(d time.Duration) *atomic.Int64 {
+	var v atomic.Int64
+	v.Store(int64(d))
+	return &v
+}
+
+func after(v *atomic.Int64) time.Time { return time.Now().Add(time.Duration(v.Load())) }
+
 // serveGuest answers streams the guest opens (on-demand fetches) until the
-// session ends.
+// session ends, MaxGuestStreams at a time.
 func (c *Client) serveGuest(ctx context.Context) {
+	slots := make(chan struct{}, MaxGuestStreams)
 	for {
+		select {
+		case slots <- struct{}{}:
+		case <-c.sess.CloseChan():
+			return
+		}
 		st, err := c.sess.AcceptStream()
 		if err != nil {
 			return
 		}
-		go c.answerFetch(ctx, st)
+		go func() {
+			defer func() { <-slots }()
+			c.answerFetch(ctx, st)
+			finish(st)
+		}()
 	}
 }
 
+// finish closes st and waits for the guest to close its end, so a slot is
+// free only once the stream (and whatever it buffered) is gone from the
+// session: a guest that never closes its ends cannot pile up half-closed
+// streams.
+func finish(st *yamux.Stream) {
+	st.Close()
+	st.SetReadDeadline(after(guestCloseWait))
+	io.Copy(io.Discard, st)
+}
+
 func (c *Client) answerFetch(ctx context.Context, st *yamux.Stream) {
-	defer st.Close()
+	st.SetReadDeadline(after(guestFirstFrame))
+	st.SetWriteDeadline(time.Now().Add(guestReplyTimeout))
+	t, b, err := ReadFrameLimit(st, nil, maxGuestHeader)
+	if err != nil || t != FrameHeader {
+		return
+	}
 	var h Header
-	if err := ReadJSON(st, FrameHeader, &h); err != nil {
+	if jsonUnmarshal(b, &h) != nil {
 		return
 	}
 	if h.Op != OpFetch || h.Fetch == nil {

@@ -4,8 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
@@ -36,6 +43,35 @@ func TestUsageErrors(t *testing.T) {
 		if code != ExitUsage || out != "" || !strings.HasPrefix(errs, "microagent: ") {
 			t.Errorf("%v: code %d, stdout %q, stderr %q; want exit 2 and one error line", args, code, out, errs)
 		}
+	}
+}
+
+// TestResourceErrors: --cpus 0 is refused rather than meaning the
+// profile's count, and a machine larger than this host is refused before
+// anything is pulled or booted (it would only hang until the boot timeout).
+func TestResourceErrors(t *testing.T) {
+	state := t.TempDir()
+	cases := [][]string{
+		{"--cpus 0: give 1 to 64", "run", "--cpus", "0", "img", "true"},
+		{"--cpus 0: give 1 to 64", "create", "ws", "--image", "img", "--cpus", "0"},
+	}
+	if n := runtime.NumCPU(); n < 64 {
+		cases = append(cases,
+			[]string{fmt.Sprintf("this host has %d CPUs", n), "run", "--cpus", strconv.Itoa(n + 1), "img", "true"},
+			[]string{fmt.Sprintf("this host has %d CPUs", n), "create", "ws", "--image", "img", "--cpus", strconv.Itoa(n + 1)})
+	}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil && uint64(si.Totalram)*uint64(si.Unit) < 256<<30 {
+		cases = append(cases, []string{"MiB in all", "run", "--memory", "256G", "img", "true"})
+	}
+	for _, c := range cases {
+		code, out, errs := cli(t, "", append([]string{"--state-dir", state}, c[1:]...)...)
+		if code != ExitUsage || out != "" || !strings.Contains(errs, c[0]) {
+			t.Errorf("%v: code %d, stdout %q, stderr %q; want exit 2 and %q", c[1:], code, out, errs, c[0])
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Join(state, "workspaces")); len(ents) != 0 {
+		t.Errorf("a refused create left %v", ents)
 	}
 }
 

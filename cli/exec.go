@@ -40,6 +40,9 @@ forwarded to the command's process group; a third Ctrl-C gives up waiting.`,
 			if timeout < 0 {
 				return usageError("--timeout %s: must not be negative", timeout)
 			}
+			if err := guestDir("--cwd", cwd); err != nil {
+				return err
+			}
 			if err := workspace.ValidateName(args[0]); err != nil {
 				return wsError(err)
 			}

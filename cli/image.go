@@ -3,12 +3,14 @@ package cli
 import (
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/microagent-dev/microagent/image"
+	"github.com/microagent-dev/microagent/workspace"
 )
 
 // imageJSON is an image as --json prints it.
@@ -119,50 +121,92 @@ func newImageCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
+	var force bool
 	rm := &cobra.Command{
 		Use:     "rm IMAGE...",
 		Aliases: []string{"remove"},
 		Short:   "Remove images from the store (their blobs go with \"image prune\")",
-		Args:    cobra.MinimumNArgs(1),
+		Long: `Remove images from the store, all or none. An image a workspace or a snapshot
+is pinned to (no other stored name points at its digest) is refused, naming
+them: its next start would need a registry, and a loaded image would be gone.
+--force removes it anyway ("image prune" still keeps its blobs while they are
+pinned).`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			s, err := g.store()
 			if err != nil {
 				return err
 			}
-			for _, ref := range args {
-				if err := s.Remove(ref); err != nil {
+			var pins []image.Pin
+			if !force {
+				if pins, err = g.imagePins(); err != nil {
 					return err
 				}
-				if !g.json {
-					fmt.Fprintf(g.stdout, "removed %s\n", ref)
-				}
+			}
+			if err := s.RemovePinned(args, pins); err != nil {
+				return err
 			}
 			if g.json {
 				return g.printJSON(map[string]any{"removed": args})
 			}
+			for _, ref := range args {
+				fmt.Fprintf(g.stdout, "removed %s\n", ref)
+			}
 			return nil
 		},
 	}
+	rm.Flags().BoolVar(&force, "force", false, "remove images that workspaces or snapshots are pinned to")
 	prune := &cobra.Command{
 		Use:   "prune",
-		Short: "Delete blobs and root disks that no stored image uses",
-		Args:  cobra.NoArgs,
+		Short: "Delete blobs that no stored image uses",
+		Long: `Delete the blobs that no stored image uses, and leftovers of interrupted pulls.
+The blobs of an image a workspace or snapshot is pinned to are kept even when
+no stored name points at it any more (its tag was pulled anew, or it was
+removed with --force): they go once nothing is pinned to them.`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			s, err := g.store()
 			if err != nil {
 				return err
 			}
-			freed, err := s.Prune()
+			pins, err := g.imagePins()
+			if err != nil {
+				return err
+			}
+			freed, kept, err := s.PruneKeeping(pins)
 			if err != nil {
 				return err
 			}
 			if g.json {
-				return g.printJSON(map[string]any{"freedBytes": freed})
+				k := []map[string]any{}
+				for _, p := range kept {
+					k = append(k, map[string]any{"image": p.Ref, "pinnedBy": p.By})
+				}
+				return g.printJSON(map[string]any{"freedBytes": freed, "kept": k})
 			}
 			fmt.Fprintf(g.stdout, "freed %s\n", image.HumanSize(freed))
+			for _, p := range kept {
+				fmt.Fprintf(g.stdout, "kept %s: %s %s pinned to it\n", p.Ref, strings.Join(p.By, ", "), isAre(len(p.By)))
+			}
 			return nil
 		},
 	}
 	c.AddCommand(pull, load, list, rm, prune)
 	return c
+}
+
+// imagePins are the images workspaces and snapshots are pinned to.
+func (g *globals) imagePins() ([]image.Pin, error) {
+	h, err := g.home()
+	if err != nil {
+		return nil, err
+	}
+	return workspace.ImagePins(h)
+}
+
+func isAre(n int) string {
+	if n == 1 {
+		return "is"
+	}
+	return "are"
 }

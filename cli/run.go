@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/microagent-dev/microagent/guestboot"
+	"github.com/microagent-dev/microagent/hostcheck"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/vmm"
@@ -21,21 +24,23 @@ import (
 type resourceFlags struct {
 	profile, memory, disk string
 	cpus                  int
+	cmd                   *cobra.Command // to tell --cpus 0 from no --cpus
 }
 
 func (f *resourceFlags) add(c *cobra.Command) {
+	f.cmd = c
 	c.Flags().StringVar(&f.profile, "profile", "", "resource profile: tiny, small (default), medium, large")
 	c.Flags().StringVar(&f.memory, "memory", "", "guest memory, e.g. 512M or 2G (overrides the profile)")
 	c.Flags().IntVar(&f.cpus, "cpus", 0, "virtual CPUs (overrides the profile)")
 	c.Flags().StringVar(&f.disk, "disk-size", "", "writable layer size, e.g. 4G (overrides the profile)")
 }
 
-func (f *resourceFlags) resolve() (runner.Resources, error) {
+func (f *resourceFlags) resolve() (guestboot.Resources, error) {
 	name := f.profile
 	if name == "" {
-		name = runner.DefaultProfile
+		name = guestboot.DefaultProfile
 	}
-	r, ok := runner.Profiles[name]
+	r, ok := guestboot.Profiles[name]
 	if !ok {
 		return r, usageError("unknown profile %q: use tiny, small, medium or large", f.profile)
 	}
@@ -46,11 +51,14 @@ func (f *resourceFlags) resolve() (runner.Resources, error) {
 		}
 		r.MemoryMiB = int(b >> 20)
 	}
-	if f.cpus != 0 {
+	if f.cpus != 0 || f.cmd != nil && f.cmd.Flags().Changed("cpus") {
 		if f.cpus < 1 || f.cpus > 64 {
 			return r, usageError("--cpus %d: give 1 to 64", f.cpus)
 		}
 		r.CPUs = f.cpus
+	}
+	if err := hostcheck.FitResources(r.MemoryMiB, r.CPUs); err != nil {
+		return r, usageError("too large for this host: %v (--cpus, --memory or a smaller --profile)", err)
 	}
 	if f.disk != "" {
 		b, err := parseSize(f.disk)
@@ -60,6 +68,16 @@ func (f *resourceFlags) resolve() (runner.Resources, error) {
 		r.DiskBytes = b
 	}
 	return r, nil
+}
+
+// guestDir refuses a working directory in the guest that is not absolute
+// (the agent would fail the exec, exit 126, as if the command could not
+// run); "" means the image's.
+func guestDir(flag, dir string) error {
+	if dir != "" && !path.IsAbs(dir) {
+		return usageError("%s %q: give an absolute path in the guest, e.g. /root", flag, dir)
+	}
+	return nil
 }
 
 // parseSize reads "512", "512M", "2G", "1.5G" (bare numbers are MiB).
@@ -147,6 +165,9 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 			if err != nil {
 				return err
 			}
+			if err := guestDir("--workdir", cwd); err != nil {
+				return err
+			}
 			policy, err := parsePullPolicy(pull)
 			if err != nil {
 				return err
@@ -175,7 +196,7 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 				return err
 			}
 			o := runner.Options{
-				PrepareOptions: runner.PrepareOptions{Image: args[0], Pull: policy, KernelPath: kernelPath},
+				PrepareOptions: guestboot.PrepareOptions{Image: args[0], Pull: policy, KernelPath: kernelPath},
 				Backend:        backend,
 				Resources:      r,
 				Command:        args[1:],

@@ -62,13 +62,23 @@ when any entry fails. Schemes: ` + strings.Join(secrets.Schemes(), ", ") + `.`,
 		},
 	}
 
-	var verify bool
+	var (
+		verify, printHead bool
+		expectHead        string
+	)
 	auditCmd := &cobra.Command{
 		Use:   "audit WORKSPACE",
 		Short: "Print a workspace's secrets audit log, or verify its hash chain",
 		Long: `Print one line per recorded secret access: "<time> <name> <access> <result>"
 (--json: the records). With --verify, check the log's hash chain and report
-the first broken record.`,
+the first broken record.
+
+The chain is not keyed: it shows a record changed by someone who did not
+rebuild the chain, not by whoever can write the file (they can rewrite it
+whole). To make that evident too, keep the head somewhere they cannot
+write: --head prints the hash of the last record (after checking the
+chain); later, --verify --expect-head HASH checks that the log still leads
+through that record, so nothing up to it was rewritten, removed or cut off.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			ws := args[0]
@@ -86,8 +96,32 @@ the first broken record.`,
 				}
 				return fmt.Errorf("workspace %s has no secrets audit log (%s): auditing is enabled by creating the workspace with --secrets-audit", ws, path)
 			}
-			if verify {
+			if printHead && (verify || expectHead != "") {
+				return usageError("--head prints the head; --verify [--expect-head HASH] checks the log: give one")
+			}
+			if printHead {
 				rep, err := audit.Verify(path)
+				if err != nil {
+					return err
+				}
+				if !rep.OK() {
+					return fmt.Errorf("secrets audit log of %s is broken at record %d: %s (no head to export)", ws, rep.FirstBad, rep.Reason)
+				}
+				if g.json {
+					return g.printJSON(map[string]any{"head": rep.Head, "records": rep.Records})
+				}
+				fmt.Fprintln(g.stdout, rep.Head)
+				return nil
+			}
+			if verify || expectHead != "" {
+				verifyFn := audit.Verify
+				if expectHead != "" {
+					if err := audit.CheckHead(expectHead); err != nil {
+						return usageError("--expect-head: %v", err)
+					}
+					verifyFn = func(p string) (audit.Report, error) { return audit.VerifyHead(p, expectHead) }
+				}
+				rep, err := verifyFn(path)
 				if err != nil {
 					return err
 				}
@@ -98,10 +132,15 @@ the first broken record.`,
 					}{rep.OK(), rep}); err != nil {
 						return err
 					}
+				} else if rep.OK() && expectHead != "" {
+					fmt.Fprintf(g.stdout, "ok: %d records, hash chain intact, leads through the expected head (record %d; %d recorded since)\n", rep.Records, rep.HeadAt, rep.Records-rep.HeadAt)
 				} else if rep.OK() {
-					fmt.Fprintf(g.stdout, "ok: %d records, hash chain intact\n", rep.Records)
+					fmt.Fprintf(g.stdout, "ok: %d records, hash chain intact (this alone does not show a rewrite by whoever can write the log: see --head)\n", rep.Records)
 				}
-				if !rep.OK() {
+				switch {
+				case rep.HeadMissing:
+					return fmt.Errorf("secrets audit log of %s does not lead to the expected head: %s", ws, rep.Reason)
+				case !rep.OK():
 					return fmt.Errorf("secrets audit log of %s is broken at record %d: %s", ws, rep.FirstBad, rep.Reason)
 				}
 				return nil
@@ -123,6 +162,8 @@ the first broken record.`,
 		},
 	}
 	auditCmd.Flags().BoolVar(&verify, "verify", false, "check the hash chain and report the first broken record")
+	auditCmd.Flags().BoolVar(&printHead, "head", false, "print the chain's head hash, to keep where the log's writers cannot change it")
+	auditCmd.Flags().StringVar(&expectHead, "expect-head", "", "with --verify: require the chain to lead through this head hash (from --head)")
 	c.AddCommand(check, auditCmd)
 	return c
 }

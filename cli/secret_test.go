@@ -93,7 +93,7 @@ func TestSecretCheckFailures(t *testing.T) {
 		`API_KEY ok source=env bytes=40 warning: secret scheme "env" is plaintext: not encrypted at rest, not for production`,
 		`MISSING error environment variable NOT_SET_VAR is not set: export it in the shell that runs microagent`,
 		`EMPTY error environment variable EMPTY_VAR is set but empty`,
-		`TYPO error unknown scheme "evn" (known: dotenv, env, file, helper, vault)`,
+		`TYPO error unknown scheme (known: dotenv, env, file, helper, vault): want <scheme>:<ref>, e.g. env:VAR`,
 		`PASTED error reference has no scheme: want <scheme>:<ref>, e.g. env:VAR or file:PATH`,
 		`#6 error secret name must match [A-Za-z_][A-Za-z0-9_]* (at most 255 bytes): letters, digits and '_', not starting with a digit`,
 		`API_KEY error declared twice (--secret env:API_TOKEN and --secret env:API_TOKEN)`,
@@ -130,6 +130,11 @@ func TestSecretCheckFailures(t *testing.T) {
 	noLeak(t, token, out, errs)
 	noLeak(t, "pasted-s3cret", out, errs)
 	noLeak(t, "file-s3cret", out, errs)
+	// An unknown scheme is never quoted, nor given as the source: it may
+	// be the start of a pasted value.
+	if res[3]["source"] != nil || strings.Contains(out, "evn") {
+		t.Fatalf("the unknown scheme is shown: %v\n%s", res[3], out)
+	}
 
 	// No arguments is a usage error.
 	if code, _, _ := secretCLI(t, "secret", "check"); code != ExitUsage {
@@ -202,12 +207,38 @@ func TestSecretAudit(t *testing.T) {
 	}
 
 	code, out, _ = secretCLI(t, "--state-dir", state, "secret", "audit", "vaulted", "--verify")
-	if code != 0 || out != "ok: 3 records, hash chain intact\n" {
+	if code != 0 || !strings.HasPrefix(out, "ok: 3 records, hash chain intact") || !strings.Contains(out, "see --head") {
 		t.Fatalf("verify: %d %q", code, out)
 	}
-	// Tamper: turn the denial into a success.
+	// The head, exported; later checked against the log.
+	code, out, _ = secretCLI(t, "--state-dir", state, "secret", "audit", "vaulted", "--head")
+	head := strings.TrimSpace(out)
+	if code != 0 || audit.CheckHead(head) != nil {
+		t.Fatalf("--head: %d %q", code, out)
+	}
+	code, out, _ = secretCLI(t, "--state-dir", state, "secret", "audit", "vaulted", "--verify", "--expect-head", head)
+	if code != 0 || out != "ok: 3 records, hash chain intact, leads through the expected head (record 3; 0 recorded since)\n" {
+		t.Fatalf("verify --expect-head: %d %q", code, out)
+	}
+	for _, args := range [][]string{{"--expect-head", "nothex"}, {"--head", "--verify"}} {
+		if code, _, errs := secretCLI(t, append([]string{"--state-dir", state, "secret", "audit", "vaulted"}, args...)...); code != ExitUsage {
+			t.Fatalf("%v: %d %q", args, code, errs)
+		}
+	}
+	// Whoever can write the log rebuilds it whole (here: drops the last
+	// record, which leaves a consistent chain): the exported head shows it.
 	p := audit.PathFor(h, "vaulted")
 	raw, _ := os.ReadFile(p)
+	os.WriteFile(p, raw[:bytes.LastIndexByte(raw[:len(raw)-1], '\n')+1], 0o600)
+	if code, _, _ := secretCLI(t, "--state-dir", state, "secret", "audit", "vaulted", "--verify"); code != 0 {
+		t.Fatalf("the shortened log fails --verify alone: %d", code)
+	}
+	code, _, errs = secretCLI(t, "--state-dir", state, "secret", "audit", "vaulted", "--verify", "--expect-head", head)
+	if code != ExitFailure || !strings.Contains(errs, "does not lead to the expected head") {
+		t.Fatalf("verify --expect-head of a rewritten log: %d %q", code, errs)
+	}
+	os.WriteFile(p, raw, 0o600)
+	// Tamper: turn the denial into a success.
 	os.WriteFile(p, bytes.Replace(raw, []byte(`"result":"denied"`), []byte(`"result":"ok"`), 1), 0o600)
 	code, out, errs = secretCLI(t, "--state-dir", state, "secret", "audit", "vaulted", "--verify")
 	if code != ExitFailure || out != "" || errs != "microagent: secrets audit log of vaulted is broken at record 2: record 2: hash mismatch: the record was modified\n" {

@@ -153,6 +153,12 @@ func TestWorkspaceSecretsFailClosed(t *testing.T) {
 	if err := os.WriteFile(envFile, []byte("PRESENT=yes\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A full MiB: one sealed channel frame cannot carry it, so resolution
+	// refuses it, before boot (issue #11: it used to fail after boot).
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, bytes.Repeat([]byte{'b'}, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -203,13 +209,18 @@ func TestWorkspaceSecretsFailClosed(t *testing.T) {
 		t.Fatal("a console log exists: QEMU ran")
 	}
 	matrix := func(state workspace.State) {
-		check(state, "UNKNOWN", `unknown scheme "nosuch"`, ExitUsage, "--secret", "UNKNOWN=nosuch:thing")
+		check(state, "UNKNOWN", "unknown scheme (known:", ExitUsage, "--secret", "UNKNOWN=nosuch:thing")
 		check(state, "MISSING", "MISSING_VAR is not set", 1, "--secret", "MISSING=env:MISSING_VAR")
 		check(state, "EMPTY", "empty", 1, "--secret", "EMPTY=env:EMPTY_VAR")
 		check(state, "NOFILE", "no-such-file", 1, "--secret", "NOFILE=file:"+filepath.Join(dir, "no-such-file"))
 		check(state, "NOKEY", "NOKEY", 1, "--secret", "NOKEY=dotenv:"+envFile+"#NOKEY")
 		check(state, "", "no-such.env", 1, "--secrets-env-file", filepath.Join(dir, "no-such.env"))
 		check(state, "VAULTED", ln.Addr().String(), 1, "--secret", "VAULTED=vault:secret/data/app#password")
+		check(state, "TOOBIG", "1048560-byte limit", 1, "--secret", "TOOBIG=file:"+big)
+		check(state, "TOOBIG", "1048560-byte limit", 1, "--secrets-audit", "--secret", "TOOBIG=file:"+big)
+		if log, _ := os.ReadFile(filepath.Join(wsDir, "secrets-audit.log")); bytes.Contains(log, []byte(`"result":"ok"`)) {
+			t.Fatalf("an ok record for a start that failed:\n%s", log)
+		}
 		// A name already declared changes nothing (a usage error).
 		check(state, "LATER", "declared twice", ExitUsage, "--secret", "LATER=env:OTHER")
 	}
@@ -232,7 +243,7 @@ func TestWorkspaceSecretsFailClosed(t *testing.T) {
 	w.want(t, 0, "Deleted fc", "delete", "fc", "--yes")
 
 	// A malformed declaration at create creates nothing.
-	w.want(t, ExitUsage, `unknown scheme "nosuch"`, "create", "bad", "--image", specAlpine, "--secret", "X=nosuch:y")
+	w.want(t, ExitUsage, "unknown scheme (known:", "create", "bad", "--image", specAlpine, "--secret", "X=nosuch:y")
 	w.want(t, ExitUsage, "declared twice", "create", "bad", "--image", specAlpine, "--secret", "PRESENT=env:A", "--secrets-env-file", envFile)
 	w.want(t, ExitUsage, "secret name must match", "create", "bad", "--image", specAlpine, "--secret", "1BAD=env:A")
 	if _, err := os.Stat(filepath.Join(w.state, workspace.Dir, "bad")); err == nil {

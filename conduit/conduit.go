@@ -7,12 +7,22 @@ package conduit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/secrets"
+)
+
+// One size limit for a secret: what resolution accepts is what the channel
+// carries. Either constant moving alone overflows one of these (a compile
+// error), so a value can never pass resolution and then fail delivery after
+// the VM booted and its access was recorded.
+const (
+	_ = uint(secrets.MaxValueSize - channel.MaxSecret)
+	_ = uint(channel.MaxSecret - secrets.MaxValueSize)
 )
 
 // Prepared is a resolved materialization, waiting for the guest.
@@ -101,17 +111,63 @@ func (p *Prepared) Deliver(ctx context.Context, c *channel.Client, log *audit.Lo
 	return nil
 }
 
+// Gater records one access and decides whether its value may leave the
+// host, as (*audit.Log).Gate does; a supervisor's coalescing log is one too.
+type Gater interface {
+	Gate(name string, access audit.Access, v *secrets.Value, resolveErr error) error
+}
+
 // OnDemand returns the channel's answer to the guest's fetches: each fetch
 // re-resolves the reference (so rotation and revocation apply at once), is
 // recorded in log before the value is released, and undeclared names are
-// denied (and recorded). The error text reaches the workload, so it is the
-// reason only, never a value.
-func OnDemand(d secrets.Declarations, env secrets.LookupEnv, log *audit.Log) channel.FetchFunc {
+// denied (and recorded). log nil records nothing. A failure is a
+// *FetchError: its text, which reaches the workload, is the kind only.
+func OnDemand(d secrets.Declarations, env secrets.LookupEnv, log Gater) channel.FetchFunc {
+	if log == nil {
+		log = (*audit.Log)(nil)
+	}
 	return func(ctx context.Context, name string) ([]byte, func(), error) {
 		v, err := secrets.ResolveOnDemand(ctx, d, name, env)
 		if err := log.Gate(name, audit.OnDemand, v, err); err != nil {
-			return nil, nil, err
+			return nil, nil, &FetchError{Name: name, Err: err}
 		}
 		return v.Bytes(), v.Zero, nil
 	}
+}
+
+// FetchError is a failed on-demand fetch. Its Error, the text the
+// workload gets, names the secret and the kind of failure only ("access to
+// secret denied", "secret backend unavailable" ...): the full error may
+// hold a helper's stderr (a backend token, even), host paths or a
+// backend's configuration, and goes to the host's log instead.
+type FetchError struct {
+	// Name is the name the guest asked for.
+	Name string
+	// Err is the whole failure, for the host's log; errors.Is sees it.
+	Err error
+}
+
+func (e *FetchError) Error() string {
+	name := e.Name
+	if !secrets.ValidName(name) {
+		name = "(invalid name)" // the guest's own bytes: not echoed
+	}
+	return fmt.Sprintf("secret %s: %s (the details stay on the host)", name, kindText(e.Err))
+}
+
+// Unwrap returns the whole failure.
+func (e *FetchError) Unwrap() error { return e.Err }
+
+// kindText is the part of err the guest may see: one fixed text per kind.
+func kindText(err error) string {
+	switch {
+	case errors.Is(err, ErrLimited):
+		return ErrLimited.Error()
+	case errors.Is(err, audit.ErrWithheld):
+		return audit.ErrWithheld.Error()
+	}
+	if k := secrets.Kind(err); k != nil {
+		return k.Error()
+	}
+	return "the fetch failed on the host"
 }

@@ -35,7 +35,7 @@ func (a *Agent) copyFiles(st io.ReadWriter, h *channel.Header) {
 		stats, err = copyOut(st, h.Copy)
 	}
 	if err != nil {
-		rep.Error = err.Error()
+		rep = channel.ErrorReply(err)
 	} else {
 		rep.Data, _ = json.Marshal(stats)
 	}

@@ -123,7 +123,7 @@ func (a *Agent) resumed(req *channel.ResumedRequest) channel.Reply {
 	}
 	defer clear(req.Entropy)
 	if err := req.Validate(); err != nil {
-		return channel.Reply{Error: err.Error()}
+		return channel.ErrorReply(err)
 	}
 	s := a.system()
 	var failed []string

@@ -77,6 +77,17 @@ var (
 )
 
 // secretsState is the agent's view of delivered secrets.
+// fetchSlots bounds the fetch streams the agent has open to the host at
+// once, well under the streams the host serves (channel.MaxGuestStreams):
+// more would only be reset by the host's backlog, unanswered and
+// uncounted. The rest of a burst waits here, in the guest, where it costs
+// the workload's memory, and is answered (or refused by the host's own
+// limits) in turn.
+var fetchSlots = make(chan struct{}, channel.MaxGuestStreams/2)
+
+// fetchSlotWait bounds that wait: under the socket's 30 s deadline.
+const fetchSlotWait = 20 * time.Second
+
 type secretsState struct {
 	dir, sock string
 	onDemand  []string
@@ -109,7 +120,7 @@ func (a *Agent) materialize(st io.ReadWriter, req *channel.SecretsRequest) chann
 		}
 	}()
 	if err != nil {
-		return channel.Reply{Error: err.Error()}
+		return channel.ErrorReply(err)
 	}
 	id, err := lookupUser(a.config().User)
 	if err != nil {
@@ -117,7 +128,7 @@ func (a *Agent) materialize(st io.ReadWriter, req *channel.SecretsRequest) chann
 	}
 	s := &a.secrets
 	if err := mountSecrets(s.dir, id); err != nil {
-		return channel.Reply{Error: err.Error()}
+		return channel.ErrorReply(err)
 	}
 	for i, it := range req.Items {
 		if err := writeSecret(filepath.Join(s.dir, it.Name), values[i], id); err != nil {
@@ -129,7 +140,7 @@ func (a *Agent) materialize(st io.ReadWriter, req *channel.SecretsRequest) chann
 	a.mu.Unlock()
 	if len(req.OnDemand) > 0 && !a.secretsSocket() {
 		if err := a.serveSecretsSocket(id); err != nil {
-			return channel.Reply{Error: err.Error()}
+			return channel.ErrorReply(err)
 		}
 	}
 	return channel.Reply{}
@@ -299,7 +310,7 @@ func (a *Agent) purge() channel.Reply {
 func jsonReply(v any) channel.Reply {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return channel.Reply{Error: err.Error()}
+		return channel.ErrorReply(err)
 	}
 	return channel.Reply{Data: b}
 }
@@ -368,7 +379,14 @@ func (a *Agent) answerSecretRequest(c net.Conn) {
 		writeSecretReply(c, nil, errors.New("the host is not connected"))
 		return
 	}
+	select {
+	case fetchSlots <- struct{}{}:
+	case <-time.After(fetchSlotWait):
+		writeSecretReply(c, nil, errors.New("too many fetches are waiting for the host: retry later"))
+		return
+	}
 	v, err := channel.Fetch(sess, name)
+	<-fetchSlots
 	writeSecretReply(c, v, err)
 	zero(v)
 	// The value now lives in the workload's memory (its own to manage)

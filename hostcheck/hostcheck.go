@@ -16,9 +16,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/kernel"
-	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/vmm"
 )
 
@@ -61,7 +61,7 @@ func Checks(ctx context.Context, o Options) []Check {
 	} else {
 		add(Check{Name: "mkfs.ext4", OK: true, Detail: "found"})
 	}
-	if p, err := runner.AgentBinary(); err != nil {
+	if p, err := guestboot.AgentBinary(); err != nil {
 		add(Check{Name: "guest agent", Detail: err.Error(), Fix: "make build", Fatal: true})
 	} else {
 		add(Check{Name: "guest agent", OK: true, Detail: p})

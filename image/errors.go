@@ -33,6 +33,9 @@ var (
 	ErrDigestMismatch = errors.New("digest mismatch")
 	// ErrNotStored: the reference is not in the local store.
 	ErrNotStored = errors.New("not in the image store")
+	// ErrInUse: removing the image would take it from a workspace or a
+	// snapshot pinned to it.
+	ErrInUse = errors.New("image in use")
 	// ErrBadArchive: a file given to Load is not an image archive.
 	ErrBadArchive = errors.New("not an image archive")
 )

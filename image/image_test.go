@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -656,5 +657,61 @@ func TestClassifyLocalError(t *testing.T) {
 	err := classify(context.Background(), errors.New("manifest is odd"), "example.com/a:1", "example.com")
 	if errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "manifest is odd") || !strings.Contains(err.Error(), "example.com/a:1") {
 		t.Errorf("local error: %v", err)
+	}
+}
+
+// TestRemovePrunePinned: an image a workspace is pinned to is not removed
+// (all or none, naming who needs it) unless forced, and its blobs survive
+// a prune while it is pinned, so it still boots without a registry.
+func TestRemovePrunePinned(t *testing.T) {
+	r := testenv.StartRegistry(t)
+	a := r.PushBusybox(t, "pin/a")
+	b := r.PushWhiteout(t, "pin/b")
+	s, _ := newStore(t)
+	ctx := context.Background()
+	var img *Image
+	for _, ref := range []string{a, b} {
+		i, err := s.Pull(ctx, ref, PullOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ref == a {
+			img = i
+		}
+	}
+	nr, err := name.ParseReference(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := nr.Context().Digest(img.Digest.String()).String()
+	pins := []Pin{{Ref: pinned, By: []string{"workspace app", "snapshot app:base"}}}
+
+	err = s.RemovePinned([]string{b, a}, pins)
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "workspace app, snapshot app:base are pinned to it") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("remove of a pinned image: %v", err)
+	}
+	if list, _ := s.List(); len(list) != 2 {
+		t.Fatalf("a refused remove changed the store: %v", list)
+	}
+	if err := s.RemovePinned([]string{b}, pins); err != nil {
+		t.Fatalf("remove of an image nothing is pinned to: %v", err)
+	}
+	if err := s.RemovePinned([]string{a}, nil); err != nil { // --force
+		t.Fatal(err)
+	}
+	freed, kept, err := s.PruneKeeping(pins)
+	if err != nil || len(kept) != 1 || kept[0].Ref != pinned || freed == 0 {
+		t.Fatalf("prune keeping the pin: freed %d, kept %v, %v", freed, kept, err)
+	}
+	got, err := s.Get(ctx, pinned, PullNever)
+	if err != nil || got.Digest != img.Digest {
+		t.Fatalf("the pinned image after prune, offline: %v %v", got, err)
+	}
+	checkLayers(t, got, testenv.BusyboxImage(t))
+	if freed, kept, err := s.PruneKeeping(nil); err != nil || freed == 0 || len(kept) != 0 {
+		t.Fatalf("prune with nothing pinned: %d %v %v", freed, kept, err)
+	}
+	if _, err := s.Get(ctx, pinned, PullNever); !errors.Is(err, ErrNotStored) {
+		t.Fatalf("after the last prune: %v", err)
 	}
 }

@@ -15,17 +15,20 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -266,7 +269,7 @@ func (s *Store) record(key string, e refEntry) error {
 
 // lookup finds ref in the store without network access: by its canonical
 // key, or for a digest reference by any stored name of the same repository
-// with that manifest digest.
+// at that digest.
 func (s *Store) lookup(ref string) (*Image, error) {
 	r, key, err := parseRef(ref)
 	if err != nil {
@@ -276,18 +279,77 @@ func (s *Store) lookup(ref string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e, ok := doc.Refs[key]; ok {
+	if e, ok := find(doc, r, key); ok {
 		return s.image(key, e)
+	}
+	if e, ok := s.unnamed(r); ok {
+		return s.image(key, e)
+	}
+	return nil, nil
+}
+
+// unnamed finds a digest reference whose blobs are all in the store
+// although no name points at it any more (its tag was pulled anew, or it
+// was removed with --force): Prune keeps such images while a workspace or
+// snapshot is pinned to them, so their starts need no registry.
+func (s *Store) unnamed(r name.Reference) (refEntry, bool) {
+	d, ok := r.(name.Digest)
+	if !ok {
+		return refEntry{}, false
+	}
+	h, err := v1.NewHash(d.DigestStr())
+	if err != nil {
+		return refEntry{}, false
+	}
+	m, err := s.manifestBlob(h)
+	if err != nil {
+		return refEntry{}, false
+	}
+	e := refEntry{Digest: h, Config: m.Config.Digest, Size: m.Config.Size}
+	for _, l := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		fi, err := os.Stat(s.blobPath(l.Digest))
+		if err != nil || fi.Size() != l.Size {
+			return refEntry{}, false
+		}
+		if l.Digest != m.Config.Digest {
+			e.Size += l.Size
+		}
+	}
+	if raw, err := os.ReadFile(s.blobPath(m.Config.Digest)); err == nil {
+		if cf, err := v1.ParseConfigFile(bytes.NewReader(raw)); err == nil && cf.OS != "" {
+			e.Platform = cf.OS + "/" + cf.Architecture
+		}
+	}
+	return e, true
+}
+
+// manifestBlob reads and checks the stored manifest blob h.
+func (s *Store) manifestBlob(h v1.Hash) (*v1.Manifest, error) {
+	raw, err := os.ReadFile(s.blobPath(h))
+	if err != nil {
+		return nil, err
+	}
+	if sum := sha256.Sum256(raw); h.Algorithm != "sha256" || hex.EncodeToString(sum[:]) != h.Hex {
+		return nil, fmt.Errorf("manifest %s: %w", h, ErrDigestMismatch)
+	}
+	return v1.ParseManifest(bytes.NewReader(raw))
+}
+
+// find is lookup in doc: the entry ref (whose canonical key is key) would
+// boot.
+func find(doc refsDoc, r name.Reference, key string) (refEntry, bool) {
+	if e, ok := doc.Refs[key]; ok {
+		return e, true
 	}
 	if d, ok := r.(interface{ DigestStr() string }); ok {
 		repo := strings.TrimSuffix(key, "@"+d.DigestStr())
 		for k, e := range doc.Refs {
 			if e.Digest.String() == d.DigestStr() && strings.HasPrefix(k, repo) && len(k) > len(repo) && (k[len(repo)] == ':' || k[len(repo)] == '@') {
-				return s.image(key, e)
+				return e, true
 			}
 		}
 	}
-	return nil, nil
+	return refEntry{}, false
 }
 
 // image builds an Image from a refs.json entry, reading its config blob.
@@ -377,31 +439,93 @@ func (s *Store) List() ([]*Image, error) {
 
 // Remove drops ref from the store (its blobs stay until Prune).
 func (s *Store) Remove(ref string) error {
-	_, key, err := parseRef(ref)
-	if err != nil {
-		return err
+	return s.RemovePinned([]string{ref}, nil)
+}
+
+// Pin is a stored image something needs: Ref, a digest reference
+// (repository@sha256:...), is what it boots; By names who, for messages
+// ("workspace app", "snapshot app:base").
+type Pin struct {
+	Ref string
+	By  []string
+}
+
+// RemovePinned drops refs from the store, all or none: an unknown one
+// fails with ErrNotStored, and one whose removal leaves a pin without its
+// image (no other stored name of the repository at the digest) fails with
+// ErrInUse naming who needs it.
+func (s *Store) RemovePinned(refs []string, pins []Pin) error {
+	keys := make([]string, 0, len(refs))
+	for _, ref := range refs {
+		_, key, err := parseRef(ref)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, key)
 	}
 	return s.updateRefs(func(doc *refsDoc) error {
-		if _, ok := doc.Refs[key]; !ok {
-			return fmt.Errorf("remove image %s: %w", key, ErrNotStored)
+		after := refsDoc{Refs: maps.Clone(doc.Refs)}
+		for _, key := range keys {
+			if _, ok := doc.Refs[key]; !ok {
+				return fmt.Errorf("remove image %s: %w", key, ErrNotStored)
+			}
+			delete(after.Refs, key)
 		}
-		delete(doc.Refs, key)
+		var by []string
+		for _, p := range pins {
+			pr, pkey, err := parseRef(p.Ref)
+			if err != nil {
+				continue
+			}
+			if _, had := find(*doc, pr, pkey); had {
+				if _, has := find(after, pr, pkey); !has {
+					by = append(by, p.By...)
+				}
+			}
+		}
+		if len(by) > 0 {
+			return fmt.Errorf("image %s: %s %s pinned to it: %w (removing it would make the next start need a registry, and lose a loaded image); delete %s first, or pass --force",
+				strings.Join(keys, ", "), strings.Join(by, ", "), pluralIsAre(len(by)), ErrInUse, itThem(len(by)))
+		}
+		doc.Refs = after.Refs
 		return nil
 	})
+}
+
+func itThem(n int) string {
+	if n == 1 {
+		return "it"
+	}
+	return "them"
+}
+
+func pluralIsAre(n int) string {
+	if n == 1 {
+		return "is"
+	}
+	return "are"
 }
 
 // Prune deletes every blob that no stored reference uses, and leftovers of
 // interrupted pulls, and returns the bytes freed. It waits for pulls and
 // loads in progress (they hold the store's gc lock shared).
 func (s *Store) Prune() (int64, error) {
+	freed, _, err := s.PruneKeeping(nil)
+	return freed, err
+}
+
+// PruneKeeping is Prune that also keeps the blobs of every pin (a digest
+// reference a workspace or snapshot boots) that no stored name points at
+// any more; kept lists those pins.
+func (s *Store) PruneKeeping(pins []Pin) (freed int64, kept []Pin, err error) {
 	unlock, err := lockFile(filepath.Join(s.dir, gcLockFile), unix.LOCK_EX)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer unlock()
 	doc, err := s.readRefs()
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	keep := map[string]bool{}
 	for k, e := range doc.Refs {
@@ -409,20 +533,42 @@ func (s *Store) Prune() (int64, error) {
 		keep[e.Config.Hex] = true
 		raw, err := os.ReadFile(s.blobPath(e.Digest))
 		if err != nil {
-			return 0, fmt.Errorf("prune: manifest of %s: %w", k, err)
+			return 0, nil, fmt.Errorf("prune: manifest of %s: %w", k, err)
 		}
 		m, err := v1.ParseManifest(bytes.NewReader(raw))
 		if err != nil {
-			return 0, fmt.Errorf("prune: manifest of %s: %w", k, err)
+			return 0, nil, fmt.Errorf("prune: manifest of %s: %w", k, err)
 		}
 		for _, l := range m.Layers {
 			keep[l.Digest.Hex] = true
 		}
 	}
-	var freed int64
+	for _, p := range pins {
+		r, key, err := parseRef(p.Ref)
+		if err != nil {
+			continue
+		}
+		d, ok := r.(name.Digest)
+		if _, named := find(doc, r, key); named || !ok {
+			continue
+		}
+		h, err := v1.NewHash(d.DigestStr())
+		if err != nil {
+			continue
+		}
+		m, err := s.manifestBlob(h)
+		if err != nil {
+			continue // not here any more: nothing to keep
+		}
+		keep[h.Hex], keep[m.Config.Digest.Hex] = true, true
+		for _, l := range m.Layers {
+			keep[l.Digest.Hex] = true
+		}
+		kept = append(kept, Pin{Ref: key, By: p.By})
+	}
 	entries, err := os.ReadDir(s.blobDir())
 	if err != nil {
-		return 0, fmt.Errorf("prune: %w", err)
+		return 0, kept, fmt.Errorf("prune: %w", err)
 	}
 	for _, de := range entries {
 		if keep[de.Name()] {
@@ -434,14 +580,14 @@ func (s *Store) Prune() (int64, error) {
 			continue
 		}
 		if err := os.RemoveAll(p); err != nil {
-			return freed, fmt.Errorf("prune: %w", err)
+			return freed, kept, fmt.Errorf("prune: %w", err)
 		}
 		freed += fi.Size()
 	}
 	if err := os.RemoveAll(filepath.Join(s.dir, tmpDir)); err != nil {
-		return freed, fmt.Errorf("prune: %w", err)
+		return freed, kept, fmt.Errorf("prune: %w", err)
 	}
-	return freed, nil
+	return freed, kept, nil
 }
 
 // Open returns the image as a go-containerregistry v1.Image backed by the

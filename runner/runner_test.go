@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/internal/testenv"
@@ -71,7 +72,7 @@ func (e *env) assertClean(t *testing.T) {
 }
 
 func opts(ref string, cmd ...string) Options {
-	return Options{PrepareOptions: PrepareOptions{Image: ref}, Command: cmd}
+	return Options{PrepareOptions: guestboot.PrepareOptions{Image: ref}, Command: cmd}
 }
 
 func TestRunExitCodesAndStreams(t *testing.T) {
@@ -266,7 +267,7 @@ func TestRunInterruptedDuringBoot(t *testing.T) {
 	e := setup(t)
 	ref := e.reg.PushBusybox(t, "busybox")
 	// Warm the caches first so the cancel lands in the boot itself.
-	if _, err := Prepare(context.Background(), e.h, PrepareOptions{Image: ref, Agent: vmenv.Agent(t)}); err != nil {
+	if _, err := guestboot.Prepare(context.Background(), e.h, guestboot.PrepareOptions{Image: ref, Agent: vmenv.Agent(t)}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
@@ -292,55 +293,6 @@ func TestRunTimeout(t *testing.T) {
 	}
 	if !r.Exit.TimedOut {
 		t.Fatalf("want a timeout, got %+v", r.Exit)
-	}
-}
-
-func TestRootDiskBuiltOnce(t *testing.T) {
-	e := setup(t)
-	ref := e.reg.PushBusybox(t, "busybox")
-	p1, err := Prepare(context.Background(), e.h, PrepareOptions{Image: ref, Agent: vmenv.Agent(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st1, _ := os.Stat(p1.RootDisk)
-	e.reg.Stop() // the second prepare needs no registry
-	p2, err := Prepare(context.Background(), e.h, PrepareOptions{Image: ref, Agent: vmenv.Agent(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st2, _ := os.Stat(p2.RootDisk)
-	if p1.RootDisk != p2.RootDisk || !st1.ModTime().Equal(st2.ModTime()) {
-		t.Fatal("root disk rebuilt on the second prepare")
-	}
-}
-
-// A disk that fills up while the root disk is built is a real ENOSPC from a
-// small tmpfs: the error says so, and no half-built disk is left.
-func TestPrepareDiskFull(t *testing.T) {
-	testenv.RequireRoot(t, "this test mounts a small tmpfs")
-	shared := vmenv.VMHome(t) // for a verified kernel outside the small disk
-	k, err := kernel.Default(shared)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := testenv.StartRegistry(t)
-	ref := reg.PushBusybox(t, "busybox")
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1700k,mode=0700"); err != nil {
-		t.Fatalf("mount tmpfs: %v", err)
-	}
-	defer syscall.Unmount(dir, syscall.MNT_DETACH)
-	h := home.Home{Root: dir}
-	_, err = Prepare(context.Background(), h, PrepareOptions{Image: ref, KernelPath: k.Vmlinux, Agent: vmenv.Agent(t)})
-	if err == nil || !errors.Is(err, syscall.ENOSPC) && !strings.Contains(err.Error(), "no space") {
-		t.Fatalf("want a disk-full error, got %v", err)
-	}
-	t.Log(err)
-	ents, _ := os.ReadDir(h.Path(home.RootfsDir))
-	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), ".ext4") {
-			t.Fatalf("half-built root disk left: %s", e.Name())
-		}
 	}
 }
 

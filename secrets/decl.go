@@ -30,7 +30,7 @@ func (d *Declarations) Add(decl Decl) error {
 	}
 	ref, err := Check(decl.Ref)
 	if err != nil {
-		return &Error{Name: decl.Name, Scheme: decl.Ref.Scheme, Err: err}
+		return &Error{Name: decl.Name, Scheme: knownScheme(decl.Ref.Scheme), Err: err}
 	}
 	decl.Ref = ref
 	d.Secrets = append(d.Secrets, decl)

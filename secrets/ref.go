@@ -63,7 +63,7 @@ func ParseRef(s string) (Ref, error) {
 		return Ref{}, Errorf(ErrBadRef, "reference has nothing after the scheme's ':': want <scheme>:<ref>, e.g. env:VAR")
 	}
 	if hasControl(ref) {
-		return Ref{}, Errorf(ErrBadRef, "%s reference contains a control character", scheme)
+		return Ref{}, Errorf(ErrBadRef, "reference contains a control character")
 	}
 	return Ref{Scheme: scheme, Ref: ref}, nil
 }

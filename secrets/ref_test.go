@@ -147,8 +147,19 @@ func TestDeclarations(t *testing.T) {
 	}
 	decl, _ := ParseDecl("X=nosuch:ref")
 	err = d.Add(decl)
-	if want := `secret X: unknown scheme "nosuch" (known: dotenv, env, file, helper,`; !strings.HasPrefix(err.Error(), want) {
+	if want := `secret X: unknown scheme (known: dotenv, env, file, helper,`; !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "nosuch") {
 		t.Fatalf("unknown scheme error %q", err)
+	}
+	// A value pasted where a reference belongs: what precedes its first
+	// ':' is not quoted, nor kept as the error's scheme.
+	decl, _ = ParseDecl("Y=s3cretpart:rest-of-the-value")
+	err = d.Add(decl)
+	var se *Error
+	if !errors.Is(err, ErrUnknownScheme) || strings.Contains(err.Error(), "s3cretpart") || !errors.As(err, &se) || se.Scheme != "" {
+		t.Fatalf("pasted value: %v", err)
+	}
+	if _, err := ParseRef("s3cretpart:a\x01b"); err == nil || strings.Contains(err.Error(), "s3cretpart") {
+		t.Fatalf("control character: %v", err)
 	}
 
 	// Expand reads the env file now, and again at each call.

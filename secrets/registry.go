@@ -96,7 +96,18 @@ func lookupResolver(scheme string) (Resolver, error) {
 	if r, ok := Lookup(scheme); ok {
 		return r, nil
 	}
-	return nil, Errorf(ErrUnknownScheme, "unknown scheme %q (known: %s)", scheme, joinSchemes())
+	// The scheme is not quoted: an unknown one is most likely the start of
+	// a value pasted where a reference belongs (its text before ':').
+	return nil, Errorf(ErrUnknownScheme, "unknown scheme (known: %s): want <scheme>:<ref>, e.g. env:VAR", joinSchemes())
+}
+
+// knownScheme returns scheme when it is registered and "" otherwise, for an
+// Error's Scheme: an unknown one may be the start of a pasted value.
+func knownScheme(scheme string) string {
+	if _, ok := Lookup(scheme); ok {
+		return scheme
+	}
+	return ""
 }
 
 func joinSchemes() string {

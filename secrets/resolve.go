@@ -46,7 +46,7 @@ func Resolve(ctx context.Context, ref Ref, env LookupEnv) (*Value, error) {
 func ResolveDecl(ctx context.Context, d Decl, env LookupEnv) (*Value, error) {
 	v, err := Resolve(ctx, d.Ref, env)
 	if err != nil {
-		return nil, &Error{Name: d.Name, Scheme: d.Ref.Scheme, Err: err}
+		return nil, &Error{Name: d.Name, Scheme: knownScheme(d.Ref.Scheme), Err: err}
 	}
 	return v, nil
 }
@@ -108,7 +108,7 @@ func ResolveAll(ctx context.Context, d Declarations, env LookupEnv) (*Bundle, []
 		if decl.OnDemand {
 			if _, err := Check(decl.Ref); err != nil {
 				b.Zero()
-				return nil, warnings, &Error{Name: decl.Name, Scheme: decl.Ref.Scheme, Err: err}
+				return nil, warnings, &Error{Name: decl.Name, Scheme: knownScheme(decl.Ref.Scheme), Err: err}
 			}
 			continue
 		}

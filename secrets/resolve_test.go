@@ -83,6 +83,15 @@ func TestFileScheme(t *testing.T) {
 	os.WriteFile(empty, nil, 0o600)
 	big := filepath.Join(dir, "big")
 	os.WriteFile(big, make([]byte, MaxValueSize+1), 0o600)
+	// A full MiB is what the channel cannot carry sealed (issue #11): it
+	// fails here, at resolution, not at delivery after the VM booted.
+	mib := filepath.Join(dir, "mib")
+	os.WriteFile(mib, bytes.Repeat([]byte{'m'}, 1<<20), 0o600)
+	most := filepath.Join(dir, "most")
+	os.WriteFile(most, bytes.Repeat([]byte{'m'}, MaxValueSize), 0o600)
+	if v, err := resolveRef(t, "file:"+most, nil); err != nil || v.Len() != MaxValueSize {
+		t.Fatalf("a value of exactly MaxValueSize: %v", err)
+	}
 	fifo := filepath.Join(dir, "fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
@@ -93,6 +102,7 @@ func TestFileScheme(t *testing.T) {
 		"file:" + empty: ErrEmpty,
 		"file:" + dir:   ErrInvalid,
 		"file:" + big:   ErrTooLarge,
+		"file:" + mib:   ErrTooLarge,
 		"file:" + fifo:  ErrInvalid, // would block: refused
 	} {
 		_, err := resolveRef(t, ref, nil)

@@ -7,9 +7,13 @@ import (
 	"strconv"
 )
 
-// MaxValueSize bounds one secret value (1 MiB): secrets are credentials, not
-// data, and every byte is held in memory and copied into the guest.
-const MaxValueSize = 1 << 20
+// MaxValueSize bounds one secret value: secrets are credentials, not data,
+// and every byte is held in memory and copied into the guest. It is the one
+// limit of the whole path, enforced at resolution (before any VM boots): a
+// value travels sealed in one channel frame of at most 1 MiB, less the
+// seal's 16-byte tag, so 1,048,560 bytes. Package conduit, which joins both,
+// fails to compile if channel.MaxSecret ever disagrees.
+const MaxValueSize = 1<<20 - 16
 
 // Value is a secret value held in process memory as bytes. It never reveals
 // itself when printed or encoded: fmt (every verb, including %v, %+v, %#v,

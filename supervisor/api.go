@@ -8,7 +8,7 @@ import (
 
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/errcode"
-	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/wsdir"
 )
 
@@ -124,24 +124,18 @@ type Plan struct {
 	Boot    int `json:"boot"`
 	// Backend names the VMM backend (vmm.Lookup); empty is the default.
 	Backend string `json:"backend,omitempty"`
-	Kernel  string `json:"kernel"`
+	// Machine is the guest to boot (its fields are the plan's own in the
+	// JSON).
+	guestboot.Machine
 	// KernelID names the kernel by content ("sha256:..."): a snapshot
 	// records it, and a resume on another kernel is refused.
-	KernelID    string               `json:"kernelID"`
-	Initrd      string               `json:"initrd"`
-	RootDisk    string               `json:"rootDisk"`
-	MemoryMiB   int                  `json:"memoryMiB"`
-	CPUs        int                  `json:"cpus"`
-	Hello       channel.HelloRequest `json:"hello"`
-	BootTimeout time.Duration        `json:"bootTimeout"`
+	KernelID    string        `json:"kernelID"`
+	BootTimeout time.Duration `json:"bootTimeout"`
 	// Secrets are the declarations to resolve before the boot
 	// (references only).
 	Secrets *wsdir.SecretsConfig `json:"secrets,omitempty"`
 	// Restore resumes a snapshot instead of booting.
 	Restore *RestorePlan `json:"restore,omitempty"`
-	// Network is the VM's network (nil: no NIC); Hello.Network is the
-	// guest's matching setup.
-	Network *vmm.Network `json:"network,omitempty"`
 }
 
 // RestorePlan is the part of a boot plan that resumes a saved machine.

@@ -63,6 +63,17 @@ func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *wsdir.Snap
 			return nil, fmt.Errorf("the guest could not confirm that it purged /run/secrets (%v): snapshot aborted, nothing written", err)
 		}
 		s.purged = true
+		if err := s.sec.checkPurged(names); err != nil {
+			// It did purge (or says so): give the secrets back first.
+			err = fmt.Errorf("%w: snapshot refused, nothing written", err)
+			if rerr := s.rehydrate(ctx); rerr != nil {
+				err = fmt.Errorf("%w; and then: %w", err, rerr)
+			}
+			if wasPaused {
+				sn.Pause(ctx)
+			}
+			return nil, err
+		}
 		snap.SecretsPurged = names
 		s.sec.recordPurge(names)
 		if wasPaused {
@@ -95,8 +106,14 @@ func (s *supervisor) snapshot(ctx context.Context, tag string) (snap *wsdir.Snap
 		return nil, fmt.Errorf("snapshot folder: %w", err)
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed into place
-	if err := sn.SaveState(ctx, filepath.Join(tmp, wsdir.SnapState)); err != nil {
+	statePath := filepath.Join(tmp, wsdir.SnapState)
+	if err := sn.SaveState(ctx, statePath); err != nil {
 		return nil, err
+	}
+	// The VMM writes the file with its own umask (QEMU's: 0644); like
+	// every file of a workspace it is the user's alone.
+	if err := os.Chmod(statePath, wsdir.FilePerm); err != nil {
+		return nil, fmt.Errorf("snapshot device state: %w", err)
 	}
 	paused := time.Since(start)
 	scan := newLeakCheck(s.sec.sent())

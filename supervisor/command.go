@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/vmm"
 )
 
 // CommandName is the hidden subcommand of the microagent binary that runs
@@ -20,7 +21,9 @@ import (
 //
 //	<exe> --state-dir <state> __supervise <name> --boot <n>
 //
-// with the readiness pipe as file descriptor 3 (see Ready).
+// with the readiness pipe as file descriptor 3 (see Ready) and the start
+// command's environment as descriptor 4 (see EnvFile); its own
+// environment is only PATH and the locale (vmm.ChildEnv).
 const CommandName = "__supervise"
 
 // readyFD is the readiness pipe's descriptor in the supervisor.
@@ -39,11 +42,16 @@ type Args struct {
 // Command is the supervisor process of boot a.Boot of workspace a.Name,
 // run by the microagent binary exe: in its own session (no terminal signal
 // reaches it, and it outlives the start command), in /, reading
-// /dev/null, writing log, with ready as its readiness pipe.
-func Command(exe string, a Args, log, null, ready *os.File) *exec.Cmd {
+// /dev/null, writing log, with ready as its readiness pipe and env (from
+// EnvFile; nil for none) the environment it resolves secrets in.
+func Command(exe string, a Args, log, null, ready, env *os.File) *exec.Cmd {
 	cmd := exec.Command(exe, "--state-dir", a.StateDir, CommandName, a.Name, "--boot", strconv.Itoa(a.Boot))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, log, log
+	cmd.Env = vmm.ChildEnv()
 	cmd.ExtraFiles = []*os.File{ready} // descriptor readyFD
+	if env != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, env) // descriptor envFD
+	}
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	return cmd
@@ -69,6 +77,9 @@ func Main(ctx context.Context, argv []string, stderr io.Writer) error {
 	a, ok := ParseArgs(argv)
 	if !ok {
 		return fmt.Errorf("%s: this command is started by \"microagent start\", not by hand", CommandName)
+	}
+	if err := receiveEnv(); err != nil {
+		return err
 	}
 	var ready *os.File
 	if f := os.NewFile(readyFD, "ready"); f != nil {

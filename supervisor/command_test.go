@@ -1,8 +1,10 @@
 package supervisor
 
 import (
+	"io"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -11,9 +13,27 @@ import (
 // supervisor's.
 func TestCommandParses(t *testing.T) {
 	a := Args{StateDir: "/var/lib/ma", Name: "app", Boot: 7}
-	cmd := Command("/usr/bin/microagent", a, os.Stderr, os.Stdin, os.Stdout)
+	cmd := Command("/usr/bin/microagent", a, os.Stderr, os.Stdin, os.Stdout, nil)
 	if !cmd.SysProcAttr.Setsid || len(cmd.ExtraFiles) != 1 || cmd.Dir != "/" {
 		t.Fatalf("process attributes: %+v", cmd)
+	}
+	// Its own environment is PATH and the locale, whatever ours holds.
+	t.Setenv("VAULT_TOKEN", "tok-in-the-start-command")
+	for _, kv := range Command("/usr/bin/microagent", a, os.Stderr, os.Stdin, os.Stdout, nil).Env {
+		if k, _, _ := strings.Cut(kv, "="); !slices.Contains([]string{"PATH", "LANG", "LC_ALL", "TZ"}, k) {
+			t.Errorf("the supervisor's own environment has %s", kv)
+		}
+	}
+	f, err := EnvFile([]string{"A=1", "B=x=y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if cmd := Command("/usr/bin/microagent", a, os.Stderr, os.Stdin, os.Stdout, f); len(cmd.ExtraFiles) != envFD-2 || cmd.ExtraFiles[envFD-3] != f {
+		t.Fatalf("the environment file is not descriptor %d: %v", envFD, cmd.ExtraFiles)
+	}
+	if b, err := io.ReadAll(f); err != nil || string(b) != "A=1\x00B=x=y\x00" {
+		t.Fatalf("EnvFile holds %q, %v", b, err)
 	}
 	got, ok := ParseArgs(cmd.Args)
 	if !ok || got != a {

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/wsdir"
 )
 
@@ -18,19 +19,12 @@ func deliverFiles(ctx context.Context, w *wsdir.Dir, c *channel.Client, owner st
 	if err != nil || len(list) == 0 {
 		return err
 	}
-	if owner == "" {
-		owner = "0"
+	files := make([]guestboot.File, len(list))
+	for i, p := range list {
+		files[i] = guestboot.File{Spec: p.Spec, Archive: w.Path(wsdir.FilesDir, p.Archive)}
 	}
-	for _, p := range list {
-		f, err := os.Open(w.Path(wsdir.FilesDir, p.Archive))
-		if err != nil {
-			return fmt.Errorf("workspace %s: --file %s: %w", w.Name, p.Spec, err)
-		}
-		_, err = c.CopyIn(ctx, channel.CopyRequest{Path: p.Spec.Guest, MkdirParents: true, Owner: owner, Sync: true}, f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("workspace %s: put --file %s into the guest: %w", w.Name, p.Spec, err)
-		}
+	if err := guestboot.Put(ctx, c, files, guestboot.PutOptions{Owner: owner, Sync: true}); err != nil {
+		return fmt.Errorf("workspace %s: put the files given at create into the guest: %w", w.Name, err)
 	}
 	lg.Printf("put %d file(s) given at create into the guest", len(list))
 	if err := os.RemoveAll(w.Path(wsdir.FilesDir)); err != nil {

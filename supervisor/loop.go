@@ -15,12 +15,24 @@ func (s *supervisor) record(st wsdir.State, reason string) *wsdir.Record {
 	return r
 }
 
+// lostGrace is how long a lost session waits for the VM's own exit before
+// it counts as the channel breaking.
+const lostGrace = 2 * time.Second
+
 // loop waits for the VM to stop (by request or not), then records why.
 func (s *supervisor) loop(ctx context.Context) {
 	m := s.vm.Machine
+	go capConsole(s.w, s.log, s.finished)
 	var waiters []chan *wsdir.Record
 	halting, killed := false, false
 	sigc := ctx.Done()
+	// The guest channel's session ends by itself only if the guest broke
+	// its protocol (a stream id used twice, a frame over its window ...):
+	// nothing can reach the agent any more, so the VM is stopped and the
+	// workspace failed with the reason, rather than left "running" and
+	// unusable. A guest's root can always stop its own VM; this only says
+	// why.
+	lost := s.vm.Client.Closed()
 	shutdownDone := make(chan struct{})
 	startHalt := func(timeout time.Duration) {
 		if halting || killed {
@@ -46,6 +58,25 @@ loop:
 		select {
 		case <-m.Done():
 			break loop
+		case <-lost:
+			lost = nil
+			if halting || killed {
+				continue
+			}
+			// A VM that stops (a guest powering off, a panic) ends the
+			// session too: that is its own reason.
+			select {
+			case <-m.Done():
+				break loop
+			case <-time.After(lostGrace):
+			}
+			killed = true
+			s.mu.Lock()
+			s.lost = fmt.Sprintf("the guest agent's channel broke while the VM ran (the guest broke the channel protocol, or its agent died), so the VM was stopped: see \"microagent logs %s\" and start the workspace again", s.w.Name)
+			s.mu.Unlock()
+			s.setPhase(wsdir.Failed)
+			s.log.Printf("the guest channel's session ended while the VM ran: stopping the VM")
+			go m.Kill()
 		case <-sigc:
 			sigc = nil
 			s.log.Printf("signalled: halting")
@@ -75,7 +106,8 @@ loop:
 	}
 	st, reason := s.endReason(halting, killed)
 	s.log.Printf("VM stopped: %s %s", st, reason)
-	s.ln.Close() // unlinks the socket: no new client reaches a dead VM
+	s.ln.Close()         // unlinks the socket: no new client reaches a dead VM
+	s.sec.flushFetches() // the failed fetches' counts, before the boot is seen over
 	final := s.record(st, reason)
 	s.w.CleanRuntime()
 	s.mu.Lock()
@@ -144,7 +176,12 @@ func (s *supervisor) setPhase(p wsdir.State) {
 func (s *supervisor) endReason(halting, killed bool) (wsdir.State, string) {
 	m := s.vm.Machine
 	werr := m.Wait()
+	s.mu.Lock()
+	lost := s.lost
+	s.mu.Unlock()
 	switch {
+	case lost != "":
+		return wsdir.Failed, lost
 	case killed:
 		return wsdir.Halted, "killed"
 	case halting:

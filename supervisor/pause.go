@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/wsdir"
@@ -48,7 +49,9 @@ func (s *supervisor) resume(ctx context.Context) error {
 
 func (s *supervisor) resumeLocked(ctx context.Context) error {
 	if !s.isPaused() {
-		return nil
+		// Running already, but an earlier resume may have left the
+		// secrets out: a resume is how to try again.
+		return s.rehydrate(ctx)
 	}
 	sn, err := s.snapshotter()
 	if err != nil {
@@ -85,15 +88,58 @@ func (s *supervisor) afterResume(ctx context.Context) error {
 	if err := s.resumed(ctx, false); err != nil {
 		return err
 	}
+	return s.rehydrate(ctx)
+}
+
+// rehydrateWaits are the pauses before each further attempt to give the
+// secrets back: a backend that is briefly down (Vault restarting, a
+// helper's agent locked) gets a few seconds.
+var rehydrateWaits = []time.Duration{time.Second, 2 * time.Second}
+
+// rehydrate gives back the secrets a snapshot purged, if any are owed,
+// trying again a little while on failure. Until it succeeds the record
+// says the secrets are missing (status shows it as a reason) and every
+// resume tries again; the error says so, it is never a silent success.
+func (s *supervisor) rehydrate(ctx context.Context) error {
 	if !s.purged {
 		return nil
 	}
-	if err := s.sec.rehydrate(ctx, s.vm.Client); err != nil {
-		s.log.Printf("rehydrate secrets: %v", err)
-		return fmt.Errorf("the guest runs again, but its secrets could not be restored: %w", err)
+	attempts := len(rehydrateWaits) + 1
+	var err error
+retry:
+	for i := 0; ; i++ {
+		if err = s.sec.rehydrate(ctx, s.vm.Client); err == nil {
+			s.purged = false
+			s.setSecretsMissing("")
+			if i > 0 {
+				s.log.Printf("rehydrate secrets: restored at attempt %d", i+1)
+			}
+			return nil
+		}
+		s.log.Printf("rehydrate secrets (attempt %d of %d): %v", i+1, attempts, err)
+		if i == len(rehydrateWaits) || errors.Is(err, audit.ErrWithheld) || errors.Is(err, errAuditReplaced) {
+			break // out of attempts, or the audit log refuses: waiting does not help
+		}
+		select {
+		case <-ctx.Done():
+			break retry
+		case <-time.After(rehydrateWaits[i]):
+		}
 	}
-	s.purged = false
-	return nil
+	s.setSecretsMissing(err.Error())
+	return fmt.Errorf("the guest runs again but without its secrets (/run/secrets is empty): %w; fix the secret's source and run \"microagent resume %s\" to try again", err, s.w.Name)
+}
+
+// setSecretsMissing records (or clears, with "") why the guest's secrets
+// are missing.
+func (s *supervisor) setSecretsMissing(why string) {
+	s.w.Update(func(r *wsdir.Record) error {
+		if r.Boot != s.boot || r.State != wsdir.Running || r.SecretsMissing == why {
+			return wsdir.ErrSkip
+		}
+		r.SecretsMissing = why
+		return nil
+	})
 }
 
 func (s *supervisor) isPaused() bool {

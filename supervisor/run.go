@@ -17,6 +17,7 @@ import (
 
 	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/errcode"
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/proc"
 	"github.com/microagent-dev/microagent/microvm"
@@ -78,6 +79,7 @@ type supervisor struct {
 	// arriving later are answered from final.
 	finishedSet bool
 	forced      string // why a halt had to force the VMM down
+	lost        string // why the VM was stopped after the channel broke
 }
 
 type stopReq struct {
@@ -266,11 +268,6 @@ func (b *booting) claim() error {
 		return fmt.Errorf("workspace %s: boot %d is no longer starting", b.w.Name, b.o.Boot)
 	}
 	b.plan = &plan
-	if r := plan.Restore; r != nil {
-		b.log.Printf("pid %d: resuming workspace %s from snapshot %s:%s (boot %d, %d MiB, %d CPU)", me.PID, b.w.Name, r.Source, r.Tag, b.o.Boot, plan.MemoryMiB, plan.CPUs)
-	} else {
-		b.log.Printf("pid %d: booting workspace %s (boot %d, %d MiB, %d CPU)", me.PID, b.w.Name, b.o.Boot, plan.MemoryMiB, plan.CPUs)
-	}
 	return nil
 }
 
@@ -326,27 +323,24 @@ func (b *booting) launch(ctx context.Context) error {
 	if err != nil {
 		return &wsdir.Error{Name: b.w.Name, Err: err}
 	}
+	plan := b.plan
+	// "booting"/"resuming" in the log means a VM was launched (tests and
+	// people read it so): nothing before this step starts one.
+	if r := plan.Restore; r != nil {
+		b.log.Printf("pid %d: resuming workspace %s from snapshot %s:%s (boot %d, %d MiB, %d CPU)", os.Getpid(), b.w.Name, r.Source, r.Tag, b.o.Boot, plan.MemoryMiB, plan.CPUs)
+	} else {
+		b.log.Printf("pid %d: booting workspace %s (boot %d, %d MiB, %d CPU)", os.Getpid(), b.w.Name, b.o.Boot, plan.MemoryMiB, plan.CPUs)
+	}
 	os.Rename(b.w.ConsoleLog(), b.w.Path(wsdir.LogsDir, wsdir.PrevConsole)) // keep the previous boot's console
 	b.launched = true
-	plan := b.plan
-	vm, err := microvm.Boot(ctx, microvm.Options{
-		Backend:       backend,
-		Kernel:        plan.Kernel,
-		Initrd:        plan.Initrd,
-		RootDisk:      plan.RootDisk,
-		WritableDisk:  b.w.DiskPath(),
-		MemoryMiB:     plan.MemoryMiB,
-		CPUs:          plan.CPUs,
-		RuntimeDir:    b.w.Path(wsdir.RunDir),
-		SerialLog:     b.w.ConsoleLog(),
-		Hello:         plan.Hello,
-		BootTimeout:   plan.BootTimeout,
-		DieWithParent: true,
-		Memory:        &vmm.Memory{File: b.mem.file, Shared: b.mem.shared},
-		Cmdline:       guestCmdline(plan),
-		Restore:       restoreOptions(plan.Restore),
-		Network:       plan.Network,
+	o := plan.Options(backend, guestboot.Paths{
+		WritableDisk: b.w.DiskPath(), RuntimeDir: b.w.Path(wsdir.RunDir), SerialLog: b.w.ConsoleLog(),
 	})
+	o.BootTimeout = plan.BootTimeout
+	o.Memory = &vmm.Memory{File: b.mem.file, Shared: b.mem.shared}
+	o.Cmdline = guestCmdline(plan)
+	o.Restore = restoreOptions(plan.Restore)
+	vm, err := microvm.Boot(ctx, o)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"log"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/microagent-dev/microagent/audit"
@@ -34,6 +36,49 @@ type supSecrets struct {
 	lg    *log.Logger
 	// sentValues fingerprints what was materialized in the guest.
 	sentValues delivered
+	// sentNames are the names materialized in the guest this boot.
+	namesMu   sync.Mutex
+	sentNames map[string]bool
+	// limit and flood bound what the guest's on-demand fetches cost the
+	// host: resolutions, records and log lines.
+	limit *conduit.Limiter
+	flood *floodGate
+	// auditGone is set once a fetch found the audit log replaced.
+	auditGone atomic.Bool
+}
+
+// noteSent remembers a value about to be materialized: its fingerprint
+// and its name. The caller still owns (and zeroes) value.
+func (s *supSecrets) noteSent(name string, value []byte) {
+	s.sentValues.add(name, value)
+	s.namesMu.Lock()
+	defer s.namesMu.Unlock()
+	if s.sentNames == nil {
+		s.sentNames = map[string]bool{}
+	}
+	s.sentNames[name] = true
+}
+
+// checkPurged checks the guest's purge reply before it goes into
+// snapshot.json: the guest (root in it is the workload's) may answer
+// anything, and only names of secrets materialized this boot, each once,
+// are an account of a purge. The error never repeats an invalid name.
+func (s *supSecrets) checkPurged(names []string) error {
+	s.namesMu.Lock()
+	defer s.namesMu.Unlock()
+	seen := map[string]bool{}
+	for _, n := range names {
+		switch {
+		case !secrets.ValidName(n):
+			return errors.New("the guest's purge reply names something that is not a valid secret name")
+		case !s.sentNames[n]:
+			return fmt.Errorf("the guest's purge reply names %s, which is not a secret delivered to it", n)
+		case seen[n]:
+			return fmt.Errorf("the guest's purge reply names %s twice", n)
+		}
+		seen[n] = true
+	}
+	return nil
 }
 
 // sent returns the fingerprints of the delivered values (nil-safe).
@@ -85,11 +130,13 @@ func (a *auditFile) close() {
 // prepareSecrets runs in the supervisor before the VM boots: it opens the
 // audit log (when auditing is on) and resolves every materialized secret,
 // failing closed on the first that cannot be. References to the
-// environment are resolved in the environment the supervisor inherited
-// from the start command, captured here; those variables are then removed
-// from the process environment so QEMU does not inherit the values.
+// environment are resolved in the start command's environment (received
+// as a file, see EnvFile: it was never this process's exec-time
+// environment), captured here; those variables are then removed from the
+// process environment so a helper program does not inherit the values.
+// The VMM and passt get no environment of ours at all (vmm.ChildEnv).
 func prepareSecrets(ctx context.Context, w *wsdir.Dir, cfg wsdir.SecretsConfig, lg *log.Logger) (*supSecrets, error) {
-	s := &supSecrets{cfg: cfg, env: envSnapshot(), lg: lg}
+	s := &supSecrets{cfg: cfg, env: envSnapshot(), lg: lg, limit: conduit.NewLimiter(maxFetchesAtOnce, fetchesPerSecond, fetchBurst)}
 	if cfg.Audit {
 		p := w.Path(audit.FileName)
 		l, err := audit.Open(p)
@@ -103,6 +150,7 @@ func prepareSecrets(ctx context.Context, w *wsdir.Dir, cfg wsdir.SecretsConfig, 
 		}
 		s.audit = &auditFile{log: l, path: p, fi: fi}
 	}
+	s.flood = newFloodGate(s.audit.logOrNil(), lg, s.declared)
 	if cfg.HasDecls() {
 		rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 		prep, err := conduit.Resolve(rctx, cfg.Declarations, s.env)
@@ -155,32 +203,49 @@ func (s *supSecrets) deliver(ctx context.Context, c *channel.Client, kind audit.
 	}
 	dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
 	defer cancel()
-	s.prep.Each(s.sentValues.add)
+	s.prep.Each(s.noteSent)
 	if err := s.prep.Deliver(dctx, c, s.audit.logOrNil(), kind); err != nil {
 		return fmt.Errorf("deliver the secrets: %w", err)
 	}
 	return nil
 }
 
-// fetch answers one on-demand fetch from the guest.
+// fetch answers one on-demand fetch from the guest, within the limits.
+// What the guest is told is the kind of failure only (a
+// *conduit.FetchError); the whole error goes to the supervisor log.
 func (s *supSecrets) fetch(ctx context.Context, name string) ([]byte, func(), error) {
-	shown := name
-	if !secrets.ValidName(name) {
-		shown = "(invalid name)" // the guest's bytes, not for the log
-	}
 	if err := s.audit.check(); err != nil {
-		s.lg.Printf("on-demand fetch of %s refused: the audit log %s was removed or replaced", shown, s.audit.path)
+		// Once: the condition lasts, and a guest can fetch in a loop.
+		if !s.auditGone.Swap(true) {
+			s.lg.Printf("on-demand fetch of %s refused: the audit log %s was removed or replaced (every later fetch is refused too; logged once)", shownName(name), s.audit.path)
+		}
 		return nil, nil, err
 	}
-	v, release, err := conduit.OnDemand(s.cfg.Declarations, s.env, s.audit.logOrNil())(ctx, name)
+	done, err := s.limit.Acquire()
 	if err != nil {
-		s.lg.Printf("on-demand fetch of %s failed: %v", shown, err)
-		if errors.Is(err, audit.ErrWithheld) {
-			// The details (host paths) stay in the supervisor log.
-			err = fmt.Errorf("secret %s: %w (see the workspace's supervisor log)", shown, audit.ErrWithheld)
+		s.flood.failed(name, audit.OnDemand, err)
+		return nil, nil, &conduit.FetchError{Name: name, Err: err}
+	}
+	defer done()
+	return conduit.OnDemand(s.cfg.Declarations, s.env, s.flood)(ctx, name)
+}
+
+// declared reports whether name is declared (on demand or not): the names
+// whose failed fetches the audit log keeps apart.
+func (s *supSecrets) declared(name string) bool {
+	for _, d := range s.cfg.Secrets {
+		if d.Name == name {
+			return true
 		}
 	}
-	return v, release, err
+	return false
+}
+
+// flushFetches records the failed fetches counted so far (nil-safe).
+func (s *supSecrets) flushFetches() {
+	if s != nil && s.flood != nil {
+		s.flood.close()
+	}
 }
 
 // close drops whatever is still held.
@@ -189,6 +254,7 @@ func (s *supSecrets) close() {
 		return
 	}
 	s.prep.Zero()
+	s.flushFetches()
 	s.audit.close()
 }
 
@@ -208,8 +274,9 @@ func envSnapshot() secrets.LookupEnv {
 }
 
 // scrubEnv removes from the process environment the variables env:
-// references name (the snapshot keeps them), so that the processes the
-// supervisor starts (QEMU, helpers) do not inherit secret values. PATH and
+// references name (the snapshot keeps them), so that the programs the
+// supervisor starts with its environment (secret helpers) do not inherit
+// secret values. PATH and
 // microagent's own settings are left, whatever a declaration says: the
 // supervisor needs them to run QEMU.
 func scrubEnv(d secrets.Declarations) {
@@ -254,6 +321,6 @@ func (s *supSecrets) rehydrate(ctx context.Context, c *channel.Client) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
 	defer cancel()
-	prep.Each(s.sentValues.add)
+	prep.Each(s.noteSent)
 	return prep.Deliver(dctx, c, s.audit.logOrNil(), audit.Rehydrate)
 }

@@ -71,3 +71,27 @@ func TestReadyMsgFinal(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckPurged: only names delivered this boot, each once, go into a
+// snapshot's record of the purge; an invalid name is not repeated.
+func TestCheckPurged(t *testing.T) {
+	s := &supSecrets{}
+	s.noteSent("TOKEN", []byte("value-one"))
+	s.noteSent("DB", []byte("value-two"))
+	for _, ok := range [][]string{nil, {}, {"TOKEN"}, {"DB", "TOKEN"}} {
+		if err := s.checkPurged(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for names, want := range map[string]string{
+		"OTHER":          "OTHER, which is not a secret delivered",
+		"TOKEN,TOKEN":    "TOKEN twice",
+		"../../etc/x":    "not a valid secret name",
+		"TOKEN,bad name": "not a valid secret name",
+	} {
+		err := s.checkPurged(strings.Split(names, ","))
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "etc") || strings.Contains(err.Error(), "bad name") {
+			t.Errorf("%q: %v, want %q", names, err, want)
+		}
+	}
+}

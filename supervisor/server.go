@@ -72,7 +72,7 @@ func (s *supervisor) handle(c *net.UnixConn) {
 func (s *supervisor) status(c net.Conn, _ Request) {
 	defer c.Close()
 	s.mu.Lock()
-	st := Status{State: s.phase, Execs: s.execs, VMMPID: s.vm.Machine.PID()}
+	st := Status{State: s.phase, Reason: s.lost, Execs: s.execs, VMMPID: s.vm.Machine.PID()}
 	s.mu.Unlock()
 	b, _ := json.Marshal(st)
 	reply(c, Reply{Data: b})

@@ -44,7 +44,9 @@ type Config struct {
 	// name, see /sys/class/virtio-ports); empty means no agent port. The
 	// host end belongs to the machine: see Machine.DialAgent.
 	ChannelName string
-	// SerialLog is the file that receives the guest's serial console.
+	// SerialLog is the file that receives the guest's serial console. The
+	// backend appends to it (O_APPEND), so its owner may truncate it to
+	// bound its size.
 	SerialLog string
 	// RuntimeDir is a private directory for the backend's sockets and files.
 	RuntimeDir string

@@ -40,7 +40,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // so); the workspace must never run two VMs, its files must stay valid and
 // its state truthful, and its disk intact.
 func TestEightConcurrentLifecycleCommands(t *testing.T) {
-	e := setup(t)
+	e := setup(t).withCLI(t)
 	const ws = "cc"
 	e.create(t, ws)
 	e.start(t, ws)

@@ -212,6 +212,10 @@ func TestCopyRefusals(t *testing.T) {
 	if _, err := CopyToGuest(testCtx(t), e.h, CopyInOptions{Name: "ref", Path: "/f"}, filepath.Join(hostDir, "missing")); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("missing host source: %v", err)
 	}
+	// What failed in the guest keeps its kind on the host (package errcode).
+	if _, err := CopyFromGuest(testCtx(t), e.h, "ref", "/no/such", filepath.Join(hostDir, "x")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("copy out of a missing guest path: %v does not match fs.ErrNotExist", err)
+	}
 	for _, c := range []struct{ src, dst, msg string }{
 		{"/no/such", filepath.Join(hostDir, "x"), "no such file"},
 		{"/srv", filepath.Join(hostDir, "f"), "cannot copy a directory onto the file"},

@@ -18,9 +18,13 @@ import (
 	"github.com/microagent-dev/microagent/wsdir"
 )
 
-// cli returns the microagent binary as a command on this state directory.
+// cli returns the microagent binary as a command on this state directory;
+// the test must have set it up with withCLI.
 func (e *env) cli(args ...string) *exec.Cmd {
-	cmd := exec.Command(e.exe, append([]string{"--state-dir", e.h.Root}, args...)...)
+	if e.cliExe == "" {
+		panic("env.cli without withCLI: the test has no microagent binary")
+	}
+	cmd := exec.Command(e.cliExe, append([]string{"--state-dir", e.h.Root}, args...)...)
 	cmd.Env = append(os.Environ(), "MICROAGENT_AGENT="+e.agent)
 	return cmd
 }
@@ -135,7 +139,7 @@ func exitCode(err error) int {
 // workspace must start again. (A killed VM loses what the guest had not
 // synced, so the test syncs what it expects to find again.)
 func TestKill9Matrix(t *testing.T) {
-	e := setup(t)
+	e := setup(t).withCLI(t)
 	const ws = "k9"
 	e.create(t, ws)
 	ctx := testCtx(t)

@@ -13,11 +13,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/microagent-dev/microagent/audit"
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/internal/fsutil"
 	"github.com/microagent-dev/microagent/rootfs"
-	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/secrets"
 	"github.com/microagent-dev/microagent/tarcopy"
 	"github.com/microagent-dev/microagent/vmm"
@@ -32,13 +32,14 @@ type CreateOptions struct {
 	// workspace is pinned to its digest.
 	Image string
 	Pull  image.PullPolicy
-	// Profile names a runner profile (tiny, small, medium, large; empty
-	// for runner.DefaultProfile). Non-zero Resources fields override it.
+	// Profile names a profile (guestboot.Profiles: tiny, small, medium,
+	// large; empty for guestboot.DefaultProfile). Non-zero Resources fields
+	// override it.
 	Profile   string
 	Resources Resources
 	// KernelPath boots the user's own kernel instead of the default.
 	KernelPath string
-	// Agent is the guest agent binary (empty: runner.AgentBinary).
+	// Agent is the guest agent binary (empty: guestboot.AgentBinary).
 	Agent string
 	// Progress receives pull and build progress (nil: silent).
 	Progress io.Writer
@@ -85,7 +86,7 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	if err != nil {
 		return nil, &wsdir.Error{Name: o.Name, Err: err}
 	}
-	rres, err := runner.ResolveResources(o.Profile, runner.Resources(o.Resources))
+	rres, err := guestboot.ResolveResources(o.Profile, guestboot.Resources(o.Resources))
 	if err != nil {
 		return nil, &wsdir.Error{Name: o.Name, Err: err}
 	}
@@ -101,7 +102,7 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	if _, err := os.Lstat(final); err == nil {
 		return nil, existsError(o.Name)
 	}
-	parts, err := runner.Prepare(ctx, h, runner.PrepareOptions{
+	parts, err := guestboot.Prepare(ctx, h, guestboot.PrepareOptions{
 		Image: o.Image, Pull: o.Pull, KernelPath: o.KernelPath, Agent: o.Agent, Progress: o.Progress,
 	})
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 // name is either absent or a complete, usable workspace. GC removes the
 // leftovers, and the name can then be created.
 func TestCreateCrash(t *testing.T) {
-	e := setup(t)
+	e := setup(t).withCLI(t)
 	ctx := testCtx(t)
 	// Pull the image and build its root disk first, so the kills land
 	// while the folder is written.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/internal/fsutil"
 	"github.com/microagent-dev/microagent/tarcopy"
 	"github.com/microagent-dev/microagent/wsdir"
@@ -14,10 +15,8 @@ import (
 
 // checkFiles validates create's file specs before anything is pulled.
 func checkFiles(name string, files []tarcopy.FileSpec) error {
-	for i := range files {
-		if err := files[i].Check(); err != nil {
-			return &wsdir.Error{Name: name, Err: err}
-		}
+	if err := guestboot.CheckFiles(files); err != nil {
+		return &wsdir.Error{Name: name, Err: err}
 	}
 	return nil
 }

@@ -3,24 +3,33 @@ package workspace
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
+	"github.com/microagent-dev/microagent/supervisor"
 	"github.com/microagent-dev/microagent/wsdir"
+
+	// The supervisor this test binary runs boots VMs through the backend
+	// the manifest names, as cmd/microagent's does.
+	_ "github.com/microagent-dev/microagent/vmm/qemu"
 )
 
 // The VM tests boot real QEMU microVMs from images served by a real
-// registry, with the supervisor run by a freshly built microagent binary,
-// and check that nothing is left behind.
+// registry and check that nothing is left behind. The supervisor is this
+// test binary itself (see TestMain); the few tests that run CLI commands as
+// processes use a freshly built microagent binary (withCLI).
 
 var (
 	binOnce sync.Once
@@ -28,7 +37,15 @@ var (
 	binErr  error
 )
 
+// TestMain is also the supervisor's entry point: Start re-executes this
+// test binary (StartOptions.Executable) as cmd/microagent's hidden
+// supervise command would be, and it then runs the supervisor instead of
+// the tests, as os/exec's helper-process tests do. That spares building
+// the CLI for every test that only starts workspaces through the library.
 func TestMain(m *testing.M) {
+	if _, ok := supervisor.ParseArgs(os.Args); ok {
+		os.Exit(superviseMain())
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
@@ -36,8 +53,32 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// cliBinary builds cmd/microagent once per test process: the supervisor is
-// the same binary re-executed, which a test binary cannot be.
+// superviseMain runs the supervisor as the CLI does (cli.Main with its
+// supervise command): stopping on SIGINT or SIGTERM, the error on stderr
+// (the supervisor log), exit code 1 on failure.
+func superviseMain() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := supervisor.Main(ctx, os.Args, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "microagent: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// testBinary is this test binary's absolute path: the supervisor runs in
+// /, where a relative os.Args[0] would name nothing.
+func testBinary(t testing.TB) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatalf("find the test binary to run the supervisor: %v", err)
+	}
+	return exe
+}
+
+// cliBinary builds cmd/microagent once per test process, for the tests
+// that need the real CLI as a process of its own.
 func cliBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
@@ -70,19 +111,30 @@ type buildErr struct {
 func (e *buildErr) Error() string { return e.err.Error() + ": " + e.out }
 
 type env struct {
-	h     home.Home
-	ref   string
-	exe   string
-	agent string
+	h   home.Home
+	ref string
+	// exe runs the supervisor: this test binary.
+	exe string
+	// cliExe is the microagent binary e.cli runs (set by withCLI).
+	cliExe string
+	agent  string
 }
 
 func setup(t *testing.T) *env {
 	t.Helper()
 	h := vmenv.VMHome(t)
 	reg := testenv.StartRegistry(t)
-	e := &env{h: h, ref: reg.PushBusybox(t, "busybox"), exe: cliBinary(t), agent: vmenv.Agent(t)}
+	e := &env{h: h, ref: reg.PushBusybox(t, "busybox"), exe: testBinary(t), agent: vmenv.Agent(t)}
 	t.Setenv("MICROAGENT_AGENT", e.agent)
 	t.Cleanup(func() { e.teardown(t) })
+	return e
+}
+
+// withCLI builds the microagent binary (once per test process) for the
+// test's e.cli commands.
+func (e *env) withCLI(t *testing.T) *env {
+	t.Helper()
+	e.cliExe = cliBinary(t)
 	return e
 }
 

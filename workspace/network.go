@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/microagent-dev/microagent/runner"
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/wsdir"
 )
@@ -32,7 +32,7 @@ func (w *wsDir) startNetwork(m *Manifest) (*vmm.Network, error) {
 		return nil, err
 	}
 	n := c.VMM()
-	if err := runner.CheckForwards(n.Forwards); err != nil {
+	if err := guestboot.CheckForwards(n.Forwards); err != nil {
 		return nil, fmt.Errorf("workspace %s: %w; the workspace was not started", w.Name, err)
 	}
 	if !n.Isolated() {

@@ -2,6 +2,7 @@
 
 package workspace
 
-// raceBuild: the supervisor binary is built with the race detector too, so
-// the supervisor's goroutines are checked as well.
+// raceBuild: the microagent binary is built with the race detector too, so
+// the goroutines of the CLI and of the supervisors it starts are checked as
+// well (the supervisors the tests start are this test binary, racy alike).
 const raceBuild = true

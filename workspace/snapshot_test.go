@@ -78,6 +78,19 @@ func secretValue(t *testing.T, prefix string) string {
 	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
+// createWithToken creates workspace name with one secret, TOKEN, read
+// from a file holding value; it returns the file.
+func (e *env) createWithToken(t *testing.T, name, value string) string {
+	t.Helper()
+	secFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(secFile, []byte(value), 0o600)
+	if _, err := Create(testCtx(t), e.h, CreateOptions{Name: name, Image: e.ref, Agent: e.agent, Profile: "tiny",
+		Resources: Resources{DiskBytes: 256 << 20}, Secrets: decls(t, "TOKEN=file:"+secFile)}); err != nil {
+		t.Fatal(err)
+	}
+	return secFile
+}
+
 // TestSnapshots is the session: pause/resume, snapshot of a running
 // workspace, restore in place, a fork, with a counter process that keeps
 // counting and a secret that is purged, scanned for and given back
@@ -85,13 +98,8 @@ func secretValue(t *testing.T, prefix string) string {
 func TestSnapshots(t *testing.T) {
 	e := setup(t)
 	ctx := testCtx(t)
-	secFile := filepath.Join(t.TempDir(), "token")
 	v1 := secretValue(t, "first")
-	os.WriteFile(secFile, []byte(v1), 0o600)
-	if _, err := Create(ctx, e.h, CreateOptions{Name: "src", Image: e.ref, Agent: e.agent, Profile: "tiny",
-		Resources: Resources{DiskBytes: 256 << 20}, Secrets: decls(t, "TOKEN=file:"+secFile)}); err != nil {
-		t.Fatal(err)
-	}
+	secFile := e.createWithToken(t, "src", v1)
 	// A halted (never started) workspace has no moment to capture.
 	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "x"}); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("snapshot of a created workspace: %v, want ErrNotRunning", err)
@@ -158,6 +166,16 @@ func TestSnapshots(t *testing.T) {
 	t.Logf("snapshot create: %v, %d MiB, scan: %s", time.Since(start).Round(time.Millisecond), snap.SizeBytes>>20, snap.Scan)
 	if len(snap.SecretsPurged) != 1 || !strings.Contains(snap.Scan, "no copy") {
 		t.Errorf("snapshot: purged %v, scan %q", snap.SecretsPurged, snap.Scan)
+	}
+	// Every file of the snapshot is the user's alone (the device state
+	// was 0644, QEMU's umask).
+	snapFiles, _ := os.ReadDir(e.h.Path(Dir, "src", wsdir.SnapshotsDir, "base"))
+	for _, f := range snapFiles {
+		if fi, err := f.Info(); err != nil {
+			t.Error(err)
+		} else if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("snapshot file %s: mode %v", f.Name(), fi.Mode())
+		}
 	}
 	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "base"}); err == nil {
 		t.Error("a second snapshot with the same tag: no error")
@@ -270,10 +288,28 @@ func TestSnapshots(t *testing.T) {
 		t.Error("secret after resuming a paused capture: not the value")
 	}
 
+	// A purge reply naming what this boot never delivered (the workload,
+	// root in the guest, put its own file in /run/secrets) is no account
+	// of a purge: no snapshot, nothing written, the secrets given back.
+	e.exec(t, "src", "", "sh", "-c", "echo x > /run/secrets/NOT_DECLARED")
+	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "unpurged"}); err == nil || !strings.Contains(err.Error(), "NOT_DECLARED, which is not a secret delivered") {
+		t.Fatalf("capture with an undeclared name in the purge reply: %v", err)
+	}
+	if _, err := os.Stat(e.h.Path(Dir, "src", wsdir.SnapshotsDir, "unpurged")); err == nil {
+		t.Fatal("a snapshot was written from an unchecked purge reply")
+	}
+	if inf := e.status(t, "src"); inf.State != Running || inf.Reason != "" {
+		t.Fatalf("after the refused capture: %s %q", inf.State, inf.Reason)
+	}
+	if !e.secretIs(t, "src", v2) {
+		t.Error("secret after the refused capture: not given back")
+	}
+
 	// A guest that cannot confirm the purge (the workload, root in the
-	// guest, put a directory where a secret file was) gets no snapshot,
-	// and nothing is written.
-	e.exec(t, "src", "", "sh", "-c", "rm /run/secrets/TOKEN && mkdir /run/secrets/TOKEN")
+	// guest, mounted a file system where a secret file was: the purge
+	// cannot remove it) gets no snapshot, and nothing is written. (A
+	// plain directory there no longer stops the purge: it is removed.)
+	e.exec(t, "src", "", "sh", "-c", "rm /run/secrets/TOKEN && mkdir /run/secrets/TOKEN && mount -t tmpfs none /run/secrets/TOKEN")
 	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "unpurged"}); err == nil || !strings.Contains(err.Error(), "could not confirm") {
 		t.Fatalf("capture without a confirmed purge: %v", err)
 	}
@@ -489,4 +525,57 @@ func TestRestoreMismatch(t *testing.T) {
 	if _, err := w.restoreFor("../x", m, "/k", "/i"); !errors.Is(err, ErrInvalidTag) {
 		t.Errorf("bad tag: %v", err)
 	}
+}
+
+// TestRehydrateFailureIsLoud: when the secrets cannot be given back after a
+// capture (their source is gone), the capture says so, status shows the
+// missing secrets as a reason, a resume retries and fails loudly instead
+// of reporting a running guest with an empty /run/secrets, and once the
+// source is back a resume restores them and clears the reason.
+func TestRehydrateFailureIsLoud(t *testing.T) {
+	e := setup(t)
+	ctx := testCtx(t)
+	v := secretValue(t, "rehydrate")
+	secFile := e.createWithToken(t, "rh", v)
+	e.start(t, "rh")
+	if !e.secretIs(t, "rh", v) {
+		t.Fatal("secret after start: not the value")
+	}
+	os.Remove(secFile)
+	_, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "rh", Tag: "t"})
+	if err == nil || !strings.Contains(err.Error(), "saved, but") || !strings.Contains(err.Error(), "secret TOKEN") {
+		t.Fatalf("capture whose rehydration fails: %v", err)
+	}
+	missing := func(what string) {
+		t.Helper()
+		inf := e.status(t, "rh")
+		if inf.State != Running || !strings.Contains(inf.Reason, "secrets missing") || !strings.Contains(inf.Reason, "TOKEN") || strings.Contains(inf.Reason, v) {
+			t.Fatalf("status %s: %s %q", what, inf.State, inf.Reason)
+		}
+		if _, ok := e.catFile(t, "rh", "/run/secrets/TOKEN"); ok {
+			t.Fatalf("%s: the guest has the secret", what)
+		}
+	}
+	missing("after the capture")
+	_, err = Resume(ctx, e.h, "rh")
+	if err == nil || !strings.Contains(err.Error(), "without its secrets") || !strings.Contains(err.Error(), "TOKEN") || strings.Contains(err.Error(), v) {
+		t.Fatalf("resume with the source still gone: %v", err)
+	}
+	missing("after the failed resume")
+
+	v2 := secretValue(t, "back")
+	os.WriteFile(secFile, []byte(v2), 0o600)
+	if inf, err := Resume(ctx, e.h, "rh"); err != nil || inf.State != Running || inf.Reason != "" {
+		t.Fatalf("resume with the source back: %+v %v", inf, err)
+	}
+	if !e.secretIs(t, "rh", v2) {
+		t.Fatal("secret after the resume: not the new value")
+	}
+	if inf := e.status(t, "rh"); inf.Reason != "" {
+		t.Fatalf("status after the secrets came back: %q", inf.Reason)
+	}
+	if err := Delete(ctx, e.h, DeleteOptions{Name: "rh", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertNoProcs(t)
 }

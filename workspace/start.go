@@ -11,15 +11,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/internal/proc"
 	"github.com/microagent-dev/microagent/supervisor"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/wsdir"
 
-	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/hostcheck"
 	"github.com/microagent-dev/microagent/image"
-	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/secrets"
 )
 
@@ -30,9 +30,11 @@ const DefaultHaltTimeout = supervisor.DefaultHaltTimeout
 type StartOptions struct {
 	Name string
 	// Executable is the microagent binary that runs the supervisor
-	// (default: os.Executable()). Tests pass a freshly built binary.
+	// (default: os.Executable()): any program that runs supervisor.Main
+	// when started as supervisor.Command builds it (the tests pass their
+	// own test binary).
 	Executable string
-	// Agent is the guest agent binary (empty: runner.AgentBinary).
+	// Agent is the guest agent binary (empty: guestboot.AgentBinary).
 	Agent string
 	// BootTimeout bounds boot to agent-ready (default 2 minutes).
 	BootTimeout time.Duration
@@ -84,6 +86,9 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := hostcheck.FitResources(m.Resources.MemoryMiB, m.Resources.CPUs); err != nil {
+		return nil, fmt.Errorf("workspace %s is too large for this host: %v; the VM was not booted (a workspace keeps its resources: start it on a larger host, or create one with fewer)", w.Name, err)
+	}
 	sec, changed, err := w.startSecrets(m, o)
 	if err != nil {
 		return nil, err
@@ -120,7 +125,7 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if err != nil {
 		return nil, &wsdir.Error{Name: w.Name, Err: err}
 	}
-	parts, err := runner.Prepare(ctx, h, runner.PrepareOptions{
+	parts, err := guestboot.Prepare(ctx, h, guestboot.PrepareOptions{
 		Image: m.Image.Pinned, Pull: image.PullMissing, KernelPath: m.KernelPath, Agent: o.Agent, Progress: o.Progress,
 	})
 	if err != nil {
@@ -157,24 +162,12 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	}
 	boot := rec.Boot
 	plan := supervisor.Plan{
-		Version:   supervisor.PlanVersion,
-		Backend:   backend.Name(),
-		Boot:      boot,
-		Kernel:    parts.Kernel.Vmlinux,
-		KernelID:  kernelID(parts.Kernel.VmlinuxSHA256),
-		Initrd:    parts.Initramfs,
-		RootDisk:  parts.RootDisk,
-		MemoryMiB: m.Resources.MemoryMiB,
-		CPUs:      m.Resources.CPUs,
-		Hello: channel.HelloRequest{
-			Hostname:   w.Name,
-			Env:        parts.Image.Config.Env,
-			User:       parts.Image.Config.User,
-			WorkingDir: parts.Image.Config.WorkingDir,
-			Network:    runner.GuestNetworkFor(network, w.Name, vmm.UserNetworkOf(backend)),
-		},
+		Version:     supervisor.PlanVersion,
+		Backend:     backend.Name(),
+		Boot:        boot,
+		Machine:     parts.Machine(guestboot.Resources(m.Resources), w.Name, network, vmm.UserNetworkOf(backend)),
+		KernelID:    kernelID(parts.Kernel.VmlinuxSHA256),
 		BootTimeout: o.BootTimeout,
-		Network:     network,
 	}
 	if !sec.Empty() {
 		plan.Secrets = &sec
@@ -283,9 +276,17 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *wsdir.Rec
 		return w.startFailed(boot, err)
 	}
 	defer pr.Close()
-	cmd := supervisor.Command(exe, supervisor.Args{StateDir: w.Home.Root, Name: w.Name, Boot: boot}, logf, null, pw)
+	// The supervisor resolves secrets in this command's environment, which
+	// it gets as a file rather than as its own environment (see EnvFile).
+	envf, err := supervisor.EnvFile(os.Environ())
+	if err != nil {
+		pw.Close()
+		return w.startFailed(boot, err)
+	}
+	cmd := supervisor.Command(exe, supervisor.Args{StateDir: w.Home.Root, Name: w.Name, Boot: boot}, logf, null, pw, envf)
 	err = cmd.Start()
 	pw.Close()
+	envf.Close()
 	if err != nil {
 		return w.startFailed(boot, fmt.Errorf("run the supervisor (%s): %w", exe, err))
 	}

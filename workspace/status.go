@@ -24,7 +24,7 @@ type Info struct {
 	// gone is reported as Failed, with the reason.
 	State State `json:"state"`
 	// Reason explains Failed (and how Halted came about, when not by
-	// request).
+	// request); for a running workspace, why its secrets are missing.
 	Reason    string    `json:"reason,omitempty"`
 	Image     string    `json:"image"`
 	Digest    string    `json:"digest"`
@@ -163,6 +163,11 @@ func (w *wsDir) info(ctx context.Context, ask bool) (*Info, error) {
 		switch {
 		case err == nil:
 			inf.Execs = s.Execs
+			if s.State == Failed {
+				// The supervisor is stopping a VM whose channel broke: say
+				// so now, not "running" until the record catches up.
+				inf.State, inf.Reason = Failed, s.Reason
+			}
 		case ctx.Err() == nil:
 			// Look again: it may have stopped while we asked.
 			if o2, err2 := w.observe(); err2 == nil && o2.state == Running {
@@ -218,6 +223,9 @@ func (w *wsDir) observe() (*observation, error) {
 				if w.waitSupervisor(r.Supervisor, 3*time.Second) {
 					return w.observe()
 				}
+			}
+			if r.State == Running && r.SecretsMissing != "" {
+				o.reason = joinReason(o.reason, fmt.Sprintf("secrets missing: they were not given back after a snapshot or resume (%s); fix the source and run \"microagent resume %s\"", r.SecretsMissing, w.Name))
 			}
 			break
 		}

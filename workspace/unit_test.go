@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -220,5 +221,30 @@ func TestGCLeftovers(t *testing.T) {
 	}
 	if rep, _ := GC(context.Background(), h); len(rep.Repaired)+len(rep.Removed) != 0 {
 		t.Fatalf("second gc still repairs: %+v", rep)
+	}
+}
+
+// TestStartRefusesMoreThanTheHost: a workspace with more CPUs or memory than
+// this host has is refused before anything boots, its record unchanged.
+func TestStartRefusesMoreThanTheHost(t *testing.T) {
+	h := home.Home{Root: t.TempDir()}
+	for _, r := range []Resources{
+		{MemoryMiB: 128, CPUs: runtime.NumCPU() + 1, DiskBytes: 64 << 20},
+		{MemoryMiB: 1 << 30, CPUs: 1, DiskBytes: 64 << 20}, // 1 PiB
+	} {
+		w := fakeWS(t, h, "big", nil)
+		m, _ := w.ReadManifest()
+		m.Resources = r
+		if err := wsdir.WriteManifest(w.ManifestPath(), m); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Start(context.Background(), h, StartOptions{Name: "big"})
+		if err == nil || !strings.Contains(err.Error(), "too large for this host") || !strings.Contains(err.Error(), "not booted") {
+			t.Fatalf("start of %+v: %v", r, err)
+		}
+		t.Log(err)
+		if rec, _ := w.ReadRecord(); rec.State != Created || rec.Boot != 0 {
+			t.Fatalf("the refused start changed the record: %+v", rec)
+		}
 	}
 }

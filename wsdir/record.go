@@ -61,6 +61,10 @@ type Record struct {
 	// Paused: the running VM's CPUs are stopped (pause, or a snapshot
 	// of a paused workspace).
 	Paused bool `json:"paused,omitempty"`
+	// SecretsMissing says why the running guest's /run/secrets is empty:
+	// a snapshot purged it and giving the secrets back failed (a resume
+	// retries). Never a value: the resolution error's reason.
+	SecretsMissing string `json:"secretsMissing,omitempty"`
 }
 
 // ReadRecord reads state.json; a workspace that never started has none

@@ -120,6 +120,7 @@ func Start(cfg Config) (*Process, *os.File, error) {
 
 	args := Args(cfg.Network, 3)
 	cmd := exec.Command(bin, args...)
+	cmd.Env = vmm.ChildEnv() // nothing of the caller's: no backend token, no secret value
 	cmd.ExtraFiles = []*os.File{theirs}
 	p := &Process{stderr: &tail{max: 8 << 10}}
 	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr

@@ -192,6 +192,7 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 
 	args := buildArgs(mc, l)
 	cmd := exec.Command(bin, args...)
+	cmd.Env = vmm.ChildEnv() // nothing of the caller's: no backend token, no secret value
 	stderr := newTailBuffer(stderrKeep)
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr

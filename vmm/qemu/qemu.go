@@ -136,7 +136,9 @@ func Version(binary string) (string, error) {
 func version(ctx context.Context, p string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, p, "--version").Output()
+	cmd := exec.CommandContext(ctx, p, "--version")
+	cmd.Env = vmm.ChildEnv()
+	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("running %s --version: %w", p, err)
 	}
@@ -288,7 +290,10 @@ func buildArgs(mc *MachineConfig, l launch) []string {
 	}
 	a = append(a, netArgs(c.Network, l.streamFD)...)
 	if c.SerialLog != "" {
-		a = append(a, "-chardev", "file,id=serial0,path="+optEscape(c.SerialLog), "-serial", "chardev:serial0")
+		// append=on (O_APPEND): whoever caps the log can truncate it
+		// under QEMU, whose next write then lands at the new end instead
+		// of its old offset (a sparse file as large as ever).
+		a = append(a, "-chardev", "file,id=serial0,path="+optEscape(c.SerialLog)+",append=on", "-serial", "chardev:serial0")
 	} else {
 		a = append(a, "-serial", "null")
 	}

@@ -38,7 +38,7 @@ func TestBuildArgs(t *testing.T) {
 		"-device", "virtio-serial-device",
 		"-chardev", "socket,id=agent,fd=3,server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name=agent",
-		"-chardev", "file,id=serial0,path=/r/serial.log", "-serial", "chardev:serial0",
+		"-chardev", "file,id=serial0,path=/r/serial.log,append=on", "-serial", "chardev:serial0",
 		"-chardev", "socket,id=qmp,fd=5,server=on,wait=off", "-mon", "chardev=qmp,mode=control",
 		"-incoming", "defer", "-S",
 	}

@@ -1,4 +1,4 @@
-package runner
+package guestboot
 
 import (
 	"net/netip"
