@@ -9,9 +9,11 @@ LDFLAGS := -X github.com/microagent-dev/microagent/cli.Version=$(VERSION)
 
 all: build
 
-# The host CLI and, beside it, the static guest agent it puts in every VM.
+# The host CLI and, beside it, the static guest agent it puts in every VM and
+# the static network helper it runs for every VM with a user network.
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/microagent ./cmd/microagent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-net ./cmd/microagent-net
 	CGO_ENABLED=0 GOEXPERIMENT=runtimesecret $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-agent ./cmd/microagent-agent
 
 # Host packages: QEMU, e2fsprogs, busybox-static, a registry for the tests.

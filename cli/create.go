@@ -35,7 +35,8 @@ on-demand ones are fetched over $MICROAGENT_SECRETS_SOCK. --secrets-audit
 records every access in the workspace's append-only audit log ("microagent
 secret audit NAME"). A malformed declaration creates nothing (exit 2).
 
-Network: --network, -p/--publish, --host-access and --dns work as for "run"
+Network: --network, -p/--publish, --host-access, --egress-allow-cidr, --egress-allow(-file),
+--egress and --dns work as for "run"
 and are kept for every start: published ports are bound again at each start,
 and a port taken on the host then fails that start before the VM boots. A
 spec that can never work creates nothing (exit 2).
@@ -140,7 +141,7 @@ copy fails, that start fails and the next start tries again.`,
 // fork whose first start fails is deleted, so the command either leaves a
 // running fork or nothing.
 func createFork(g *globals, c *cobra.Command, name, ref string) error {
-	for _, f := range []string{"image", "pull", "kernel", "profile", "memory", "cpus", "disk-size", "secret", "secret-on-demand", "secrets-env-file", "secrets-audit", "network", "publish", "host-access", "dns", "file"} {
+	for _, f := range []string{"image", "pull", "kernel", "profile", "memory", "cpus", "disk-size", "secret", "secret-on-demand", "secrets-env-file", "secrets-audit", "network", "publish", "host-access", "egress-allow-cidr", "egress-allow", "egress-allow-file", "egress", "dns", "file"} {
 		if fl := c.Flags().Lookup(f); fl != nil && fl.Changed {
 			return usageError("--%s cannot be combined with --from-snapshot: a fork takes the source's image, resources, secret declarations and network (without its published ports)", f)
 		}

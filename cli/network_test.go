@@ -31,6 +31,9 @@ func TestCreateNetworkBadInput(t *testing.T) {
 		{"not an IP address", []string{"--dns", "resolver.example"}},
 		{"add --host-access", []string{"--dns", "10.0.2.2"}},
 		{"IPv4", []string{"--host-access", "--dns", "::1"}},
+		{"is not a port", []string{"--host-access=99999"}},
+		{"covers the host's loopback", []string{"--egress-allow-cidr", "127.0.0.0/8"}},
+		{"no wildcards", []string{"--egress-allow", "pypi.*"}},
 	} {
 		w.want(t, ExitUsage, c.msg, append([]string{"create", "app", "--image", "127.0.0.1:1/none"}, c.args...)...)
 	}

@@ -243,11 +243,16 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 	return c
 }
 
-// networkFlags are --network, --publish, --host-access and --dns.
+// networkFlags are --network, --publish, --host-access, --egress-allow-cidr,
+// --egress-allow, --egress-allow-file, --egress and --dns.
 type networkFlags struct {
 	mode       string
 	publish    []string
-	hostAccess bool
+	hostAccess hostAccessFlag
+	allowCIDRs []string
+	allowNames []string
+	allowFiles []string
+	egress     string
 	dns        []string
 }
 
@@ -255,12 +260,80 @@ func (f *networkFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.mode, "network", "user", "network: user (NAT, no privileges) or isolated (no network device)")
 	c.Flags().StringArrayVarP(&f.publish, "publish", "p", nil,
 		"publish a guest TCP port: [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp] (host IP default 127.0.0.1; repeatable)")
-	c.Flags().BoolVar(&f.hostAccess, "host-access", false,
-		"let the guest reach the host's loopback services at 10.0.2.2 (with passt, user mode has outbound traffic "+
-			"and DNS anyway; without passt, QEMU's slirp opens those only with this flag)")
+	fl := c.Flags().VarPF(&f.hostAccess, "host-access", "",
+		"let the guest reach the host's loopback services at 10.0.2.2: all ports, or with =PORT[,PORT...] only those "+
+			"(the host is closed otherwise, as are private ranges)")
+	fl.NoOptDefVal = hostAccessAll
+	c.Flags().StringArrayVar(&f.allowCIDRs, "egress-allow-cidr", nil,
+		"open a private address range that the user network closes by default, e.g. 192.168.1.0/24 (repeatable; "+
+			"never the host's loopback, which --host-access opens)")
+	c.Flags().StringArrayVar(&f.allowNames, "egress-allow", nil,
+		"allow only these names out: HOST, or .DOMAIN for a domain and every name in it (repeatable); "+
+			"other names are refused by the network's resolver, and addresses not resolved by it for an allowed name are closed")
+	c.Flags().StringArrayVar(&f.allowFiles, "egress-allow-file", nil,
+		"read --egress-allow names from FILE, one a line (# starts a comment; repeatable)")
+	c.Flags().StringVar(&f.egress, "egress", egressAll,
+		"outbound traffic: all (public addresses, the default) or none (nothing out, no names; the NIC, published ports "+
+			"and what --host-access and --egress-allow-cidr open stay)")
 	c.Flags().StringArrayVar(&f.dns, "dns", nil,
-		"nameserver for the guest's /etc/resolv.conf instead of the NAT's forwarder (IPv4; repeatable; "+
-			"10.0.2.2 is a resolver on the host's loopback and needs --host-access, as every server does without passt)")
+		"nameserver for the guest's /etc/resolv.conf instead of the network's forwarder at 10.0.2.3 (IPv4; repeatable; "+
+			"it is reached through the network's policy: 10.0.2.2 is a resolver on the host's loopback and needs --host-access)")
+}
+
+// The --egress modes.
+const (
+	egressAll  = "all"
+	egressNone = "none"
+)
+
+// hostAccessAll is --host-access without a value: every port.
+const hostAccessAll = "all"
+
+// hostAccessFlag is --host-access[=PORT[,PORT...]]. A value must be
+// attached with "=": a bare --host-access stays a switch, so the word after
+// it (an image, a command) is never taken for ports.
+type hostAccessFlag struct {
+	on    bool
+	ports []int
+}
+
+func (h *hostAccessFlag) String() string {
+	switch {
+	case !h.on:
+		return ""
+	case len(h.ports) == 0:
+		return hostAccessAll
+	}
+	ps := make([]string, len(h.ports))
+	for i, p := range h.ports {
+		ps[i] = strconv.Itoa(p)
+	}
+	return strings.Join(ps, ",")
+}
+
+func (h *hostAccessFlag) Type() string { return "PORTS" }
+
+// Set reads "all" (or true/false, as the switch it was), or a list of
+// ports.
+func (h *hostAccessFlag) Set(s string) error {
+	switch s {
+	case hostAccessAll, "true":
+		*h = hostAccessFlag{on: true}
+		return nil
+	case "false":
+		*h = hostAccessFlag{}
+		return nil
+	}
+	var ports []int
+	for _, p := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 || p[0] == '+' {
+			return fmt.Errorf("%q is not a port (1-65535): give --host-access alone for every port, or --host-access=PORT[,PORT...]", p)
+		}
+		ports = append(ports, n)
+	}
+	*h = hostAccessFlag{on: true, ports: ports}
+	return nil
 }
 
 func (f *networkFlags) resolve() (vmm.Network, error) {
@@ -268,7 +341,36 @@ func (f *networkFlags) resolve() (vmm.Network, error) {
 	if err != nil {
 		return vmm.Network{}, usageError("--network: %v", err)
 	}
-	n := vmm.Network{Mode: mode, HostAccess: f.hostAccess}
+	n := vmm.Network{Mode: mode, HostAccess: f.hostAccess.on, HostPorts: f.hostAccess.ports}
+	for _, s := range f.allowCIDRs {
+		c, err := netip.ParsePrefix(s)
+		if err != nil {
+			return n, usageError("--egress-allow-cidr %q: not an address range: give one as ADDRESS/BITS, e.g. 192.168.1.0/24", s)
+		}
+		n.AllowCIDRs = append(n.AllowCIDRs, c)
+	}
+	switch f.egress {
+	case egressAll:
+	case egressNone:
+		n.EgressNone = true
+	default:
+		return n, usageError("--egress %q: use %s (the default) or %s", f.egress, egressAll, egressNone)
+	}
+	names := append([]string(nil), f.allowNames...)
+	for _, path := range f.allowFiles {
+		more, err := readAllowFile(path)
+		if err != nil {
+			return n, err // exit 1: the flags were right, the file is not there
+		}
+		names = append(names, more...)
+	}
+	for _, s := range names {
+		name, err := vmm.ParseAllowName(s)
+		if err != nil {
+			return n, usageError("%v", err)
+		}
+		n.AllowNames = append(n.AllowNames, name)
+	}
 	for _, spec := range f.publish {
 		fw, err := vmm.ParseForward(spec)
 		if err != nil {
@@ -287,6 +389,23 @@ func (f *networkFlags) resolve() (vmm.Network, error) {
 		return n, usageError("%v", err)
 	}
 	return n, nil
+}
+
+// readAllowFile reads an --egress-allow-file: one name a line, blank
+// lines and # comments skipped.
+func readAllowFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--egress-allow-file: %w", err)
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if line = strings.TrimSpace(line); line != "" {
+			names = append(names, line)
+		}
+	}
+	return names, nil
 }
 
 func isTerminal(r any) bool {

@@ -28,6 +28,7 @@ func newWorkspaceCmds(g *globals) []*cobra.Command {
 		newPsCmd(g),
 		newStatusCmd(g),
 		newLogsCmd(g),
+		newEgressCmd(g),
 		newWaitCmd(g),
 		newGCCmd(g),
 		newPauseCmd(g),

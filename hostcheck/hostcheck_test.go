@@ -51,7 +51,7 @@ func TestChecks(t *testing.T) {
 		t.Errorf("free disk: %+v", c)
 	}
 	// A backend given explicitly brings its own checks.
-	slirp := Checks(ctx, Options{Home: h, Backend: qemu.New(qemu.Options{Slirp: true})})
+	slirp := Checks(ctx, Options{Home: h, Backend: qemu.New(qemu.Options{UserNet: qemu.UserNetSlirp})})
 	if c := byName(t, slirp, "user network"); c.OK || c.Fatal || c.Detail != qemu.SlirpFallback {
 		t.Errorf("user network with slirp: %+v", c)
 	}

@@ -109,8 +109,8 @@ func TestRunHostAccess(t *testing.T) {
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
 	// No wget -T: it segfaults in this busybox (1.35); the run's Timeout
 	// bounds the fetch instead.
-	// busybox timeout bounds the blocked fetch: slirp refuses it at once,
-	// but with passt the gateway is not the host and nothing answers.
+	// busybox timeout bounds the blocked fetch (slirp and the default
+	// network refuse it at once; passt had nothing answer there).
 	script := fmt.Sprintf("cat /etc/resolv.conf /etc/hosts; timeout 5 wget -q -O - http://10.0.2.2:%d/", port)
 	userNet := qemu.New(qemu.Options{}).UserNetwork()
 	t.Logf("user network: %s", userNet.Provider)
@@ -143,7 +143,8 @@ func TestRunHostAccess(t *testing.T) {
 	if r.Exit.Code == 0 || strings.Contains(out, "hello-from-host") || hits.Load() != 1 {
 		t.Fatalf("no host access: exit %d, %d hits, stdout %q, stderr %q", r.Exit.Code, hits.Load(), out, errs)
 	}
-	// passt's DNS forwarder answers without host access; slirp's does not.
+	// The default network's DNS forwarder answers without host access;
+	// slirp's does not.
 	if got := strings.Contains(out, "nameserver 10.0.2.3"); got != userNet.Outbound {
 		t.Errorf("%s: resolv.conf names 10.0.2.3: %v, want %v:\n%s", userNet.Provider, got, userNet.Outbound, out)
 	}

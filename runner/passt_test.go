@@ -67,10 +67,12 @@ func passtChildren() []int {
 	return pids
 }
 
-// TestRunPasstNetwork: with passt the default user network reaches a
-// server on the host's own (non-loopback) address and a DNS server there
-// given with --dns, but not a server bound to the host's 127.0.0.1; passt
-// is gone when the run returns.
+// TestRunPasstNetwork: passt (no longer the default user network, kept as
+// the benchmark's floor and chosen here) reaches a server on the host's own
+// (non-loopback) address and a DNS server there given with --dns, but not
+// a server bound to the host's 127.0.0.1; passt is gone when the run
+// returns. The default network refuses the host's own address
+// (TestRunDefaultPolicy).
 func TestRunPasstNetwork(t *testing.T) {
 	testenv.RequireTool(t, passt.DefaultBinary)
 	e := setup(t)
@@ -87,6 +89,7 @@ func TestRunPasstNetwork(t *testing.T) {
 	o := opts(ref, "sh", "-c", script)
 	o.Timeout = time.Minute
 	o.Network = vmm.Network{DNS: []netip.Addr{host}}
+	o.Backend = qemu.New(qemu.Options{UserNet: qemu.UserNetPasst})
 	start := time.Now()
 	r, out, errs, err := e.run(t, nil, o)
 	if err != nil {
@@ -110,15 +113,15 @@ func TestRunPasstNetwork(t *testing.T) {
 	}
 }
 
-// TestRunSlirpFallback: without passt (forced here) the user network is
-// slirp with restrict=on: nothing outside is reachable, no nameserver is
+// TestRunSlirpFallback: with slirp (chosen here) the user network has
+// restrict=on: nothing outside is reachable, no nameserver is
 // named, and a DNS server without host access is refused before boot.
 func TestRunSlirpFallback(t *testing.T) {
 	e := setup(t)
 	ref := e.reg.PushBusybox(t, "busybox")
 	host := testenv.HostAddr(t)
 	outPort, outHits := countingServer(t, host.String()+":0", "hello-from-outside")
-	b := &countingBackend{Backend: qemu.New(qemu.Options{Slirp: true})}
+	b := &countingBackend{Backend: qemu.New(qemu.Options{UserNet: qemu.UserNetSlirp})}
 	o := opts(ref, "true")
 	o.Backend = b
 	o.Network = vmm.Network{DNS: []netip.Addr{host}}
@@ -128,7 +131,7 @@ func TestRunSlirpFallback(t *testing.T) {
 
 	o = opts(ref, "sh", "-c", fmt.Sprintf("cat /etc/resolv.conf; timeout 3 wget -q -O - http://%s:%d/", host, outPort))
 	o.Timeout = time.Minute
-	o.Backend = qemu.New(qemu.Options{Slirp: true})
+	o.Backend = qemu.New(qemu.Options{UserNet: qemu.UserNetSlirp})
 	r, out, errs, err := e.run(t, nil, o)
 	if err != nil {
 		t.Fatal(err)

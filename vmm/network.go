@@ -3,6 +3,7 @@ package vmm
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -110,11 +111,70 @@ type Network struct {
 	// see UserNetwork.Outbound) blocks all outbound traffic instead, so
 	// there HostAccess also opens the way out.
 	HostAccess bool
+	// HostPorts, with HostAccess, opens only these ports of the host's
+	// loopback (empty: all of them).
+	HostPorts []int
+	// AllowCIDRs opens ranges the user network closes by default (private
+	// ranges, link-local, the host's own addresses; never the host's
+	// loopback, which HostAccess opens at the gateway).
+	AllowCIDRs []netip.Prefix
+	// AllowNames, when any is given, limits the way out to these names
+	// (ParseAllowName: a host, or .SUFFIX for a domain and every name in
+	// it): the network's resolver refuses other names, and the guest
+	// reaches only addresses it resolved for these names (HostAccess and
+	// AllowCIDRs still open what they open).
+	AllowNames []string
+	// EgressNone refuses every outbound flow and every name (an allowlist
+	// with nothing in it) but keeps the NIC and its published ports;
+	// HostAccess and AllowCIDRs still open what they open.
+	EgressNone bool
+	// EgressLog is the file where the user network appends its decisions
+	// (JSON lines, rotated by size; empty: none kept). Only a backend whose
+	// network decides each flow writes it.
+	EgressLog string
 	// DNS are the nameservers the guest uses instead of the NAT's own
 	// forwarder (UserAddressing.DNS), e.g. UserAddressing.Gateway for a
 	// resolver on the host's loopback (which needs HostAccess). They are
 	// reached over the NAT's outbound path (see CheckUserNetwork).
 	DNS []netip.Addr
+}
+
+// ParseAllowName reads an --egress-allow value: a host name (pypi.org) or
+// a leading dot and a domain (.github.com: the domain and every name in
+// it). It returns the name in lower case without a final dot.
+func ParseAllowName(s string) (string, error) {
+	bad := func(why string) (string, error) {
+		return "", fmt.Errorf("--egress-allow %q: %s: give a host name (pypi.org) or a domain with a leading dot (.github.com)", s, why)
+	}
+	name := strings.ToLower(strings.TrimSuffix(s, "."))
+	host := strings.TrimPrefix(name, ".")
+	switch {
+	case host == "":
+		return bad("empty")
+	case strings.Contains(host, "*"):
+		return bad("no wildcards: a leading dot covers every name in a domain")
+	case len(host) > 253:
+		return bad("longer than a DNS name can be")
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return bad("an address, not a name (open an address range with --egress-allow-cidr)")
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 {
+			return bad("an empty or over-long label")
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return bad(fmt.Sprintf("%q is not allowed in a name", c))
+			}
+		}
+	}
+	return name, nil
+}
+
+// HostAccessTo reports whether n opens port of the host's loopback.
+func (n *Network) HostAccessTo(port int) bool {
+	return n != nil && n.HostAccess && (len(n.HostPorts) == 0 || slices.Contains(n.HostPorts, port))
 }
 
 // Isolated reports whether n gives the guest no NIC.
@@ -135,6 +195,9 @@ func (n *Network) Validate() error {
 		if n.HostAccess {
 			return fmt.Errorf("host access needs a network device: the isolated network has none; use --network user")
 		}
+		if len(n.HostPorts) > 0 || len(n.AllowCIDRs) > 0 || len(n.AllowNames) > 0 || n.EgressNone {
+			return fmt.Errorf("opening host ports or address ranges needs a network device: the isolated network has none; use --network user")
+		}
 		if len(n.DNS) > 0 {
 			return fmt.Errorf("a DNS server needs a network device: the isolated network has none; use --network user")
 		}
@@ -145,11 +208,40 @@ func (n *Network) Validate() error {
 			return fmt.Errorf("DNS server %q: give an IPv4 address (the guest network is IPv4 only), e.g. %s for a resolver on the host's loopback", d, UserAddressing.Gateway)
 		}
 	}
+	if len(n.HostPorts) > 0 && !n.HostAccess {
+		return fmt.Errorf("host ports %v are opened only with host access: add --host-access", n.HostPorts)
+	}
+	for _, p := range n.HostPorts {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("host port %d is out of range 1-65535", p)
+		}
+	}
+	for _, c := range n.AllowCIDRs {
+		if !c.IsValid() || c != c.Masked() {
+			return fmt.Errorf("address range %s: give a network address with its prefix length, e.g. 192.168.1.0/24", c)
+		}
+		if c.Addr().Unmap().IsLoopback() || c.Contains(netip.AddrFrom4([4]byte{127, 0, 0, 1})) || c.Contains(netip.IPv6Loopback()) {
+			return fmt.Errorf("address range %s covers the host's loopback, which only --host-access opens (at %s)", c, UserAddressing.Gateway)
+		}
+	}
+	for _, a := range n.AllowNames {
+		if _, err := ParseAllowName(a); err != nil {
+			return err
+		}
+	}
+	if n.EgressNone && len(n.AllowNames) > 0 {
+		return fmt.Errorf("--egress none refuses every name: drop it or the --egress-allow names")
+	}
+	for _, d := range n.DNS {
+		if (len(n.AllowNames) > 0 || n.EgressNone) && d != UserAddressing.Gateway {
+			return fmt.Errorf("DNS server %s: with --egress-allow or --egress none the guest resolves names through the network's resolver (or one on the host's loopback at %s); drop --dns", d, UserAddressing.Gateway)
+		}
+	}
 	// The gateway stands for the host's loopback only with host access
 	// (see HostAccess); without it a server there would never answer.
 	for _, d := range n.DNS {
-		if d == UserAddressing.Gateway && !n.HostAccess {
-			return fmt.Errorf("DNS server %s is the host's loopback, which the guest reaches only with host access: add --host-access", d)
+		if d == UserAddressing.Gateway && !n.HostAccessTo(53) {
+			return fmt.Errorf("DNS server %s is the host's loopback, which the guest reaches only with host access to port 53: add --host-access", d)
 		}
 	}
 	seen := map[int]Forward{}

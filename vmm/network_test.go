@@ -55,6 +55,8 @@ func TestNetworkValidate(t *testing.T) {
 		"user forward": {Mode: NetworkUser, Forwards: []Forward{fw(1), fw(2)}, HostAccess: true},
 		"isolated":     {Mode: NetworkIsolated},
 		"dns":          {HostAccess: true, DNS: []netip.Addr{UserAddressing.Gateway, netip.MustParseAddr("192.0.2.53")}},
+		"host ports":   {HostAccess: true, HostPorts: []int{53, 11434}, DNS: []netip.Addr{UserAddressing.Gateway}},
+		"allow cidrs":  {AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24"), netip.MustParsePrefix("fd00::/8")}},
 	} {
 		if err := n.Validate(); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -71,6 +73,15 @@ func TestNetworkValidate(t *testing.T) {
 		"ipv6 dns":              {HostAccess: true, DNS: []netip.Addr{netip.MustParseAddr("::1")}},
 		"unspecified dns":       {HostAccess: true, DNS: []netip.Addr{netip.MustParseAddr("0.0.0.0")}},
 		"zero dns":              {HostAccess: true, DNS: []netip.Addr{{}}},
+		"ports without access":  {HostPorts: []int{8080}},
+		"port out of range":     {HostAccess: true, HostPorts: []int{65536}},
+		"gateway dns, not 53":   {HostAccess: true, HostPorts: []int{8080}, DNS: []netip.Addr{UserAddressing.Gateway}},
+		"isolated cidr":         {Mode: NetworkIsolated, AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		"loopback cidr":         {AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
+		"everything cidr":       {AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}},
+		"ipv6 loopback cidr":    {AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("::/0")}},
+		"unmasked cidr":         {AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/8")}},
+		"zero cidr":             {AllowCIDRs: []netip.Prefix{{}}},
 	} {
 		if err := n.Validate(); err == nil {
 			t.Errorf("%s: no error", name)
@@ -111,5 +122,21 @@ func TestCheckUserNetwork(t *testing.T) {
 	}
 	if (UserNetwork{Outbound: true}).Open(nil) || !(UserNetwork{}).Open(&Network{HostAccess: true}) || (UserNetwork{}).Open(&Network{}) {
 		t.Error("Open: wrong answer")
+	}
+}
+
+func TestParseAllowName(t *testing.T) {
+	for in, want := range map[string]string{"PyPI.org.": "pypi.org", ".github.com": ".github.com", "a_b.example": "a_b.example", "localhost": "localhost"} {
+		if got, err := ParseAllowName(in); err != nil || got != want {
+			t.Errorf("%q: %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", ".", "*.github.com", "github.*", "10.0.0.1", "::1", "a..b", "..github.com", "exa mple.com", strings.Repeat("a", 64) + ".com"} {
+		if _, err := ParseAllowName(in); err == nil {
+			t.Errorf("%q: no error", in)
+		}
+	}
+	if err := (&Network{AllowNames: []string{"pypi.org"}, DNS: []netip.Addr{netip.MustParseAddr("1.1.1.1")}}).Validate(); err == nil {
+		t.Error("an allowlist with a resolver of the guest's choosing: no error")
 	}
 }

@@ -130,3 +130,15 @@ type HostChecker interface {
 	// HostChecks runs the backend's checks, in the order they are shown.
 	HostChecks(ctx context.Context) []Check
 }
+
+// NetworkReporter is implemented by machines whose user network runs in a
+// process of its own, which can die while the VM runs: the guest is then
+// offline, and the caller should say so (or restart the machine).
+type NetworkReporter interface {
+	// NetworkDone is closed once the network's process has exited; nil
+	// when the machine has none (no NIC, or a network inside the VMM).
+	NetworkDone() <-chan struct{}
+	// NetworkErr is nil until NetworkDone is closed, then nil if the
+	// network ended because the VM did, else how it died.
+	NetworkErr() error
+}

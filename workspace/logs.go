@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // LogsOptions say which logs to print.
@@ -22,6 +23,9 @@ type LogsOptions struct {
 	// last) boot; Supervisor the supervisor's log of boots, halts and
 	// failures. Neither selects both (supervisor log first).
 	Console, Supervisor bool
+	// Egress selects the user network's decision log instead (JSON lines,
+	// usernet.Event; see EgressLogName), and only it.
+	Egress bool
 }
 
 // followInterval is how often a followed log is checked for new data.
@@ -34,6 +38,7 @@ type LogSource string
 const (
 	SupervisorLog LogSource = "supervisor"
 	ConsoleLog    LogSource = "console"
+	EgressLog     LogSource = "egress"
 )
 
 // Logs copies a workspace's logs to out.
@@ -51,10 +56,15 @@ func LogsFunc(ctx context.Context, h home.Home, o LogsOptions, fn func(LogSource
 	if err != nil {
 		return err
 	}
-	if !o.Console && !o.Supervisor {
+	if !o.Console && !o.Supervisor && !o.Egress {
 		o.Console, o.Supervisor = true, true
 	}
 	var tails []*tail
+	if o.Egress {
+		// A rotation replaces the file, which tail follows.
+		o.Console, o.Supervisor = false, false
+		tails = append(tails, &tail{path: w.Path(wsdir.LogsDir, EgressLogName), src: EgressLog})
+	}
 	if o.Supervisor {
 		tails = append(tails, &tail{path: w.SupLog(), src: SupervisorLog})
 	}

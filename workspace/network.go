@@ -6,6 +6,7 @@ import (
 
 	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // ErrNetwork marks a network setting that can never work (a malformed or
@@ -34,5 +35,14 @@ func (w *wsDir) startNetwork(m *Manifest) (*vmm.Network, error) {
 	if err := guestboot.CheckForwards(n.Forwards); err != nil {
 		return nil, fmt.Errorf("workspace %s: %w; the workspace was not started", w.Name, err)
 	}
+	if !n.Isolated() {
+		n.EgressLog = w.Path(wsdir.LogsDir, EgressLogName)
+	}
 	return &n, nil
 }
+
+// EgressLogName is the user network's decision log in a workspace's logs
+// folder: every connection and DNS query the guest tried, allowed or
+// denied and why, kept across boots (rotated by size: the part before is
+// EgressLogName + usernet.RotatedSuffix). "microagent egress" prints it.
+const EgressLogName = "egress.log"

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -164,7 +165,8 @@ func TestManifestNetworkDefault(t *testing.T) {
 		t.Fatalf("old manifest: %+v %v", c, err)
 	}
 	n := vmm.Network{Forwards: []vmm.Forward{{HostIP: netip.MustParseAddr("127.0.0.2"), HostPort: 8080, GuestPort: 80}},
-		HostAccess: true, DNS: []netip.Addr{vmm.UserAddressing.Gateway}}
+		HostAccess: true, HostPorts: []int{53, 11434}, AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")},
+		AllowNames: []string{"pypi.org", ".github.com"}, DNS: []netip.Addr{vmm.UserAddressing.Gateway}}
 	if err := m.SetNetwork(NewNetworkConfig(n)); err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +183,8 @@ func TestManifestNetworkDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := c.VMM()
-	if got.Mode != vmm.NetworkUser || !got.HostAccess || len(got.Forwards) != 1 || got.Forwards[0] != n.Forwards[0] || got.DNS[0] != n.DNS[0] {
+	if got.Mode != vmm.NetworkUser || !got.HostAccess || len(got.Forwards) != 1 || got.Forwards[0] != n.Forwards[0] || got.DNS[0] != n.DNS[0] ||
+		!slices.Equal(got.HostPorts, n.HostPorts) || !slices.Equal(got.AllowCIDRs, n.AllowCIDRs) || !slices.Equal(got.AllowNames, n.AllowNames) {
 		t.Fatalf("round trip: %+v from %s", got, b)
 	}
 	// A corrupt or invalid stored network is refused with a way out.

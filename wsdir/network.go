@@ -27,9 +27,22 @@ type NetworkConfig struct {
 	// Publish are the guest TCP ports published on the host; every start
 	// binds them again.
 	Publish []Port `json:"publish,omitempty"`
-	// HostAccess lets the guest reach the host's loopback services (and,
-	// with QEMU's NAT, the outside world and its DNS).
+	// HostAccess lets the guest reach the host's loopback services.
 	HostAccess bool `json:"hostAccess,omitempty"`
+	// HostPorts, with HostAccess, opens only these host ports (empty:
+	// all). An older microagent ignores it and opens every port, as
+	// --host-access did then.
+	HostPorts []int `json:"hostPorts,omitempty"`
+	// AllowCIDRs are address ranges the network closes by default that
+	// the workspace opens (--egress-allow-cidr).
+	AllowCIDRs []netip.Prefix `json:"allowCIDRs,omitempty"`
+	// AllowNames, when any is given, limits the way out to these names
+	// (--egress-allow). An older microagent ignores it and lets every
+	// name out: this slot is only as strong as the microagent reading it.
+	AllowNames []string `json:"egressAllow,omitempty"`
+	// EgressNone refuses all outbound traffic (--egress none); an older
+	// microagent ignores it, like AllowNames.
+	EgressNone bool `json:"egressNone,omitempty"`
 	// DNS are the guest's nameservers, instead of the NAT's forwarder.
 	DNS []netip.Addr `json:"dns,omitempty"`
 }
@@ -54,7 +67,7 @@ func NewNetworkConfig(n vmm.Network) NetworkConfig {
 	if mode == "" {
 		mode = vmm.NetworkUser
 	}
-	c := NetworkConfig{Mode: mode, HostAccess: n.HostAccess, DNS: n.DNS}
+	c := NetworkConfig{Mode: mode, HostAccess: n.HostAccess, HostPorts: n.HostPorts, AllowCIDRs: n.AllowCIDRs, AllowNames: n.AllowNames, EgressNone: n.EgressNone, DNS: n.DNS}
 	for _, f := range n.Forwards {
 		c.Publish = append(c.Publish, Port{HostIP: f.HostIP, HostPort: f.HostPort, GuestPort: f.GuestPort, Protocol: "tcp"})
 	}
@@ -63,7 +76,7 @@ func NewNetworkConfig(n vmm.Network) NetworkConfig {
 
 // VMM returns the network to give the VM.
 func (c NetworkConfig) VMM() vmm.Network {
-	n := vmm.Network{Mode: c.Mode, HostAccess: c.HostAccess, DNS: c.DNS}
+	n := vmm.Network{Mode: c.Mode, HostAccess: c.HostAccess, HostPorts: c.HostPorts, AllowCIDRs: c.AllowCIDRs, AllowNames: c.AllowNames, EgressNone: c.EgressNone, DNS: c.DNS}
 	for _, p := range c.Publish {
 		n.Forwards = append(n.Forwards, vmm.Forward{HostIP: p.HostIP, HostPort: p.HostPort, GuestPort: p.GuestPort})
 	}

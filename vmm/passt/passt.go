@@ -1,6 +1,9 @@
-// Package passt runs passt (https://passt.top), the unprivileged user-mode
+// Package passt runs passt (https://passt.top), an unprivileged user-mode
 // network that gives a VM outbound TCP, UDP and DNS through ordinary host
-// sockets without exposing the host's loopback. One passt serves one VM;
+// sockets. It is no longer the default (vmm/usernet is, with a policy);
+// it is kept as the benchmark's floor. It has no egress policy, and with
+// --no-map-gw it still forwards 127/8 to the host's loopback for a root
+// guest that routes it via the gateway (route_localnet). One passt serves one VM;
 // the VMM gets the other end of a connected socket pair, so there is no
 // socket file to create, protect or clean up.
 //
@@ -19,7 +22,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +29,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/internal/netproc"
 )
 
 // DefaultBinary is the passt program looked up in PATH.
@@ -93,11 +96,8 @@ func Args(n *vmm.Network, fd int) []string {
 
 // Process is a running passt.
 type Process struct {
-	cmd    *exec.Cmd
-	pid    int
+	*netproc.Process
 	stderr *tail
-	done   chan struct{}
-	err    error // set before done is closed
 }
 
 // Start runs passt for cfg.Network and waits until it answers on the
@@ -112,27 +112,17 @@ func Start(cfg Config) (*Process, *os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	ours, theirs, err := netproc.SocketPair("passt")
 	if err != nil {
-		return nil, nil, fmt.Errorf("passt: socket pair: %w", err)
+		return nil, nil, fmt.Errorf("passt: %w", err)
 	}
-	// Frames queue in this socket both ways. With the default ~200 KiB
-	// buffers, host -> guest transfers crawled (3 MB/s against 30+) and
-	// once stalled for minutes; 4 MiB (the usual wmem_max, which caps it)
-	// keeps both sides streaming. Best effort: a lower cap only costs speed.
-	for _, fd := range fds {
-		syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4<<20)
-		syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<20)
-	}
-	ours := os.NewFile(uintptr(fds[0]), "passt-vmm")
-	theirs := os.NewFile(uintptr(fds[1]), "passt")
 	defer theirs.Close() // passt has its own copy once started
 
 	args := Args(cfg.Network, 3)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = vmm.ChildEnv() // nothing of the caller's: no backend token, no secret value
 	cmd.ExtraFiles = []*os.File{theirs}
-	p := &Process{cmd: cmd, stderr: &tail{max: 8 << 10}, done: make(chan struct{})}
+	p := &Process{stderr: &tail{max: 8 << 10}}
 	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr
 	if cfg.DieWithParent {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -141,46 +131,28 @@ func Start(cfg Config) (*Process, *os.File, error) {
 		// end of the socket.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	}
-	started := make(chan error, 1)
-	go p.run(cfg.DieWithParent, started)
-	if err := <-started; err != nil {
+	describe := func(err error) error {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("passt (pid %d) exited: %v: %s", cmd.Process.Pid, ee, p.stderr.lines())
+		}
+		return err
+	}
+	if p.Process, err = netproc.Start("passt", cmd, cfg.DieWithParent, nil, describe); err != nil {
 		ours.Close()
 		return nil, nil, fmt.Errorf("passt: starting %s: %w", bin, err)
 	}
-	p.pid = cmd.Process.Pid
 	theirs.Close()
 	if err := p.probe(ours); err != nil {
 		ours.Close()
 		p.Kill()
-		msg := fmt.Sprintf("passt (pid %d) did not come up: %v", p.pid, err)
+		msg := fmt.Sprintf("passt (pid %d) did not come up: %v", p.PID(), err)
 		if t := p.stderr.lines(); t != "" {
 			msg += ": " + t
 		}
 		return nil, nil, errors.New(msg)
 	}
 	return p, ours, nil
-}
-
-// run starts and reaps passt. With DieWithParent the goroutine keeps its
-// OS thread until passt exits: Linux sends Pdeathsig when the thread that
-// forked the child exits, and the Go runtime may retire threads.
-func (p *Process) run(dieWithParent bool, started chan<- error) {
-	if dieWithParent {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-	}
-	if err := p.cmd.Start(); err != nil {
-		started <- err
-		return
-	}
-	started <- nil
-	err := p.cmd.Wait()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		err = fmt.Errorf("passt (pid %d) exited: %v: %s", p.cmd.Process.Pid, ee, p.stderr.lines())
-	}
-	p.err = err
-	close(p.done)
 }
 
 // probe sends an ARP request for the gateway in QEMU's stream framing
@@ -222,7 +194,7 @@ func (p *Process) probe(f *os.File) error {
 func (p *Process) probeError(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 		select {
-		case <-p.done:
+		case <-p.Done():
 		case <-time.After(time.Second):
 		}
 		return errors.New("it exited before answering")
@@ -248,37 +220,6 @@ func arpFrame(mac net.HardwareAddr, ip, target [4]byte) []byte {
 func isARPReply(frame []byte, target [4]byte) bool {
 	return len(frame) >= 42 && frame[12] == 0x08 && frame[13] == 0x06 &&
 		frame[20] == 0 && frame[21] == 2 && bytes.Equal(frame[28:32], target[:])
-}
-
-// PID is passt's process id.
-func (p *Process) PID() int { return p.pid }
-
-// Done is closed once passt has exited.
-func (p *Process) Done() <-chan struct{} { return p.done }
-
-// Wait blocks until passt exits and returns how it ended (nil for status 0,
-// its normal end when the VMM closes the socket).
-func (p *Process) Wait() error {
-	<-p.done
-	return p.err
-}
-
-// Kill stops passt at once and waits (bounded) for it to be reaped.
-func (p *Process) Kill() error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("killing passt (pid %d): %w", p.pid, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("passt (pid %d) was sent SIGKILL but has not exited", p.pid)
-	}
 }
 
 // tail keeps the last max bytes of passt's output, for error messages.

@@ -114,7 +114,7 @@ func TestOwnsProcess(t *testing.T) {
 // accelerator, and the user network's provider.
 func TestHostChecks(t *testing.T) {
 	ctx := context.Background()
-	missing := New(Options{Binary: "/no/such/qemu-system-x86_64", Accel: AccelTCG, Slirp: true}).HostChecks(ctx)
+	missing := New(Options{Binary: "/no/such/qemu-system-x86_64", Accel: AccelTCG, UserNet: UserNetSlirp}).HostChecks(ctx)
 	names := []string{}
 	for _, c := range missing {
 		names = append(names, c.Name)

@@ -22,6 +22,7 @@ import (
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/kernel"
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/usernet"
 )
 
 // The test guest: Debian's cloud kernel (vmlinux extracted from the
@@ -281,9 +282,43 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	if err := ensureNetHelper(guestDir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(guestDir)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(guestDir)
 	os.Exit(code)
+}
+
+// ensureNetHelper builds the network helper into dir and points
+// $MICROAGENT_NET at it when the usual lookup finds none (go test without
+// make build's $MICROAGENT_AGENT): every user-network test needs it, and
+// the child processes inherit the variable.
+func ensureNetHelper(dir string) error {
+	if _, err := usernet.FindHelper(""); err == nil {
+		return nil
+	}
+	if testenv.LookTool("go") == "" {
+		return nil // the tests that need it fail with the lookup's message
+	}
+	// Its own directory, searchable by all: started by root, the helper
+	// runs as nobody, and dir is private.
+	dir = filepath.Join(dir, "net")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
+		return err
+	}
+	out := filepath.Join(dir, usernet.BinaryName)
+	cmd := exec.Command("go", "build", "-o", out, "github.com/microagent-dev/microagent/cmd/microagent-net")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building the network helper: %v: %s", err, b)
+	}
+	return os.Setenv(usernet.EnvVar, out)
 }
 
 // testVM is a started test guest with its host ends.

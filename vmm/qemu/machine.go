@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/vmm"
-	"github.com/microagent-dev/microagent/vmm/passt"
 )
 
 const (
@@ -47,8 +46,8 @@ type Machine struct {
 	qmpPath string
 	mon     atomic.Pointer[Monitor] // set once the handshake is done
 	stderr  *tailBuffer
-	passt   *passt.Process // nil: slirp or no NIC
-	netUser bool           // the guest has a user-mode NIC
+	net     netProcess // the helper or passt; nil: slirp or no NIC
+	netName string     // what serves the NIC (NetworkProvider)
 
 	done    chan struct{}
 	waitErr error // set before done is closed
@@ -79,16 +78,13 @@ func (b *Backend) StartWith(ctx context.Context, mc MachineConfig) (*Machine, er
 		return nil, err
 	}
 	if err := mc.Network.CheckUserNetwork(b.UserNetwork()); err != nil {
-		if b.opts.Slirp {
-			return nil, fmt.Errorf("qemu: network: %w", err)
-		}
-		return nil, fmt.Errorf("qemu: network: %w, or install passt (%s)", err, passt.InstallHint)
+		return nil, fmt.Errorf("qemu: network: %w", err)
 	}
 	accel, _, err := b.accel()
 	if err != nil {
 		return nil, err
 	}
-	l := launch{accel: accel, channelFD: -1, memoryFD: -1, passtFD: -1}
+	l := launch{accel: accel, channelFD: -1, memoryFD: -1, streamFD: -1}
 	if accel == AccelTCG {
 		// Off amd64 there is no host TSC to pass on; boot without it.
 		l.tscKHz, _ = HostTSCkHz()
@@ -160,24 +156,28 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 		defer agentFile.Close()
 	}
 
-	// passt first: it must answer before QEMU connects, and its failure
-	// (a published port taken, say) is a clear start error.
-	pst, pstFile, err := b.startPasst(mc)
+	// The network first: it must be ready before QEMU connects, and its
+	// failure (a published port taken, say) is a clear start error.
+	netProc, netFile, err := b.startNetwork(mc)
 	if err != nil {
 		agent.close()
 		return nil, err
 	}
-	if pst != nil {
+	if netProc != nil {
 		// QEMU holds its own copy once started; ours must go so that
-		// QEMU's exit is what closes the socket and ends passt.
-		defer pstFile.Close()
-		cleanup = passtCleanup(pst, cleanup)
+		// QEMU's exit is what closes the socket and ends the network.
+		defer netFile.Close()
+		cleanup = networkCleanup(netProc, cleanup)
 	}
 
+	netName := ""
+	if !mc.Network.Isolated() {
+		netName = b.UserNetwork().Provider
+	}
 	var extra []*os.File
-	if pst != nil {
-		l.passtFD = 3 + len(extra)
-		extra = append(extra, pstFile)
+	if netProc != nil {
+		l.streamFD = 3 + len(extra)
+		extra = append(extra, netFile)
 	}
 	if agentFile != nil {
 		l.channelFD = 3 + len(extra)
@@ -214,8 +214,8 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 		devices:  devices(&mc.Config),
 		qmpPath:  qmpPath,
 		stderr:   stderr,
-		passt:    pst,
-		netUser:  !mc.Network.Isolated(),
+		net:      netProc,
+		netName:  netName,
 		done:     make(chan struct{}),
 		agent:    agent,
 		hasAgent: agentFile != nil,
@@ -231,14 +231,14 @@ func (b *Backend) launch(ctx context.Context, bin string, mc *MachineConfig, l l
 	if err := <-started; err != nil {
 		os.Remove(qmpPath)
 		agent.close()
-		if pst != nil {
-			pst.Kill()
+		if netProc != nil {
+			netProc.Kill()
 		}
 		return nil, fmt.Errorf("qemu: starting %s: %w", bin, err)
 	}
 	m.pid = cmd.Process.Pid
-	if pst != nil {
-		pstFile.Close()
+	if netProc != nil {
+		netFile.Close()
 	}
 	if agentFile != nil {
 		agentFile.Close()
@@ -344,10 +344,10 @@ func (m *Machine) observe(ev Event) {
 	m.mu.Unlock()
 }
 
-// passtCleanup wraps a machine's cleanup: once QEMU has exited, its end of
-// the socket is closed and passt quits by itself; it is killed if it has
-// not within a second.
-func passtCleanup(p *passt.Process, cleanup func()) func() {
+// networkCleanup wraps a machine's cleanup: once QEMU has exited, its end
+// of the socket is closed and the network's process quits by itself; it
+// is killed if it has not within a second.
+func networkCleanup(p netProcess, cleanup func()) func() {
 	return func() {
 		select {
 		case <-p.Done():
@@ -358,25 +358,44 @@ func passtCleanup(p *passt.Process, cleanup func()) func() {
 	}
 }
 
-// PasstPID is the process id of the machine's passt, 0 when its network
-// is slirp or it has no NIC. passt ends with QEMU.
-func (m *Machine) PasstPID() int {
-	if m.passt == nil {
+// NetworkPID is the process id of the machine's network (the helper or
+// passt), 0 when its network is slirp or it has no NIC. It ends with QEMU.
+func (m *Machine) NetworkPID() int {
+	if m.net == nil {
 		return 0
 	}
-	return m.passt.PID()
+	return m.net.PID()
 }
 
-// NetworkProvider names what serves the guest's NIC: "passt", "slirp",
-// or "" for no NIC.
+// NetworkProvider names what serves the guest's NIC: usernet.BinaryName,
+// "passt", "slirp", or "" for no NIC.
 func (m *Machine) NetworkProvider() string {
-	switch {
-	case m.passt != nil:
-		return "passt"
-	case m.netUser:
-		return "slirp"
+	return m.netName
+}
+
+// NetworkDone implements vmm.NetworkReporter: closed once the network's
+// process has exited (nil for slirp and no NIC, which have none).
+func (m *Machine) NetworkDone() <-chan struct{} {
+	if m.net == nil {
+		return nil
 	}
-	return ""
+	return m.net.Done()
+}
+
+// NetworkErr implements vmm.NetworkReporter: once NetworkDone is closed,
+// nil when the network ended because QEMU closed its socket (the VM's
+// end), else how it died; while the VM runs, that means the guest is
+// offline.
+func (m *Machine) NetworkErr() error {
+	if m.net == nil {
+		return nil
+	}
+	select {
+	case <-m.net.Done():
+		return m.net.Wait()
+	default:
+		return nil
+	}
 }
 
 // PID implements vmm.Machine.

@@ -32,11 +32,12 @@ func TestNetArgs(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("host access and forwards:\n got %q\nwant %q", got, want)
 	}
-	// passt: the forwards and policy are passt's; QEMU only gets the socket.
+	// A stream netdev: the forwards and policy are the helper's (or passt's);
+	// QEMU only gets the socket.
 	got = netArgs(&vmm.Network{Forwards: []vmm.Forward{{HostIP: vmm.DefaultPublishIP, HostPort: 1, GuestPort: 1}}}, 4)
 	want = []string{"-netdev", "stream,id=n0,server=off,addr.type=fd,addr.str=4", "-device", "virtio-net-device,netdev=n0,mac=52:54:00:12:34:56"}
 	if !reflect.DeepEqual(got, want) {
-		t.Errorf("passt:\n got %q\nwant %q", got, want)
+		t.Errorf("stream:\n got %q\nwant %q", got, want)
 	}
 }
 

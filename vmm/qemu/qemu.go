@@ -9,11 +9,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/microagent-dev/microagent/vmm"
@@ -40,17 +43,28 @@ type Options struct {
 	// Accel is "kvm", "tcg", or "" to auto-detect (see DetectAccel; the
 	// MICROAGENT_ACCEL environment variable overrides auto-detection).
 	Accel string
-	// Passt is the passt program for user-mode networks; empty means
-	// passt from PATH. Without passt the backend uses QEMU's slirp.
+	// UserNet selects what serves user-mode networks: UserNetHelper (the
+	// default), UserNetPasst or UserNetSlirp.
+	UserNet string
+	// NetHelper is the microagent-net program (empty: usernet.FindHelper's
+	// lookup).
+	NetHelper string
+	// NetLog receives the decisions of every machine's network helper,
+	// one JSON usernet.Event per line (nil: they are dropped). Writes are
+	// serialised by the backend.
+	NetLog io.Writer
+	// Resolvers are the upstreams of the helper's DNS forwarder (empty:
+	// the host's /etc/resolv.conf nameservers).
+	Resolvers []netip.AddrPort
+	// Passt is the passt program with UserNetPasst; empty means passt
+	// from PATH.
 	Passt string
-	// Slirp uses QEMU's slirp even when passt is installed (comparisons,
-	// benchmarks).
-	Slirp bool
 }
 
 // Backend starts QEMU microVMs. It implements vmm.Backend.
 type Backend struct {
-	opts Options
+	opts  Options
+	logMu sync.Mutex // serialises writes to opts.NetLog
 }
 
 var _ vmm.Backend = (*Backend)(nil)
@@ -206,7 +220,7 @@ type launch struct {
 	tscKHz    int // 0: no clock arguments
 	channelFD int // -1: no agent channel
 	memoryFD  int // -1: anonymous guest RAM
-	passtFD   int // -1: slirp (or no NIC)
+	streamFD  int // -1: slirp (or no NIC)
 	qmpFD     int
 }
 
@@ -274,7 +288,7 @@ func buildArgs(mc *MachineConfig, l launch) []string {
 			"-device", "virtserialport,chardev=agent,name="+optEscape(c.ChannelName),
 		)
 	}
-	a = append(a, netArgs(c.Network, l.passtFD)...)
+	a = append(a, netArgs(c.Network, l.streamFD)...)
 	if c.SerialLog != "" {
 		// append=on (O_APPEND): whoever caps the log can truncate it
 		// under QEMU, whose next write then lands at the new end instead

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -56,16 +55,15 @@ func TestMemoryFileFork(t *testing.T) {
 	must(t, err)
 	ram := os.NewFile(uintptr(fd), "test-ram")
 	defer ram.Close()
-	// A user network: with passt, the fork must start with a stream
-	// netdev on a new passt (QEMU 7.2 migrates virtio-net with it).
-	_, passtErr := exec.LookPath("passt")
+	// A user network: the fork must start with a stream netdev on a new
+	// network helper (QEMU 7.2 migrates virtio-net with it).
 	a := startVM(t, func(mc *MachineConfig) {
 		mc.Memory = &vmm.Memory{File: ram, Shared: true}
 		mc.Network = &vmm.Network{}
 	})
-	aPasst := a.m.PasstPID()
-	if passtErr == nil && aPasst == 0 {
-		t.Error("passt is installed but the machine has none")
+	aNet := a.m.NetworkPID()
+	if aNet == 0 {
+		t.Error("the machine has no network helper")
 	}
 	if fi, err := ram.Stat(); err != nil || fi.Size() != 256<<20 {
 		t.Fatalf("memory file: %v %v", fi, err)
@@ -102,11 +100,11 @@ func TestMemoryFileFork(t *testing.T) {
 	saved, err := os.Open(mem)
 	must(t, err)
 	defer saved.Close()
-	if aPasst != 0 {
-		// passt quits when QEMU's end of its socket closes.
-		for deadline := time.Now().Add(5 * time.Second); alive(aPasst); time.Sleep(10 * time.Millisecond) {
+	if aNet != 0 {
+		// The helper quits when QEMU's end of its socket closes.
+		for deadline := time.Now().Add(5 * time.Second); alive(aNet); time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("passt %d still runs after its QEMU quit", aPasst)
+				t.Fatalf("network helper %d still runs after its QEMU quit", aNet)
 			}
 		}
 	}
@@ -114,8 +112,8 @@ func TestMemoryFileFork(t *testing.T) {
 		mc.Memory, mc.Incoming = &vmm.Memory{File: saved}, true
 		mc.Network = &vmm.Network{}
 	})
-	if passtErr == nil && (b.m.PasstPID() == 0 || b.m.PasstPID() == aPasst) {
-		t.Errorf("fork's passt pid %d (source's was %d): want a new one", b.m.PasstPID(), aPasst)
+	if b.m.NetworkPID() == 0 || b.m.NetworkPID() == aNet {
+		t.Errorf("fork's network helper pid %d (source's was %d): want a new one", b.m.NetworkPID(), aNet)
 	}
 	var st struct{ Status string }
 	must(t, b.m.QMP(ctx, "query-status", nil, &st))

@@ -1,0 +1,63 @@
+// Command microagent-net is the user-mode network of one microagent VM
+// (see vmm/usernet for why it is a program of its own and for its
+// descriptors): it reads its configuration from standard input, serves
+// the VMM's socket on descriptor 3 and the published ports' listeners from
+// descriptor 4 on, writes "ready" and then its decisions to standard
+// output, and exits 0 when the VMM closes the socket. It is started by
+// microagent, never by hand.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/microagent-dev/microagent/vmm/usernet"
+	"github.com/microagent-dev/microagent/vmm/usernet/stack"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", usernet.BinaryName, err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	// gvisor-tap-vsock's tap package logs every frame it cannot deliver;
+	// only its warnings and errors belong in the start error we report.
+	logrus.SetLevel(logrus.WarnLevel)
+	logrus.SetOutput(os.Stderr)
+
+	var cfg usernet.Config
+	dec := json.NewDecoder(io.LimitReader(os.Stdin, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return fmt.Errorf("reading the configuration on standard input: %w (this program is started by microagent)", err)
+	}
+	vmmEnd, err := net.FileConn(os.NewFile(3, "vmm"))
+	if err != nil {
+		return fmt.Errorf("descriptor 3 is not the VMM's socket: %w", err)
+	}
+	var listeners []net.Listener
+	for i := range cfg.GuestPorts {
+		l, err := net.FileListener(os.NewFile(uintptr(4+i), "published"))
+		if err != nil {
+			return fmt.Errorf("descriptor %d is not a published port's listener: %w", 4+i, err)
+		}
+		listeners = append(listeners, l)
+	}
+	n, err := stack.New(cfg, os.Stdout)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Println(usernet.ReadyLine); err != nil {
+		return err
+	}
+	return n.Serve(context.Background(), vmmEnd, listeners)
+}
