@@ -29,6 +29,9 @@ func main() {
 }
 
 func run() error {
+	if err := usernet.DropRoot(); err != nil {
+		return err
+	}
 	// gvisor-tap-vsock's tap package logs every frame it cannot deliver;
 	// only its warnings and errors belong in the start error we report.
 	logrus.SetLevel(logrus.WarnLevel)

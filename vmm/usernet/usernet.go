@@ -37,6 +37,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/internal/netproc"
 )
@@ -68,6 +70,33 @@ var GatewayMAC = net.HardwareAddr{0x52, 0x55, 0x0a, 0x00, 0x02, 0x02}
 
 // nobody is the user and group the helper runs as when started by root.
 const nobody = 65534
+
+// DropRoot is the helper's first step: started by root it becomes nobody
+// (no supplementary groups, no new privileges) and checks that it did, so
+// a guest's traffic is never handled with root's rights. Every socket it
+// needs is passed in, so it needs nothing of root.
+func DropRoot() error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	// The syscall package's Set* apply to every thread of the process.
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("drop groups: %w", err)
+	}
+	if err := syscall.Setgid(nobody); err != nil {
+		return fmt.Errorf("become group nobody: %w", err)
+	}
+	if err := syscall.Setuid(nobody); err != nil {
+		return fmt.Errorf("become nobody: %w", err)
+	}
+	if os.Geteuid() != nobody || os.Getegid() != nobody {
+		return fmt.Errorf("still uid %d gid %d after dropping root", os.Geteuid(), os.Getegid())
+	}
+	return nil
+}
 
 // Config is what the helper is told on its standard input.
 type Config struct {
@@ -243,10 +272,9 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 	if cfg.DieWithParent {
 		attr.Pdeathsig = syscall.SIGKILL
 	}
-	if os.Geteuid() == 0 {
-		// Root needs nothing of root here: every socket is passed in.
-		attr.Credential = &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}
-	}
+	// Started by root, the helper drops to nobody itself before it reads a
+	// byte (DropRoot): exec'ing it as nobody would need every folder on
+	// its path searchable by others, which a checkout under /root is not.
 	cmd.SysProcAttr = attr
 	// The decision log is drained before the helper is reaped (Wait closes
 	// the pipe); a failed exit comes with what it said.
@@ -260,9 +288,6 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 	}
 	if p.Process, err = netproc.Start("network helper", cmd, cfg.DieWithParent, drain, describe); err != nil {
 		ours.Close()
-		if attr.Credential != nil && errors.Is(err, os.ErrPermission) {
-			return nil, nil, fmt.Errorf("network helper: starting %s as nobody: %w: nobody must be able to run it (every directory on its path searchable by others, chmod o+x; or install microagent under /usr/local/bin)", bin, err)
-		}
 		return nil, nil, fmt.Errorf("network helper: starting %s: %w", bin, err)
 	}
 	if err := p.awaitReady(cfg.Log); err != nil {
