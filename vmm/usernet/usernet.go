@@ -260,6 +260,7 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 	defer theirs.Close() // the helper has its own copy once started
 
 	cmd := exec.Command(bin)
+	cmd.Env = vmm.ChildEnv() // nothing of the caller's: no backend token, no secret value
 	cmd.Stdin = strings.NewReader(string(confJSON))
 	cmd.ExtraFiles = append([]*os.File{theirs}, listeners...)
 	p := &Process{stderr: &headBuffer{max: 4 << 10}, logged: make(chan struct{})}
