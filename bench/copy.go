@@ -34,12 +34,26 @@ type copyResult struct {
 	treeTar []time.Duration
 }
 
+// copySection is section 9: `microagent cp` throughput both ways against
+// the same bytes streamed through exec stdin/stdout.
+type copySection struct{}
+
+func (copySection) usesWorkspaces() {}
+
+func (copySection) name() string { return "copy" }
+
+func (copySection) run(ctx context.Context, e *env) (err error) {
+	e.r.copy, err = measureCopy(ctx, e)
+	return err
+}
+
 // measureCopy creates and starts one workspace and times, round by round
 // (interleaved, after one uncounted round), the four transfers of a
-// sizeMiB random file, then a tree of small files. Every transfer is
+// -copy-mib random file, then a tree of small files. Every transfer is
 // checked (sha256 in the guest for one round, sizes for all).
-func measureCopy(ctx context.Context, e *wsEnv, tmp string, n, sizeMiB int) (*copyResult, error) {
+func measureCopy(ctx context.Context, e *env) (*copyResult, error) {
 	const name = "cpbench"
+	tmp, n, sizeMiB := e.tmp, e.opts.n, e.opts.copyMiB
 	if err := e.create(ctx, name, ""); err != nil {
 		return nil, err
 	}
@@ -183,8 +197,8 @@ func measureCopy(ctx context.Context, e *wsEnv, tmp string, n, sizeMiB int) (*co
 	return r, e.halt(ctx, name)
 }
 
-// renderCopySummary adds section 9 to the summary table.
-func renderCopySummary(b *report, r *results) {
+// summary adds section 9 to the summary table.
+func (copySection) summary(b *report, r *results) {
 	c := r.copy
 	if c == nil {
 		return
@@ -197,8 +211,8 @@ func renderCopySummary(b *report, r *results) {
 		c.size>>20, mbps(c.size, eo.median), mbps(c.size, co.median), speed(ratio(eo.median, co.median)), speed(ratio(eo.min, co.min)))
 }
 
-// renderCopy writes section 9.
-func renderCopy(b *report, r *results) {
+// report writes section 9.
+func (copySection) report(b *report, r *results) {
 	c := r.copy
 	if c == nil {
 		return

@@ -122,9 +122,13 @@ type rawBoot struct {
 
 // bootRaw boots the floor VM (trivial /init that prints a marker and powers
 // off) through the same backend and machine flags microagent uses.
-func bootRaw(ctx context.Context, b *qemu.Backend, vmlinux, initrd, dir string) (*rawBoot, error) {
+func bootRaw(ctx context.Context, e *env) (*rawBoot, error) {
 	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
 	defer cancel()
+	dir, err := e.vmDir()
+	if err != nil {
+		return nil, err
+	}
 	fifo := filepath.Join(dir, "serial.fifo")
 	con, err := newConsole(fifo)
 	if err != nil {
@@ -133,9 +137,9 @@ func bootRaw(ctx context.Context, b *qemu.Backend, vmlinux, initrd, dir string) 
 	defer con.Close()
 	self0, children0 := cpuTimes()
 	start := time.Now()
-	m, err := b.StartWith(ctx, qemu.MachineConfig{Config: vmm.Config{
-		Kernel:        vmlinux,
-		Initrd:        initrd,
+	m, err := e.backend.StartWith(ctx, qemu.MachineConfig{Config: vmm.Config{
+		Kernel:        e.vmlinux,
+		Initrd:        e.floorInitrd,
 		MemoryMiB:     qemu.DefaultMemoryMiB,
 		CPUs:          qemu.DefaultCPUs,
 		SerialLog:     fifo,
@@ -185,9 +189,13 @@ const echoSize = 64
 
 // bootEcho boots the echo floor VM, times boot to the first echo, then
 // measures n round trips of echoSize bytes through the host socket.
-func bootEcho(ctx context.Context, b *qemu.Backend, vmlinux, initrd, dir string, n int) (*echoBoot, error) {
+func bootEcho(ctx context.Context, e *env, n int) (*echoBoot, error) {
 	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
 	defer cancel()
+	dir, err := e.vmDir()
+	if err != nil {
+		return nil, err
+	}
 	fifo := filepath.Join(dir, "serial.fifo")
 	con, err := newConsole(fifo)
 	if err != nil {
@@ -195,9 +203,9 @@ func bootEcho(ctx context.Context, b *qemu.Backend, vmlinux, initrd, dir string,
 	}
 	defer con.Close()
 	start := time.Now()
-	m, err := b.StartWith(ctx, qemu.MachineConfig{Config: vmm.Config{
-		Kernel:        vmlinux,
-		Initrd:        initrd,
+	m, err := e.backend.StartWith(ctx, qemu.MachineConfig{Config: vmm.Config{
+		Kernel:        e.vmlinux,
+		Initrd:        e.floorInitrd,
 		Cmdline:       "benchmode=echo benchport=" + echoPortName,
 		MemoryMiB:     qemu.DefaultMemoryMiB,
 		CPUs:          qemu.DefaultCPUs,

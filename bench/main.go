@@ -4,7 +4,7 @@
 //
 //  1. a cold `microagent run IMAGE true` (runner.Run, image and root disk
 //     cached) against a raw QEMU boot of the same kernel to a trivial /init;
-//  2. runner.Prepare on a warm store, and the first Prepare for contrast;
+//  2. guestboot.Prepare on a warm store, and the first Prepare for contrast;
 //  3. exec round trips of `true` on a booted VM against raw 64-byte echoes
 //     over a bare virtio-serial port;
 //  4. root disk builds (rootfs.Build, tar2ext4) against tar -x + mkfs.ext4 -d;
@@ -37,7 +37,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -71,9 +70,6 @@ type options struct {
 	copyMiB     int
 	snapMiB     []int
 }
-
-// allSections are the -sections names, in report order.
-var allSections = []string{"run", "rootfs", "workspace", "density", "secrets", "network", "copy", "snapshot"}
 
 // has reports whether section s was selected.
 func (o options) has(s string) bool { return o.sections[s] }
@@ -224,60 +220,14 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	backend := qemu.New(qemu.Options{})
 	r.host = gatherHost(k)
-	vmDir := func() (string, error) { return os.MkdirTemp(tmp, "vm-") }
-
-	if o.has("run") {
-		if err := runSections123(ctx, r, h, backend, k.Vmlinux, floorInitrd, ref, agent, vmDir); err != nil {
-			return err
-		}
+	e := &env{
+		opts: o, r: r, root: root, tmp: tmp, h: h, reg: reg,
+		backend: qemu.New(qemu.Options{}), vmlinux: k.Vmlinux, floorInitrd: floorInitrd,
+		ref: ref, agent: agent,
 	}
-	if o.has("secrets") {
-		// The busybox image plus the fetch client, in its own repository
-		// so that the other sections' image stays as it was.
-		client, err := secretsClientBinary(ctx, root, tmp)
-		if err != nil {
-			return err
-		}
-		simg, err := secretsImage(client)
-		if err != nil {
-			return fmt.Errorf("secrets image: %w", err)
-		}
-		sref, err := reg.push(ctx, "bench/busybox-secrets", simg)
-		if err != nil {
-			return err
-		}
-		if err := runSecretsSection(ctx, r, h, backend, k.Vmlinux, floorInitrd, sref, agent, vmDir); err != nil {
-			return err
-		}
-	}
-	if o.has("network") {
-		srv, err := netServerBinary(ctx, root, tmp)
-		if err != nil {
-			return err
-		}
-		nimg, err := netImage(srv)
-		if err != nil {
-			return fmt.Errorf("network image: %w", err)
-		}
-		nref, err := reg.push(ctx, "bench/busybox-net", nimg)
-		if err != nil {
-			return err
-		}
-		if err := runNetSection(ctx, r, h, backend, k.Vmlinux, floorInitrd, nref, agent, vmDir); err != nil {
-			return err
-		}
-	}
-	if o.has("rootfs") {
-		if err := runSection4(ctx, r, tmp); err != nil {
-			return err
-		}
-	}
-	if o.has("workspace") || o.has("density") || o.has("copy") || o.has("snapshot") {
-		if err := runWorkspaceSections(ctx, r, root, h, backend, k.Vmlinux, floorInitrd, ref, agent, vmDir); err != nil {
-			return err
-		}
+	if err := e.runSelected(ctx); err != nil {
+		return err
 	}
 
 	r.loadEnd = loadAvg()
@@ -291,196 +241,6 @@ func run(ctx context.Context, o options) error {
 		}
 		logf("report written to %s", o.out)
 	}
-	return nil
-}
-
-// runWorkspaceSections runs sections 5, 6, 9 and 10 with a freshly built
-// microagent binary (the supervisors re-execute it; the CLI exec runs it).
-// Every workspace is killed and deleted on the way out, error or not.
-func runWorkspaceSections(ctx context.Context, r *results, root string, h home.Home, backend *qemu.Backend, vmlinux, floorInitrd, ref, agent string, vmDir func() (string, error)) error {
-	o := r.opts
-	exe := filepath.Join(r.tmp, "microagent")
-	logf("building the microagent binary (workspace supervisors, CLI exec)")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", exe, "./cmd/microagent")
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/microagent: %v\n%s", err, b)
-	}
-	e := &wsEnv{h: h, ref: ref, agent: agent, exe: exe}
-	defer e.cleanupAll()
-	if o.has("workspace") {
-		r.sampleLoad()
-		ws, err := measureWorkspace(ctx, e, backend, vmlinux, floorInitrd, vmDir, o.n, o.wsExecN)
-		if err != nil {
-			return fmt.Errorf("workspace section: %w", err)
-		}
-		r.ws = ws
-		r.sampleLoad()
-	}
-	if o.has("density") {
-		logf("density: up to %d tiny workspaces, bounded by %s", o.densityMax, o.densityTime)
-		d, err := measureDensity(ctx, e, o.densityMax, o.densityTime, time.Second)
-		if err != nil {
-			return fmt.Errorf("density section: %w", err)
-		}
-		r.density = d
-		r.sampleLoad()
-	}
-	if o.has("copy") {
-		r.sampleLoad()
-		c, err := measureCopy(ctx, e, r.tmp, o.n, o.copyMiB)
-		if err != nil {
-			return fmt.Errorf("copy section: %w", err)
-		}
-		r.copy = c
-		r.sampleLoad()
-	}
-	if o.has("snapshot") {
-		r.sampleLoad()
-		s, err := measureSnapshot(ctx, e, backend, vmDir, o.n, o.snapMiB)
-		if err != nil {
-			return fmt.Errorf("snapshot section: %w", err)
-		}
-		r.snap = s
-		r.sampleLoad()
-	}
-	return nil
-}
-
-// runSections123 runs sections 1-3: boots, Prepare, exec round trips.
-func runSections123(ctx context.Context, r *results, h home.Home, backend *qemu.Backend, vmlinux, floorInitrd, ref, agent string, vmDir func() (string, error)) error {
-	o := r.opts
-	// 2b. The first Prepare on a machine that has only the kernel: pull,
-	// root disk build, initramfs build. Each repetition gets a fresh state
-	// directory sharing the installed kernel.
-	logf("first Prepare x%d (fresh state directories)", o.n)
-	fresh := filepath.Join(r.tmp, "fresh")
-	if err := os.Mkdir(fresh, 0o700); err != nil {
-		return err
-	}
-	for i := 0; i < o.n; i++ {
-		fh, err := freshHome(h, fresh)
-		if err != nil {
-			return err
-		}
-		d, err := timePrepare(ctx, fh, ref, agent)
-		if err != nil {
-			return err
-		}
-		r.prepFirst = append(r.prepFirst, d)
-		os.RemoveAll(fh.Root)
-		if fh, err = freshHome(h, fresh); err != nil {
-			return err
-		}
-		s, err := timePrepareSteps(ctx, fh, ref, agent)
-		if err != nil {
-			return err
-		}
-		r.stepsFirst = append(r.stepsFirst, s)
-		os.RemoveAll(fh.Root)
-	}
-
-	// 1. Boots, interleaved so that load changes hit floor and target alike;
-	// round 0 warms the page cache and is not counted.
-	for i := 0; i <= o.n; i++ {
-		label := fmt.Sprintf("round %d/%d", i, o.n)
-		if i == 0 {
-			label = "warm-up round"
-		}
-		logf("boots, %s: raw boot, raw echo, runner.Run true", label)
-		r.sampleLoad()
-		dir, err := vmDir()
-		if err != nil {
-			return err
-		}
-		rb, err := bootRaw(ctx, backend, vmlinux, floorInitrd, dir)
-		if err != nil {
-			return err
-		}
-		if dir, err = vmDir(); err != nil {
-			return err
-		}
-		rtts := o.rttN
-		if i == 0 {
-			rtts = 10
-		}
-		eb, err := bootEcho(ctx, backend, vmlinux, floorInitrd, dir, rtts)
-		if err != nil {
-			return err
-		}
-		cr, err := runTrue(ctx, h, backend, ref, agent)
-		if err != nil {
-			return err
-		}
-		if i > 0 {
-			r.raw = append(r.raw, rb)
-			r.echo = append(r.echo, eb)
-			r.cold = append(r.cold, cr)
-		}
-		r.floorArgs = rb.args
-	}
-
-	// 2a. Prepare on a warm store (after one untimed call, which also lets
-	// the kernel and agent stamps settle).
-	logf("warm Prepare x%d", o.n)
-	r.sampleLoad()
-	if _, err := timePrepare(ctx, h, ref, agent); err != nil {
-		return err
-	}
-	for i := 0; i < o.n; i++ {
-		d, err := timePrepare(ctx, h, ref, agent)
-		if err != nil {
-			return err
-		}
-		r.prepWarm = append(r.prepWarm, d)
-		s, err := timePrepareSteps(ctx, h, ref, agent)
-		if err != nil {
-			return err
-		}
-		r.stepsWarm = append(r.stepsWarm, s)
-	}
-
-	// 3. Exec and hello round trips on one booted VM.
-	logf("exec VM: %d x exec true, %d x hello", o.execN, o.execN)
-	var err error
-	if r.channel, err = measureChannel(ctx, h, backend, ref, agent, o.execN); err != nil {
-		return fmt.Errorf("exec VM: %w", err)
-	}
-	return nil
-}
-
-// runSection4 runs section 4: root disk builds from one large tar.
-func runSection4(ctx context.Context, r *results, tmp string) error {
-	o := r.opts
-	mkfs := lookTool("mkfs.ext4")
-	if mkfs == "" {
-		return fmt.Errorf("mkfs.ext4 not found: install it with `apt-get install --no-install-recommends e2fsprogs`")
-	}
-	tarPath := filepath.Join(tmp, "layer.tar")
-	logf("writing a %d MB tar of %s", o.rootfsMB, o.rootfsSrc)
-	size, files, err := writeTreeTar(o.rootfsSrc, tarPath, o.rootfsMB*1_000_000)
-	if err != nil {
-		return err
-	}
-	r.tarSize, r.tarFiles = size, int64(files)
-	layer, err := newFileLayer(tarPath)
-	if err != nil {
-		return err
-	}
-	rdir := filepath.Join(tmp, "rootfs-bench")
-	if err := os.Mkdir(rdir, 0o700); err != nil {
-		return err
-	}
-	for i := 0; i < o.n; i++ {
-		logf("root disk builds, round %d/%d", i+1, o.n)
-		r.sampleLoad()
-		rr, err := measureRootfs(ctx, tarPath, size, layer, rdir, mkfs)
-		if err != nil {
-			return err
-		}
-		r.rootfs = append(r.rootfs, rr)
-	}
-	os.Remove(tarPath)
 	return nil
 }
 

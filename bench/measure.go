@@ -15,8 +15,6 @@ import (
 	"github.com/Microsoft/hcsshim/ext4/tar2ext4"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"golang.org/x/sys/unix"
-
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/home"
@@ -27,6 +25,7 @@ import (
 	"github.com/microagent-dev/microagent/rootfs"
 	"github.com/microagent-dev/microagent/runner"
 	"github.com/microagent-dev/microagent/vmm"
+	"golang.org/x/sys/unix"
 )
 
 // timedBackend wraps the real backend to timestamp, from outside
@@ -72,15 +71,16 @@ type coldRun struct {
 }
 
 // runTrue is `microagent run IMAGE true` as a library call.
-func runTrue(ctx context.Context, h home.Home, b vmm.Backend, ref, agent string) (*coldRun, error) {
+func runTrue(ctx context.Context, e *env) (*coldRun, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	tb := &timedBackend{Backend: b}
+	ref := e.ref
+	tb := &timedBackend{Backend: e.backend}
 	var stderr bytes.Buffer
 	self0, children0 := cpuTimes()
 	start := time.Now()
-	res, err := runner.Run(ctx, h, runner.Options{
-		PrepareOptions: guestboot.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: agent},
+	res, err := runner.Run(ctx, e.h, runner.Options{
+		PrepareOptions: guestboot.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: e.agent},
 		Backend:        tb,
 		Command:        []string{"true"},
 		Stdout:         io.Discard,
@@ -109,7 +109,7 @@ func runTrue(ctx context.Context, h home.Home, b vmm.Backend, ref, agent string)
 	}, nil
 }
 
-// prepareSteps times the steps of runner.Prepare one by one.
+// prepareSteps times the steps of guestboot.Prepare one by one.
 type prepareSteps struct {
 	kernel, image, rootfs, initramfs time.Duration
 }
@@ -168,21 +168,21 @@ type channelResult struct {
 	helloCPU, execCPU time.Duration
 }
 
-// bootExecVM boots one VM as runner.Run does (default profile, a fresh
-// writable disk) and returns it with its Hello request; cleanup kills it and
-// removes its folder.
-func bootExecVM(ctx context.Context, h home.Home, b vmm.Backend, ref, agent string) (vm *microvm.VM, hello channel.HelloRequest, cleanup func(), err error) {
-	parts, err := guestboot.Prepare(ctx, h, guestboot.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: agent})
+// bootVM boots one VM of image ref as runner.Run does (default profile,
+// a fresh writable disk, network n: nil for none) and returns it with its
+// Hello request; cleanup kills it and removes its folder.
+func bootVM(ctx context.Context, e *env, ref string, n *vmm.Network) (vm *microvm.VM, hello channel.HelloRequest, cleanup func(), err error) {
+	parts, err := guestboot.Prepare(ctx, e.h, guestboot.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: e.agent})
 	if err != nil {
 		return nil, hello, nil, err
 	}
-	dir, err := os.MkdirTemp(h.Path(), "vm-")
+	dir, err := os.MkdirTemp(e.h.Path(), "vm-")
 	if err != nil {
 		return nil, hello, nil, err
 	}
 	rw := filepath.Join(dir, "rw.ext4")
 	def := guestboot.Profiles[guestboot.DefaultProfile]
-	if err := rootfs.NewWritableDisk(ctx, h, rw, def.DiskBytes); err != nil {
+	if err := rootfs.NewWritableDisk(ctx, e.h, rw, def.DiskBytes); err != nil {
 		os.RemoveAll(dir)
 		return nil, hello, nil, err
 	}
@@ -192,8 +192,11 @@ func bootExecVM(ctx context.Context, h home.Home, b vmm.Backend, ref, agent stri
 		User:       parts.Image.Config.User,
 		WorkingDir: parts.Image.Config.WorkingDir,
 	}
+	if n != nil {
+		hello.Network = guestboot.GuestNetwork(n, hello.Hostname)
+	}
 	vm, err = microvm.Boot(ctx, microvm.Options{
-		Backend:       b,
+		Backend:       e.backend,
 		Kernel:        parts.Kernel.Vmlinux,
 		Initrd:        parts.Initramfs,
 		RootDisk:      parts.RootDisk,
@@ -203,6 +206,7 @@ func bootExecVM(ctx context.Context, h home.Home, b vmm.Backend, ref, agent stri
 		RuntimeDir:    dir,
 		SerialLog:     filepath.Join(dir, "console.log"),
 		DieWithParent: true,
+		Network:       n,
 		Hello:         hello,
 	})
 	if err != nil {
@@ -214,8 +218,9 @@ func bootExecVM(ctx context.Context, h home.Home, b vmm.Backend, ref, agent stri
 
 // measureChannel boots one VM as runner.Run does and times Hello and
 // Exec(["true"]) round trips on it.
-func measureChannel(ctx context.Context, h home.Home, b vmm.Backend, ref, agent string, n int) (*channelResult, error) {
-	vm, hello, cleanup, err := bootExecVM(ctx, h, b, ref, agent)
+func measureChannel(ctx context.Context, e *env) (*channelResult, error) {
+	n := e.opts.execN
+	vm, hello, cleanup, err := bootVM(ctx, e, e.ref, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -292,11 +297,22 @@ type rootfsRound struct {
 	buildSize int64         // size of the ext4 rootfs.Build wrote (apparent)
 }
 
-// measureRootfs builds the same tar into ext4 with rootfs.Build, tar2ext4
+// rootfsInput is what each round builds from: the tar (and the same bytes
+// as an image layer), a scratch folder and the mkfs.ext4 to compare with.
+type rootfsInput struct {
+	tarPath string
+	tarSize int64
+	layer   *fileLayer
+	dir     string
+	mkfs    string
+}
+
+// measure builds the same tar into ext4 with rootfs.Build, tar2ext4
 // alone, and tar -x followed by mkfs.ext4 -d.
-func measureRootfs(ctx context.Context, tarPath string, tarSize int64, layer *fileLayer, dir, mkfs string) (*rootfsRound, error) {
+func (in *rootfsInput) measure(ctx context.Context) (*rootfsRound, error) {
+	tarPath, tarSize, dir, mkfs := in.tarPath, in.tarSize, in.dir, in.mkfs
 	var r rootfsRound
-	img, err := mutate.AppendLayers(empty.Image, layer)
+	img, err := mutate.AppendLayers(empty.Image, in.layer)
 	if err != nil {
 		return nil, err
 	}

@@ -5,21 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
 	"github.com/microagent-dev/microagent/bench/netpeer"
 	"github.com/microagent-dev/microagent/channel"
-	"github.com/microagent-dev/microagent/guestboot"
-	"github.com/microagent-dev/microagent/home"
-	"github.com/microagent-dev/microagent/image"
-	"github.com/microagent-dev/microagent/internal/imagebuild"
-	"github.com/microagent-dev/microagent/microvm"
-	"github.com/microagent-dev/microagent/rootfs"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 )
@@ -41,27 +32,6 @@ type netResult struct {
 	provider string
 }
 
-// netImage is the busybox image with one more layer holding the server.
-func netImage(serverBin string) (v1.Image, error) {
-	bin, err := os.ReadFile(serverBin)
-	if err != nil {
-		return nil, err
-	}
-	base, err := imagebuild.BaseEntries()
-	if err != nil {
-		return nil, err
-	}
-	srv := []imagebuild.Entry{imagebuild.File(strings.TrimPrefix(netServerPath, "/"), string(bin), 0o755, 0, 0)}
-	return imagebuild.Build(v1.Config{Env: []string{imagebuild.DefaultPath}, Cmd: []string{"/bin/sh"}}, base, srv)
-}
-
-// netServerBinary builds the guest's transfer server into dir.
-func netServerBinary(ctx context.Context, root, dir string) (string, error) {
-	p := filepath.Join(dir, "netserver")
-	logf("building the guest's transfer server")
-	return p, buildStatic(ctx, root, "./bench/netserver", p)
-}
-
 // publish returns a forward of a free host port to the guest's server.
 func publish() (*vmm.Network, error) {
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -78,11 +48,21 @@ func hostAddr(n *vmm.Network) string {
 	return fmt.Sprintf("%s:%d", f.HostIP, f.HostPort)
 }
 
-// runNetSection runs section 8: the same transfers over a host loopback
-// pair, through a raw QEMU (the same user network, bare init) and through a microagent VM's
-// published port, interleaved round by round; round 0 is a warm-up.
-func runNetSection(ctx context.Context, r *results, h home.Home, backend *qemu.Backend, vmlinux, floorInitrd, ref, agent string, vmDir func() (string, error)) error {
-	o := r.opts
+// netSection is section 8: TCP throughput through a published port.
+type netSection struct{}
+
+func (netSection) name() string { return "network" }
+
+// run times the same transfers over a host loopback pair, through a raw
+// QEMU (the same user network, bare init) and through a microagent VM's
+// published port (the busybox image plus the transfer server, run by
+// exec), interleaved round by round; round 0 is a warm-up.
+func (netSection) run(ctx context.Context, e *env) error {
+	o, r := e.opts, e.r
+	ref, err := e.imageWith(ctx, "the guest's transfer server", "./bench/netserver", netServerPath, "bench/busybox-net")
+	if err != nil {
+		return err
+	}
 	res := &netResult{bytes: int64(o.netMB) << 20}
 
 	// Floor 1: the host's loopback, no VM.
@@ -100,11 +80,11 @@ func runNetSection(ctx context.Context, r *results, h home.Home, backend *qemu.B
 	if err != nil {
 		return err
 	}
-	dir, err := vmDir()
+	dir, err := e.vmDir()
 	if err != nil {
 		return err
 	}
-	res.provider = backend.UserNetwork().Provider
+	res.provider = e.backend.UserNetwork().Provider
 	logf("network: booting the raw floor VM (%s, bare init)", res.provider)
 	fifo := filepath.Join(dir, "serial.fifo")
 	con, err := newConsole(fifo)
@@ -114,9 +94,9 @@ func runNetSection(ctx context.Context, r *results, h home.Home, backend *qemu.B
 	defer con.Close()
 	bctx, cancel := context.WithTimeout(ctx, bootTimeout)
 	defer cancel()
-	m, err := backend.StartWith(bctx, qemu.MachineConfig{Config: vmm.Config{
-		Kernel:        vmlinux,
-		Initrd:        floorInitrd,
+	m, err := e.backend.StartWith(bctx, qemu.MachineConfig{Config: vmm.Config{
+		Kernel:        e.vmlinux,
+		Initrd:        e.floorInitrd,
 		Cmdline:       "benchmode=net",
 		MemoryMiB:     qemu.DefaultMemoryMiB,
 		CPUs:          qemu.DefaultCPUs,
@@ -145,7 +125,7 @@ func runNetSection(ctx context.Context, r *results, h home.Home, backend *qemu.B
 		return err
 	}
 	logf("network: booting the microagent VM with a published port")
-	vm, cleanup, err := bootNetVM(ctx, h, backend, ref, agent, maNet)
+	vm, _, cleanup, err := bootVM(ctx, e, ref, maNet)
 	if err != nil {
 		return fmt.Errorf("network VM: %w", err)
 	}
@@ -193,7 +173,6 @@ func runNetSection(ctx context.Context, r *results, h home.Home, backend *qemu.B
 		}
 	}
 	r.net = res
-	r.sampleLoad()
 	return nil
 }
 
@@ -206,45 +185,4 @@ func netArgsOf(args []string) []string {
 		}
 	}
 	return out
-}
-
-// bootNetVM boots a VM as runner.Run does with network n (the same RAM and
-// CPUs as the floor VM).
-func bootNetVM(ctx context.Context, h home.Home, b vmm.Backend, ref, agent string, n *vmm.Network) (*microvm.VM, func(), error) {
-	parts, err := guestboot.Prepare(ctx, h, guestboot.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: agent})
-	if err != nil {
-		return nil, nil, err
-	}
-	dir, err := os.MkdirTemp(h.Path(), "vm-")
-	if err != nil {
-		return nil, nil, err
-	}
-	rw := filepath.Join(dir, "rw.ext4")
-	if err := rootfs.NewWritableDisk(ctx, h, rw, guestboot.Profiles[guestboot.DefaultProfile].DiskBytes); err != nil {
-		os.RemoveAll(dir)
-		return nil, nil, err
-	}
-	vm, err := microvm.Boot(ctx, microvm.Options{
-		Backend:       b,
-		Kernel:        parts.Kernel.Vmlinux,
-		Initrd:        parts.Initramfs,
-		RootDisk:      parts.RootDisk,
-		WritableDisk:  rw,
-		MemoryMiB:     qemu.DefaultMemoryMiB,
-		CPUs:          qemu.DefaultCPUs,
-		RuntimeDir:    dir,
-		SerialLog:     filepath.Join(dir, "console.log"),
-		DieWithParent: true,
-		Network:       n,
-		Hello: channel.HelloRequest{
-			Hostname: "microagent",
-			Env:      parts.Image.Config.Env,
-			Network:  guestboot.GuestNetwork(n, "microagent"),
-		},
-	})
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, nil, err
-	}
-	return vm, func() { vm.Kill(); os.RemoveAll(dir) }, nil
 }

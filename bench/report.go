@@ -57,37 +57,6 @@ func render(r *results) string {
 	o := r.opts
 	h := r.host
 
-	rawExit := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.exit }))
-	var rtts []time.Duration
-	for _, e := range r.echo {
-		rtts = append(rtts, e.rtts...)
-	}
-	echo := summarize(rtts)
-	coldTotal := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.total }))
-	warm := summarize(r.prepWarm)
-	ch := r.channel
-	if ch == nil {
-		ch = &channelResult{}
-	}
-	execS := summarize(ch.exec)
-	build := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.build }))
-	classic := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.untar + x.mkfs }))
-
-	rawCPU := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.cpu }))
-	coldCPU := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.cpu }))
-	var echoCPU time.Duration
-	for _, e := range r.echo {
-		echoCPU += e.rttCPU
-	}
-	perEcho := perOp(echoCPU, len(rtts))
-	perExec := perOp(ch.execCPU, len(ch.exec))
-
-	bootRatio := ratio(coldTotal.median, rawExit.median)
-	execRatio50 := ratio(execS.median, echo.median)
-	execRatio99 := ratio(execS.p99, echo.p99)
-	buildMBs := mbps(r.tarSize, build.median)
-	classicMBs := mbps(r.tarSize, classic.median)
-
 	b.f("# microagent performance\n\n")
 	b.f("Produced by `make bench` (`go run ./bench -out docs/performance.md`) on %s, in %s.\n",
 		r.startedAt.UTC().Format("2006-01-02 15:04 MST"), r.wall.Round(time.Second))
@@ -111,51 +80,31 @@ func render(r *results) string {
 
 	b.f("## Summary\n\n")
 	b.f("| Measurement | Floor (median) | microagent (median) | Ratio of medians | Ratio of minima | CPU-time ratio | Goal | Met (medians) |\n|---|--:|--:|--:|--:|--:|---|---|\n")
-	if o.has("run") {
-		b.f("| 1. cold `run busybox true` vs raw QEMU boot to a trivial init | %s | %s | %s | %s | %s | ≤ 1.3x | %s |\n",
-			dur(rawExit.median), dur(coldTotal.median), x(bootRatio), x(ratio(coldTotal.min, rawExit.min)),
-			x(ratio(coldCPU.median, rawCPU.median)), verdict(bootRatio, 1.3))
-		b.f("| 2. `Prepare` on a warm store | — | %s | — | — | — | ≤ 100 ms | %s |\n",
-			dur(warm.median), verdict(float64(warm.median), float64(100*time.Millisecond)))
-		b.f("| 3. exec `true` round trip vs raw 64 B echo, p50 | %s | %s | %s | %s | %s | ≤ 2x | %s |\n",
-			dur(echo.median), dur(execS.median), x(execRatio50), x(ratio(execS.min, echo.min)),
-			x(ratio(perExec, perEcho)), verdict(execRatio50, 2))
-		b.f("| 3. same, p99 | %s | %s | %s | — | — | ≤ 2x | %s |\n",
-			dur(echo.p99), dur(execS.p99), x(execRatio99), verdict(execRatio99, 2))
+	for _, name := range allSections {
+		if o.has(name) {
+			sectionNamed(name).summary(&b, r)
+		}
 	}
-	if o.has("rootfs") {
-		b.f("| 4. root disk build throughput vs `tar -x` + `mkfs.ext4 -d` | %.0f MB/s | %.0f MB/s | %s | %s | — | — | — |\n",
-			classicMBs, buildMBs, speed(buildMBs/classicMBs), speed(ratio(classic.min, build.min)))
-	}
-	renderWorkspaceSummary(&b, r)
-	renderSecretsSummary(&b, r)
-	renderNetSummary(&b, r)
-	renderCopySummary(&b, r)
-	renderSnapSummary(&b, r)
 	b.f("\n")
 	b.f("Goals are judged on wall-time medians, as specified. Other work on the host only ever adds time, so\n")
 	b.f("on a busy host the ratio of minima and the CPU-time ratio (CPU used by QEMU and the harness, which\n")
 	b.f("other tenants barely change) are the steadier comparisons. The 1-minute load average ranged %s\n", r.loadRange())
 	b.f("during the run.\n\n")
 
-	if o.has("run") {
-		renderRun(&b, r)
+	for _, name := range allSections {
+		if o.has(name) {
+			sectionNamed(name).report(&b, r)
+		}
 	}
-	if o.has("rootfs") {
-		renderRootfs(&b, r)
-	}
-	renderWorkspace(&b, r)
-	renderDensity(&b, r)
-	renderSecrets(&b, r)
-	renderNet(&b, r)
-	renderCopy(&b, r)
-	renderSnap(&b, r)
 	return b.String()
 }
 
-// renderRun writes sections 1-3.
-func renderRun(b *report, r *results) {
-	rawExit := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.exit }))
+// report writes sections 1-3.
+func (runSection) report(b *report, r *results) {
+	f := runFiguresOf(r)
+	rawExit, echo, coldTotal, warm, execS := f.rawExit, f.echo, f.coldTotal, f.warm, f.execS
+	rawCPU, coldCPU, perEcho, perExec := f.rawCPU, f.coldCPU, f.perEcho, f.perExec
+	bootRatio, execRatio50, execRatio99 := f.bootRatio, f.execRatio50, f.execRatio99
 	rawMarker := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.marker }))
 	rawQMP := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.qmp }))
 	rawGuest := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.guest }))
@@ -163,33 +112,15 @@ func renderRun(b *report, r *results) {
 	echoReady := summarize(collect(r.echo, func(x *echoBoot) time.Duration { return x.ready }))
 	echoMods := summarize(collect(r.echo, func(x *echoBoot) time.Duration { return x.modules - x.guest }))
 	echoPort := summarize(collect(r.echo, func(x *echoBoot) time.Duration { return x.port - x.modules }))
-	var rtts []time.Duration
-	for _, e := range r.echo {
-		rtts = append(rtts, e.rtts...)
-	}
-	echo := summarize(rtts)
-	coldTotal := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.total }))
 	coldPrep := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.prepare }))
 	coldVMM := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.vmmStart }))
 	coldBoot := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.boot }))
 	coldExec := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.exec }))
 	coldDown := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.teardown }))
-	warm := summarize(r.prepWarm)
 	first := summarize(r.prepFirst)
 	ch := r.channel
-	execS, helloS := summarize(ch.exec), summarize(ch.hello)
-	rawCPU := summarize(collect(r.raw, func(x *rawBoot) time.Duration { return x.cpu }))
-	coldCPU := summarize(collect(r.cold, func(x *coldRun) time.Duration { return x.cpu }))
-	var echoCPU time.Duration
-	for _, e := range r.echo {
-		echoCPU += e.rttCPU
-	}
-	perEcho := perOp(echoCPU, len(rtts))
+	helloS := summarize(ch.hello)
 	perHello := perOp(ch.helloCPU, len(ch.hello))
-	perExec := perOp(ch.execCPU, len(ch.exec))
-	bootRatio := ratio(coldTotal.median, rawExit.median)
-	execRatio50 := ratio(execS.median, echo.median)
-	execRatio99 := ratio(execS.p99, echo.p99)
 
 	b.f("## 1. Cold run vs raw boot\n\n")
 	b.f("Floor: the installed kernel booted by the same backend (`qemu.Backend.StartWith`, same machine flags)\n")
@@ -277,11 +208,10 @@ func renderRun(b *report, r *results) {
 	b.f("Mean CPU per round trip: exec/echo %s, hello/echo %s (from /proc/PID/stat, 10 ms ticks, summed over\n",
 		x(ratio(perExec, perEcho)), x(ratio(perHello, perEcho)))
 	b.f("all round trips).\n\n")
-
 }
 
-// renderRootfs writes section 4.
-func renderRootfs(b *report, r *results) {
+// report writes section 4.
+func (rootfsSection) report(b *report, r *results) {
 	o := r.opts
 	build := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.build }))
 	conv := summarize(collect(r.rootfs, func(x *rootfsRound) time.Duration { return x.tar2ext4 }))

@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// renderNetSummary adds section 8 to the summary table.
-func renderNetSummary(b *report, r *results) {
+// summary adds section 8 to the summary table.
+func (netSection) summary(b *report, r *results) {
 	n := r.net
 	if n == nil {
 		return
@@ -25,8 +25,8 @@ func renderNetSummary(b *report, r *results) {
 	}
 }
 
-// renderNet writes section 8.
-func renderNet(b *report, r *results) {
+// report writes section 8.
+func (netSection) report(b *report, r *results) {
 	n := r.net
 	if n == nil {
 		return

@@ -16,8 +16,8 @@ func (r *results) secretsEcho() (stat, string) {
 	return summarize(rtts), from
 }
 
-// renderSecretsSummary adds section 7 to the summary table.
-func renderSecretsSummary(b *report, r *results) {
+// summary adds section 7 to the summary table.
+func (secretsSection) summary(b *report, r *results) {
 	s := r.secrets
 	if s == nil {
 		return
@@ -33,8 +33,8 @@ func renderSecretsSummary(b *report, r *results) {
 		s.count, dur(s0.median), dur(sn.median), x(ratio(sn.median, s0.median)), x(ratio(sn.min, s0.min)))
 }
 
-// renderSecrets writes section 7.
-func renderSecrets(b *report, r *results) {
+// report writes section 7.
+func (secretsSection) report(b *report, r *results) {
 	s := r.secrets
 	if s == nil {
 		return

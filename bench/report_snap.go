@@ -43,8 +43,8 @@ func (s *snapSize) floorReady() []time.Duration {
 	return out
 }
 
-// renderSnapSummary adds section 10 to the summary table.
-func renderSnapSummary(b *report, r *results) {
+// summary adds section 10 to the summary table.
+func (snapshotSection) summary(b *report, r *results) {
 	sr := r.snap
 	if sr == nil {
 		return
@@ -69,8 +69,8 @@ func renderSnapSummary(b *report, r *results) {
 	}
 }
 
-// renderSnap writes section 10.
-func renderSnap(b *report, r *results) {
+// report writes section 10.
+func (snapshotSection) report(b *report, r *results) {
 	sr := r.snap
 	if sr == nil || len(sr.sizes) == 0 {
 		return

@@ -27,8 +27,8 @@ func mib(n int64) string {
 	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 }
 
-// renderWorkspaceSummary adds sections 5 and 6 to the summary table.
-func renderWorkspaceSummary(b *report, r *results) {
+// summary adds section 5 to the summary table.
+func (workspaceSection) summary(b *report, r *results) {
 	if w := r.ws; w != nil {
 		raw := summarize(collect(w.raw, func(x *rawBoot) time.Duration { return x.exit }))
 		st := summarize(w.start)
@@ -44,18 +44,10 @@ func renderWorkspaceSummary(b *report, r *results) {
 				mib(m.beyond()), verdict(float64(m.beyond()), memGoal))
 		}
 	}
-	if d := r.density; d != nil {
-		met := "**no**"
-		if d.count >= d.goal {
-			met = "**yes**"
-		}
-		b.f("| 6. density: idle %d MiB workspaces, each answering `exec true` within 1 s | — | %d running | — | — | — | %d | %s |\n",
-			d.memoryMiB, d.count, d.goal, met)
-	}
 }
 
-// renderWorkspace writes section 5.
-func renderWorkspace(b *report, r *results) {
+// report writes section 5.
+func (workspaceSection) report(b *report, r *results) {
 	w := r.ws
 	if w == nil {
 		return
@@ -152,64 +144,6 @@ func renderWorkspace(b *report, r *results) {
 			b.f("every VM booting the same file: VmRSS counts it in full for each, Pss divides it among them.\n")
 		}
 	}
-}
-
-// renderDensity writes section 6.
-func renderDensity(b *report, r *results) {
-	d := r.density
-	if d == nil {
-		return
-	}
-	b.f("\n## 6. Density: idle workspaces side by side\n\n")
-	b.f("Workspaces of the busybox image, profile tiny (%d MiB, 1 vCPU), created and started one after\n", d.memoryMiB)
-	b.f("another. After each start every running workspace is asked, **in sequence** (one after another,\n")
-	b.f("through `workspace.Exec`), to `exec true`; each must answer within 1 s. The loop stops at the first\n")
-	b.f("failure (start or check), at %d (the goal), or after %s. Then all are halted (4 at a time) and\n", d.goal, r.opts.densityTime)
-	b.f("deleted.\n\n")
-	b.f("| | |\n|---|---|\n")
-	met := "**no**"
-	if d.count >= d.goal {
-		met = "**yes**"
-	}
-	b.f("| **Running, all answering within 1 s** | **%d** (goal %d: %s) |\n", d.count, d.goal, met)
-	b.f("| Stopped because | %s |\n", d.stopReason)
-	b.f("| Time (first create → last check) | %s |\n", d.elapsed.Round(100*time.Millisecond))
-	if len(d.starts) > 0 {
-		ss := summarize(d.starts)
-		b.f("| `workspace.Start` | first %s, last %s; median %s, max %s |\n",
-			dur(d.starts[0]), dur(d.starts[len(d.starts)-1]), dur(ss.median), dur(ss.max))
-	}
-	if len(d.checkMax) > 0 {
-		b.f("| Slowest `exec true` of a check round | first round %s, last round %s, worst %s |\n",
-			dur(d.checkMax[0]), dur(d.checkMax[len(d.checkMax)-1]), dur(summarize(d.checkMax).max))
-	}
-	b.f("| Host load average at the end (1/5/15 min) | %s |\n", d.loadEnd)
-	b.f("| Host MemAvailable | %s before, %s at the end |\n", mib(d.memAvailStart), mib(d.memAvailEnd))
-	if n := int64(len(d.mems)); n > 0 {
-		var rss, pss, ram, beyond, tcg int64
-		pssOK := true
-		for _, m := range d.mems {
-			rss += m.supRSS + m.qemuRSS + m.passtRSS
-			if m.supPss < 0 || m.qemuPss < 0 {
-				pssOK = false
-			}
-			pss += m.supPss + m.qemuPss + m.passtRSS
-			ram += m.ramRSS
-			beyond += m.beyond()
-			tcg += max(m.tcgRSS, 0)
-		}
-		b.f("| VmRSS of all supervisors + QEMUs + passts (%d workspaces) | %s (mean %s each) |\n", n, mib(rss), mib(rss/n))
-		if pssOK {
-			b.f("| Pss of the same (passt by VmRSS) | %s (mean %s each) |\n", mib(pss), mib(pss/n))
-		}
-		b.f("| of which guest RAM resident (Rss of the RAM mappings) | %s (mean %s each) |\n", mib(ram), mib(ram/n))
-		b.f("| Beyond guest RAM, mean per workspace (VmRSS − RAM Rss) | %s |\n", mib(beyond/n))
-		if pssOK {
-			b.f("| Beyond guest RAM, mean per workspace (Pss − RAM Rss) | %s |\n", mib((pss-ram)/n))
-		}
-		b.f("| of which TCG translated-code buffer, mean | %s |\n", mib(tcg/n))
-	}
-	b.f("| Halt of all (4 at a time) | %s |\n", d.haltAll.Round(100*time.Millisecond))
 }
 
 // pairs zips two equally long sample lists.

@@ -7,23 +7,15 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
 	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/conduit"
-	"github.com/microagent-dev/microagent/home"
-	"github.com/microagent-dev/microagent/internal/imagebuild"
 	"github.com/microagent-dev/microagent/secrets"
-	"github.com/microagent-dev/microagent/vmm"
-	"github.com/microagent-dev/microagent/vmm/qemu"
 )
 
 // secretsClientPath is where the fetch client lives in the secrets image.
@@ -49,21 +41,6 @@ type secretsResult struct {
 	count                    int
 }
 
-// secretsImage is the busybox image with one more layer holding the fetch
-// client.
-func secretsImage(clientBin string) (v1.Image, error) {
-	bin, err := os.ReadFile(clientBin)
-	if err != nil {
-		return nil, err
-	}
-	base, err := imagebuild.BaseEntries()
-	if err != nil {
-		return nil, err
-	}
-	client := []imagebuild.Entry{imagebuild.File(strings.TrimPrefix(secretsClientPath, "/"), string(bin), 0o755, 0, 0)}
-	return imagebuild.Build(v1.Config{Env: []string{imagebuild.DefaultPath}, Cmd: []string{"/bin/sh"}}, base, client)
-}
-
 // mapEnv is a secrets.LookupEnv over a map, so that the benchmark's values
 // never enter the process environment.
 func mapEnv(m map[string]string) secrets.LookupEnv {
@@ -76,21 +53,26 @@ func benchValue(i int) string {
 	return hex.EncodeToString(s[:])[:secretSize]
 }
 
-// runSecretsSection runs section 7 on ref (the busybox image plus the
-// fetch client).
-func runSecretsSection(ctx context.Context, r *results, h home.Home, backend *qemu.Backend, vmlinux, floorInitrd, ref, agent string, vmDir func() (string, error)) error {
-	o := r.opts
+// secretsSection is section 7: on-demand fetches and start to ready with
+// materialized secrets.
+type secretsSection struct{}
+
+func (secretsSection) name() string { return "secrets" }
+
+// run measures on the busybox image plus the fetch client.
+func (secretsSection) run(ctx context.Context, e *env) error {
+	o, r := e.opts, e.r
+	ref, err := e.imageWith(ctx, "the guest's secrets fetch client", "./bench/secretsclient", secretsClientPath, "bench/busybox-secrets")
+	if err != nil {
+		return err
+	}
 	s := &secretsResult{count: o.secretsN}
 	if len(r.echo) == 0 {
 		// The echo floor is measured in this run either way: by section
 		// 3's boots, or here (one warm-up boot, then one counted).
 		for i := 0; i < 2; i++ {
 			logf("secrets: echo floor boot %d/2 (%d echoes)", i+1, o.rttN)
-			dir, err := vmDir()
-			if err != nil {
-				return err
-			}
-			eb, err := bootEcho(ctx, backend, vmlinux, floorInitrd, dir, o.rttN)
+			eb, err := bootEcho(ctx, e, o.rttN)
 			if err != nil {
 				return err
 			}
@@ -101,8 +83,8 @@ func runSecretsSection(ctx context.Context, r *results, h home.Home, backend *qe
 	}
 	logf("secrets: %d on-demand fetches from inside one VM", o.fetchN)
 	r.sampleLoad()
-	if err := measureFetch(ctx, s, h, backend, ref, agent, o.fetchN); err != nil {
-		return fmt.Errorf("secrets section, on-demand fetch: %w", err)
+	if err := measureFetch(ctx, e, ref, s); err != nil {
+		return fmt.Errorf("on-demand fetch: %w", err)
 	}
 	// Start with 0 and with count secrets, interleaved; round 0 is a
 	// warm-up and not counted.
@@ -116,20 +98,20 @@ func runSecretsSection(ctx context.Context, r *results, h home.Home, backend *qe
 			err = many.Add(d)
 		}
 		if err != nil {
-			return fmt.Errorf("secrets section: declaration %d: %w", i, err)
+			return fmt.Errorf("declaration %d: %w", i, err)
 		}
 	}
-	env := mapEnv(vals)
+	lookup := mapEnv(vals)
 	for i := 0; i <= o.n; i++ {
 		logf("secrets: start to ready, 0 vs %d secrets, round %d/%d", o.secretsN, i, o.n)
 		r.sampleLoad()
-		t0, _, err := startWithSecrets(ctx, h, backend, ref, agent, none, env, 0)
+		t0, _, err := startWithSecrets(ctx, e, ref, secretSet{decls: none, env: lookup})
 		if err != nil {
-			return fmt.Errorf("secrets section, start with no secrets: %w", err)
+			return fmt.Errorf("start with no secrets: %w", err)
 		}
-		tn, dn, err := startWithSecrets(ctx, h, backend, ref, agent, many, env, o.secretsN)
+		tn, dn, err := startWithSecrets(ctx, e, ref, secretSet{decls: many, env: lookup, want: o.secretsN})
 		if err != nil {
-			return fmt.Errorf("secrets section, start with %d secrets: %w", o.secretsN, err)
+			return fmt.Errorf("start with %d secrets: %w", o.secretsN, err)
 		}
 		if i > 0 {
 			s.start0 = append(s.start0, t0)
@@ -138,14 +120,15 @@ func runSecretsSection(ctx context.Context, r *results, h home.Home, backend *qe
 		}
 	}
 	r.secrets = s
-	r.sampleLoad()
 	return nil
 }
 
-// measureFetch boots one VM as measureChannel does, declares one on-demand
-// secret as runner.Run would, and runs the fetch client once.
-func measureFetch(ctx context.Context, s *secretsResult, h home.Home, b vmm.Backend, ref, agent string, n int) error {
-	vm, _, cleanup, err := bootExecVM(ctx, h, b, ref, agent)
+// measureFetch boots one VM of ref as measureChannel does, declares one
+// on-demand secret as runner.Run would, and runs the fetch client once
+// (-fetch-n fetches), into s.
+func measureFetch(ctx context.Context, e *env, ref string, s *secretsResult) error {
+	n := e.opts.fetchN
+	vm, _, cleanup, err := bootVM(ctx, e, ref, nil)
 	if err != nil {
 		return err
 	}
@@ -209,20 +192,29 @@ func measureFetch(ctx context.Context, s *secretsResult, h home.Home, b vmm.Back
 	return nil
 }
 
-// startWithSecrets is how runner.Run gets a VM ready for the command with
-// d's secrets: Resolve, Prepare + writable disk + microvm.Boot, Deliver.
-// It returns call → Deliver returned and Deliver alone, then checks (after
-// the timing) that want secrets are in /run/secrets.
-func startWithSecrets(ctx context.Context, h home.Home, b vmm.Backend, ref, agent string, d secrets.Declarations, env secrets.LookupEnv, want int) (total, deliver time.Duration, err error) {
+// secretSet is the secrets one start declares, where their env: values
+// come from, and how many files /run/secrets must then hold.
+type secretSet struct {
+	decls secrets.Declarations
+	env   secrets.LookupEnv
+	want  int
+}
+
+// startWithSecrets is how runner.Run gets a VM of ref ready for the command
+// with set's secrets: Resolve, Prepare + writable disk + microvm.Boot,
+// Deliver. It returns call → Deliver returned and Deliver alone, then
+// checks (after the timing) that set.want secrets are in /run/secrets.
+func startWithSecrets(ctx context.Context, e *env, ref string, set secretSet) (total, deliver time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
+	want := set.want
 	start := time.Now()
-	sec, err := conduit.Resolve(ctx, d, env)
+	sec, err := conduit.Resolve(ctx, set.decls, set.env)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer sec.Zero()
-	vm, _, cleanup, err := bootExecVM(ctx, h, b, ref, agent)
+	vm, _, cleanup, err := bootVM(ctx, e, ref, nil)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -244,11 +236,4 @@ func startWithSecrets(ctx context.Context, h home.Home, b vmm.Backend, ref, agen
 		}
 	}
 	return total, deliver, nil
-}
-
-// secretsClientBinary builds the fetch client into dir.
-func secretsClientBinary(ctx context.Context, root, dir string) (string, error) {
-	p := filepath.Join(dir, "secretsclient")
-	logf("building the guest's secrets fetch client")
-	return p, buildStatic(ctx, root, "./bench/secretsclient", p)
 }

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/initramfs"
 	"github.com/microagent-dev/microagent/internal/agentbuild"
+	"github.com/microagent-dev/microagent/internal/imagebuild"
 	"github.com/microagent-dev/microagent/kernel"
 )
 
@@ -47,6 +49,32 @@ func moduleRoot() (string, error) {
 // buildStatic builds a static linux/amd64 guest program.
 func buildStatic(ctx context.Context, root, pkg, out string) error {
 	return agentbuild.Build(ctx, root, pkg, out)
+}
+
+// imageWith builds the static guest program pkg, puts it at guestPath in
+// one more layer on top of the busybox image and pushes that as repo (its
+// own repository, so the other sections' image stays as it was). It
+// returns the image's reference.
+func (e *env) imageWith(ctx context.Context, what, pkg, guestPath, repo string) (string, error) {
+	p := filepath.Join(e.tmp, path.Base(pkg))
+	logf("building %s", what)
+	if err := buildStatic(ctx, e.root, pkg, p); err != nil {
+		return "", err
+	}
+	bin, err := os.ReadFile(p)
+	if err != nil {
+		return "", err
+	}
+	base, err := imagebuild.BaseEntries()
+	if err != nil {
+		return "", err
+	}
+	layer := []imagebuild.Entry{imagebuild.File(strings.TrimPrefix(guestPath, "/"), string(bin), 0o755, 0, 0)}
+	img, err := imagebuild.Build(v1.Config{Env: []string{imagebuild.DefaultPath}, Cmd: []string{"/bin/sh"}}, base, layer)
+	if err != nil {
+		return "", fmt.Errorf("%s image: %w", repo, err)
+	}
+	return e.reg.push(ctx, repo, img)
 }
 
 // agentBinary returns $MICROAGENT_AGENT, or builds the agent into dir.

@@ -80,24 +80,34 @@ type planView struct {
 	Network   *vmm.Network         `json:"network"`
 }
 
-// measureSnapshot runs section 10 for each guest size in memories.
-func measureSnapshot(ctx context.Context, e *wsEnv, b *qemu.Backend, vmDir func() (string, error), n int, memories []int) (*snapResult, error) {
+// snapshotSection is section 10: pause/resume, snapshot create, restore
+// and fork to exec-ready for each -snap-mib guest size, against a bare
+// QEMU start with -incoming defer + state load of the same snapshot.
+type snapshotSection struct{}
+
+func (snapshotSection) usesWorkspaces() {}
+
+func (snapshotSection) name() string { return "snapshot" }
+
+func (snapshotSection) run(ctx context.Context, e *env) error {
 	r := &snapResult{}
-	for _, mib := range memories {
-		s, err := measureSnapSize(ctx, e, b, vmDir, n, mib)
+	for _, mib := range e.opts.snapMiB {
+		s, err := measureSnapSize(ctx, e, mib)
 		if err != nil {
-			return nil, fmt.Errorf("%d MiB guest: %w", mib, err)
+			return fmt.Errorf("%d MiB guest: %w", mib, err)
 		}
 		r.sizes = append(r.sizes, s)
 	}
-	return r, nil
+	e.r.snap = r
+	return nil
 }
 
 // measureSnapSize creates and starts one workspace of memoryMiB, times
 // pause/resume and snapshot create on it, then, round by round (one
 // uncounted round first), the floor, a fork to exec-ready and a restore to
 // exec-ready, with only one VM running at a time.
-func measureSnapSize(ctx context.Context, e *wsEnv, b *qemu.Backend, vmDir func() (string, error), n, memoryMiB int) (*snapSize, error) {
+func measureSnapSize(ctx context.Context, e *env, memoryMiB int) (*snapSize, error) {
+	n := e.opts.n
 	name := fmt.Sprintf("snap%d", memoryMiB)
 	s := &snapSize{memoryMiB: memoryMiB, name: name}
 	logf("snapshot, %d MiB: create and start workspace %s", memoryMiB, name)
@@ -190,12 +200,7 @@ func measureSnapSize(ctx context.Context, e *wsEnv, b *qemu.Backend, vmDir func(
 			label = "warm-up round"
 		}
 		logf("snapshot, %d MiB, %s: floor, fork to exec-ready, restore to exec-ready", memoryMiB, label)
-		dir, err := vmDir()
-		if err != nil {
-			return nil, err
-		}
-		fl, err := snapFloor(ctx, b, plan, baseDir, dir)
-		os.RemoveAll(dir)
+		fl, err := snapFloor(ctx, e, plan, baseDir)
 		if err != nil {
 			return nil, fmt.Errorf("floor: %w", err)
 		}
@@ -314,9 +319,14 @@ type floorRound struct {
 // it connects to the resumed agent, sends hello and the resumed request
 // (as the supervisor does), and runs exec true, to check the
 // machine really runs and to time that part separately.
-func snapFloor(ctx context.Context, b *qemu.Backend, p *planView, snapDir, dir string) (*floorRound, error) {
+func snapFloor(ctx context.Context, e *env, p *planView, snapDir string) (*floorRound, error) {
 	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
 	defer cancel()
+	dir, err := e.vmDir()
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
 	r := &floorRound{}
 	disk := filepath.Join(dir, "disk.ext4")
 	src := filepath.Join(snapDir, snapDiskFile)
@@ -335,7 +345,7 @@ func snapFloor(ctx context.Context, b *qemu.Backend, p *planView, snapDir, dir s
 	}
 	defer mem.Close()
 	t = time.Now()
-	m, err := b.StartWith(ctx, qemu.MachineConfig{Config: vmm.Config{
+	m, err := e.backend.StartWith(ctx, qemu.MachineConfig{Config: vmm.Config{
 		Kernel:    p.Kernel,
 		Initrd:    p.Initrd,
 		Cmdline:   "init_on_free=1", // as the supervisor boots it
@@ -440,7 +450,7 @@ type forkTimes struct {
 }
 
 // execAgain times one more exec true in the workspace.
-func execAgain(ctx context.Context, e *wsEnv, name string) (time.Duration, error) {
+func execAgain(ctx context.Context, e *env, name string) (time.Duration, error) {
 	t := time.Now()
 	err := e.libExecTrue(ctx, name)
 	return time.Since(t), err
@@ -448,7 +458,7 @@ func execAgain(ctx context.Context, e *wsEnv, name string) (time.Duration, error
 
 // forkRound forks the source's base snapshot into a new workspace, starts
 // it, runs exec true in it, then deletes it.
-func forkRound(ctx context.Context, e *wsEnv, source, name string) (*forkTimes, error) {
+func forkRound(ctx context.Context, e *env, source, name string) (*forkTimes, error) {
 	defer workspace.Delete(context.WithoutCancel(ctx), e.h, workspace.DeleteOptions{Name: name, Force: true})
 	r := &forkTimes{}
 	t := time.Now()
@@ -477,7 +487,7 @@ func forkRound(ctx context.Context, e *wsEnv, source, name string) (*forkTimes, 
 
 // restoreRound restores the halted source from its base snapshot and runs
 // exec true in it; the source is left running.
-func restoreRound(ctx context.Context, e *wsEnv, name string) (*forkTimes, error) {
+func restoreRound(ctx context.Context, e *env, name string) (*forkTimes, error) {
 	r := &forkTimes{}
 	t := time.Now()
 	inf, err := workspace.Start(ctx, e.h, workspace.StartOptions{Name: name, Executable: e.exe, Agent: e.agent, FromSnapshot: snapBaseTag})

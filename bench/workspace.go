@@ -14,26 +14,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/guestboot"
-	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
-	"github.com/microagent-dev/microagent/vmm/qemu"
 	"github.com/microagent-dev/microagent/workspace"
 )
 
-// wsEnv is what the workspace sections need: the state directory, the
-// image, the guest agent and the microagent binary the supervisors run.
-type wsEnv struct {
-	h          home.Home
-	ref, agent string
-	exe        string // built microagent binary (supervisor re-exec, CLI)
-}
-
-func (e *wsEnv) create(ctx context.Context, name, profile string) error {
+func (e *env) create(ctx context.Context, name, profile string) error {
 	_, err := workspace.Create(ctx, e.h, workspace.CreateOptions{
 		Name: name, Image: e.ref, Pull: image.PullMissing, Agent: e.agent, Profile: profile,
 	})
@@ -43,7 +32,7 @@ func (e *wsEnv) create(ctx context.Context, name, profile string) error {
 	return nil
 }
 
-func (e *wsEnv) start(ctx context.Context, name string) (*workspace.Info, error) {
+func (e *env) start(ctx context.Context, name string) (*workspace.Info, error) {
 	inf, err := workspace.Start(ctx, e.h, workspace.StartOptions{Name: name, Executable: e.exe, Agent: e.agent})
 	if err != nil {
 		return nil, fmt.Errorf("start workspace %s: %w", name, err)
@@ -54,7 +43,7 @@ func (e *wsEnv) start(ctx context.Context, name string) (*workspace.Info, error)
 	return inf, nil
 }
 
-func (e *wsEnv) halt(ctx context.Context, name string) error {
+func (e *env) halt(ctx context.Context, name string) error {
 	inf, err := workspace.Halt(ctx, e.h, workspace.HaltOptions{Name: name})
 	if err != nil {
 		return fmt.Errorf("halt workspace %s: %w", name, err)
@@ -66,7 +55,7 @@ func (e *wsEnv) halt(ctx context.Context, name string) error {
 }
 
 // libExecTrue is `exec NAME true` through the library.
-func (e *wsEnv) libExecTrue(ctx context.Context, name string) error {
+func (e *env) libExecTrue(ctx context.Context, name string) error {
 	es, err := workspace.Exec(ctx, e.h, workspace.ExecOptions{Name: name, Argv: []string{"true"}})
 	if err != nil {
 		return fmt.Errorf("exec true in workspace %s: %w", name, err)
@@ -79,7 +68,7 @@ func (e *wsEnv) libExecTrue(ctx context.Context, name string) error {
 
 // cliExecTrue is `microagent --state-dir X exec NAME -- true`, a new
 // process from start to exit.
-func (e *wsEnv) cliExecTrue(ctx context.Context, name string) error {
+func (e *env) cliExecTrue(ctx context.Context, name string) error {
 	cmd := exec.CommandContext(ctx, e.exe, "--state-dir", e.h.Root, "exec", name, "--", "true")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -92,7 +81,7 @@ func (e *wsEnv) cliExecTrue(ctx context.Context, name string) error {
 // cleanupAll kills, then deletes, every workspace of the state directory,
 // whatever state it is in. It runs on every exit path, so no VM outlives
 // the benchmark; it ignores the caller's (possibly cancelled) context.
-func (e *wsEnv) cleanupAll() {
+func (e *env) cleanupAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	infos, err := workspace.List(ctx, e.h)
@@ -177,11 +166,24 @@ func childRSS(parent int, comm string) int64 {
 	return 0
 }
 
+// workspaceSection is section 5: named workspaces.
+type workspaceSection struct{}
+
+func (workspaceSection) usesWorkspaces() {}
+
+func (workspaceSection) name() string { return "workspace" }
+
+func (workspaceSection) run(ctx context.Context, e *env) (err error) {
+	e.r.ws, err = measureWorkspace(ctx, e)
+	return err
+}
+
 // measureWorkspace times Start of a halted workspace against raw floor
 // boots (interleaved), exec true through the CLI, the library and the raw
 // channel (interleaved), and the idle workspace's host memory.
-func measureWorkspace(ctx context.Context, e *wsEnv, b *qemu.Backend, vmlinux, floorInitrd string, vmDir func() (string, error), n, execN int) (*wsResult, error) {
+func measureWorkspace(ctx context.Context, e *env) (*wsResult, error) {
 	const name = "bench-ws"
+	n, execN := e.opts.n, e.opts.wsExecN
 	r := &wsResult{profile: guestboot.DefaultProfile, memoryMiB: guestboot.Profiles[guestboot.DefaultProfile].MemoryMiB, execRounds: execN}
 	if err := e.create(ctx, name, r.profile); err != nil {
 		return nil, err
@@ -195,11 +197,7 @@ func measureWorkspace(ctx context.Context, e *wsEnv, b *qemu.Backend, vmlinux, f
 			label = "warm-up round (first start after create)"
 		}
 		logf("workspace start, %s: raw boot, workspace.Start, workspace.Halt", label)
-		dir, err := vmDir()
-		if err != nil {
-			return nil, err
-		}
-		rb, err := bootRaw(ctx, b, vmlinux, floorInitrd, dir)
+		rb, err := bootRaw(ctx, e)
 		if err != nil {
 			return nil, err
 		}
@@ -225,7 +223,7 @@ func measureWorkspace(ctx context.Context, e *wsEnv, b *qemu.Backend, vmlinux, f
 	}
 
 	logf("exec true x%d each: CLI process, workspace.Exec, raw Client.Exec (interleaved)", execN)
-	vm, _, cleanup, err := bootExecVM(ctx, e.h, b, e.ref, e.agent)
+	vm, _, cleanup, err := bootVM(ctx, e, e.ref, nil)
 	if err != nil {
 		return nil, fmt.Errorf("raw exec VM: %w", err)
 	}
@@ -290,7 +288,7 @@ func measureWorkspace(ctx context.Context, e *wsEnv, b *qemu.Backend, vmlinux, f
 // workspaceMemory reads the host memory of a running workspace's
 // supervisor and QEMU and, when guest is set, the guest's own view of its
 // used memory (through exec).
-func workspaceMemory(ctx context.Context, e *wsEnv, inf *workspace.Info, memoryMiB int, guest bool) (*wsMemory, error) {
+func workspaceMemory(ctx context.Context, e *env, inf *workspace.Info, memoryMiB int, guest bool) (*wsMemory, error) {
 	m := &wsMemory{supPID: inf.SupervisorPID, qemuPID: inf.VMMPID, supPss: -1, qemuPss: -1}
 	if m.supPID == 0 || m.qemuPID == 0 {
 		return nil, fmt.Errorf("workspace %s: no supervisor or VMM PID in its status (state %s)", inf.Name, inf.State)
@@ -439,148 +437,4 @@ func guestRAMMapping(maps []mapping, pid int, ramBytes int64) (size, rss int64, 
 		return 0, 0, fmt.Errorf("QEMU %d: no anonymous mapping of at least %d MiB in smaps", pid, ramBytes>>20)
 	}
 	return size, rss, nil
-}
-
-// densityResult is the density section's outcome.
-type densityResult struct {
-	goal, count   int
-	stopReason    string
-	elapsed       time.Duration
-	starts        []time.Duration // each Start, in order
-	checkMax      []time.Duration // slowest exec true of each check round
-	memoryMiB     int
-	loadEnd       string
-	memAvailStart int64 // host MemAvailable, bytes
-	memAvailEnd   int64
-	mems          []*wsMemory // of every running workspace at the end
-	haltAll       time.Duration
-}
-
-// measureDensity starts idle tiny workspaces one after another; after each
-// start it checks, one workspace after another, that every running
-// workspace answers exec true within checkLimit. It stops at the first
-// failure, at goal, or when the time bound is reached, then halts and
-// deletes them all.
-func measureDensity(ctx context.Context, e *wsEnv, goal int, bound, checkLimit time.Duration) (*densityResult, error) {
-	const profile = "tiny"
-	r := &densityResult{goal: goal, memoryMiB: guestboot.Profiles[profile].MemoryMiB}
-	r.memAvailStart = hostMemAvailable()
-	var names []string
-	defer func() {
-		// Halt and delete all, also on error paths (cleanupAll in run
-		// catches anything this misses).
-		t := time.Now()
-		haltAll(e, names)
-		r.haltAll = time.Since(t)
-		for _, n := range names {
-			if err := workspace.Delete(context.Background(), e.h, workspace.DeleteOptions{Name: n, Force: true}); err != nil {
-				logf("density: delete workspace %s: %v", n, err)
-			}
-		}
-	}()
-	dctx, cancel := context.WithTimeout(ctx, bound)
-	defer cancel()
-	t0 := time.Now()
-	stop := func(why string) {
-		r.stopReason = why
-		logf("density: stopping at %d running: %s", r.count, why)
-	}
-loop:
-	for i := 1; i <= goal; i++ {
-		name := fmt.Sprintf("bench-d%02d", i)
-		if err := e.create(dctx, name, profile); err != nil {
-			stop(err.Error())
-			break
-		}
-		names = append(names, name)
-		t := time.Now()
-		if _, err := e.start(dctx, name); err != nil {
-			if dctx.Err() != nil && ctx.Err() == nil {
-				stop(fmt.Sprintf("time bound of %s reached during start %d (%v)", bound, i, err))
-			} else {
-				stop(err.Error())
-			}
-			break
-		}
-		r.starts = append(r.starts, time.Since(t))
-		r.count = i
-		var slowest time.Duration
-		for _, n := range names {
-			cctx, ccancel := context.WithTimeout(dctx, checkLimit)
-			t := time.Now()
-			err := e.libExecTrue(cctx, n)
-			d := time.Since(t)
-			ccancel()
-			slowest = max(slowest, d)
-			if err == nil && d > checkLimit {
-				err = fmt.Errorf("exec true in workspace %s took %s", n, d.Round(time.Millisecond))
-			}
-			if err != nil {
-				r.checkMax = append(r.checkMax, slowest)
-				r.count = i - 1 // the last start broke the check
-				if dctx.Err() != nil {
-					stop(fmt.Sprintf("time bound of %s reached", bound))
-				} else {
-					stop(fmt.Sprintf("with %d started, %s did not answer exec true within %s: %v", i, n, checkLimit, err))
-				}
-				break loop
-			}
-		}
-		r.checkMax = append(r.checkMax, slowest)
-		logf("density: %d running (start %s, slowest exec true %s)", i, r.starts[len(r.starts)-1].Round(time.Millisecond), slowest.Round(time.Millisecond))
-		if dctx.Err() != nil {
-			stop(fmt.Sprintf("time bound of %s reached", bound))
-			break
-		}
-	}
-	if r.stopReason == "" {
-		r.stopReason = fmt.Sprintf("goal of %d reached", goal)
-	}
-	r.elapsed = time.Since(t0)
-	r.loadEnd = loadAvg()
-	r.memAvailEnd = hostMemAvailable()
-	// Host-side memory of each running workspace (no exec: the guest view
-	// is measured on the section's single workspace).
-	for _, n := range names {
-		inf, err := workspace.Status(ctx, e.h, n)
-		if err != nil || inf.State != workspace.Running {
-			continue
-		}
-		if m, err := workspaceMemory(ctx, e, inf, r.memoryMiB, false); err == nil {
-			r.mems = append(r.mems, m)
-		}
-	}
-	return r, nil
-}
-
-// haltAll halts the workspaces, a few at a time.
-func haltAll(e *wsEnv, names []string) {
-	sem := make(chan struct{}, 4)
-	var wg sync.WaitGroup
-	for _, n := range names {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if _, err := workspace.Halt(ctx, e.h, workspace.HaltOptions{Name: n}); err != nil {
-				logf("density: halt workspace %s: %v", n, err)
-			}
-		}()
-	}
-	wg.Wait()
-}
-
-// hostMemAvailable is /proc/meminfo's MemAvailable in bytes (-1: unknown).
-func hostMemAvailable() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return -1
-	}
-	if v, ok := parseMeminfo(string(b))["MemAvailable"]; ok {
-		return v
-	}
-	return -1
 }
