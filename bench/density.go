@@ -217,18 +217,18 @@ func (densitySection) report(b *report, r *results) {
 		var rss, pss, ram, beyond, tcg int64
 		pssOK := true
 		for _, m := range d.mems {
-			rss += m.supRSS + m.qemuRSS + m.passtRSS
+			rss += m.supRSS + m.qemuRSS + m.netRSS
 			if m.supPss < 0 || m.qemuPss < 0 {
 				pssOK = false
 			}
-			pss += m.supPss + m.qemuPss + m.passtRSS
+			pss += m.supPss + m.qemuPss + m.netRSS
 			ram += m.ramRSS
 			beyond += m.beyond()
 			tcg += max(m.tcgRSS, 0)
 		}
-		b.f("| VmRSS of all supervisors + QEMUs + passts (%d workspaces) | %s (mean %s each) |\n", n, mib(rss), mib(rss/n))
+		b.f("| VmRSS of all supervisors + QEMUs + network helpers (%d workspaces) | %s (mean %s each) |\n", n, mib(rss), mib(rss/n))
 		if pssOK {
-			b.f("| Pss of the same (passt by VmRSS) | %s (mean %s each) |\n", mib(pss), mib(pss/n))
+			b.f("| Pss of the same (network helpers by VmRSS) | %s (mean %s each) |\n", mib(pss), mib(pss/n))
 		}
 		b.f("| of which guest RAM resident (Rss of the RAM mappings) | %s (mean %s each) |\n", mib(ram), mib(ram/n))
 		b.f("| Beyond guest RAM, mean per workspace (VmRSS − RAM Rss) | %s |\n", mib(beyond/n))

@@ -84,7 +84,10 @@ func (netSection) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	res.provider = e.backend.UserNetwork().Provider
+	// The floor keeps passt (issue #12: the new network is measured
+	// against raw QEMU + passt); the target runs on the default network.
+	floor := qemu.New(qemu.Options{UserNet: qemu.UserNetPasst})
+	res.provider = floor.UserNetwork().Provider
 	logf("network: booting the raw floor VM (%s, bare init)", res.provider)
 	fifo := filepath.Join(dir, "serial.fifo")
 	con, err := newConsole(fifo)
@@ -94,7 +97,7 @@ func (netSection) run(ctx context.Context, e *env) error {
 	defer con.Close()
 	bctx, cancel := context.WithTimeout(ctx, bootTimeout)
 	defer cancel()
-	m, err := e.backend.StartWith(bctx, qemu.MachineConfig{Config: vmm.Config{
+	m, err := floor.StartWith(bctx, qemu.MachineConfig{Config: vmm.Config{
 		Kernel:        e.vmlinux,
 		Initrd:        e.floorInitrd,
 		Cmdline:       "benchmode=net",

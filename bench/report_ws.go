@@ -40,7 +40,7 @@ func (workspaceSection) summary(b *report, r *results) {
 		b.f("| 5. `exec NAME true`: `workspace.Exec` vs raw `Client.Exec` | %s | %s | %s | %s | — | — | — |\n",
 			dur(rawE.median), dur(lib.median), x(ratio(lib.median, rawE.median)), x(ratio(lib.min, rawE.min)))
 		if m := w.mem; m != nil && !m.ramMappingNotFound {
-			b.f("| 5. host memory per idle workspace beyond guest RAM (RSS of supervisor + QEMU + passt − guest RAM resident) | — | %s | — | — | — | ≤ 32 MiB | %s |\n",
+			b.f("| 5. host memory per idle workspace beyond guest RAM (RSS of supervisor + QEMU + network helper − guest RAM resident) | — | %s | — | — | — | ≤ 32 MiB | %s |\n",
 				mib(m.beyond()), verdict(float64(m.beyond()), memGoal))
 		}
 	}
@@ -97,12 +97,12 @@ func (workspaceSection) report(b *report, r *results) {
 		b.f("| Process | VmRSS | Pss (smaps_rollup) |\n|---|--:|--:|\n")
 		b.f("| supervisor (`microagent __supervise`) | %s | %s |\n", mib(m.supRSS), mib(m.supPss))
 		b.f("| QEMU | %s | %s |\n", mib(m.qemuRSS), mib(m.qemuPss))
-		b.f("| passt (the user network; 0 without it) | %s | — |\n", mib(m.passtRSS))
+		b.f("| network helper (`microagent-net`; 0 without a NIC) | %s | — |\n", mib(m.netRSS))
 		sumPss := int64(-1)
 		if m.supPss >= 0 && m.qemuPss >= 0 {
 			sumPss = m.supPss + m.qemuPss
 		}
-		b.f("| **all** | %s | %s (without passt) |\n\n", mib(m.supRSS+m.qemuRSS+m.passtRSS), mib(sumPss))
+		b.f("| **all** | %s | %s (without the network helper) |\n\n", mib(m.supRSS+m.qemuRSS+m.netRSS), mib(sumPss))
 		if m.ramMappingNotFound {
 			b.f("QEMU's guest RAM mapping was not found in its smaps; the figure below uses the guest's view only.\n\n")
 		} else {
@@ -112,11 +112,11 @@ func (workspaceSection) report(b *report, r *results) {
 			b.f("the guest touched and freed stay resident on the host, and the kernel's own reserved memory is\n")
 			b.f("outside MemTotal).\n\n")
 			b.f("| Beyond guest RAM | |\n|---|--:|\n")
-			b.f("| **VmRSS(supervisor) + VmRSS(QEMU) + VmRSS(passt) − Rss(guest RAM mapping)** | **%s** |\n", mib(m.beyond()))
+			b.f("| **VmRSS(supervisor) + VmRSS(QEMU) + VmRSS(network helper) − Rss(guest RAM mapping)** | **%s** |\n", mib(m.beyond()))
 			if sumPss >= 0 {
-				b.f("| Pss(supervisor) + Pss(QEMU) + VmRSS(passt) − Rss(guest RAM mapping) (shared libraries split among sharers) | %s |\n", mib(sumPss+m.passtRSS-m.ramRSS))
+				b.f("| Pss(supervisor) + Pss(QEMU) + VmRSS(network helper) − Rss(guest RAM mapping) (shared libraries split among sharers) | %s |\n", mib(sumPss+m.netRSS-m.ramRSS))
 			}
-			b.f("| VmRSS(supervisor) + VmRSS(QEMU) + VmRSS(passt) − guest (MemTotal − MemFree) | %s |\n", mib(m.supRSS+m.qemuRSS+m.passtRSS-m.guestUsed))
+			b.f("| VmRSS(supervisor) + VmRSS(QEMU) + VmRSS(network helper) − guest (MemTotal − MemFree) | %s |\n", mib(m.supRSS+m.qemuRSS+m.netRSS-m.guestUsed))
 			if m.tcgRSS >= 0 {
 				b.f("| first row − Rss of TCG's translated-code buffer (the %s anonymous mapping; none under KVM) | %s |\n",
 					mib(m.tcgSize), mib(m.beyond()-m.tcgRSS))

@@ -19,6 +19,7 @@ import (
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/image"
+	"github.com/microagent-dev/microagent/vmm/usernet"
 	"github.com/microagent-dev/microagent/workspace"
 )
 
@@ -113,7 +114,7 @@ type wsResult struct {
 // wsMemory is the host memory of one idle running workspace.
 type wsMemory struct {
 	supRSS, qemuRSS     int64 // VmRSS, bytes
-	passtRSS            int64 // VmRSS of the supervisor's passt child, bytes (0: none)
+	netRSS              int64 // VmRSS of the supervisor's network helper child, bytes (0: none)
 	supPss, qemuPss     int64 // Pss from smaps_rollup, bytes (-1: unreadable)
 	ramRSS              int64 // Rss of QEMU's guest RAM mapping (smaps), bytes
 	ramMapping          int64 // size of that mapping
@@ -135,9 +136,9 @@ type mapping struct {
 	name      string // path or [heap] etc.; empty for anonymous
 }
 
-// beyond is supervisor + QEMU + passt RSS minus the RSS of the guest RAM
+// beyond is supervisor + QEMU + network helper RSS minus the RSS of the guest RAM
 // mapping.
-func (m *wsMemory) beyond() int64 { return m.supRSS + m.qemuRSS + m.passtRSS - m.ramRSS }
+func (m *wsMemory) beyond() int64 { return m.supRSS + m.qemuRSS + m.netRSS - m.ramRSS }
 
 // childRSS is the VmRSS of parent's child whose command name starts with
 // comm (passt runs as "passt.avx2" where it can), 0 when none.
@@ -300,7 +301,7 @@ func workspaceMemory(ctx context.Context, e *env, inf *workspace.Info, memoryMiB
 	if m.qemuRSS, err = procStatusKB(m.qemuPID, "VmRSS"); err != nil {
 		return nil, err
 	}
-	m.passtRSS = childRSS(m.supPID, "passt")
+	m.netRSS = childRSS(m.supPID, usernet.BinaryName)
 	if p, err := smapsField(fmt.Sprintf("/proc/%d/smaps_rollup", m.supPID), "Pss"); err == nil {
 		m.supPss = p
 	}
