@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/internal/fsutil"
+	"github.com/microagent-dev/microagent/supervisor"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 	"github.com/microagent-dev/microagent/workspace"
@@ -66,18 +68,6 @@ type snapSize struct {
 	floorExecCPU               []time.Duration // QEMU's CPU time over floorExec
 	floorExec2                 []time.Duration // a second exec true right after
 	floorArgs                  []string
-}
-
-// planView is the part of the supervisor's run/boot.json the floor needs to
-// start a machine with the same devices as the workspace's.
-type planView struct {
-	Kernel    string               `json:"kernel"`
-	Initrd    string               `json:"initrd"`
-	RootDisk  string               `json:"rootDisk"`
-	MemoryMiB int                  `json:"memoryMiB"`
-	CPUs      int                  `json:"cpus"`
-	Hello     channel.HelloRequest `json:"hello"`
-	Network   *vmm.Network         `json:"network"`
 }
 
 // snapshotSection is section 10: pause/resume, snapshot create, restore
@@ -246,16 +236,18 @@ func measureSnapSize(ctx context.Context, e *env, memoryMiB int) (*snapSize, err
 	return s, nil
 }
 
-// readPlan reads the fields of a running workspace's boot plan.
-func readPlan(path string) (*planView, error) {
+// readPlan reads a running workspace's boot plan: the floor starts a
+// machine with the same devices.
+func readPlan(path string) (*guestboot.Machine, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("the workspace's boot plan: %w", err)
 	}
-	var p planView
-	if err := json.Unmarshal(b, &p); err != nil {
+	var plan supervisor.Plan
+	if err := json.Unmarshal(b, &plan); err != nil {
 		return nil, fmt.Errorf("the workspace's boot plan %s: %w", path, err)
 	}
+	p := plan.Machine
 	if p.Kernel == "" || p.Initrd == "" || p.RootDisk == "" || p.MemoryMiB == 0 || p.CPUs == 0 {
 		return nil, fmt.Errorf("the workspace's boot plan %s lacks kernel, initrd, root disk, memory or CPUs (has its format changed?)", path)
 	}
@@ -319,7 +311,7 @@ type floorRound struct {
 // it connects to the resumed agent, sends hello and the resumed request
 // (as the supervisor does), and runs exec true, to check the
 // machine really runs and to time that part separately.
-func snapFloor(ctx context.Context, e *env, p *planView, snapDir string) (*floorRound, error) {
+func snapFloor(ctx context.Context, e *env, p *guestboot.Machine, snapDir string) (*floorRound, error) {
 	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
 	defer cancel()
 	dir, err := e.vmDir()
