@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/testenv"
+	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 	"github.com/microagent-dev/microagent/wsdir"
 )
@@ -341,7 +343,12 @@ func TestSnapshots(t *testing.T) {
 func TestSnapshotForksAtOnce(t *testing.T) {
 	e := setup(t)
 	ctx := testCtx(t)
-	e.create(t, "src")
+	// The source may reach the host's loopback (at 10.0.2.2): the forks
+	// keep that network policy.
+	if _, err := Create(ctx, e.h, CreateOptions{Name: "src", Image: e.ref, Agent: e.agent, Profile: "tiny",
+		Resources: Resources{DiskBytes: 256 << 20}, Network: vmm.Network{HostAccess: true}}); err != nil {
+		t.Fatal(err)
+	}
 	e.start(t, "src")
 	e.exec(t, "src", "", "sh", "-c", counterScript+" echo base > /root/base")
 	if _, err := CreateSnapshot(ctx, e.h, SnapshotOptions{Name: "src", Tag: "s"}); err != nil {
@@ -370,8 +377,9 @@ func TestSnapshotForksAtOnce(t *testing.T) {
 	}
 	t.Logf("three forks to exec-ready: %v", time.Since(start).Round(time.Millisecond))
 	// Each fork has a working user network of its own (a new instance
-	// behind the restored NIC): it fetches from a server on the host.
-	l, err := net.Listen("tcp4", testenv.HostAddr(t).String()+":0")
+	// behind the restored NIC) with the source's policy: it fetches from
+	// a server on the host's loopback through 10.0.2.2.
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,8 +387,9 @@ func TestSnapshotForksAtOnce(t *testing.T) {
 	srv.Listener = l
 	srv.Start()
 	defer srv.Close()
+	url := fmt.Sprintf("http://10.0.2.2:%d/", l.Addr().(*net.TCPAddr).Port)
 	for _, n := range names {
-		if code, out, errs := e.exec(t, n, "", "timeout", "20", "wget", "-q", "-O", "-", srv.URL+"/"); code != 0 || out != "hello-fork" {
+		if code, out, errs := e.exec(t, n, "", "timeout", "20", "wget", "-q", "-O", "-", url); code != 0 || out != "hello-fork" {
 			t.Errorf("%s: fetch from the host after the fork: exit %d %q %q", n, code, out, errs)
 		}
 	}
