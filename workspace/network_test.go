@@ -1,6 +1,7 @@
 package workspace
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,13 +9,18 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/usernet"
 )
 
 // Network tests boot real VMs; all their traffic stays on this machine
@@ -201,4 +207,60 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestWorkspaceNetworkHelperDies (#12): a running workspace whose network
+// helper is killed is not left "running" and silently offline: the
+// supervisor stops the VM and records the workspace failed, saying why.
+func TestWorkspaceNetworkHelperDies(t *testing.T) {
+	e := setup(t)
+	e.create(t, "nh")
+	inf := e.start(t, "nh")
+	helper := childNamed(t, inf.SupervisorPID, usernet.BinaryName)
+	if err := syscall.Kill(helper, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		inf = e.status(t, "nh")
+		if !inf.State.Live() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a minute after the network helper was killed the workspace is %s (%s)", inf.State, inf.Reason)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if inf.State != Failed || !strings.Contains(inf.Reason, "network helper died") {
+		t.Fatalf("after the network helper died: %s (%s)", inf.State, inf.Reason)
+	}
+	e.assertNoProcs(t)
+	// It starts again, with a new helper.
+	e.start(t, "nh")
+	if code, _, _ := e.exec(t, "nh", "", "true"); code != 0 {
+		t.Fatalf("exec after the restart: %d", code)
+	}
+}
+
+// childNamed is the pid of parent's child whose command name is comm.
+func childNamed(t *testing.T, parent int, comm string) int {
+	t.Helper()
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		f := strings.Fields(string(b[close+1:]))
+		if string(b[open+1:close]) == comm && len(f) > 1 && f[1] == strconv.Itoa(parent) {
+			pid, _ := strconv.Atoi(strings.Fields(string(b))[0])
+			return pid
+		}
+	}
+	t.Fatalf("no child %q of process %d", comm, parent)
+	return 0
 }
