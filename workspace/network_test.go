@@ -1,7 +1,6 @@
 package workspace
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,9 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -234,6 +231,10 @@ func TestWorkspaceNetworkHelperDies(t *testing.T) {
 	if inf.State != Failed || !strings.Contains(inf.Reason, "network helper died") {
 		t.Fatalf("after the network helper died: %s (%s)", inf.State, inf.Reason)
 	}
+	// The supervisor exits just after it recorded the end.
+	for end := time.Now().Add(15 * time.Second); len(e.procs()) > 0 && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	e.assertNoProcs(t)
 	// It starts again, with a new helper.
 	e.start(t, "nh")
@@ -245,20 +246,9 @@ func TestWorkspaceNetworkHelperDies(t *testing.T) {
 // childNamed is the pid of parent's child whose command name is comm.
 func childNamed(t *testing.T, parent int, comm string) int {
 	t.Helper()
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-		if open < 0 || close < open {
-			continue
-		}
-		f := strings.Fields(string(b[close+1:]))
-		if string(b[open+1:close]) == comm && len(f) > 1 && f[1] == strconv.Itoa(parent) {
-			pid, _ := strconv.Atoi(strings.Fields(string(b))[0])
-			return pid
+	for _, p := range testenv.Processes() {
+		if p.PPID == parent && p.Comm == comm {
+			return p.PID
 		}
 	}
 	t.Fatalf("no child %q of process %d", comm, parent)
