@@ -6,66 +6,37 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/vmm/usernet"
 	"github.com/microagent-dev/microagent/workspace"
 )
 
-// procInfo is one process: its parent and name.
-type procInfo struct {
-	pid, ppid int
-	comm      string
-}
-
-func procs() []procInfo {
-	var out []procInfo
-	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-		if open < 0 || close < open {
-			continue
-		}
-		f := strings.Fields(string(b[close+1:]))
-		pid, _ := strconv.Atoi(string(bytes.TrimSpace(b[:open])))
-		if len(f) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		out = append(out, procInfo{pid: pid, ppid: ppid, comm: string(b[open+1 : close])})
-	}
-	return out
-}
+// netHelper is the network helper's process name (usernet.BinaryName).
+const netHelper = usernet.BinaryName
 
 // descendants returns the processes below pid, by name: "qemu" and
 // "passt" for any name starting so (qemu-system-x86, passt.avx2), the
 // name itself otherwise.
-// netHelper is the network helper's process name (usernet.BinaryName).
-const netHelper = usernet.BinaryName
-
 func descendants(pid int) map[string][]int {
-	all := procs()
+	all := testenv.Processes()
 	out := map[string][]int{}
 	below := map[int]bool{pid: true}
 	for changed := true; changed; {
 		changed = false
 		for _, p := range all {
-			if below[p.ppid] && !below[p.pid] {
-				below[p.pid], changed = true, true
-				name := p.comm
+			if below[p.PPID] && !below[p.PID] {
+				below[p.PID], changed = true, true
+				name := p.Comm
 				for _, pre := range []string{"qemu", "passt"} {
 					if strings.HasPrefix(name, pre) {
 						name = pre
 					}
 				}
-				out[name] = append(out[name], p.pid)
+				out[name] = append(out[name], p.PID)
 			}
 		}
 	}

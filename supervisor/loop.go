@@ -33,6 +33,14 @@ func (s *supervisor) loop(ctx context.Context) {
 	// unusable. A guest's root can always stop its own VM; this only says
 	// why.
 	lost := s.vm.Client.Closed()
+	// Likewise the user network's own process (vmm.NetworkReporter): a
+	// guest without its network is not left "running" and silently
+	// offline; the VM is stopped and the workspace failed with the reason.
+	var netDone <-chan struct{}
+	nr, _ := m.(vmm.NetworkReporter)
+	if nr != nil {
+		netDone = nr.NetworkDone()
+	}
 	shutdownDone := make(chan struct{})
 	startHalt := func(timeout time.Duration) {
 		if halting || killed {
@@ -65,18 +73,22 @@ loop:
 			}
 			// A VM that stops (a guest powering off, a panic) ends the
 			// session too: that is its own reason.
-			select {
-			case <-m.Done():
+			if vmEnds(m) {
 				break loop
-			case <-time.After(lostGrace):
 			}
 			killed = true
-			s.mu.Lock()
-			s.lost = fmt.Sprintf("the guest agent's channel broke while the VM ran (the guest broke the channel protocol, or its agent died), so the VM was stopped: see \"microagent logs %s\" and start the workspace again", s.w.Name)
-			s.mu.Unlock()
-			s.setPhase(wsdir.Failed)
-			s.log.Printf("the guest channel's session ended while the VM ran: stopping the VM")
-			go m.Kill()
+			s.stopLost(fmt.Sprintf("the guest agent's channel broke while the VM ran (the guest broke the channel protocol, or its agent died), so the VM was stopped: see \"microagent logs %s\" and start the workspace again", s.w.Name))
+		case <-netDone:
+			netDone = nil
+			if halting || killed {
+				continue
+			}
+			// The VM's own exit ends its network too.
+			if vmEnds(m) {
+				break loop
+			}
+			killed = true
+			s.stopLost(fmt.Sprintf("the VM's network helper died while it ran (%v), so the VM was stopped rather than left offline: start the workspace again (\"microagent start %s\")", nr.NetworkErr(), s.w.Name))
 		case <-sigc:
 			sigc = nil
 			s.log.Printf("signalled: halting")
@@ -170,6 +182,28 @@ func (s *supervisor) setPhase(p wsdir.State) {
 	s.mu.Lock()
 	s.phase = p
 	s.mu.Unlock()
+}
+
+// vmEnds reports whether the VM exits within lostGrace: a session or a
+// network that ends with the VM is no failure of its own.
+func vmEnds(m vmm.Machine) bool {
+	select {
+	case <-m.Done():
+		return true
+	case <-time.After(lostGrace):
+		return false
+	}
+}
+
+// stopLost stops a VM that cannot go on (why is recorded as the boot's
+// end, Failed).
+func (s *supervisor) stopLost(why string) {
+	s.mu.Lock()
+	s.lost = why
+	s.mu.Unlock()
+	s.setPhase(wsdir.Failed)
+	s.log.Printf("stopping the VM: %s", why)
+	go s.vm.Machine.Kill()
 }
 
 // endReason says how the VM ended.

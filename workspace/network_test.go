@@ -10,11 +10,14 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/usernet"
 )
 
 // Network tests boot real VMs; all their traffic stays on this machine
@@ -201,4 +204,53 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestWorkspaceNetworkHelperDies (#12): a running workspace whose network
+// helper is killed is not left "running" and silently offline: the
+// supervisor stops the VM and records the workspace failed, saying why.
+func TestWorkspaceNetworkHelperDies(t *testing.T) {
+	e := setup(t)
+	e.create(t, "nh")
+	inf := e.start(t, "nh")
+	helper := childNamed(t, inf.SupervisorPID, usernet.BinaryName)
+	if err := syscall.Kill(helper, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		inf = e.status(t, "nh")
+		if !inf.State.Live() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a minute after the network helper was killed the workspace is %s (%s)", inf.State, inf.Reason)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if inf.State != Failed || !strings.Contains(inf.Reason, "network helper died") {
+		t.Fatalf("after the network helper died: %s (%s)", inf.State, inf.Reason)
+	}
+	// The supervisor exits just after it recorded the end.
+	for end := time.Now().Add(15 * time.Second); len(e.procs()) > 0 && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.assertNoProcs(t)
+	// It starts again, with a new helper.
+	e.start(t, "nh")
+	if code, _, _ := e.exec(t, "nh", "", "true"); code != 0 {
+		t.Fatalf("exec after the restart: %d", code)
+	}
+}
+
+// childNamed is the pid of parent's child whose command name is comm.
+func childNamed(t *testing.T, parent int, comm string) int {
+	t.Helper()
+	for _, p := range testenv.Processes() {
+		if p.PPID == parent && p.Comm == comm {
+			return p.PID
+		}
+	}
+	t.Fatalf("no child %q of process %d", comm, parent)
+	return 0
 }

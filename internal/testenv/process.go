@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -166,4 +170,38 @@ func DeadProcess(t testing.TB) *proc.ID {
 	cmd.Process.Kill()
 	cmd.Wait()
 	return &id
+}
+
+// Proc is one process of this host: its pid, its parent's and its command
+// name (field 2 of /proc/PID/stat).
+type Proc struct {
+	PID, PPID int
+	Comm      string
+}
+
+// Processes lists the host's processes, for tests that look for the
+// children a command started.
+func Processes() []Proc {
+	var out []Proc
+	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// The name may hold spaces and parentheses: the fields after it
+		// start behind the last ')'.
+		open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		f := strings.Fields(string(b[close+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		pid, _ := strconv.Atoi(string(bytes.TrimSpace(b[:open])))
+		ppid, _ := strconv.Atoi(f[1])
+		out = append(out, Proc{PID: pid, PPID: ppid, Comm: string(b[open+1 : close])})
+	}
+	return out
 }

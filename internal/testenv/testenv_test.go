@@ -231,3 +231,16 @@ func TestPythonImage(t *testing.T) {
 		t.Fatalf("layers: %d %v", len(ls), err)
 	}
 }
+
+// TestProcesses: the test binary sees itself, with its parent.
+func TestProcesses(t *testing.T) {
+	for _, p := range Processes() {
+		if p.PID == os.Getpid() {
+			if p.PPID != os.Getppid() || p.Comm == "" {
+				t.Fatalf("self: %+v, want parent %d", p, os.Getppid())
+			}
+			return
+		}
+	}
+	t.Fatal("this process is not listed")
+}
