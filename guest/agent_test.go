@@ -139,9 +139,11 @@ func TestExecTimeoutAndSignal(t *testing.T) {
 	if !es.TimedOut || es.Signal != int(syscall.SIGKILL) {
 		t.Fatalf("timeout: %+v", es)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p, err := c.Start(ctx, channel.ExecRequest{Argv: []string{"sh", "-c", "echo ready; sleep 30"}})
+	// One process (the shell execs sleep), so SIGINT ends it whenever it
+	// lands: a shell between its echo and its child's start raced it.
+	p, err := c.Start(ctx, channel.ExecRequest{Argv: []string{"sh", "-c", "echo ready; exec sleep 30"}})
 	if err != nil {
 		t.Fatal(err)
 	}
