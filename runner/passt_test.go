@@ -8,8 +8,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -43,25 +41,9 @@ func countingServer(t *testing.T, addr, body string) (port int, hits *atomic.Int
 // passtChildren lists the passt processes this test process started.
 func passtChildren() []int {
 	var pids []int
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		j := strings.IndexByte(s, '(')
-		if i < 0 || j < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 || !strings.HasPrefix(s[j+1:i], "passt") {
-			continue
-		}
-		if ppid, _ := strconv.Atoi(f[1]); ppid == os.Getpid() {
-			pid, _ := strconv.Atoi(strings.TrimSpace(s[:j]))
-			pids = append(pids, pid)
+	for _, p := range testenv.Processes() {
+		if p.PPID == os.Getpid() && strings.HasPrefix(p.Comm, "passt") {
+			pids = append(pids, p.PID)
 		}
 	}
 	return pids

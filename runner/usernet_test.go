@@ -248,31 +248,16 @@ func startLoopbackDNS(t *testing.T, name string, ip netip.Addr) *loopbackDNS {
 	}
 	t.Cleanup(func() { pc.Close() })
 	answer := func(req []byte) []byte {
-		var p dnsmessage.Parser
-		h, err := p.Start(req)
+		resp, asked, err := testenv.AnswerDNS(req, name, ip)
+		if asked != "" {
+			s.mu.Lock()
+			s.asked = append(s.asked, asked)
+			s.mu.Unlock()
+		}
 		if err != nil {
 			return nil
 		}
-		qn, err := p.Question()
-		if err != nil {
-			return nil
-		}
-		s.mu.Lock()
-		s.asked = append(s.asked, qn.Name.String())
-		s.mu.Unlock()
-		rh := dnsmessage.Header{ID: h.ID, Response: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
-		if name != "" && !strings.EqualFold(qn.Name.String(), name) {
-			rh.RCode = dnsmessage.RCodeNameError
-		}
-		bld := dnsmessage.NewBuilder(nil, rh)
-		bld.StartQuestions()
-		bld.Question(qn)
-		if rh.RCode == dnsmessage.RCodeSuccess && qn.Type == dnsmessage.TypeA {
-			bld.StartAnswers()
-			bld.AResource(dnsmessage.ResourceHeader{Name: qn.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: ip.As4()})
-		}
-		msg, _ := bld.Finish()
-		return msg
+		return resp
 	}
 	go func() {
 		buf := make([]byte, 1500)

@@ -36,7 +36,7 @@ func StartDNS(t testing.TB, host netip.Addr, name string, addr netip.Addr) *DNSS
 			if err != nil {
 				return
 			}
-			if resp, err := answerDNS(buf[:n], name, addr); err == nil {
+			if resp, _, err := AnswerDNS(buf[:n], name, addr); err == nil {
 				s.Queries.Add(1)
 				pc.WriteTo(resp, from)
 			}
@@ -45,36 +45,41 @@ func StartDNS(t testing.TB, host netip.Addr, name string, addr netip.Addr) *DNSS
 	return s
 }
 
-func answerDNS(req []byte, name string, addr netip.Addr) ([]byte, error) {
+// AnswerDNS answers the DNS query req as a test's server does: A queries
+// for name (fully qualified; empty: every name) with addr, NXDOMAIN for
+// other names. It returns the response and the name asked for.
+func AnswerDNS(req []byte, name string, addr netip.Addr) (resp []byte, asked string, err error) {
 	var p dnsmessage.Parser
 	h, err := p.Start(req)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	q, err := p.Question()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	asked = q.Name.String()
 	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
-	known := strings.EqualFold(q.Name.String(), name)
+	known := name == "" || strings.EqualFold(asked, name)
 	if !known {
 		rh.RCode = dnsmessage.RCodeNameError
 	}
 	b := dnsmessage.NewBuilder(nil, rh)
 	if err := b.StartQuestions(); err != nil {
-		return nil, err
+		return nil, asked, err
 	}
 	if err := b.Question(q); err != nil {
-		return nil, err
+		return nil, asked, err
 	}
 	if known && q.Type == dnsmessage.TypeA {
 		if err := b.StartAnswers(); err != nil {
-			return nil, err
+			return nil, asked, err
 		}
 		if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
 			dnsmessage.AResource{A: addr.As4()}); err != nil {
-			return nil, err
+			return nil, asked, err
 		}
 	}
-	return b.Finish()
+	resp, err = b.Finish()
+	return resp, asked, err
 }
