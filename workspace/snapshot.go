@@ -110,16 +110,16 @@ func CreateSnapshot(ctx context.Context, h home.Home, o SnapshotOptions) (*Snaps
 // it is (no purge is needed: nothing is written). Pausing a paused
 // workspace is not an error.
 func Pause(ctx context.Context, h home.Home, name string) (*Info, error) {
-	return pauseResume(ctx, h, name, "pause")
+	return pauseResume(ctx, h, name, "pause", (*supervisor.Client).Pause)
 }
 
 // Resume runs a paused workspace again; the guest clock is set and its
 // entropy reseeded, and secrets purged by a snapshot are restored.
 func Resume(ctx context.Context, h home.Home, name string) (*Info, error) {
-	return pauseResume(ctx, h, name, "resume")
+	return pauseResume(ctx, h, name, "resume", (*supervisor.Client).Resume)
 }
 
-func pauseResume(ctx context.Context, h home.Home, name, op string) (*Info, error) {
+func pauseResume(ctx context.Context, h home.Home, name, op string, call func(*supervisor.Client, context.Context) error) (*Info, error) {
 	w, err := open(h, name)
 	if err != nil {
 		return nil, err
@@ -132,12 +132,7 @@ func pauseResume(ctx context.Context, h home.Home, name, op string) (*Info, erro
 	if err := w.needLive(ctx, op); err != nil {
 		return nil, err
 	}
-	if err := w.control(op, func(c *supervisor.Client) error {
-		if op == "pause" {
-			return c.Pause(ctx)
-		}
-		return c.Resume(ctx)
-	}); err != nil {
+	if err := w.control(op, func(c *supervisor.Client) error { return call(c, ctx) }); err != nil {
 		return nil, err
 	}
 	return w.info(ctx, false)
