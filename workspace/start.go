@@ -174,7 +174,7 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	}
 	plan.Restore = restore
 	pb, _ := json.Marshal(plan)
-	if err := wsdir.WriteFileAtomic(w.Path(wsdir.RunDir, wsdir.PlanFile), pb); err != nil {
+	if err := wsdir.WriteFileAtomic(w.PlanPath(), pb); err != nil {
 		return nil, w.startFailed(boot, fmt.Errorf("write the boot plan: %w", err))
 	}
 	if err := w.spawn(ctx, exe, boot, &prev, o.Warnings); err != nil {

@@ -24,7 +24,7 @@ const (
 	RunDir       = "run"
 	LogsDir      = "logs"
 	supSockName  = "sup.sock"
-	PlanFile     = "boot.json"
+	planFile     = "boot.json"
 	supLogName   = "supervisor.log"
 	consoleName  = "console.log"
 	// PrevConsole keeps the previous boot's console log.
@@ -80,7 +80,7 @@ func (w *Dir) DiskPath() string { return w.Path(DiskFile) }
 func (w *Dir) ManifestPath() string { return w.Path(ManifestFile) }
 
 // PlanPath is the boot plan of the current boot.
-func (w *Dir) PlanPath() string { return w.Path(RunDir, PlanFile) }
+func (w *Dir) PlanPath() string { return w.Path(RunDir, planFile) }
 
 // Open finds an existing workspace by name.
 func Open(h home.Home, name string) (*Dir, error) {
