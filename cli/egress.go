@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,7 +42,62 @@ before the last rotation is logs/egress.log.1 in the workspace's folder).`,
 		},
 	}
 	c.Flags().BoolVarP(&o.Follow, "follow", "f", false, "keep printing new decisions until the workspace stops")
+	c.AddCommand(newEgressChangeCmd(g, "allow"), newEgressChangeCmd(g, "revoke"))
 	return c
+}
+
+// newEgressChangeCmd is "egress allow" or "egress revoke".
+func newEgressChangeCmd(g *globals, verb string) *cobra.Command {
+	short, long := "Add names to a workspace's allowlist", `Add names (a host, or .DOMAIN for a domain and every name in it, as
+--egress-allow takes them) to the allowlist of a workspace created with
+one (--egress-allow, --egress-allow-file or --egress none). The list is
+recorded in the workspace (its next starts, restores and forks use it) and,
+when it runs, put in force at once: new connections and DNS queries follow
+it. A workspace created without an allowlist reaches every public address
+already, so there is nothing to add to.`
+	if verb == "revoke" {
+		short, long = "Remove names from a workspace's allowlist", `Remove names from a workspace's allowlist, as they are listed. Recorded
+and put in force as "egress allow" is: new connections and DNS queries to
+the name are refused at once, addresses handed out for it earlier included;
+connections already open stay open until they end (halt the workspace to
+cut them). Revoking the last name leaves nothing allowed (as --egress
+none), never the open default.`
+	}
+	return &cobra.Command{
+		Use:   verb + " NAME HOST...",
+		Short: short,
+		Long:  long,
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			h, err := g.home()
+			if err != nil {
+				return err
+			}
+			ch := workspace.EgressChange{Name: args[0]}
+			if verb == "allow" {
+				ch.Allow = args[1:]
+			} else {
+				ch.Revoke = args[1:]
+			}
+			res, err := workspace.ChangeEgress(c.Context(), h, ch)
+			if err != nil {
+				return wsError(err)
+			}
+			if g.json {
+				return g.printJSON(res)
+			}
+			now := "nothing (outbound traffic is off)"
+			if len(res.AllowNames) > 0 {
+				now = strings.Join(res.AllowNames, " ")
+			}
+			when := "in force now"
+			if !res.Live {
+				when = "in force from its next start"
+			}
+			_, err = fmt.Fprintf(g.stdout, "Workspace %s allows %s (%s)\n", args[0], now, when)
+			return err
+		},
+	}
 }
 
 // printEvent prints one log line: as it is with --json, else in words. A
@@ -51,6 +107,10 @@ func printEvent(w io.Writer, line []byte, asJSON bool) error {
 	var ev usernet.Event
 	if asJSON || json.Unmarshal(line, &ev) != nil {
 		_, err := fmt.Fprintf(w, "%s\n", line)
+		return err
+	}
+	if ev.Proto == usernet.PolicyProto {
+		_, err := fmt.Fprintf(w, "%s %s\n", ev.Time.Format(time.RFC3339), ev.Reason)
 		return err
 	}
 	dst := ev.Dst.String()

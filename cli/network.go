@@ -50,5 +50,12 @@ func networkSummary(n *workspace.NetworkConfig) string {
 		}
 		parts = append(parts, "dns "+strings.Join(ds, " "))
 	}
+	if len(n.DNSUpstreams) > 0 {
+		us := make([]string, len(n.DNSUpstreams))
+		for i, u := range n.DNSUpstreams {
+			us[i] = u.String()
+		}
+		parts = append(parts, "dns upstream "+strings.Join(us, " "))
+	}
 	return strings.Join(parts, ", ")
 }

@@ -244,7 +244,7 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 }
 
 // networkFlags are --network, --publish, --host-access, --egress-allow-cidr,
-// --egress-allow, --egress-allow-file, --egress and --dns.
+// --egress-allow, --egress-allow-file, --egress, --dns and --dns-upstream.
 type networkFlags struct {
 	mode       string
 	publish    []string
@@ -254,6 +254,7 @@ type networkFlags struct {
 	allowFiles []string
 	egress     string
 	dns        []string
+	upstreams  []string
 }
 
 func (f *networkFlags) add(c *cobra.Command) {
@@ -278,6 +279,9 @@ func (f *networkFlags) add(c *cobra.Command) {
 	c.Flags().StringArrayVar(&f.dns, "dns", nil,
 		"nameserver for the guest's /etc/resolv.conf instead of the network's forwarder at 10.0.2.3 (IPv4; repeatable; "+
 			"it is reached through the network's policy: 10.0.2.2 is a resolver on the host's loopback and needs --host-access)")
+	c.Flags().StringArrayVar(&f.upstreams, "dns-upstream", nil,
+		"resolver that the network's forwarder at 10.0.2.3 asks, as ADDRESS[:PORT], instead of the host's /etc/resolv.conf "+
+			"nameservers (repeatable; the host asks it, the guest never reaches it)")
 }
 
 // The --egress modes.
@@ -384,6 +388,17 @@ func (f *networkFlags) resolve() (vmm.Network, error) {
 			return n, usageError("--dns %q: not an IP address: give a nameserver's IPv4 address, e.g. 10.0.2.2", s)
 		}
 		n.DNS = append(n.DNS, ip)
+	}
+	for _, s := range f.upstreams {
+		u, err := netip.ParseAddrPort(s)
+		if err != nil {
+			ip, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return n, usageError("--dns-upstream %q: not an address: give ADDRESS or ADDRESS:PORT, e.g. 127.0.0.1:5353", s)
+			}
+			u = netip.AddrPortFrom(ip, 53)
+		}
+		n.DNSUpstreams = append(n.DNSUpstreams, u)
 	}
 	if err := n.Validate(); err != nil {
 		return n, usageError("%v", err)

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,13 +187,13 @@ func TestRunHostAccessPort(t *testing.T) {
 func TestRunNetworkDNS(t *testing.T) {
 	e := setup(t)
 	ref := e.reg.PushBusybox(t, "busybox")
-	dns := startLoopbackDNS(t, "probe.test.", netip.MustParseAddr("192.0.2.77"))
+	dns := testenv.StartLoopbackDNS(t, "probe.test.", netip.MustParseAddr("192.0.2.77"))
 	// A TCP query for probe.test A, written by hand: busybox's nslookup
 	// speaks only UDP. Its answer must carry 192.0.2.77 (c0 00 02 4d).
 	q := tcpQuery(t, "probe.test.")
 	script := fmt.Sprintf("nslookup probe.test; printf '%s' | timeout 10 nc -w 3 %s 53 > /tmp/r; od -An -tx1 /tmp/r | tr -d ' \\n'; echo; echo end",
 		octal(q), vmm.UserAddressing.DNS)
-	b, log := loggingBackend(dns.addr)
+	b, log := loggingBackend(dns.Addr)
 	o := opts(ref, "sh", "-c", script)
 	o.Timeout = time.Minute
 	o.Backend = b
@@ -202,11 +201,11 @@ func TestRunNetworkDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "192.0.2.77") || dns.udp.Load() == 0 {
-		t.Errorf("UDP: %d queries, exit %d, stdout %q, stderr %q", dns.udp.Load(), r.Exit.Code, out, errs)
+	if !strings.Contains(out, "192.0.2.77") || dns.UDP.Load() == 0 {
+		t.Errorf("UDP: %d queries, exit %d, stdout %q, stderr %q", dns.UDP.Load(), r.Exit.Code, out, errs)
 	}
-	if !strings.Contains(out, "c000024d") || dns.tcp.Load() != 1 {
-		t.Errorf("TCP: %d queries, stdout %q, stderr %q", dns.tcp.Load(), out, errs)
+	if !strings.Contains(out, "c000024d") || dns.TCP.Load() != 1 {
+		t.Errorf("TCP: %d queries, stdout %q, stderr %q", dns.TCP.Load(), out, errs)
 	}
 	protos := map[string]bool{}
 	for _, ev := range log.events(t) {
@@ -215,87 +214,6 @@ func TestRunNetworkDNS(t *testing.T) {
 	if !protos["dns-udp"] || !protos["dns-tcp"] {
 		t.Errorf("DNS decisions logged: %v", protos)
 	}
-}
-
-// loopbackDNS is a DNS server on 127.0.0.1 (UDP and TCP, one port) that
-// answers one name (every name for "") with one address.
-type loopbackDNS struct {
-	addr     netip.AddrPort
-	udp, tcp atomic.Int32
-
-	mu    sync.Mutex
-	asked []string
-}
-
-// names lists the names the server was asked for.
-func (s *loopbackDNS) names() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.asked...)
-}
-
-func startLoopbackDNS(t *testing.T, name string, ip netip.Addr) *loopbackDNS {
-	t.Helper()
-	tl, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tl.Close() })
-	s := &loopbackDNS{addr: tl.Addr().(*net.TCPAddr).AddrPort()}
-	pc, err := net.ListenPacket("udp4", s.addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	answer := func(req []byte) []byte {
-		resp, asked, err := testenv.AnswerDNS(req, name, ip)
-		if asked != "" {
-			s.mu.Lock()
-			s.asked = append(s.asked, asked)
-			s.mu.Unlock()
-		}
-		if err != nil {
-			return nil
-		}
-		return resp
-	}
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if resp := answer(buf[:n]); resp != nil {
-				s.udp.Add(1)
-				pc.WriteTo(resp, from)
-			}
-		}
-	}()
-	go func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var hdr [2]byte
-				if _, err := io.ReadFull(c, hdr[:]); err != nil {
-					return
-				}
-				req := make([]byte, binary.BigEndian.Uint16(hdr[:]))
-				if _, err := io.ReadFull(c, req); err != nil {
-					return
-				}
-				if resp := answer(req); resp != nil {
-					s.tcp.Add(1)
-					c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(resp))), resp...))
-				}
-			}()
-		}
-	}()
-	return s
 }
 
 // tcpQuery is an A query for name in DNS-over-TCP framing.
@@ -321,7 +239,7 @@ func TestRunEgressAllowlist(t *testing.T) {
 	e := setup(t)
 	ref := e.reg.PushBusybox(t, "busybox")
 	port, hits := countingServer(t, "127.0.0.1:0", "hello-allowed")
-	dns := startLoopbackDNS(t, "", netip.MustParseAddr("127.0.0.1"))
+	dns := testenv.StartLoopbackDNS(t, "", netip.MustParseAddr("127.0.0.1"))
 	script := fmt.Sprintf("wget -q -O - http://allowed.test:%d/; echo; "+
 		"nslookup other.test; timeout 5 wget -q -O - http://other.test:%d/ && echo REACHED other; "+
 		"timeout 5 nc -w 3 203.0.113.7 443 </dev/null && echo REACHED literal; "+
@@ -331,7 +249,7 @@ func TestRunEgressAllowlist(t *testing.T) {
 		// name in the HTTP Host, then in a TLS server name.
 		"timeout 5 wget -q -O - --header 'Host: evil.test' http://allowed.test:%d/ && echo REACHED fronted-http; "+
 		"printf '%s' | timeout 5 nc -w 3 allowed.test %d > /tmp/tls; echo end", port, port, port, port, octal(tlsHello(t, "evil.test")), port)
-	b, log := loggingBackend(dns.addr)
+	b, log := loggingBackend(dns.Addr)
 	o := opts(ref, "sh", "-c", script)
 	o.Timeout = 2 * time.Minute
 	o.Backend = b
@@ -346,13 +264,13 @@ func TestRunEgressAllowlist(t *testing.T) {
 	if !strings.Contains(out+errs, "REFUSED") {
 		t.Errorf("other.test was not REFUSED: stdout %q, stderr %q", out, errs)
 	}
-	if got := dns.names(); len(got) == 0 || slices.ContainsFunc(got, func(n string) bool { return n != "allowed.test." }) {
+	if got := dns.Names(); len(got) == 0 || slices.ContainsFunc(got, func(n string) bool { return n != "allowed.test." }) {
 		t.Errorf("upstream was asked %v, want allowed.test only", got)
 	}
 	evs := log.events(t)
 	want := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
 	for _, d := range dialed(evs) {
-		if d != want && d != dns.addr {
+		if d != want && d != dns.Addr {
 			t.Errorf("the helper dialed %v", d)
 		}
 	}

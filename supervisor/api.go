@@ -9,6 +9,7 @@ import (
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/errcode"
 	"github.com/microagent-dev/microagent/guestboot"
+	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/wsdir"
 )
 
@@ -38,6 +39,7 @@ const (
 	OpSnapshot Op = "snapshot"
 	OpCopyIn   Op = channel.OpCopyIn
 	OpCopyOut  Op = channel.OpCopyOut
+	OpEgress   Op = "egress"
 )
 
 // stable reports the operations every protocol version serves alike.
@@ -57,6 +59,9 @@ type Request struct {
 	Timeout time.Duration `json:"timeout,omitempty"`
 	// Tag names the snapshot to capture.
 	Tag string `json:"tag,omitempty"`
+	// Network is the body of OpEgress: the workspace's network with its
+	// new egress policy (only the policy is applied).
+	Network *wsdir.NetworkConfig `json:"network,omitempty"`
 }
 
 // Reply is the supervisor's answer to a Request.
@@ -101,7 +106,10 @@ type Status struct {
 // versions (the workspace was started by another microagent).
 var ErrVersion = errors.New("supervisor protocol version mismatch")
 
-func init() { errcode.Register("supervisor_version", ErrVersion) }
+func init() {
+	errcode.Register("supervisor_version", ErrVersion)
+	errcode.Register("egress_fixed", vmm.ErrEgressFixed)
+}
 
 // versionError explains a mismatch to the user of workspace name.
 func versionError(name string, theirs int) error {

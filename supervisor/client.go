@@ -121,6 +121,12 @@ func (c *Client) Pause(ctx context.Context) error { return c.do(ctx, Request{Op:
 // brought back up to date).
 func (c *Client) Resume(ctx context.Context) error { return c.do(ctx, Request{Op: OpResume}, nil) }
 
+// UpdateEgress puts n's egress policy in force in the running network
+// (vmm.ErrEgressFixed when that network cannot change).
+func (c *Client) UpdateEgress(ctx context.Context, n wsdir.NetworkConfig) error {
+	return c.do(ctx, Request{Op: OpEgress, Network: &n}, nil)
+}
+
 // Snapshot captures the machine into snapshots/<tag>.
 func (c *Client) Snapshot(ctx context.Context, tag string) (*wsdir.Snapshot, error) {
 	var s wsdir.Snapshot

@@ -1,13 +1,16 @@
 package supervisor
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"time"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/wsdir"
 )
 
@@ -40,6 +43,7 @@ var handlers = map[Op]func(*supervisor, net.Conn, Request){
 	OpSnapshot: (*supervisor).control,
 	OpCopyIn:   (*supervisor).relay,
 	OpCopyOut:  (*supervisor).relay,
+	OpEgress:   (*supervisor).egress,
 }
 
 func (s *supervisor) handle(c *net.UnixConn) {
@@ -87,6 +91,42 @@ func (s *supervisor) control(c net.Conn, req Request) {
 		r = errorReply(err)
 	}
 	reply(c, r)
+}
+
+// egress puts a new egress policy in force in the running network; the
+// caller has recorded it in the manifest, which later boots read.
+func (s *supervisor) egress(c net.Conn, req Request) {
+	defer c.Close()
+	err := s.updateEgress(req.Network)
+	if err != nil {
+		s.log.Printf("egress policy change failed: %v", err)
+		reply(c, errorReply(err))
+		return
+	}
+	s.log.Printf("egress policy changed")
+	reply(c, Reply{})
+}
+
+// egressTimeout bounds a policy change in the running network.
+const egressTimeout = 10 * time.Second
+
+func (s *supervisor) updateEgress(n *wsdir.NetworkConfig) error {
+	if n == nil {
+		return errors.New("egress: no network in the request")
+	}
+	s.mu.Lock()
+	phase := s.phase
+	s.mu.Unlock()
+	if phase != wsdir.Running && phase != wsdir.Paused {
+		return fmt.Errorf("workspace %s is %s", s.w.Name, phase)
+	}
+	u, ok := s.vm.Machine.(vmm.EgressUpdater)
+	if !ok {
+		return vmm.ErrEgressFixed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), egressTimeout)
+	defer cancel()
+	return u.UpdateEgress(ctx, n.VMM())
 }
 
 func (s *supervisor) stop(c net.Conn, req Request) {

@@ -137,6 +137,11 @@ type Network struct {
 	// resolver on the host's loopback (which needs HostAccess). They are
 	// reached over the NAT's outbound path (see CheckUserNetwork).
 	DNS []netip.Addr
+	// DNSUpstreams are the resolvers the network's own forwarder
+	// (UserAddressing.DNS) asks, in turn, instead of the host's (its
+	// /etc/resolv.conf): a split-horizon or filtering resolver of the
+	// operator's, say. The host asks them; the guest never reaches them.
+	DNSUpstreams []netip.AddrPort
 }
 
 // ParseAllowName reads an --egress-allow value: a host name (pypi.org) or
@@ -198,10 +203,15 @@ func (n *Network) Validate() error {
 		if len(n.HostPorts) > 0 || len(n.AllowCIDRs) > 0 || len(n.AllowNames) > 0 || n.EgressNone {
 			return fmt.Errorf("opening host ports or address ranges needs a network device: the isolated network has none; use --network user")
 		}
-		if len(n.DNS) > 0 {
+		if len(n.DNS) > 0 || len(n.DNSUpstreams) > 0 {
 			return fmt.Errorf("a DNS server needs a network device: the isolated network has none; use --network user")
 		}
 		return nil
+	}
+	for _, u := range n.DNSUpstreams {
+		if !u.IsValid() || u.Port() == 0 || u.Addr().IsUnspecified() {
+			return fmt.Errorf("DNS upstream %q: give a resolver's address and port, e.g. 127.0.0.1:53", u)
+		}
 	}
 	for _, d := range n.DNS {
 		if !d.Is4() || d.IsUnspecified() {

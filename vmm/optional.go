@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -142,3 +143,18 @@ type NetworkReporter interface {
 	// network ended because the VM did, else how it died.
 	NetworkErr() error
 }
+
+// EgressUpdater is implemented by machines whose user network can change
+// its policy while the VM runs.
+type EgressUpdater interface {
+	// UpdateEgress puts the policy of n (HostAccess, HostPorts,
+	// AllowCIDRs, AllowNames, EgressNone; the rest of n is ignored) in
+	// force for the flows and DNS queries decided once it returns nil;
+	// flows already open stay open. ErrEgressFixed: this machine's
+	// network cannot change (it keeps the policy it booted with). Any
+	// other error leaves it unknown whether the change is in force.
+	UpdateEgress(ctx context.Context, n Network) error
+}
+
+// ErrEgressFixed: the running network keeps the policy it started with.
+var ErrEgressFixed = errors.New("the running network cannot change its policy")

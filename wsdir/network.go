@@ -45,6 +45,9 @@ type NetworkConfig struct {
 	EgressNone bool `json:"egressNone,omitempty"`
 	// DNS are the guest's nameservers, instead of the NAT's forwarder.
 	DNS []netip.Addr `json:"dns,omitempty"`
+	// DNSUpstreams are the resolvers the network's forwarder asks instead
+	// of the host's (--dns-upstream).
+	DNSUpstreams []netip.AddrPort `json:"dnsUpstream,omitempty"`
 }
 
 // Port is one published port.
@@ -67,7 +70,7 @@ func NewNetworkConfig(n vmm.Network) NetworkConfig {
 	if mode == "" {
 		mode = vmm.NetworkUser
 	}
-	c := NetworkConfig{Mode: mode, HostAccess: n.HostAccess, HostPorts: n.HostPorts, AllowCIDRs: n.AllowCIDRs, AllowNames: n.AllowNames, EgressNone: n.EgressNone, DNS: n.DNS}
+	c := NetworkConfig{Mode: mode, HostAccess: n.HostAccess, HostPorts: n.HostPorts, AllowCIDRs: n.AllowCIDRs, AllowNames: n.AllowNames, EgressNone: n.EgressNone, DNS: n.DNS, DNSUpstreams: n.DNSUpstreams}
 	for _, f := range n.Forwards {
 		c.Publish = append(c.Publish, Port{HostIP: f.HostIP, HostPort: f.HostPort, GuestPort: f.GuestPort, Protocol: "tcp"})
 	}
@@ -76,7 +79,7 @@ func NewNetworkConfig(n vmm.Network) NetworkConfig {
 
 // VMM returns the network to give the VM.
 func (c NetworkConfig) VMM() vmm.Network {
-	n := vmm.Network{Mode: c.Mode, HostAccess: c.HostAccess, HostPorts: c.HostPorts, AllowCIDRs: c.AllowCIDRs, AllowNames: c.AllowNames, EgressNone: c.EgressNone, DNS: c.DNS}
+	n := vmm.Network{Mode: c.Mode, HostAccess: c.HostAccess, HostPorts: c.HostPorts, AllowCIDRs: c.AllowCIDRs, AllowNames: c.AllowNames, EgressNone: c.EgressNone, DNS: c.DNS, DNSUpstreams: c.DNSUpstreams}
 	for _, p := range c.Publish {
 		n.Forwards = append(n.Forwards, vmm.Forward{HostIP: p.HostIP, HostPort: p.HostPort, GuestPort: p.GuestPort})
 	}

@@ -1,9 +1,12 @@
 package testenv
 
 import (
+	"encoding/binary"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -82,4 +85,91 @@ func AnswerDNS(req []byte, name string, addr netip.Addr) (resp []byte, asked str
 	}
 	resp, err = b.Finish()
 	return resp, asked, err
+}
+
+// LoopbackDNS is a DNS server on 127.0.0.1 (UDP and TCP, one port) that
+// answers one name (every name for "") with one address.
+type LoopbackDNS struct {
+	// Addr is where it listens, for UDP and TCP.
+	Addr netip.AddrPort
+	// UDP and TCP count the queries answered over each.
+	UDP, TCP atomic.Int32
+
+	mu    sync.Mutex
+	asked []string
+}
+
+// Names lists the names the server was asked for.
+func (s *LoopbackDNS) Names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.asked...)
+}
+
+// StartLoopbackDNS serves DNS on a free port of 127.0.0.1 (UDP and TCP)
+// until the test ends, answering as AnswerDNS does: a network whose
+// forwarder asks it resolves the test's names without any other resolver
+// being asked.
+func StartLoopbackDNS(t testing.TB, name string, ip netip.Addr) *LoopbackDNS {
+	t.Helper()
+	tl, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tl.Close() })
+	s := &LoopbackDNS{Addr: tl.Addr().(*net.TCPAddr).AddrPort()}
+	pc, err := net.ListenPacket("udp4", s.Addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	answer := func(req []byte) []byte {
+		resp, asked, err := AnswerDNS(req, name, ip)
+		if asked != "" {
+			s.mu.Lock()
+			s.asked = append(s.asked, asked)
+			s.mu.Unlock()
+		}
+		if err != nil {
+			return nil
+		}
+		return resp
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if resp := answer(buf[:n]); resp != nil {
+				s.UDP.Add(1)
+				pc.WriteTo(resp, from)
+			}
+		}
+	}()
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var hdr [2]byte
+				if _, err := io.ReadFull(c, hdr[:]); err != nil {
+					return
+				}
+				req := make([]byte, binary.BigEndian.Uint16(hdr[:]))
+				if _, err := io.ReadFull(c, req); err != nil {
+					return
+				}
+				if resp := answer(req); resp != nil {
+					s.TCP.Add(1)
+					c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(resp))), resp...))
+				}
+			}()
+		}
+	}()
+	return s
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/usernet"
 )
 
 const (
@@ -371,6 +372,16 @@ func (m *Machine) NetworkPID() int {
 // "passt", "slirp", or "" for no NIC.
 func (m *Machine) NetworkProvider() string {
 	return m.netName
+}
+
+// UpdateEgress implements vmm.EgressUpdater for the microagent-net
+// network; passt, slirp and no NIC keep their policy (vmm.ErrEgressFixed).
+func (m *Machine) UpdateEgress(ctx context.Context, n vmm.Network) error {
+	u, ok := m.net.(*usernet.Process)
+	if !ok {
+		return fmt.Errorf("%w (its network is %q)", vmm.ErrEgressFixed, m.netName)
+	}
+	return u.UpdatePolicy(ctx, usernet.PolicyOf(&n))
 }
 
 // NetworkDone implements vmm.NetworkReporter: closed once the network's

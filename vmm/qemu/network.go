@@ -80,8 +80,12 @@ func (b *Backend) startNetwork(mc *MachineConfig) (netProcess, *os.File, error) 
 			}
 			logs = append(logs, file)
 		}
+		resolvers := b.opts.Resolvers
+		if len(mc.Network.DNSUpstreams) > 0 {
+			resolvers = mc.Network.DNSUpstreams
+		}
 		p, f, err := usernet.Start(usernet.StartConfig{Binary: b.opts.NetHelper, Network: mc.Network,
-			Resolvers: b.opts.Resolvers, Log: io.MultiWriter(logs...), DieWithParent: mc.DieWithParent})
+			Resolvers: resolvers, Log: io.MultiWriter(logs...), DieWithParent: mc.DieWithParent})
 		if err != nil {
 			if file != nil {
 				file.Close()

@@ -1,6 +1,7 @@
 package usernet
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -79,6 +80,36 @@ type Policy struct {
 	None bool `json:"none,omitempty"`
 }
 
+// PolicyOf is the policy of network n's flags.
+func PolicyOf(n *vmm.Network) Policy {
+	return Policy{HostAccess: n.HostAccess, HostPorts: n.HostPorts, AllowCIDRs: n.AllowCIDRs,
+		AllowNames: n.AllowNames, None: n.EgressNone}
+}
+
+// String describes p in the words of its flags, for the egress log.
+func (p Policy) String() string {
+	var parts []string
+	switch {
+	case p.None:
+		parts = append(parts, "egress none")
+	case len(p.AllowNames) > 0:
+		parts = append(parts, "egress only "+strings.Join(p.AllowNames, " "))
+	default:
+		parts = append(parts, "public addresses")
+	}
+	if len(p.AllowCIDRs) > 0 {
+		parts = append(parts, fmt.Sprint("and ", p.AllowCIDRs))
+	}
+	if p.HostAccess {
+		if len(p.HostPorts) > 0 {
+			parts = append(parts, fmt.Sprint("host ports ", p.HostPorts))
+		} else {
+			parts = append(parts, "host access")
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // Resolved is what the network's DNS forwarder handed out for an allowed
 // name: the guest was given a stand-in address, the host side dials Real.
 type Resolved struct {
@@ -147,6 +178,9 @@ func (p *Policy) Decide(dst netip.AddrPort, hostAddrs []netip.Addr, resolved fun
 func (p *Policy) decideResolved(r Resolved, port uint16, hostAddrs []netip.Addr) Decision {
 	var d Decision
 	switch {
+	case !p.AllowsName(r.Name):
+		// Handed out under a policy that allowed it, since revoked.
+		d = Decision{Verdict: Deny, Reason: "no longer in the allowlist (revoked)"}
 	case r.Real.IsLoopback():
 		d = Decision{Verdict: Deny, Reason: "it resolves to the host's loopback, closed without --host-access"}
 		if p.HostAccess && (len(p.HostPorts) == 0 || slices.Contains(p.HostPorts, int(port))) {

@@ -126,3 +126,30 @@ func TestDecideEgressNone(t *testing.T) {
 		}
 	}
 }
+
+// TestDecideRevoked: a stand-in address handed out for a name is refused
+// once a policy change revoked the name, and the policy describes itself
+// for the egress log.
+func TestDecideRevoked(t *testing.T) {
+	r := Resolved{Name: "a.test", Real: netip.MustParseAddr("8.8.8.8")}
+	resolved := func(netip.Addr) (Resolved, bool) { return r, true }
+	dst := netip.MustParseAddrPort("198.18.0.1:443")
+	before := Policy{AllowNames: []string{"a.test", "b.test"}}
+	if d := before.Decide(dst, nil, resolved); !d.Allowed() || d.Dial != netip.MustParseAddrPort("8.8.8.8:443") {
+		t.Fatalf("before: %+v", d)
+	}
+	for _, after := range []Policy{{AllowNames: []string{"b.test"}}, {None: true}} {
+		if d := after.Decide(dst, nil, resolved); d.Allowed() || d.Reason != "a.test: no longer in the allowlist (revoked)" {
+			t.Errorf("%s: %+v", after, d)
+		}
+	}
+	for p, want := range map[string]Policy{
+		"egress only a.test b.test":                        before,
+		"egress none, host ports [53]":                     {None: true, HostAccess: true, HostPorts: []int{53}},
+		"public addresses, and [10.1.0.0/16], host access": {HostAccess: true, AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}},
+	} {
+		if got := want.String(); got != p {
+			t.Errorf("String() = %q, want %q", got, p)
+		}
+	}
+}

@@ -14,15 +14,18 @@
 // small static program: less code reachable from the guest, a smaller RSS
 // per VM, and no secret-handling code mapped at all.
 //
-// The helper's descriptors: 0 its configuration (JSON, then EOF), 1 a
-// pipe on which it writes "ready" once serving and then one JSON Event per
-// decision, 2 its errors, 3 its end of the socket pair with the VMM (QEMU's
+// The helper's descriptors: 0 its configuration (one line of JSON Config),
+// then, while it runs, one line of JSON Policy per policy change (each put
+// in force and acknowledged by an Event of PolicyProto), 1 a pipe on which
+// it writes "ready" once serving and then one JSON Event per decision, 2 its errors, 3 its end of the socket pair with the VMM (QEMU's
 // -netdev stream framing), 4... the published ports' listening sockets in
 // Config.GuestPorts order. It exits 0 when the VMM closes its end.
 package usernet
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -113,7 +116,7 @@ type Config struct {
 // Event is one line of the helper's decision log.
 type Event struct {
 	Time time.Time `json:"time"`
-	// Proto is "tcp", "udp", "dns-udp" or "dns-tcp".
+	// Proto is "tcp", "udp", "dns-udp", "dns-tcp" or PolicyProto.
 	Proto string `json:"proto"`
 	// Dst is the guest's destination.
 	Dst netip.AddrPort `json:"dst"`
@@ -135,6 +138,13 @@ type Event struct {
 	BytesIn  int64   `json:"bytes_in,omitempty"`
 	Seconds  float64 `json:"seconds,omitempty"`
 }
+
+// PolicyProto is the Proto of the event that records a policy change (its
+// Reason describes the policy now in force).
+const PolicyProto = "policy"
+
+// PolicyAckTimeout bounds the wait for the helper to confirm a change.
+const PolicyAckTimeout = 5 * time.Second
 
 // FindHelper resolves the helper binary: binary when given, else
 // $MICROAGENT_NET, else microagent-net beside the running executable,
@@ -205,6 +215,40 @@ type Process struct {
 	stderr *headBuffer
 	events io.ReadCloser
 	logged chan struct{} // closed once the decision log is drained
+
+	updates   sync.Mutex     // one policy change at a time
+	policyIn  io.WriteCloser // the helper's standard input
+	policyAck chan struct{}  // a policy event was read (cap 1)
+}
+
+// UpdatePolicy puts p in force in the running helper and returns once the
+// helper confirmed it (an event of PolicyProto in its log): flows and DNS
+// queries decided from then on follow p, flows already open stay open.
+// An error means the change may or may not be in force.
+func (p *Process) UpdatePolicy(ctx context.Context, pol Policy) error {
+	line, err := json.Marshal(pol)
+	if err != nil {
+		return fmt.Errorf("network helper: policy: %w", err)
+	}
+	p.updates.Lock()
+	defer p.updates.Unlock()
+	select { // an acknowledgement nobody waited for (none is expected)
+	case <-p.policyAck:
+	default:
+	}
+	if _, err := p.policyIn.Write(append(line, '\n')); err != nil {
+		return fmt.Errorf("network helper: sending the policy: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, PolicyAckTimeout)
+	defer cancel()
+	select {
+	case <-p.policyAck:
+		return nil
+	case <-p.Done():
+		return errors.New("network helper: it exited before it confirmed the policy change")
+	case <-ctx.Done():
+		return fmt.Errorf("network helper: no confirmation of the policy change: %w", ctx.Err())
+	}
 }
 
 // Start binds the published ports, runs the helper and waits for its ready
@@ -218,11 +262,7 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	conf := Config{
-		Policy: Policy{HostAccess: cfg.Network.HostAccess, HostPorts: cfg.Network.HostPorts,
-			AllowCIDRs: cfg.Network.AllowCIDRs, AllowNames: cfg.Network.AllowNames, None: cfg.Network.EgressNone},
-		Resolvers: cfg.Resolvers,
-	}
+	conf := Config{Policy: PolicyOf(cfg.Network), Resolvers: cfg.Resolvers}
 	if len(conf.Resolvers) == 0 {
 		conf.Resolvers = HostResolvers()
 	}
@@ -261,11 +301,16 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 
 	cmd := exec.Command(bin)
 	cmd.Env = vmm.ChildEnv() // nothing of the caller's: no backend token, no secret value
-	cmd.Stdin = strings.NewReader(string(confJSON))
 	cmd.ExtraFiles = append([]*os.File{theirs}, listeners...)
-	p := &Process{stderr: &headBuffer{max: 4 << 10}, logged: make(chan struct{})}
+	p := &Process{stderr: &headBuffer{max: 4 << 10}, logged: make(chan struct{}), policyAck: make(chan struct{}, 1)}
 	cmd.Stderr = p.stderr
 	if p.events, err = cmd.StdoutPipe(); err != nil {
+		ours.Close()
+		return nil, nil, fmt.Errorf("network helper: %w", err)
+	}
+	// Standard input stays open for policy changes, after the
+	// configuration line.
+	if p.policyIn, err = cmd.StdinPipe(); err != nil {
 		ours.Close()
 		return nil, nil, fmt.Errorf("network helper: %w", err)
 	}
@@ -290,6 +335,11 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 	if p.Process, err = netproc.Start("network helper", cmd, cfg.DieWithParent, drain, describe); err != nil {
 		ours.Close()
 		return nil, nil, fmt.Errorf("network helper: starting %s: %w", bin, err)
+	}
+	if _, err := p.policyIn.Write(append(confJSON, '\n')); err != nil {
+		ours.Close()
+		p.Kill()
+		return nil, nil, fmt.Errorf("network helper: sending the configuration: %w", err)
 	}
 	if err := p.awaitReady(cfg.Log); err != nil {
 		ours.Close()
@@ -323,6 +373,12 @@ func (p *Process) awaitReady(log io.Writer) error {
 			if log != nil {
 				log.Write(append(lines.Bytes(), '\n'))
 			}
+			if p.isPolicyEvent(lines.Bytes()) {
+				select {
+				case p.policyAck <- struct{}{}:
+				default:
+				}
+			}
 		}
 		io.Copy(io.Discard, p.events)
 	}()
@@ -340,6 +396,17 @@ func (p *Process) awaitReady(log io.Writer) error {
 	case <-time.After(ReadyTimeout):
 		return fmt.Errorf("no ready line within %v", ReadyTimeout)
 	}
+}
+
+// isPolicyEvent reports whether line is the helper's record of a policy
+// change. Names the guest chose are JSON strings in the line, so their
+// quotes are escaped and cannot form the key and value matched first.
+func (p *Process) isPolicyEvent(line []byte) bool {
+	if !bytes.Contains(line, []byte(`"proto":"`+PolicyProto+`"`)) {
+		return false
+	}
+	var ev Event
+	return json.Unmarshal(line, &ev) == nil && ev.Proto == PolicyProto
 }
 
 // headBuffer keeps the first max bytes written to it: the helper writes

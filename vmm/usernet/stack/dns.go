@@ -83,10 +83,11 @@ func (n *Network) resolve(q []byte, network string) []byte {
 	ev := usernet.Event{Proto: "dns-" + network, Dst: netip.AddrPortFrom(vmm.UserAddressing.DNS, 53), Verdict: usernet.Allow, Reason: "the network's DNS forwarder"}
 	name, ok := questionName(q)
 	ev.Name = name
-	if n.cfg.Policy.Allowlist() {
-		if !ok || !n.cfg.Policy.AllowsName(name) {
+	p := n.policy.Load()
+	if p.Allowlist() {
+		if !ok || !p.AllowsName(name) {
 			ev.Verdict, ev.Reason = usernet.Deny, "not in the allowlist (--egress-allow)"
-			if n.cfg.Policy.None {
+			if p.None {
 				ev.Reason = "outbound traffic is off (--egress none)"
 			}
 			n.events.write(ev)
@@ -102,7 +103,7 @@ func (n *Network) resolve(q []byte, network string) []byte {
 			continue
 		}
 		ev.Error = ""
-		if n.cfg.Policy.Allowlist() {
+		if p.Allowlist() {
 			if reply = n.rewriteAnswer(reply, name); reply == nil {
 				ev.Error = "the upstream answer could not be parsed"
 				break

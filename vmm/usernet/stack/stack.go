@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containers/gvisor-tap-vsock/pkg/tap"
@@ -67,7 +68,9 @@ const (
 
 // Network is one guest's virtual network.
 type Network struct {
-	cfg    usernet.Config
+	cfg    usernet.Config // its Policy is only the first: see policy
+	// policy is the one in force (SetPolicy replaces it while flows run).
+	policy atomic.Pointer[usernet.Policy]
 	stack  *stack.Stack
 	sw     *tap.Switch
 	events *eventLog
@@ -133,9 +136,19 @@ func New(cfg usernet.Config, events io.Writer) (*Network, error) {
 			return d.DialContext(ctx, network, addr.String())
 		},
 	}
+	first := cfg.Policy
+	n.policy.Store(&first)
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tcp.NewForwarder(s, 0, maxHandshakes, n.tcpFlow).HandlePacket)
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(s, n.udpFlow).HandlePacket)
 	return n, nil
+}
+
+// SetPolicy puts p in force for every flow and DNS query decided from now
+// on; flows already open stay open (their host side is connected). The
+// change is logged as an event of proto "policy".
+func (n *Network) SetPolicy(p usernet.Policy) {
+	n.policy.Store(&p)
+	n.events.write(usernet.Event{Proto: usernet.PolicyProto, Verdict: usernet.Allow, Reason: "policy changed: " + p.String()})
 }
 
 // Serve relays frames with the VMM over conn (QEMU's stream framing) and
@@ -244,7 +257,7 @@ func (n *Network) relayNamed(guest, upstream net.Conn, ev usernet.Event) (out, i
 	switch {
 	case err != nil:
 		why = "cannot tell which name it addresses: " + err.Error()
-	case name != "" && !n.cfg.Policy.AllowsName(name):
+	case name != "" && !n.policy.Load().AllowsName(name):
 		why = fmt.Sprintf("it addresses %s, which is not in the allowlist (a TLS server name or HTTP Host must be allowed too)", name)
 	}
 	if why != "" {
@@ -296,11 +309,12 @@ func peekName(guest net.Conn) ([]byte, string, error) {
 // is the decision as logged.
 func (n *Network) decide(proto string, id stack.TransportEndpointID, sem chan struct{}, full string) (usernet.Decision, usernet.Event) {
 	dst := netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort)
+	p := n.policy.Load()
 	var resolved func(netip.Addr) (usernet.Resolved, bool)
-	if n.cfg.Policy.Allowlist() {
+	if p.Allowlist() {
 		resolved = n.names.get
 	}
-	d := n.cfg.Policy.Decide(dst, n.hosts.get(), resolved)
+	d := p.Decide(dst, n.hosts.get(), resolved)
 	ev := usernet.Event{Proto: proto, Dst: dst, Verdict: d.Verdict, Reason: d.Reason}
 	if d.Allowed() && !acquire(sem) {
 		ev.Verdict, ev.Reason = usernet.Deny, full
