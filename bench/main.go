@@ -66,6 +66,7 @@ type options struct {
 	densityTime time.Duration
 	fetchN      int
 	secretsN    int
+	netConns    int
 	netMB       int
 	copyMiB     int
 	snapMiB     []int
@@ -92,6 +93,7 @@ func main() {
 	flag.IntVar(&o.fetchN, "fetch-n", 500, "on-demand secret fetches timed inside the guest")
 	flag.IntVar(&o.secretsN, "secrets-n", 100, "materialized secrets in the start-with-secrets measurement")
 	flag.IntVar(&o.netMB, "net-mb", 64, "MiB per network transfer (each way, each path, each round)")
+	flag.IntVar(&o.netConns, "net-conns", 50, "connections set up per network path and round")
 	flag.IntVar(&o.copyMiB, "copy-mib", 64, "MiB of the file the copy section moves")
 	snapMiB := flag.String("snap-mib", "256,2048", "comma-separated guest memory sizes (MiB) of the snapshot section")
 	flag.Parse()
@@ -103,8 +105,8 @@ func main() {
 		}
 		o.snapMiB = append(o.snapMiB, m)
 	}
-	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 || o.wsExecN < 1 || o.densityMax < 1 || o.densityTime <= 0 || o.fetchN < 1 || o.secretsN < 1 || o.netMB < 1 || o.copyMiB < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n, -rootfs-mb, -ws-exec-n, -density-max, -density-timeout, -fetch-n, -secrets-n, -net-mb and -copy-mib must be positive")
+	if o.n < 1 || o.rttN < 1 || o.execN < 1 || o.rootfsMB < 1 || o.wsExecN < 1 || o.densityMax < 1 || o.densityTime <= 0 || o.fetchN < 1 || o.secretsN < 1 || o.netMB < 1 || o.netConns < 1 || o.copyMiB < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -n, -rtt-n, -exec-n, -rootfs-mb, -ws-exec-n, -density-max, -density-timeout, -fetch-n, -secrets-n, -net-mb, -net-conns and -copy-mib must be positive")
 		os.Exit(2)
 	}
 	o.sections = map[string]bool{}

@@ -172,6 +172,11 @@ type channelResult struct {
 // a fresh writable disk, network n: nil for none) and returns it with its
 // Hello request; cleanup kills it and removes its folder.
 func bootVM(ctx context.Context, e *env, ref string, n *vmm.Network) (vm *microvm.VM, hello channel.HelloRequest, cleanup func(), err error) {
+	return bootVMOn(ctx, e, e.backend, ref, n)
+}
+
+// bootVMOn is bootVM on another backend (the network section's passt VM).
+func bootVMOn(ctx context.Context, e *env, backend vmm.Backend, ref string, n *vmm.Network) (vm *microvm.VM, hello channel.HelloRequest, cleanup func(), err error) {
 	parts, err := guestboot.Prepare(ctx, e.h, guestboot.PrepareOptions{Image: ref, Pull: image.PullMissing, Agent: e.agent})
 	if err != nil {
 		return nil, hello, nil, err
@@ -196,7 +201,7 @@ func bootVM(ctx context.Context, e *env, ref string, n *vmm.Network) (vm *microv
 		hello.Network = guestboot.GuestNetwork(n, hello.Hostname)
 	}
 	vm, err = microvm.Boot(ctx, microvm.Options{
-		Backend:       e.backend,
+		Backend:       backend,
 		Kernel:        parts.Kernel.Vmlinux,
 		Initrd:        parts.Initramfs,
 		RootDisk:      parts.RootDisk,

@@ -1,35 +1,51 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/microagent-dev/microagent/bench/netpeer"
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/microvm"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
+	"github.com/microagent-dev/microagent/vmm/usernet"
 )
 
 // netServerPath is where the transfer server lives in the network image.
 const netServerPath = "/bin/netserver"
 
-// netResult is section 8: TCP throughput through a published port.
+// netResult is section 8: TCP through the user network, both ways.
 type netResult struct {
 	bytes int64
 	// Upload is host → guest, Download guest → host; each sample is one
-	// transfer of bytes on a new connection.
-	loopUp, loopDown []time.Duration // host loopback TCP pair
-	rawUp, rawDown   []time.Duration // raw QEMU, same user network, bare init
-	maUp, maDown     []time.Duration // microagent VM, published port
-	// netArgs are the QEMU network arguments both VMs ran with, and
-	// provider the user network behind them (passt, or slirp).
+	// transfer of bytes on a new connection, dialled by the host through
+	// a published port. Connect samples are one-byte downloads: the
+	// connection's setup through the network and back.
+	loopUp, loopDown, loopConn []time.Duration // host loopback TCP pair
+	rawUp, rawDown, rawConn    []time.Duration // raw QEMU + passt, bare init
+	maUp, maDown, maConn       []time.Duration // microagent VM, microagent-net
+	// Outbound samples are dialled by the guest (its own client, started
+	// by exec, timing itself) to a server on the host's loopback at the
+	// gateway (host access): Up is guest → host, Down host → guest. The
+	// floor is the same microagent VM on passt.
+	passtOutUp, passtOutDown, passtOutConn []time.Duration
+	maOutUp, maOutDown, maOutConn          []time.Duration
+	// netArgs are the QEMU network arguments of the floor VM; provider
+	// the user network behind it (passt).
 	netArgs  []string
 	provider string
+	// helperIdle is the VmRSS of the microagent VM's network helper right
+	// after boot, helperAfter after every transfer (and a second's rest);
+	// passtIdle is the floor's passt right after boot.
+	helperIdle, helperAfter, passtIdle int64
 }
 
 // publish returns a forward of a free host port to the guest's server.
@@ -54,9 +70,10 @@ type netSection struct{}
 func (netSection) name() string { return "network" }
 
 // run times the same transfers over a host loopback pair, through a raw
-// QEMU (the same user network, bare init) and through a microagent VM's
-// published port (the busybox image plus the transfer server, run by
-// exec), interleaved round by round; round 0 is a warm-up.
+// QEMU on passt (bare init) and through a microagent VM's published port
+// on microagent-net, then the guest's own transfers out to the host from
+// a microagent VM on passt and from the one on microagent-net,
+// interleaved round by round; round 0 is a warm-up.
 func (netSection) run(ctx context.Context, e *env) error {
 	o, r := e.opts, e.r
 	ref, err := e.imageWith(ctx, "the guest's transfer server", "./bench/netserver", netServerPath, "bench/busybox-net")
@@ -65,7 +82,7 @@ func (netSection) run(ctx context.Context, e *env) error {
 	}
 	res := &netResult{bytes: int64(o.netMB) << 20}
 
-	// Floor 1: the host's loopback, no VM.
+	// Floor 1: the host's loopback, no VM; the guests' outbound target.
 	ll, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -73,9 +90,10 @@ func (netSection) run(ctx context.Context, e *env) error {
 	defer ll.Close()
 	go netpeer.Serve(ll)
 	loop := ll.Addr().String()
+	loopPort := ll.Addr().(*net.TCPAddr).Port
+	out := fmt.Sprintf("%s:%d", vmm.UserAddressing.Gateway, loopPort)
 
-	// Floor 2: QEMU with the network arguments microagent gives it, and
-	// a bare init serving the transfers.
+	// Floor 2: QEMU on passt with a bare init serving the transfers.
 	rawNet, err := publish()
 	if err != nil {
 		return err
@@ -120,19 +138,26 @@ func (netSection) run(ctx context.Context, e *env) error {
 		return fmt.Errorf("network floor VM: %w; console: %s", err, con.Tail())
 	}
 	res.netArgs = netArgsOf(m.Args())
+	res.passtIdle, _ = procStatusKB(m.NetworkPID(), "VmRSS")
 
-	// Target: a microagent VM (agent, static network from the hello), its
-	// server run through exec.
+	// Target: a microagent VM on microagent-net, its server run through
+	// exec behind a published port, the host's loopback server open to it.
 	maNet, err := publish()
 	if err != nil {
 		return err
 	}
-	logf("network: booting the microagent VM with a published port")
+	maNet.HostAccess, maNet.HostPorts = true, []int{loopPort}
+	logf("network: booting the microagent VM (%s) with a published port", usernet.BinaryName)
 	vm, _, cleanup, err := bootVM(ctx, e, ref, maNet)
 	if err != nil {
 		return fmt.Errorf("network VM: %w", err)
 	}
 	defer cleanup()
+	helper := 0
+	if np, ok := vm.Machine.(interface{ NetworkPID() int }); ok {
+		helper = np.NetworkPID()
+	}
+	res.helperIdle, _ = procStatusKB(helper, "VmRSS")
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	srvDone := make(chan error, 1)
@@ -145,16 +170,25 @@ func (netSection) run(ctx context.Context, e *env) error {
 		return fmt.Errorf("network VM: %w", err)
 	}
 
+	// Outbound floor: the same microagent VM on passt.
+	logf("network: booting the microagent VM on %s for the outbound floor", res.provider)
+	pvm, _, pcleanup, err := bootVMOn(ctx, e, floor, ref, &vmm.Network{HostAccess: true})
+	if err != nil {
+		return fmt.Errorf("network passt VM: %w", err)
+	}
+	defer pcleanup()
+
 	for i := 0; i <= o.n; i++ {
-		logf("network: %d MiB each way, loopback / raw VM / microagent, round %d/%d", o.netMB, i, o.n)
+		logf("network: %d MiB each way and %d connections, loopback / raw VM / microagent / outbound on passt / outbound on %s, round %d/%d",
+			o.netMB, o.netConns, usernet.BinaryName, i, o.n)
 		r.sampleLoad()
 		for _, p := range []struct {
-			addr     string
-			up, down *[]time.Duration
+			addr           string
+			up, down, conn *[]time.Duration
 		}{
-			{loop, &res.loopUp, &res.loopDown},
-			{raw, &res.rawUp, &res.rawDown},
-			{ma, &res.maUp, &res.maDown},
+			{loop, &res.loopUp, &res.loopDown, &res.loopConn},
+			{raw, &res.rawUp, &res.rawDown, &res.rawConn},
+			{ma, &res.maUp, &res.maDown, &res.maConn},
 		} {
 			up, err := netpeer.Upload(p.addr, res.bytes)
 			if err != nil {
@@ -164,9 +198,40 @@ func (netSection) run(ctx context.Context, e *env) error {
 			if err != nil {
 				return fmt.Errorf("network: %w", err)
 			}
+			var conns []time.Duration
+			for range o.netConns {
+				d, err := netpeer.Download(p.addr, 1)
+				if err != nil {
+					return fmt.Errorf("network: connection setup: %w", err)
+				}
+				conns = append(conns, d)
+			}
 			if i > 0 {
 				*p.up = append(*p.up, up)
 				*p.down = append(*p.down, down)
+				*p.conn = append(*p.conn, conns...)
+			}
+		}
+		for _, p := range []struct {
+			name           string
+			vm             *microvm.VM
+			up, down, conn *[]time.Duration
+		}{
+			{"the VM on " + res.provider, pvm, &res.passtOutUp, &res.passtOutDown, &res.passtOutConn},
+			{"the VM on " + usernet.BinaryName, vm, &res.maOutUp, &res.maOutDown, &res.maOutConn},
+		} {
+			for _, t := range []struct {
+				op    string
+				count int
+				into  *[]time.Duration
+			}{{"U", 1, p.up}, {"D", 1, p.down}, {"C", o.netConns, p.conn}} {
+				ds, err := guestTransfers(ctx, p.vm, out, t.op, t.count, res.bytes)
+				if err != nil {
+					return fmt.Errorf("network: outbound from %s: %w", p.name, err)
+				}
+				if i > 0 {
+					*t.into = append(*t.into, ds...)
+				}
 			}
 		}
 		select {
@@ -175,8 +240,36 @@ func (netSection) run(ctx context.Context, e *env) error {
 		default:
 		}
 	}
+	time.Sleep(time.Second)
+	res.helperAfter, _ = procStatusKB(helper, "VmRSS")
 	r.net = res
 	return nil
+}
+
+// guestTransfers runs the guest's client (netserver client) for count
+// transfers of op to addr and returns the durations it measured.
+func guestTransfers(ctx context.Context, vm *microvm.VM, addr, op string, count int, size int64) ([]time.Duration, error) {
+	var stdout, stderr bytes.Buffer
+	argv := []string{netServerPath, "client", addr, op, strconv.Itoa(count), strconv.FormatInt(size, 10)}
+	res, err := vm.Client.Exec(ctx, channel.ExecRequest{Argv: argv}, nil, &stdout, &stderr)
+	if err != nil {
+		return nil, err
+	}
+	if res.Code != 0 {
+		return nil, fmt.Errorf("%s: exit %d: %s", strings.Join(argv, " "), res.Code, strings.TrimSpace(stderr.String()))
+	}
+	var ds []time.Duration
+	for _, f := range strings.Fields(stdout.String()) {
+		ns, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: output %q", argv[0], f)
+		}
+		ds = append(ds, time.Duration(ns))
+	}
+	if len(ds) != count {
+		return nil, fmt.Errorf("%s: %d durations, want %d", strings.Join(argv, " "), len(ds), count)
+	}
+	return ds, nil
 }
 
 // netArgsOf picks the network arguments out of a QEMU command line.

@@ -3,7 +3,40 @@ package main
 import (
 	"strings"
 	"time"
+
+	"github.com/microagent-dev/microagent/vmm/usernet"
 )
+
+// Goals of section 8 (issue #12): time ratios against the passt floor,
+// and the idle helper's resident memory.
+const (
+	netThroughputGoal = 1.3
+	netConnectGoal    = 1.5
+	netHelperRSSGoal  = 16 << 20
+)
+
+// netPair is one comparison of section 8: the same transfers through the
+// floor's network and through microagent's.
+type netPair struct {
+	what       string
+	floor, ma  []time.Duration
+	goal       float64
+	throughput bool // samples are transfers of netResult.bytes
+	floorName  string
+}
+
+func (n *netResult) pairs() []netPair {
+	pub := "raw QEMU + " + n.provider + " (bare init)"
+	out := "the microagent VM on " + n.provider
+	return []netPair{
+		{what: "host → guest throughput through a published port", floor: n.rawUp, ma: n.maUp, goal: netThroughputGoal, throughput: true, floorName: pub},
+		{what: "guest → host throughput through a published port", floor: n.rawDown, ma: n.maDown, goal: netThroughputGoal, throughput: true, floorName: pub},
+		{what: "guest → host throughput, guest-dialled (host access)", floor: n.passtOutUp, ma: n.maOutUp, goal: netThroughputGoal, throughput: true, floorName: out},
+		{what: "host → guest throughput, guest-dialled (host access)", floor: n.passtOutDown, ma: n.maOutDown, goal: netThroughputGoal, throughput: true, floorName: out},
+		{what: "connection setup through a published port, p50", floor: n.rawConn, ma: n.maConn, goal: netConnectGoal, floorName: pub},
+		{what: "connection setup, guest-dialled (host access), p50", floor: n.passtOutConn, ma: n.maOutConn, goal: netConnectGoal, floorName: out},
+	}
+}
 
 // summary adds section 8 to the summary table.
 func (netSection) summary(b *report, r *results) {
@@ -11,18 +44,24 @@ func (netSection) summary(b *report, r *results) {
 	if n == nil {
 		return
 	}
-	for _, d := range []struct {
-		name    string
-		raw, ma []time.Duration
-	}{
-		{"host → guest", n.rawUp, n.maUp},
-		{"guest → host", n.rawDown, n.maDown},
-	} {
-		raw, ma := summarize(d.raw), summarize(d.ma)
-		b.f("| 8. %s throughput through a published port vs raw QEMU + %s (bare init), %d MiB | %.0f MB/s | %.0f MB/s | %s | %s | — | — | — |\n",
-			d.name, n.provider, n.bytes>>20, mbps(n.bytes, raw.median), mbps(n.bytes, ma.median),
-			speed(ratio(raw.median, ma.median)), speed(ratio(raw.min, ma.min)))
+	for _, p := range n.pairs() {
+		fl, ma := summarize(p.floor), summarize(p.ma)
+		tr := ratio(ma.median, fl.median)
+		if p.throughput {
+			b.f("| 8. %s, %s vs %s, %d MiB | %.0f MB/s | %.0f MB/s | %s | %s | — | ≤ %.1fx time | %s |\n",
+				p.what, usernet.BinaryName, p.floorName, n.bytes>>20, mbps(n.bytes, fl.median), mbps(n.bytes, ma.median),
+				x(tr), x(ratio(ma.min, fl.min)), p.goal, verdict(tr, p.goal))
+			continue
+		}
+		b.f("| 8. %s, %s vs %s | %s | %s | %s | %s | — | ≤ %.1fx | %s |\n",
+			p.what, usernet.BinaryName, p.floorName, dur(fl.median), dur(ma.median), x(tr), x(ratio(ma.min, fl.min)), p.goal, verdict(tr, p.goal))
 	}
+	met := "**no**"
+	if n.helperIdle > 0 && n.helperIdle <= netHelperRSSGoal {
+		met = "**yes**"
+	}
+	b.f("| 8. idle network helper (%s) VmRSS per workspace | %s (passt) | %s | — | — | — | ≤ %s | %s |\n",
+		usernet.BinaryName, mib(n.passtIdle), mib(n.helperIdle), mib(netHelperRSSGoal), met)
 }
 
 // report writes section 8.
@@ -31,27 +70,33 @@ func (netSection) report(b *report, r *results) {
 	if n == nil {
 		return
 	}
-	b.f("## 8. Network throughput\n\n")
-	b.f("One TCP transfer of %d MiB per sample, each on a new connection, timed on the host from dial to the\n", n.bytes>>20)
-	b.f("end: host → guest (upload) ends when the guest's server acknowledges the last byte, guest → host\n")
-	b.f("(download) at the last byte read. The same Go code (`bench/netpeer`, 256 KiB reads and writes) serves\n")
-	b.f("and drives every path:\n\n")
+	b.f("## 8. Network\n\n")
+	b.f("Every sample is a TCP connection of its own, timed from dial to the end. A transfer moves %d MiB:\n", n.bytes>>20)
+	b.f("an upload ends when the server acknowledges the last byte, a download at the last byte read; a\n")
+	b.f("connection setup is a one-byte download (dial, request, first byte, close). The same Go code\n")
+	b.f("(`bench/netpeer`, 256 KiB reads and writes) serves and drives every path:\n\n")
 	b.f("- **loopback**: server and client on the host's 127.0.0.1, no VM: the ceiling of any path;\n")
-	b.f("- **raw QEMU**: the floor VM booted by the backend with the network microagent gives a workspace\n")
+	b.f("- **raw QEMU + %s**: the floor VM, booted by the backend with passt's socket pair\n", n.provider)
 	b.f("  (`%s`), its bare `/init` (`bench/guestinit`, mode `net`) setting eth0 up with\n", strings.Join(n.netArgs, " "))
 	b.f("  three ioctls and serving the transfers itself: QEMU and %s with nothing of microagent in the guest;\n", n.provider)
-	b.f("- **microagent**: a VM booted as `runner.Run` boots it (agent, static network from the hello,\n")
-	b.f("  same RAM and CPUs as the floor), the server a static binary from an image layer started by exec.\n\n")
-	b.f("Paths are interleaved round by round (n=%d, after one uncounted round). Both VMs are up for the whole\n", summarize(n.maUp).n)
-	b.f("section (one idle while the other transfers).\n\n")
+	b.f("- **microagent on %s**: a VM booted as `runner.Run` boots it (agent, static network from the hello,\n", usernet.BinaryName)
+	b.f("  same RAM and CPUs as the floor) on microagent's own network, whose every flow passes the egress\n")
+	b.f("  policy, the server a static binary from an image layer started by exec behind a published port;\n")
+	b.f("- **guest-dialled**: the guest's own client (`bench/netserver client`, started by exec, timing itself)\n")
+	b.f("  dials the loopback server at the gateway %s (host access to that one port), once from the\n", "10.0.2.2")
+	b.f("  microagent VM on %s and once from the same image booted the same way on %s (the floor).\n\n", usernet.BinaryName, n.provider)
+	b.f("Paths are interleaved round by round (n=%d transfers and %d connection setups each, after one\n", summarize(n.maUp).n, summarize(n.maConn).n)
+	b.f("uncounted round). All VMs are up for the whole section (idle while another transfers).\n\n")
 	b.f("| Path | Direction | n | min | median | p99 | MB/s (median) |\n|---|---|--:|--:|--:|--:|--:|\n")
 	for _, p := range []struct {
 		name     string
 		up, down []time.Duration
 	}{
 		{"loopback (host only)", n.loopUp, n.loopDown},
-		{"raw QEMU + " + n.provider + ", bare init", n.rawUp, n.rawDown},
-		{"**microagent, published port**", n.maUp, n.maDown},
+		{"raw QEMU + " + n.provider + ", bare init, published port", n.rawUp, n.rawDown},
+		{"**microagent on " + usernet.BinaryName + ", published port**", n.maUp, n.maDown},
+		{"microagent VM on " + n.provider + ", guest-dialled", n.passtOutDown, n.passtOutUp},
+		{"**microagent on " + usernet.BinaryName + ", guest-dialled**", n.maOutDown, n.maOutUp},
 	} {
 		for _, d := range []struct {
 			dir string
@@ -60,10 +105,24 @@ func (netSection) report(b *report, r *results) {
 			b.f("| %s | %s | %d | %s | %s | %s | %.0f |\n", p.name, d.dir, d.s.n, dur(d.s.min), dur(d.s.median), dur(d.s.p99), mbps(n.bytes, d.s.median))
 		}
 	}
-	up, down := summarize(n.maUp), summarize(n.maDown)
-	b.f("\nmicroagent / raw QEMU (ratio of median times): host → guest %s, guest → host %s; against the\n",
-		x(ratio(up.median, summarize(n.rawUp).median)), x(ratio(down.median, summarize(n.rawDown).median)))
-	b.f("loopback ceiling %s and %s. A published port is %s's forward in both VMs: microagent adds nothing\n",
-		x(ratio(up.median, summarize(n.loopUp).median)), x(ratio(down.median, summarize(n.loopDown).median)), n.provider)
-	b.f("to the data path, so a ratio away from 1x is the guest side (agent-spawned process vs init) or noise.\n\n")
+	b.f("\n")
+	b.statHeader("Connection setup")
+	b.statRow("loopback (host only)", summarize(n.loopConn))
+	b.statRow("raw QEMU + "+n.provider+", published port", summarize(n.rawConn))
+	b.statRow("**microagent on "+usernet.BinaryName+", published port**", summarize(n.maConn))
+	b.statRow("microagent VM on "+n.provider+", guest-dialled", summarize(n.passtOutConn))
+	b.statRow("**microagent on "+usernet.BinaryName+", guest-dialled**", summarize(n.maOutConn))
+	b.f("\nmicroagent / floor (ratio of median times):")
+	for i, p := range n.pairs() {
+		sep := ";"
+		if i == 0 {
+			sep = ""
+		}
+		b.f("%s %s %s", sep, p.what, x(ratio(summarize(p.ma).median, summarize(p.floor).median)))
+	}
+	b.f(". Every microagent byte crosses gVisor's netstack in the helper and a host socket it opened\n")
+	b.f("after the policy allowed the flow; passt splices the guest's frames onto host sockets with less\n")
+	b.f("in between. Guest-dialled times are measured in the guest (its clock) and host-dialled ones on the host.\n\n")
+	b.f("Network helper memory: VmRSS of %s of the microagent VM right after boot (idle) %s, after every\n", usernet.BinaryName, mib(n.helperIdle))
+	b.f("transfer above and a second's rest %s; passt of the floor VM right after boot %s.\n\n", mib(n.helperAfter), mib(n.passtIdle))
 }
