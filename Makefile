@@ -3,7 +3,8 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 PKGS    := ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/microagent-dev/microagent/cli.Version=$(VERSION)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+LDFLAGS := -X github.com/microagent-dev/microagent/cli.Version=$(VERSION) -X github.com/microagent-dev/microagent/cli.Commit=$(COMMIT)
 
 .PHONY: all build deps test-deps setup test fuzz-smoke bench vet clean
 
