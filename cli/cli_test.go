@@ -134,6 +134,23 @@ func TestRunPassesExitCode(t *testing.T) {
 	if code != 127 || !strings.Contains(errs, `"definitely-missing" not found in the image`) {
 		t.Fatalf("code %d stderr %q", code, errs)
 	}
+	// --json: one object on stdout, the command's bytes base64 when not
+	// UTF-8, stderr cut at --output-limit; a signal is 128+N; flags after
+	// the image are the command's (-c is sh's).
+	code, out, errs = cli(t, "", "--json", "--state-dir", h.Root, "run", "--output-limit", "4", ref,
+		"sh", "-c", `printf '\377\376'; printf 'to-stderr' >&2; kill -USR1 $$`)
+	var res resultJSON
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 128+10 || res.ExitCode != 138 || res.Signal != 10 ||
+		res.Stdout != (streamJSON{Data: "//4=", Encoding: "base64", Bytes: 2}) ||
+		res.Stderr != (streamJSON{Data: "to-s", Encoding: "utf-8", Bytes: 9, Truncated: true}) ||
+		res.Timings.BootSeconds <= 0 || res.Timings.TotalSeconds < res.Timings.BootSeconds {
+		t.Fatalf("run --json: %v, exit %d, stdout %q, stderr %q", err, code, out, errs)
+	}
+	// microagent's own failure is 125, not a code the command could give.
+	code, _, errs = cli(t, "", "--state-dir", h.Root, "run", "--pull", "never", reg.Ref("absent"), "true")
+	if code != ExitOwnFailure || !strings.HasPrefix(errs, "microagent: ") {
+		t.Fatalf("run of a missing image: %d %q", code, errs)
+	}
 	code, out, _ = cli(t, "", "--json", "--state-dir", h.Root, "image", "list")
 	if code != 0 || !strings.Contains(out, ref) {
 		t.Fatalf("image list: %d %q", code, out)
