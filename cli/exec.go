@@ -37,15 +37,9 @@ forwarded to the command's process group; a third Ctrl-C gives up waiting.
 
 Flags go before or right after NAME; the first argument after NAME that is
 not a flag starts the command, so "exec NAME ls -la" runs "ls -la" ("--"
-ends the flags too).
+ends the flags too). -t is refused with --json.
 
-With --json, stdout is one JSON object once the command has ended and nothing
-else: exitCode, signal, timedOut, error (the command could not run), stdout
-and stderr (each {data, encoding, bytes, truncated}: data is UTF-8 text, or
-base64 when the output is not valid UTF-8, as encoding says; at most
---output-limit bytes of each are kept, 1 MiB by default) and timings
-(totalSeconds). microagent's own errors go to stderr. -t is refused with it.
-` + exitCodeTable,
+` + resultHelp("totalSeconds") + exitCodeTable,
 		Args:              cobra.MinimumNArgs(2),
 		ValidArgsFunction: completeFirst(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {

@@ -37,6 +37,18 @@ Exit codes:
   128+N  the command was killed by signal N (137: SIGKILL)
   130    microagent was interrupted (Ctrl-C, SIGTERM) before the command ended`
 
+// resultHelp describes run's and exec's --json object, whose timings
+// differ.
+func resultHelp(timings string) string {
+	return `With --json, stdout is one JSON object once the command has ended and nothing
+else: exitCode, signal, timedOut, error (the command could not run), stdout
+and stderr (each {data, encoding, bytes, truncated}: data is UTF-8 text, or
+base64 when the output is not valid UTF-8, as encoding says; at most
+--output-limit bytes of each are kept, ` + fmt.Sprintf("%d MiB", DefaultOutputLimit>>20) + ` by default) and timings
+(` + timings + `). microagent's own errors go to stderr.
+`
+}
+
 // DefaultOutputLimit bounds each of stdout and stderr that --json holds in
 // memory: the object is built only once the command has ended.
 const DefaultOutputLimit = 1 << 20

@@ -157,13 +157,7 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.
 Flags go before IMAGE: everything after it is the command and its arguments
 ("run IMAGE ls -la").
 
-With --json, stdout is one JSON object once the command has ended and nothing
-else: exitCode, signal, timedOut, error (the command could not run), stdout
-and stderr (each {data, encoding, bytes, truncated}: data is UTF-8 text, or
-base64 when the output is not valid UTF-8, as encoding says; at most
---output-limit bytes of each are kept, 1 MiB by default) and timings
-(bootSeconds, totalSeconds). microagent's own errors go to stderr.
-` + exitCodeTable,
+` + resultHelp("bootSeconds, totalSeconds") + exitCodeTable,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeFirst(g, completeImages),
 		RunE: func(c *cobra.Command, args []string) error {
