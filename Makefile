@@ -3,9 +3,10 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 PKGS    := ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/microagent-dev/microagent/cli.Version=$(VERSION)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+LDFLAGS := -X github.com/microagent-dev/microagent/cli.Version=$(VERSION) -X github.com/microagent-dev/microagent/cli.Commit=$(COMMIT)
 
-.PHONY: all build deps test-deps setup test fuzz-smoke bench vet clean
+.PHONY: all build deps test-deps setup test fuzz-smoke bench vet docs clean
 
 all: build
 
@@ -55,6 +56,12 @@ fuzz-smoke:
 	    || { cat /tmp/fuzz-$$$$.log; rm -f /tmp/fuzz-$$$$.log; exit 1; }; \
 	  tail -1 /tmp/fuzz-$$$$.log; rm -f /tmp/fuzz-$$$$.log; \
 	done
+
+# The CLI reference (docs/cli/*.md) and man pages (docs/cli/man/*.1),
+# generated from the command tree; internal/gendocs's test fails while they
+# differ from the code.
+docs:
+	$(GO) run ./internal/gendocs docs/cli
 
 bench: build
 	MICROAGENT_AGENT=$(BIN)/microagent-agent $(GO) run ./bench -out docs/performance.md

@@ -25,23 +25,39 @@ func cli(t *testing.T, stdin string, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+// TestUsageErrors: bad input exits 2, except in run and exec, where all of
+// microagent's own failures exit 125 (as docker's), so that they are not
+// taken for the command's exit code.
 func TestUsageErrors(t *testing.T) {
 	state := t.TempDir()
-	for _, args := range [][]string{
-		{"run"},
-		{"no-such-command"},
-		{"run", "--memory", "lots", "img", "true"},
-		{"run", "--cpus", "0", "--profile", "huge", "img"},
-		{"run", "--profile", "huge", "img"},
-		{"run", "--pull", "sometimes", "img"},
-		{"run", "--rm=false", "img"},
-		{"run", "-e", "=x", "img"},
-		{"image", "pull"},
-		{"kernel", "verify", "extra"},
+	for _, c := range []struct {
+		code int
+		args []string
+	}{
+		{ExitOwnFailure, []string{"run"}},
+		{ExitUsage, []string{"no-such-command"}},
+		{ExitOwnFailure, []string{"run", "--memory", "lots", "img", "true"}},
+		{ExitOwnFailure, []string{"run", "--cpus", "0", "--profile", "huge", "img"}},
+		{ExitOwnFailure, []string{"run", "--profile", "huge", "img"}},
+		{ExitOwnFailure, []string{"run", "--pull", "sometimes", "img"}},
+		{ExitOwnFailure, []string{"run", "--rm=false", "img"}},
+		{ExitOwnFailure, []string{"run", "-e", "=x", "img"}},
+		{ExitOwnFailure, []string{"run", "--no-such-flag", "img"}},
+		{ExitOwnFailure, []string{"run", "--output-limit", "10", "img"}},
+		{ExitOwnFailure, []string{"--json", "run", "--output-limit", "-1", "img"}},
+		{ExitOwnFailure, []string{"exec", "ws"}},
+		{ExitOwnFailure, []string{"exec", "ws", "-e", "A=1"}},
+		{ExitOwnFailure, []string{"exec", "ws", "--no-such-flag", "true"}},
+		{ExitOwnFailure, []string{"--json", "exec", "-t", "ws", "true"}},
+		{ExitUsage, []string{"image", "pull"}},
+		{ExitUsage, []string{"kernel", "verify", "extra"}},
+		{ExitUsage, []string{"list", "-q", "--format", "{{.Name}}"}},
+		{ExitUsage, []string{"--json", "ps", "-q"}},
+		{ExitUsage, []string{"image", "list", "--format", "{{.Name"}},
 	} {
-		code, out, errs := cli(t, "", append([]string{"--state-dir", state}, args...)...)
-		if code != ExitUsage || out != "" || !strings.HasPrefix(errs, "microagent: ") {
-			t.Errorf("%v: code %d, stdout %q, stderr %q; want exit 2 and one error line", args, code, out, errs)
+		code, out, errs := cli(t, "", append([]string{"--state-dir", state}, c.args...)...)
+		if code != c.code || out != "" || !strings.HasPrefix(errs, "microagent: ") && !strings.HasPrefix(errs, `{"error":`) {
+			t.Errorf("%v: code %d, stdout %q, stderr %q; want exit %d and one error", c.args, code, out, errs, c.code)
 		}
 	}
 }
@@ -66,8 +82,12 @@ func TestResourceErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		code, out, errs := cli(t, "", append([]string{"--state-dir", state}, c[1:]...)...)
-		if code != ExitUsage || out != "" || !strings.Contains(errs, c[0]) {
-			t.Errorf("%v: code %d, stdout %q, stderr %q; want exit 2 and %q", c[1:], code, out, errs, c[0])
+		want := ExitUsage
+		if c[1] == "run" {
+			want = ExitOwnFailure
+		}
+		if code != want || out != "" || !strings.Contains(errs, c[0]) {
+			t.Errorf("%v: code %d, stdout %q, stderr %q; want exit %d and %q", c[1:], code, out, errs, want, c[0])
 		}
 	}
 	if ents, _ := os.ReadDir(filepath.Join(state, "workspaces")); len(ents) != 0 {
@@ -113,6 +133,23 @@ func TestRunPassesExitCode(t *testing.T) {
 	code, _, errs = cli(t, "", "--state-dir", h.Root, "run", ref, "definitely-missing")
 	if code != 127 || !strings.Contains(errs, `"definitely-missing" not found in the image`) {
 		t.Fatalf("code %d stderr %q", code, errs)
+	}
+	// --json: one object on stdout, the command's bytes base64 when not
+	// UTF-8, stderr cut at --output-limit; a signal is 128+N; flags after
+	// the image are the command's (-c is sh's).
+	code, out, errs = cli(t, "", "--json", "--state-dir", h.Root, "run", "--output-limit", "4", ref,
+		"sh", "-c", `printf '\377\376'; printf 'to-stderr' >&2; kill -USR1 $$`)
+	var res resultJSON
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 128+10 || res.ExitCode != 138 || res.Signal != 10 ||
+		res.Stdout != (streamJSON{Data: "//4=", Encoding: "base64", Bytes: 2}) ||
+		res.Stderr != (streamJSON{Data: "to-s", Encoding: "utf-8", Bytes: 9, Truncated: true}) ||
+		res.Timings.BootSeconds <= 0 || res.Timings.TotalSeconds < res.Timings.BootSeconds {
+		t.Fatalf("run --json: %v, exit %d, stdout %q, stderr %q", err, code, out, errs)
+	}
+	// microagent's own failure is 125, not a code the command could give.
+	code, _, errs = cli(t, "", "--state-dir", h.Root, "run", "--pull", "never", reg.Ref("absent"), "true")
+	if code != ExitOwnFailure || !strings.HasPrefix(errs, "microagent: ") {
+		t.Fatalf("run of a missing image: %d %q", code, errs)
 	}
 	code, out, _ = cli(t, "", "--json", "--state-dir", h.Root, "image", "list")
 	if code != 0 || !strings.Contains(out, ref) {

@@ -39,8 +39,8 @@ func TestCpAndFileBadInput(t *testing.T) {
 		{ExitUsage, "no such file", []string{"create", "app", "--image", "x", "--file", filepath.Join(dir, "nope") + ":/x"}},
 		{ExitUsage, "octal", []string{"create", "app", "--image", "x", "--file", f + ":/x:999"}},
 		{ExitUsage, "HOST:GUEST", []string{"create", "app", "--image", "x", "--file", f}},
-		{ExitUsage, "no such file", []string{"run", "--file", filepath.Join(dir, "nope") + ":/x", "img"}},
-		{ExitUsage, "not absolute", []string{"run", "--file", f + ":x:0600", "img"}},
+		{ExitOwnFailure, "no such file", []string{"run", "--file", filepath.Join(dir, "nope") + ":/x", "img"}},
+		{ExitOwnFailure, "not absolute", []string{"run", "--file", f + ":x:0600", "img"}},
 	} {
 		w.want(t, c.code, c.msg, c.args...)
 	}

@@ -130,6 +130,8 @@ copy fails, that start fails and the next start tries again.`,
 	c.Flags().StringVar(&pull, "pull", "missing", "when to pull the image: missing, always, never")
 	c.Flags().StringVar(&kernelPath, "kernel", "", "boot this kernel (vmlinux) instead of the installed default")
 	c.Flags().StringVar(&fromSnap, "from-snapshot", "", "fork WS:TAG, a snapshot of another workspace, and start the fork")
+	c.RegisterFlagCompletionFunc("image", complete(g, completeImages))
+	c.RegisterFlagCompletionFunc("from-snapshot", complete(g, completeSnapshotRefs))
 	res.add(c)
 	sec.add(c, true)
 	netf.add(c)

@@ -18,15 +18,18 @@ func newDeleteCmd(g *globals) *cobra.Command {
 		Aliases: []string{"rm"},
 		Short:   "Delete workspaces and their disks",
 		Long: `Delete workspaces and their disks. On a terminal it asks first; elsewhere it
-needs --yes. A live workspace is refused unless --force, which kills it first.`,
-		Args: cobra.MinimumNArgs(1),
+needs --yes. A live workspace is refused unless -f/--force, which kills it
+first, asks nothing, and (as "docker rm -f") passes over a name no workspace
+has: deleting with --force twice exits 0 both times.`,
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: complete(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
 			for _, n := range args {
 				if err := workspace.ValidateName(n); err != nil {
 					return wsError(err)
 				}
 			}
-			if !yes {
+			if !yes && !force {
 				if !isTerminal(g.stdin) {
 					return usageError("delete asks for confirmation, and stdin is not a terminal: pass --yes")
 				}
@@ -43,7 +46,11 @@ needs --yes. A live workspace is refused unless --force, which kills it first.`,
 			deleted := []string{}
 			var errs []error
 			for _, n := range args {
-				if err := workspace.Delete(c.Context(), h, workspace.DeleteOptions{Name: n, Force: force}); err != nil {
+				err := workspace.Delete(c.Context(), h, workspace.DeleteOptions{Name: n, Force: force})
+				if force && errors.Is(err, workspace.ErrNotFound) {
+					continue
+				}
+				if err != nil {
 					errs = append(errs, wsError(err))
 					continue
 				}
@@ -61,7 +68,7 @@ needs --yes. A live workspace is refused unless --force, which kills it first.`,
 		},
 	}
 	c.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
-	c.Flags().BoolVarP(&force, "force", "f", false, "kill live workspaces first")
+	c.Flags().BoolVarP(&force, "force", "f", false, "kill live workspaces first, do not ask, and pass over names no workspace has")
 	return c
 }
 

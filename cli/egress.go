@@ -29,7 +29,8 @@ erase it). One line each, e.g.
 --follow keeps printing until the workspace stops; --json prints the log's
 own JSON lines. The log is kept across boots and rotated by size (the part
 before the last rotation is logs/egress.log.1 in the workspace's folder).`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNth(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
 			h, err := g.home()
 			if err != nil {

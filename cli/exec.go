@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
@@ -23,16 +25,43 @@ func newExecCmd(g *globals) *cobra.Command {
 		interactive bool
 		tty         bool
 		timeout     time.Duration
+		out         jsonOutput
 	)
 	c := &cobra.Command{
-		Use:   "exec NAME [flags] -- COMMAND [ARG...]",
+		Use:   "exec [flags] NAME COMMAND [ARG...]",
 		Short: "Run a command in a running workspace",
 		Long: `Run a command in a running workspace, streaming its output, and exit with its
 exit code. -i passes stdin; -t runs the command on a pseudo-terminal (with the
 terminal's size, kept in step). Signals to this command (Ctrl-C, SIGTERM) are
-forwarded to the command's process group; a third Ctrl-C gives up waiting.`,
-		Args: cobra.MinimumNArgs(2),
+forwarded to the command's process group; a third Ctrl-C gives up waiting.
+
+Flags go before or right after NAME; the first argument after NAME that is
+not a flag starts the command, so "exec NAME ls -la" runs "ls -la" ("--"
+ends the flags too). -t is refused with --json.
+
+` + resultHelp("totalSeconds") + exitCodeTable,
+		Args:              cobra.MinimumNArgs(2),
+		ValidArgsFunction: completeFirst(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
+			name := args[0]
+			// Flags between NAME and the command: parsing stops again at
+			// the first argument that is not one.
+			if err := c.Flags().Parse(args[1:]); err != nil {
+				if errors.Is(err, pflag.ErrHelp) {
+					return c.Help()
+				}
+				return c.FlagErrorFunc()(c, err)
+			}
+			argv := c.Flags().Args()
+			if len(argv) == 0 {
+				return usageError("exec %s: give the command to run after the workspace name, e.g. \"exec %s ls -la\"", name, name)
+			}
+			if err := out.begin(g, c); err != nil {
+				return err
+			}
+			if tty && g.json {
+				return usageError("-t streams to a terminal and --json captures the output: use one of them")
+			}
 			envs, err := parseEnv(env)
 			if err != nil {
 				return err
@@ -40,20 +69,22 @@ forwarded to the command's process group; a third Ctrl-C gives up waiting.`,
 			if timeout < 0 {
 				return usageError("--timeout %s: must not be negative", timeout)
 			}
-			if err := guestDir("--cwd", cwd); err != nil {
+			dirFlag := "--workdir"
+			if c.Flags().Changed("cwd") {
+				dirFlag = "--cwd"
+			}
+			if err := guestDir(dirFlag, cwd); err != nil {
 				return err
 			}
-			if err := workspace.ValidateName(args[0]); err != nil {
+			if err := workspace.ValidateName(name); err != nil {
 				return wsError(err)
 			}
 			h, err := g.home()
 			if err != nil {
 				return err
 			}
-			o := workspace.ExecOptions{
-				Name: args[0], Argv: args[1:], Env: envs, Cwd: cwd, User: user, Timeout: timeout,
-				Stdout: g.stdout, Stderr: g.stderr,
-			}
+			o := workspace.ExecOptions{Name: name, Argv: argv, Env: envs, Cwd: cwd, User: user, Timeout: timeout}
+			o.Stdout, o.Stderr = out.streams(g)
 			if interactive {
 				o.Stdin = g.stdin
 			}
@@ -107,11 +138,16 @@ forwarded to the command's process group; a third Ctrl-C gives up waiting.`,
 			if err != nil {
 				return wsError(err)
 			}
-			return exitStatus(g, es, args[1], timeout, nil)
+			return exitStatus(g, &out, es, argv[0], timeout, 0)
 		},
 	}
+	ownFailures(c)
+	c.Flags().SetInterspersed(false)
+	out.addOutputLimit(c)
 	c.Flags().StringArrayVarP(&env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass the host's)")
-	c.Flags().StringVarP(&cwd, "cwd", "w", "", "working directory in the guest (default: the image's)")
+	c.Flags().StringVarP(&cwd, "workdir", "w", "", "working directory in the guest (default: the image's)")
+	c.Flags().StringVar(&cwd, "cwd", "", "the old name of --workdir")
+	c.Flags().MarkHidden("cwd")
 	c.Flags().StringVarP(&user, "user", "u", "", "user in the guest (default: the image's)")
 	c.Flags().BoolVarP(&interactive, "interactive", "i", false, "pass stdin to the command")
 	c.Flags().BoolVarP(&tty, "tty", "t", false, "run the command on a pseudo-terminal")

@@ -11,12 +11,14 @@ import (
 func newHaltCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	c := &cobra.Command{
-		Use:   "halt NAME",
-		Short: "Power a workspace off cleanly, keeping its disk",
+		Use:     "halt NAME",
+		Aliases: []string{"stop"},
+		Short:   "Power a workspace off cleanly, keeping its disk",
 		Long: `Power a workspace off: the guest stops its processes and syncs its disks,
 then the VM quits. Past --timeout the VM is killed. The disk is kept; halting a
 workspace that is not running changes nothing.`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNth(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
 			if timeout < 0 {
 				return usageError("--timeout %s: must not be negative", timeout)

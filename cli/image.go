@@ -96,31 +96,8 @@ func newImageCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	list := &cobra.Command{
-		Use:     "list",
-		Aliases: []string{"ls"},
-		Short:   "List stored images",
-		Args:    cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			s, err := g.store()
-			if err != nil {
-				return err
-			}
-			imgs, err := s.List()
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return g.printJSON(toImageJSON(imgs))
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tPLATFORM")
-			for _, i := range imgs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", i.Ref, i.Digest.String()[:19], image.HumanSize(i.Size), i.Platform)
-			}
-			return tw.Flush()
-		},
-	}
+	list := newImageListCmd(g, "list")
+	list.Aliases = []string{"ls"}
 	var force bool
 	rm := &cobra.Command{
 		Use:     "rm IMAGE...",
@@ -131,7 +108,8 @@ is pinned to (no other stored name points at its digest) is refused, naming
 them: its next start would need a registry, and a loaded image would be gone.
 --force removes it anyway ("image prune" still keeps its blobs while they are
 pinned).`,
-		Args: cobra.MinimumNArgs(1),
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: complete(g, completeImages),
 		RunE: func(c *cobra.Command, args []string) error {
 			s, err := g.store()
 			if err != nil {
@@ -209,4 +187,46 @@ func isAre(n int) string {
 		return "is"
 	}
 	return "are"
+}
+
+// newImagesCmd is "images", docker's name for "image list".
+func newImagesCmd(g *globals) *cobra.Command {
+	c := newImageListCmd(g, "images")
+	c.Short = "List stored images (as \"image list\")"
+	return c
+}
+
+// newImageListCmd builds "image list" under the name use.
+func newImageListCmd(g *globals, use string) *cobra.Command {
+	var of outputFormat
+	c := &cobra.Command{
+		Use:   use,
+		Short: "List stored images",
+		Long:  "List stored images.\n\n" + formatHelp("image references", imageJSON{}),
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := of.check(g); err != nil {
+				return err
+			}
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			imgs, err := s.List()
+			if err != nil {
+				return err
+			}
+			if done, err := printRows(g, &of, toImageJSON(imgs), func(i imageJSON) string { return i.Ref }); done {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tPLATFORM")
+			for _, i := range imgs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", i.Ref, i.Digest.String()[:19], image.HumanSize(i.Size), i.Platform)
+			}
+			return tw.Flush()
+		},
+	}
+	of.add(c, true)
+	return c
 }

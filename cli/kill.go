@@ -8,9 +8,10 @@ import (
 
 func newKillCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "kill NAME",
-		Short: "Stop a workspace's VM at once (no sync), keeping its disk",
-		Args:  cobra.ExactArgs(1),
+		Use:               "kill NAME",
+		Short:             "Stop a workspace's VM at once (no sync), keeping its disk",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNth(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
 			h, err := g.home()
 			if err != nil {

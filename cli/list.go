@@ -11,12 +11,17 @@ import (
 )
 
 func newListCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var of outputFormat
+	c := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List all workspaces",
+		Long:    "List all workspaces, in every state.\n\n" + formatHelp("workspace names", workspace.Info{}),
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
+			if err := of.check(g); err != nil {
+				return err
+			}
 			h, err := g.home()
 			if err != nil {
 				return err
@@ -25,17 +30,24 @@ func newListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return wsError(err)
 			}
-			return printInfos(g, infos, false)
+			return printInfos(g, &of, infos, false)
 		},
 	}
+	of.add(c, true)
+	return c
 }
 
 func newPsCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var of outputFormat
+	c := &cobra.Command{
 		Use:   "ps",
 		Short: "List the running workspaces",
+		Long:  "List the live workspaces (starting, running, paused, halting).\n\n" + formatHelp("workspace names", workspace.Info{}),
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
+			if err := of.check(g); err != nil {
+				return err
+			}
 			h, err := g.home()
 			if err != nil {
 				return err
@@ -44,17 +56,16 @@ func newPsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return wsError(err)
 			}
-			return printInfos(g, infos, true)
+			return printInfos(g, &of, infos, true)
 		},
 	}
+	of.add(c, true)
+	return c
 }
 
-func printInfos(g *globals, infos []*workspace.Info, live bool) error {
-	if g.json {
-		if infos == nil {
-			infos = []*workspace.Info{}
-		}
-		return g.printJSON(infos)
+func printInfos(g *globals, of *outputFormat, infos []*workspace.Info, live bool) error {
+	if done, err := printRows(g, of, infos, func(i *workspace.Info) string { return i.Name }); done {
+		return err
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	if live {

@@ -17,7 +17,8 @@ func newLogsCmd(g *globals) *cobra.Command {
 times) and the guest's serial console of the current or last boot. --follow
 keeps printing until the workspace stops. With --json, each piece is a JSON
 line {"source": "supervisor"|"console", "data": "..."}.`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNth(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
 			h, err := g.home()
 			if err != nil {

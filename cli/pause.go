@@ -18,7 +18,8 @@ func newPauseCmd(g *globals) *cobra.Command {
 as they are (nothing is written, so secrets are not purged). "microagent
 resume NAME" runs it again, setting the guest clock. exec is refused while
 paused; halt resumes it first.`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNth(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
 			return pauseResume(g, c, args[0], workspace.Pause, "Paused")
 		},

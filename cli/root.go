@@ -32,6 +32,9 @@ const (
 type ExitError struct {
 	Code int
 	Err  error
+	// guest marks a code that is the guest command's end (its exit code, a
+	// timeout, a command that could not run), not microagent's failure.
+	guest bool
 }
 
 func (e *ExitError) Error() string {
@@ -68,17 +71,25 @@ func (g *globals) printJSON(v any) error {
 // NewRoot builds the command tree.
 func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	g := &globals{stdout: stdout, stderr: stderr, stdin: stdin}
+	var version bool
 	root := &cobra.Command{
 		Use:           "microagent",
 		Short:         "Run AI-agent workspaces in Linux microVMs booted from OCI images",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if version {
+				return printVersion(c.Context(), g)
+			}
+			return c.Help()
+		},
 	}
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", "", "state directory (default $MICROAGENT_HOME or $XDG_DATA_HOME/microagent)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print machine-readable JSON")
+	root.Flags().BoolVar(&version, "version", false, "print the version, as the version command does")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
@@ -86,6 +97,7 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newRunCmd(g),
 		newKernelCmd(g),
 		newImageCmd(g),
+		newImagesCmd(g),
 		newDoctorCmd(g),
 		newVersionCmd(g),
 		newSecretCmd(g),

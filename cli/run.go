@@ -145,15 +145,25 @@ func newRunCmd(g *globals) *cobra.Command {
 		sec        secretFlags
 		netf       networkFlags
 		files      fileFlags
+		out        jsonOutput
 	)
 	c := &cobra.Command{
 		Use:   "run [flags] IMAGE [COMMAND [ARG...]]",
 		Short: "Boot a microVM from an image, run one command, and tear the VM down",
 		Long: `Boot a microVM from an OCI image, run one command in it, stream its output,
 and exit with the command's exit code. With no command, the image's Entrypoint
-and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
-		Args: cobra.MinimumNArgs(1),
+and Cmd run. Nothing is left behind: the VM, its disk and its files go away.
+
+Flags go before IMAGE: everything after it is the command and its arguments
+("run IMAGE ls -la").
+
+` + resultHelp("bootSeconds, totalSeconds") + exitCodeTable,
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: completeFirst(g, completeImages),
 		RunE: func(c *cobra.Command, args []string) error {
+			if err := out.begin(g, c); err != nil {
+				return err
+			}
 			if !rm {
 				return usageError("run always removes its VM (--rm): use \"microagent create\" for a workspace that persists")
 			}
@@ -204,13 +214,12 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 				Cwd:            cwd,
 				User:           user,
 				Timeout:        timeout,
-				Stdout:         g.stdout,
-				Stderr:         g.stderr,
 				Secrets:        decls,
 				Warnings:       g.stderr,
 				Network:        network,
 				Files:          specs,
 			}
+			o.Stdout, o.Stderr = out.streams(g)
 			if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !g.json {
 				o.Progress = g.stderr
 			}
@@ -220,14 +229,16 @@ and Cmd run. Nothing is left behind: the VM, its disk and its files go away.`,
 			result, err := runner.Run(c.Context(), h, o)
 			if err != nil {
 				if errors.Is(err, c.Context().Err()) && c.Context().Err() != nil {
-					return &ExitError{Code: 130, Err: errors.New("interrupted")}
+					return &ExitError{Code: ExitInterrupted, Err: errors.New("interrupted")}
 				}
 				return err
 			}
-			return exitStatus(g, result.Exit, args[0], timeout, map[string]any{"bootSeconds": result.Boot.Seconds()})
+			return exitStatus(g, &out, result.Exit, args[0], timeout, result.Boot)
 		},
 	}
+	ownFailures(c)
 	c.Flags().SetInterspersed(false)
+	out.addOutputLimit(c)
 	res.add(c)
 	sec.add(c, false)
 	netf.add(c)

@@ -5,6 +5,8 @@ import (
 	"testing"
 )
 
+// TestRunNetworkUsageErrors: a network flag run cannot use is microagent's
+// own failure (125), found before anything is pulled or booted.
 func TestRunNetworkUsageErrors(t *testing.T) {
 	state := t.TempDir()
 	for _, c := range []struct {
@@ -37,8 +39,8 @@ func TestRunNetworkUsageErrors(t *testing.T) {
 	} {
 		args := append([]string{"--state-dir", state, "run"}, c.args...)
 		code, out, errs := cli(t, "", append(args, "img", "true")...)
-		if code != ExitUsage || out != "" || !strings.Contains(errs, c.want) {
-			t.Errorf("%v: code %d, stdout %q, stderr %q; want exit 2 and %q", c.args, code, out, errs, c.want)
+		if code != ExitOwnFailure || out != "" || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: code %d, stdout %q, stderr %q; want exit 125 and %q", c.args, code, out, errs, c.want)
 		}
 	}
 }

@@ -79,7 +79,8 @@ whole). To make that evident too, keep the head somewhere they cannot
 write: --head prints the hash of the last record (after checking the
 chain); later, --verify --expect-head HASH checks that the log still leads
 through that record, so nothing up to it was rewritten, removed or cut off.`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNth(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
 			ws := args[0]
 			if !secretWorkspaceArgOK(ws) {

@@ -30,9 +30,10 @@ not purged, and they are saved with its memory.`,
 	}
 	var tag string
 	create := &cobra.Command{
-		Use:   "create NAME [--tag TAG]",
-		Short: "Capture a running or paused workspace (a running one is paused, captured and resumed)",
-		Args:  cobra.ExactArgs(1),
+		Use:               "create NAME [--tag TAG]",
+		Short:             "Capture a running or paused workspace (a running one is paused, captured and resumed)",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNth(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := workspace.ValidateName(args[0]); err != nil {
 				return wsError(err)
@@ -58,14 +59,20 @@ not purged, and they are saved with its memory.`,
 		},
 	}
 	create.Flags().StringVar(&tag, "tag", "", "snapshot name (default: the UTC time, YYYYMMDD-HHMMSS)")
+	var of outputFormat
 	list := &cobra.Command{
-		Use:     "list NAME",
-		Aliases: []string{"ls"},
-		Short:   "List a workspace's snapshots",
-		Args:    cobra.ExactArgs(1),
+		Use:               "list NAME",
+		Aliases:           []string{"ls"},
+		Short:             "List a workspace's snapshots",
+		Long:              "List a workspace's snapshots.\n\n" + formatHelp("tags", workspace.Snapshot{}),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNth(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := workspace.ValidateName(args[0]); err != nil {
 				return wsError(err)
+			}
+			if err := of.check(g); err != nil {
+				return err
 			}
 			h, err := g.home()
 			if err != nil {
@@ -75,11 +82,8 @@ not purged, and they are saved with its memory.`,
 			if err != nil {
 				return wsError(err)
 			}
-			if g.json {
-				if snaps == nil {
-					snaps = []*workspace.Snapshot{}
-				}
-				return g.printJSON(snaps)
+			if done, err := printRows(g, &of, snaps, func(s *workspace.Snapshot) string { return s.Tag }); done {
+				return err
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TAG\tSIZE\tCREATED\tIMAGE")
@@ -90,9 +94,10 @@ not purged, and they are saved with its memory.`,
 		},
 	}
 	del := &cobra.Command{
-		Use:   "delete NAME TAG",
-		Short: "Delete a snapshot (forks made from it keep running)",
-		Args:  cobra.ExactArgs(2),
+		Use:               "delete NAME TAG",
+		Short:             "Delete a snapshot (forks made from it keep running)",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: completeNth(g, completeWorkspaces, completeTags),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := workspace.ValidateName(args[0]); err != nil {
 				return wsError(err)
@@ -113,6 +118,7 @@ not purged, and they are saved with its memory.`,
 			return nil
 		},
 	}
+	of.add(list, true)
 	c.AddCommand(create, list, del)
 	return c
 }

@@ -52,7 +52,7 @@ func TestSnapshotSession(t *testing.T) {
 	if out := w.want(t, 0, "", "--json", "status", "builder"); !strings.Contains(out, `"state": "paused"`) {
 		t.Fatalf("status of a paused workspace: %s", out)
 	}
-	w.want(t, 1, "is paused: resume it first", "exec", "builder", "--", "true")
+	w.want(t, ExitOwnFailure, "is paused: resume it first", "exec", "builder", "--", "true")
 	w.want(t, 0, "Resumed builder", "resume", "builder")
 
 	w.want(t, 0, "Snapshot builder:baseline", "snapshot", "create", "builder", "--tag", "baseline")
@@ -60,6 +60,20 @@ func TestSnapshotSession(t *testing.T) {
 	out := w.want(t, 0, "baseline", "snapshot", "list", "builder")
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[0], "TAG") || !strings.Contains(lines[1], ref) {
 		t.Fatalf("snapshot list:\n%s", out)
+	}
+	if out := w.want(t, 0, "", "snapshot", "list", "-q", "builder"); out != "baseline\n" {
+		t.Fatalf("snapshot list -q: %q", out)
+	}
+	// Completion of snapshot tags, and of WS:TAG references in two steps.
+	for args, want := range map[string]string{
+		"snapshot delete builder ":             "baseline\n:4\n",
+		"start builder --from-snapshot ":       "baseline\n:4\n",
+		"create fork --from-snapshot ":         "builder:\n:6\n", // 6: no space after the colon
+		"create fork --from-snapshot builder:": "builder:baseline\n:4\n",
+	} {
+		if code, out, _ := w.run(t, "", append([]string{"__complete"}, strings.Split(args, " ")...)...); code != 0 || out != want {
+			t.Errorf("__complete %s: exit %d, %q; want %q", args, code, out, want)
+		}
 	}
 	var snaps []workspace.Snapshot
 	if err := json.Unmarshal([]byte(w.want(t, 0, "", "--json", "snapshot", "list", "builder")), &snaps); err != nil || len(snaps) != 1 || snaps[0].SizeBytes <= 0 {
@@ -84,5 +98,5 @@ func TestSnapshotSession(t *testing.T) {
 		t.Fatalf("list after delete: %q", out)
 	}
 	w.want(t, 0, "one", "exec", "builder-fork", "--", "cat", "/root/f") // the fork runs on
-	w.want(t, 0, "", "delete", "--force", "--yes", "builder", "builder-fork")
+	w.want(t, 0, "", "delete", "--force", "builder", "builder-fork")
 }

@@ -38,7 +38,8 @@ devices and disk as they were (changes since are lost), then its secrets are
 resolved again. Refused, with nothing changed, for a running workspace or a
 snapshot this machine cannot resume (another kernel, memory size, CPU count or
 accelerator).`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNth(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
 			decls, err := sec.declarations()
 			if err != nil {
@@ -79,6 +80,7 @@ accelerator).`,
 	}
 	c.Flags().BoolVar(&wait, "wait", false, "after starting, wait until the workspace stops")
 	c.Flags().StringVar(&fromSnapshot, "from-snapshot", "", "roll back to this snapshot of the workspace (memory, devices and disk)")
+	c.RegisterFlagCompletionFunc("from-snapshot", complete(g, completeTags))
 	sec.add(c, true)
 	return c
 }

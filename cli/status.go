@@ -12,11 +12,18 @@ import (
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "status NAME",
-		Short: "Show a workspace's state, as observed now",
-		Args:  cobra.ExactArgs(1),
+	var of outputFormat
+	c := &cobra.Command{
+		Use:               "status NAME",
+		Aliases:           []string{"inspect"},
+		Short:             "Show a workspace's state, as observed now",
+		Long:              "Show a workspace's state, as observed now: its processes are checked.\n\n" + formatHelp("", workspace.Info{}),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNth(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
+			if err := of.check(g); err != nil {
+				return err
+			}
 			h, err := g.home()
 			if err != nil {
 				return err
@@ -25,8 +32,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return wsError(err)
 			}
-			if g.json {
-				return g.printJSON(i)
+			if done, err := printOne(g, &of, i); done {
+				return err
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 1, ' ', 0)
 			fmt.Fprintf(tw, "name:\t%s\n", i.Name)
@@ -65,6 +72,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
+	of.add(c, false)
+	return c
 }
 
 // secretsSummary lists a workspace's secret declarations (references, which

@@ -12,9 +12,10 @@ import (
 func newWaitCmd(g *globals) *cobra.Command {
 	var running bool
 	c := &cobra.Command{
-		Use:   "wait NAME",
-		Short: "Wait until a workspace stops (exit 0 if it halted, 1 if it failed)",
-		Args:  cobra.ExactArgs(1),
+		Use:               "wait NAME",
+		Short:             "Wait until a workspace stops (exit 0 if it halted, 1 if it failed)",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNth(g, completeWorkspaces),
 		RunE: func(c *cobra.Command, args []string) error {
 			return waitResult(g, c.Context(), args[0], running)
 		},

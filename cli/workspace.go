@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/tarcopy"
 	"github.com/microagent-dev/microagent/workspace"
 )
@@ -54,7 +51,7 @@ func wsError(err error) error {
 	case errors.Is(err, workspace.ErrBusy):
 		return &ExitError{Code: ExitRetryable, Err: err}
 	case errors.Is(err, context.Canceled):
-		return &ExitError{Code: 130, Err: errors.New("interrupted")}
+		return &ExitError{Code: ExitInterrupted, Err: errors.New("interrupted")}
 	}
 	return &ExitError{Code: ExitFailure, Err: err}
 }
@@ -71,36 +68,6 @@ func snapError(err error) error {
 func progressWriter(g *globals) io.Writer {
 	if f := g.progress(); f != nil {
 		return f
-	}
-	return nil
-}
-
-// exitStatus turns a guest exit status into this command's result; with
-// --json it prints the summary object, extra fields included.
-func exitStatus(g *globals, es channel.ExitStatus, argv0 string, timeout time.Duration, extra map[string]any) error {
-	if g.json {
-		v := map[string]any{"exitCode": es.Code}
-		maps.Copy(v, extra)
-		if es.Signal != 0 {
-			v["signal"] = es.Signal
-		}
-		if es.TimedOut {
-			v["timedOut"] = true
-		}
-		if es.Error != "" {
-			v["error"] = es.Error
-		}
-		if err := g.printJSON(v); err != nil {
-			return err
-		}
-	}
-	switch {
-	case es.Error != "":
-		return &ExitError{Code: es.Code, Err: fmt.Errorf("%s: %s", argv0, es.Error)}
-	case es.TimedOut:
-		return &ExitError{Code: 124, Err: fmt.Errorf("the command timed out after %s and was killed", timeout)}
-	case es.Code != 0:
-		return &ExitError{Code: es.Code}
 	}
 	return nil
 }

@@ -124,13 +124,15 @@ func TestWorkspaceCommandsBadInput(t *testing.T) {
 		{ExitUsage, "has no scheme", []string{"create", "a", "--image", "x", "--secret", "A=B"}},
 		{ExitUsage, "declared twice", []string{"create", "a", "--image", "x", "--secret", "A=env:B", "--secret-on-demand", "A=env:C"}},
 		{ExitUsage, "unknown scheme (known:", []string{"start", "app", "--secret", "A=nosuch:x"}},
-		{ExitUsage, "invalid workspace name", []string{"exec", "x.y", "--", "true"}},
-		{ExitUsage, `--cwd "work": give an absolute path`, []string{"exec", "app", "--cwd", "work", "--", "true"}},
-		{ExitUsage, `--workdir "work": give an absolute path`, []string{"run", "-w", "work", "img", "true"}},
+		{ExitOwnFailure, "invalid workspace name", []string{"exec", "x.y", "--", "true"}},
+		{ExitOwnFailure, `--cwd "work": give an absolute path`, []string{"exec", "app", "--cwd", "work", "--", "true"}},
+		{ExitOwnFailure, `--workdir "work": give an absolute path`, []string{"exec", "-w", "work", "app", "true"}},
+		{ExitOwnFailure, `--workdir "work": give an absolute path`, []string{"run", "-w", "work", "img", "true"}},
 		{ExitUsage, "pass --yes", []string{"delete", "app"}},
-		{ExitUsage, "requires at least 2 arg", []string{"exec", "app"}},
+		{ExitOwnFailure, "requires at least 2 arg", []string{"exec", "app"}},
 		{ExitFailure, "no such workspace", []string{"start", "app"}},
-		{ExitFailure, "no such workspace", []string{"exec", "app", "--", "true"}},
+		{ExitOwnFailure, "no such workspace", []string{"exec", "app", "--", "true"}},
+		{ExitOwnFailure, "no such workspace", []string{"exec", "app", "ls", "-la"}},
 		{ExitFailure, "no such workspace", []string{"halt", "app"}},
 		{ExitFailure, "no such workspace", []string{"kill", "app"}},
 		{ExitFailure, "no such workspace", []string{"status", "app"}},
@@ -175,7 +177,7 @@ func TestWorkspaceSession(t *testing.T) {
 		t.Fatalf("create --json: %s", out)
 	}
 	w.want(t, ExitFailure, "already exists", "create", "--name", "app", "--image", ref)
-	w.want(t, ExitFailure, "not running", "exec", "app", "--", "true")
+	w.want(t, ExitOwnFailure, "not running", "exec", "app", "--", "true")
 	w.want(t, 0, "Started app", "start", "app")
 	w.want(t, ExitFailure, "workspace is running", "start", "app")
 	w.want(t, ExitFailure, "--force", "delete", "--yes", "app")
@@ -196,10 +198,29 @@ func TestWorkspaceSession(t *testing.T) {
 	}
 	w.want(t, 124, "timed out", "exec", "--timeout", "200ms", "app", "--", "sleep", "20")
 	w.want(t, 127, "not found", "exec", "app", "--", "no-such-cmd")
-	if code, out, _ := w.run(t, "", "--json", "exec", "app", "--", "sh", "-c", "exit 4"); code != 4 || strings.TrimSpace(out) != `{
-  "exitCode": 4
-}` {
-		t.Fatalf("exec --json: %d %q", code, out)
+	// --json: one object on stdout; bytes that are not UTF-8 come base64.
+	code, out, errs := w.run(t, "", "--json", "exec", "app", "sh", "-c", `printf '\200\201x'; echo err >&2; kill -KILL $$`)
+	var res resultJSON
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 137 || res.ExitCode != 137 || res.Signal != 9 ||
+		res.Stdout != (streamJSON{Data: "gIF4", Encoding: "base64", Bytes: 3}) ||
+		res.Stderr != (streamJSON{Data: "err\n", Encoding: "utf-8", Bytes: 4}) || res.Timings.TotalSeconds <= 0 {
+		t.Fatalf("exec --json: %v, exit %d, stdout %q, stderr %q", err, code, out, errs)
+	}
+	code, out, _ = w.run(t, "", "--json", "exec", "--output-limit", "2", "app", "sh", "-c", "printf 'h\303\251llo'")
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 ||
+		res.Stdout != (streamJSON{Data: "h", Encoding: "utf-8", Bytes: 6, Truncated: true}) { // é, cut in two, dropped
+		t.Fatalf("exec --json --output-limit: %v, exit %d, stdout %q", err, code, out)
+	}
+	// Flags stop at the command, as docker exec's: -la is ls's; flags
+	// right after NAME are still exec's.
+	if code, out, errs := w.run(t, "", "exec", "app", "ls", "-la", "/root/f"); code != 0 || !strings.Contains(out, "/root/f") {
+		t.Fatalf("exec app ls -la: %d %q %q", code, out, errs)
+	}
+	if code, out, _ := w.run(t, "", "exec", "-e", "A=1", "app", "-w", "/tmp", "-e", "B=2", "sh", "-c", "echo $A$B; pwd"); code != 0 || out != "12\n/tmp\n" {
+		t.Fatalf("exec flags after NAME: %d %q", code, out)
+	}
+	if out := w.want(t, 0, "", "ps", "--format", "{{.Name}} {{.State}}"); out != "app running\n" {
+		t.Fatalf("ps --format: %q", out)
 	}
 
 	// status, list, ps, logs (--json too).
@@ -238,11 +259,11 @@ func TestWorkspaceSession(t *testing.T) {
 	if json.Unmarshal([]byte(out), &inf) != nil || inf.State != workspace.Halted {
 		t.Fatalf("halt --json: %s", out)
 	}
-	w.want(t, ExitFailure, "app is halted", "exec", "app", "--", "true")
+	w.want(t, ExitOwnFailure, "app is halted", "exec", "app", "--", "true")
 	w.want(t, 0, "app: halted", "wait", "app")
 	w.want(t, 0, "Started", "start", "app")
 	w.want(t, 0, "hi", "exec", "app", "--", "cat", "/root/f")
-	w.want(t, 0, "Halted app", "halt", "app")
+	w.want(t, 0, "Halted app", "stop", "app")
 	w.want(t, 0, "Deleted app", "delete", "--yes", "app")
 	w.want(t, 0, "NAME", "list")
 	if out := w.want(t, 0, "", "--json", "list"); strings.TrimSpace(out) != "[]" {
