@@ -68,7 +68,7 @@ const (
 
 // Network is one guest's virtual network.
 type Network struct {
-	cfg    usernet.Config // its Policy is only the first: see policy
+	cfg usernet.Config // its Policy is only the first: see policy
 	// policy is the one in force (SetPolicy replaces it while flows run).
 	policy atomic.Pointer[usernet.Policy]
 	stack  *stack.Stack
