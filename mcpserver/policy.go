@@ -12,10 +12,10 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/microagent-dev/microagent/guestboot"
+	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/secrets"
 	"github.com/microagent-dev/microagent/vmm"
 )
@@ -291,8 +291,8 @@ func (p *Policy) checkImage(ref string) error {
 		return nil
 	}
 	forms := []string{ref}
-	if r, err := name.ParseReference(ref, name.WeakValidation); err == nil {
-		forms = append(forms, r.Name())
+	if c, err := image.CanonicalRef(ref); err == nil {
+		forms = append(forms, c)
 	}
 	for _, pat := range p.Images {
 		for _, f := range forms {
