@@ -102,6 +102,7 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newVersionCmd(g),
 		newSecretCmd(g),
 		newCpCmd(g),
+		newServeCmd(g),
 	)
 	root.AddCommand(newWorkspaceCmds(g)...)
 	return root

@@ -191,6 +191,14 @@ func parseRef(ref string) (name.Reference, string, error) {
 	return r, refKey(r), nil
 }
 
+// CanonicalRef is the canonical form of a user's image reference, as the
+// store records it ("alpine" is "docker.io/library/alpine:latest"), for
+// callers that match references against patterns.
+func CanonicalRef(ref string) (string, error) {
+	_, key, err := parseRef(ref)
+	return key, err
+}
+
 // refKey is the canonical string of r: Docker Hub is written docker.io,
 // and the tag or digest is always present.
 func refKey(r name.Reference) string {

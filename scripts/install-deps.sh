@@ -5,10 +5,11 @@
 # registry in the tests, passt for the default user network's outbound
 # traffic (without it guests fall back to slirp and reach nothing outside),
 # python3-minimal for the spec's python image fixture, pass and gnupg for the
-# README's helper recipe test.
+# README's helper recipe test, nodejs and npm for the MCP server's test with the
+# official TypeScript client (mcpserver, TestNodeClient).
 # Idempotent.
 set -euo pipefail
-pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static docker-registry passt python3-minimal pass gnupg ca-certificates)
+pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static docker-registry passt python3-minimal pass gnupg ca-certificates nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

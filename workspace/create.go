@@ -59,6 +59,9 @@ type CreateOptions struct {
 	// before it reports ready (see files.go). A missing host path fails
 	// Create with tarcopy.ErrFileSpec before anything is pulled.
 	Files []tarcopy.FileSpec
+	// CreatedBy marks who created the workspace (Manifest.CreatedBy; empty
+	// for the CLI).
+	CreatedBy string
 }
 
 // Create makes a new workspace: it pulls the image (per o.Pull), builds its
@@ -144,6 +147,7 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 			Backend:    backend.Name(),
 			KernelPath: kpath,
 			Created:    time.Now().UTC(),
+			CreatedBy:  o.CreatedBy,
 		}
 		if err := m.SetSecrets(sec); err != nil {
 			return err

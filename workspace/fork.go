@@ -40,6 +40,9 @@ type ForkOptions struct {
 	Name string
 	// Source and Tag name the snapshot.
 	Source, Tag string
+	// CreatedBy marks who created the fork (Manifest.CreatedBy): the fork
+	// is the forker's, not the source's creator's.
+	CreatedBy string
 }
 
 // Fork creates a new workspace from a snapshot of another: same image,
@@ -110,7 +113,7 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 			}
 		}
 		m := *sm
-		m.Name, m.Created = o.Name, time.Now().UTC()
+		m.Name, m.Created, m.CreatedBy = o.Name, time.Now().UTC(), o.CreatedBy
 		// The source may be running with its ports published: the fork keeps
 		// the network's mode and settings but publishes nothing.
 		m.Declarations = maps.Clone(sm.Declarations)

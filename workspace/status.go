@@ -31,6 +31,9 @@ type Info struct {
 	Resources Resources `json:"resources"`
 	Profile   string    `json:"profile,omitempty"`
 	Created   time.Time `json:"created"`
+	// CreatedBy is Manifest.CreatedBy: who made the workspace, when not
+	// the CLI.
+	CreatedBy string `json:"createdBy,omitempty"`
 	// Started and Stopped are the times of the last start and stop.
 	Started time.Time `json:"started,omitzero"`
 	Stopped time.Time `json:"stopped,omitzero"`
@@ -128,6 +131,7 @@ func (w *wsDir) info(ctx context.Context, ask bool) (*Info, error) {
 		Resources: m.Resources,
 		Profile:   m.Profile,
 		Created:   m.Created,
+		CreatedBy: m.CreatedBy,
 		Started:   o.rec.Started,
 		Stopped:   o.rec.Stopped,
 		Dir:       w.Path(),

@@ -32,6 +32,10 @@ type Manifest struct {
 	KernelPath string `json:"kernelPath,omitempty"`
 	// Created is when the workspace was created.
 	Created time.Time `json:"created"`
+	// CreatedBy marks a workspace made by a program acting for someone
+	// else ("microagent serve mcp" writes "mcp:OWNER"), so that program can
+	// keep to its own workspaces; empty for the CLI's.
+	CreatedBy string `json:"createdBy,omitempty"`
 	// Declarations hold what later features declare for the workspace
 	// (secrets, mounts, network policy), keyed by feature. They are kept
 	// as they are when the manifest is rewritten.
