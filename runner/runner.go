@@ -79,7 +79,13 @@ func Argv(cfg image.Config, command []string) ([]string, error) {
 	return argv, nil
 }
 
-// Run boots a VM, runs the command, streams its output and tears the VM down.
+// ErrNetworkLost: the VM's user network died while the command ran (its
+// helper process exited), so the run was stopped.
+var ErrNetworkLost = errors.New("the VM's network died")
+
+// Run boots a VM, runs the command, streams its output and tears the VM
+// down. When the VM's network dies meanwhile, the command is stopped and
+// Run fails with ErrNetworkLost.
 func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 	// Network mistakes are found before anything is pulled or booted.
 	if err := o.Network.Validate(); err != nil {
@@ -140,6 +146,21 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer vm.Kill()
+	// A network whose process dies leaves the guest offline: the run
+	// stops with that reason rather than going on silently cut off.
+	ctx, lost := context.WithCancelCause(ctx)
+	defer lost(nil)
+	if nr, ok := vm.Machine.(vmm.NetworkReporter); ok && nr.NetworkDone() != nil {
+		go func() {
+			select {
+			case <-nr.NetworkDone():
+				if err := nr.NetworkErr(); err != nil {
+					lost(fmt.Errorf("%w: %v; the command was stopped", ErrNetworkLost, err))
+				}
+			case <-ctx.Done():
+			}
+		}()
+	}
 	// A one-shot run has no workspace, so no audit log.
 	if err := sec.Deliver(ctx, vm.Client, nil, audit.Boot); err != nil {
 		return nil, err
@@ -170,6 +191,9 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 		// Interrupted: the guest may have reported the kill before the
 		// stream closed, but the caller asked to stop, not for an exit code.
 		err = ctx.Err()
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, ErrNetworkLost) {
+		return nil, cause
 	}
 	if err != nil {
 		return nil, err

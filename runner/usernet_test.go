@@ -3,22 +3,27 @@ package runner
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/microagent-dev/microagent/internal/testenv"
+	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 	"github.com/microagent-dev/microagent/vmm/usernet"
@@ -324,4 +329,67 @@ func octal(b []byte) string {
 		fmt.Fprintf(&s, "\\%03o", c)
 	}
 	return s.String()
+}
+
+// TestRunNetworkHelperDies: a one-shot run whose network helper is killed
+// mid-command stops at once with ErrNetworkLost instead of running on
+// offline until its command ends.
+func TestRunNetworkHelperDies(t *testing.T) {
+	e := setup(t)
+	ref := e.reg.PushBusybox(t, "busybox")
+	o := opts(ref, "sh", "-c", "echo up; sleep 300")
+	o.Agent = vmenv.Agent(t)
+	o.Backend = qemu.New(qemu.Options{})
+	up := make(chan struct{})
+	o.Stdout = &signalWriter{match: "up", seen: up}
+	o.Stderr = io.Discard
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { _, err := Run(ctx, e.h, o); done <- err }()
+	select {
+	case <-up:
+	case err := <-done:
+		t.Fatalf("the run ended before its command printed: %v", err)
+	}
+	helper := 0
+	for _, p := range testenv.Processes() {
+		if p.PPID == os.Getpid() && p.Comm == usernet.BinaryName {
+			helper = p.PID
+		}
+	}
+	if helper == 0 {
+		t.Fatal("no network helper among this test's children")
+	}
+	if err := syscall.Kill(helper, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := <-done
+	if !errors.Is(err, ErrNetworkLost) || !strings.Contains(err.Error(), "the command was stopped") {
+		t.Fatalf("after the helper was killed (%s in): %v", time.Since(start).Round(time.Second), err)
+	}
+	e.assertClean(t)
+}
+
+// signalWriter closes seen once what was written contains match.
+type signalWriter struct {
+	mu    sync.Mutex
+	buf   []byte
+	match string
+	seen  chan struct{}
+}
+
+func (w *signalWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.seen == nil {
+		return len(b), nil
+	}
+	w.buf = append(w.buf, b...)
+	if strings.Contains(string(w.buf), w.match) {
+		close(w.seen)
+		w.seen = nil
+	}
+	return len(b), nil
 }
