@@ -2,10 +2,14 @@
 GO      ?= go
 BIN     := $(CURDIR)/bin
 PKGS    := ./...
+# The version is the git tag (v1.2.3), or what git describe makes of the
+# commits since it; release packages are named after it.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/microagent-dev/microagent/cli.Version=$(VERSION)
+PREFIX  ?= /usr/local
+DIST    ?= $(CURDIR)/dist
 
-.PHONY: all build deps test-deps setup test fuzz-smoke bench vet clean
+.PHONY: all build install release deps test-deps setup test fuzz-smoke bench vet clean
 
 all: build
 
@@ -15,6 +19,18 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/microagent ./cmd/microagent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-net ./cmd/microagent-net
 	CGO_ENABLED=0 GOEXPERIMENT=runtimesecret $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-agent ./cmd/microagent-agent
+
+# The three binaries side by side in $(DESTDIR)$(PREFIX)/bin: the CLI looks
+# for the guest agent and the network helper beside its own executable.
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN)/microagent $(BIN)/microagent-net $(BIN)/microagent-agent $(DESTDIR)$(PREFIX)/bin/
+
+# dist/microagent-$(VERSION)-linux-amd64.tar.gz, a .deb (nfpm) and SHA256SUMS.
+# scripts/release is its own module, so nfpm stays out of microagent's go.mod.
+release: build
+	cd scripts/release && $(GO) run . -version '$(VERSION)' -bin '$(BIN)' -root '$(CURDIR)' -out '$(DIST)' \
+	  -mtime "$$(git log -1 --format=%ct 2>/dev/null || echo 0)"
 
 # Host packages: QEMU, e2fsprogs, busybox-static, a registry for the tests.
 deps:
@@ -60,4 +76,4 @@ bench: build
 	MICROAGENT_AGENT=$(BIN)/microagent-agent $(GO) run ./bench -out docs/performance.md
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)
