@@ -2,11 +2,15 @@
 GO      ?= go
 BIN     := $(CURDIR)/bin
 PKGS    := ./...
+# The version is the git tag (v1.2.3), or what git describe makes of the
+# commits since it; release packages are named after it.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 LDFLAGS := -X github.com/microagent-dev/microagent/cli.Version=$(VERSION) -X github.com/microagent-dev/microagent/cli.Commit=$(COMMIT)
+PREFIX  ?= /usr/local
+DIST    ?= $(CURDIR)/dist
 
-.PHONY: all build deps test-deps setup test fuzz-smoke bench vet docs clean
+.PHONY: all build install release deps test-deps setup test fuzz-smoke bench vet docs clean
 
 all: build
 
@@ -16,6 +20,18 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/microagent ./cmd/microagent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-net ./cmd/microagent-net
 	CGO_ENABLED=0 GOEXPERIMENT=runtimesecret $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-agent ./cmd/microagent-agent
+
+# The three binaries side by side in $(DESTDIR)$(PREFIX)/bin: the CLI looks
+# for the guest agent and the network helper beside its own executable.
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN)/microagent $(BIN)/microagent-net $(BIN)/microagent-agent $(DESTDIR)$(PREFIX)/bin/
+
+# dist/microagent-$(VERSION)-linux-amd64.tar.gz, a .deb (nfpm) and SHA256SUMS.
+# scripts/release is its own module, so nfpm stays out of microagent's go.mod.
+release: build
+	cd scripts/release && $(GO) run . -version '$(VERSION)' -bin '$(BIN)' -root '$(CURDIR)' -out '$(DIST)' \
+	  -mtime "$$(git log -1 --format=%ct 2>/dev/null || echo 0)"
 
 # Host packages: QEMU, e2fsprogs, busybox-static, a registry for the tests.
 deps:
@@ -67,4 +83,4 @@ bench: build
 	MICROAGENT_AGENT=$(BIN)/microagent-agent $(GO) run ./bench -out docs/performance.md
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)

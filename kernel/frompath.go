@@ -71,8 +71,6 @@ func FromPath(vmlinux string, modulesDir string) (*Kernel, error) {
 	for _, m := range GuestModules {
 		if _, ok := ms.files[m]; ok {
 			want = append(want, m)
-		} else if _, ok := ms.compressed[m]; ok {
-			want = append(want, m) // resolve explains that it must be decompressed
 		}
 	}
 	order, err := ms.resolve(want)
@@ -81,6 +79,11 @@ func FromPath(vmlinux string, modulesDir string) (*Kernel, error) {
 	}
 	k.Dir = dir
 	for _, m := range order {
+		if format, _ := moduleFormat(m.path); format != "" {
+			// The files are used where they are, and the guest loads plain .ko files.
+			return nil, fmt.Errorf("kernel module %s is %s-compressed: decompress the modules in %s, "+
+				"or install the kernel's package with \"microagent kernel install --deb FILE\", which does", m.path, format, dir)
+		}
 		rel, err := filepath.Rel(dir, m.path)
 		if err != nil {
 			return nil, fmt.Errorf("kernel module %s: %w", m.path, err)

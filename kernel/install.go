@@ -385,35 +385,25 @@ func cacheCopy(src, dst string) error {
 	return syncDir(dir)
 }
 
-// copyFile copies src to a new file dst (0600), synced, and returns the
-// copy's SHA-256.
-func copyFileHash(src, dst string) (string, error) {
+// copyFile copies src to a new file dst (0600), synced.
+func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer in.Close()
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer out.Close()
-	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(out, h), in); err != nil {
-		return "", fmt.Errorf("copy %s: %w", src, err)
+	if _, err := io.Copy(out, in); err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
 	}
 	if err := out.Sync(); err != nil {
-		return "", fmt.Errorf("write %s: %w", dst, err)
+		return fmt.Errorf("write %s: %w", dst, err)
 	}
-	if err := out.Close(); err != nil {
-		return "", fmt.Errorf("write %s: %w", dst, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func copyFile(src, dst string) error {
-	_, err := copyFileHash(src, dst)
-	return err
+	return out.Close()
 }
 
 // run runs a command, returning its last output lines on failure.
@@ -475,13 +465,13 @@ func buildFromTree(ctx context.Context, root, stage string) (*Kernel, error) {
 			return nil, err
 		}
 	}
-	for _, m := range order {
+	for _, m := range order { // written decompressed: the guest loads plain .ko files
 		rel := filepath.Join("modules", m.name+".ko")
-		sum, err := copyFileHash(m.path, filepath.Join(stage, rel))
-		if err != nil {
+		if err := writeFileSync(filepath.Join(stage, rel), m.data); err != nil {
 			return nil, err
 		}
-		k.Modules = append(k.Modules, Module{Name: m.name, File: rel, SHA256: sum})
+		sum := sha256.Sum256(m.data)
+		k.Modules = append(k.Modules, Module{Name: m.name, File: rel, SHA256: hex.EncodeToString(sum[:])})
 	}
 	return k, nil
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -78,7 +77,11 @@ func TestInstallDefault(t *testing.T) {
 		t.Errorf("modules = %v, want %v", names, want)
 	}
 	for _, m := range k.Modules {
-		_, deps, err := modinfo(k.ModulePath(m))
+		data, err := os.ReadFile(k.ModulePath(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, deps, err := modinfo(k.ModulePath(m), data)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,25 +299,11 @@ func TestForceReinstallFromDeb(t *testing.T) {
 // fakeDeb builds a tiny .deb with the given control fields and files.
 func fakeDeb(t *testing.T, pkg, version string, files map[string]string) string {
 	t.Helper()
-	testenv.RequireTool(t, "dpkg-deb")
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	control := "Package: " + pkg + "\nVersion: " + version + "\nArchitecture: amd64\nMaintainer: test <t@example.org>\nDescription: test\n"
-	files["DEBIAN/control"] = control
+	b := map[string][]byte{}
 	for name, body := range files {
-		p := filepath.Join(src, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		b[name] = []byte(body)
 	}
-	out := filepath.Join(dir, pkg+"_"+version+".deb")
-	if b, err := exec.Command("dpkg-deb", "--root-owner-group", "-Zgzip", "--build", src, out).CombinedOutput(); err != nil {
-		t.Fatalf("dpkg-deb --build: %v: %s", err, b)
-	}
-	return out
+	return testenv.BuildDeb(t, pkg, version, b)
 }
 
 func TestInstallDebHashMismatch(t *testing.T) {
@@ -485,16 +474,15 @@ func TestResolve(t *testing.T) {
 	for _, m := range k.Modules {
 		files[m.Name] = k.ModulePath(m)
 	}
-	ms := &moduleSet{dir: "test", files: files, compressed: map[string]string{}, builtin: map[string]bool{"virtio": true, "virtio_ring": true}}
+	ms := &moduleSet{dir: "test", files: files, builtin: map[string]bool{"virtio": true, "virtio_ring": true}}
 	order, err := ms.resolve([]string{"virtio-blk"})
 	if err != nil || len(order) != 1 || order[0].name != "virtio_blk" {
 		t.Errorf("with virtio built in: %v, %v", order, err)
 	}
 	ms.builtin = map[string]bool{}
 	delete(ms.files, "virtio_ring")
-	ms.compressed["virtio_ring"] = "/x/virtio_ring.ko.xz"
-	if _, err := ms.resolve([]string{"virtio_blk"}); err == nil || !strings.Contains(err.Error(), "compressed") {
-		t.Errorf("compressed dependency: %v", err)
+	if _, err := ms.resolve([]string{"virtio_blk"}); err == nil || !strings.Contains(err.Error(), "virtio_ring (needed by virtio") {
+		t.Errorf("missing dependency: %v", err)
 	}
 }
 
@@ -523,11 +511,16 @@ func TestBzImageParsing(t *testing.T) {
 			hdr(b)
 			binary.LittleEndian.PutUint32(b[bzPayloadLength:], 1<<20)
 		}): "outside",
-		mk("xz", 4096, func(b []byte) {
+		mk("bzip2", 4096, func(b []byte) {
+			hdr(b)
+			binary.LittleEndian.PutUint32(b[bzPayloadLength:], 64)
+			copy(b[1024:], magicBzip2)
+		}): "bzip2 compression is not supported",
+		mk("badxz", 4096, func(b []byte) {
 			hdr(b)
 			binary.LittleEndian.PutUint32(b[bzPayloadLength:], 64)
 			copy(b[1024:], magicXZ)
-		}): "xz-compressed",
+		}): "xz: stream header CRC mismatch",
 		mk("badlz4", 4096, func(b []byte) {
 			hdr(b)
 			binary.LittleEndian.PutUint32(b[bzPayloadLength:], 64)

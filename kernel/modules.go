@@ -17,32 +17,29 @@ import (
 // dependencies are added by Install and FromPath.
 var GuestModules = []string{"virtio_mmio", "virtio_blk", "virtio_console", "virtio_net", "overlay"}
 
-// moduleName turns a module file name ("virtio-foo.ko") into the kernel's
-// module name ("virtio_foo"): the kernel treats '-' and '_' alike and reports
-// '_'.
+// moduleName turns a module file name ("virtio-foo.ko", "virtio-foo.ko.zst")
+// into the kernel's module name ("virtio_foo"): the kernel treats '-' and
+// '_' alike and reports '_'.
 func moduleName(file string) string {
 	base := filepath.Base(file)
-	for _, ext := range []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} {
-		if strings.HasSuffix(base, ext) {
-			base = strings.TrimSuffix(base, ext)
-			break
-		}
+	if _, ok := moduleFormat(base); ok {
+		base = base[:strings.LastIndex(base, ".ko")]
 	}
 	return strings.ReplaceAll(base, "-", "_")
 }
 
 // moduleSet is what a folder of modules offers.
 type moduleSet struct {
-	dir        string
-	files      map[string]string // module name -> path of its .ko
-	compressed map[string]string // module name -> path of a compressed .ko.* we cannot load
-	builtin    map[string]bool   // names listed in modules.builtin
+	dir     string
+	files   map[string]string // module name -> path of its .ko (or .ko.zst, .ko.xz, .ko.gz)
+	builtin map[string]bool   // names listed in modules.builtin
 }
 
-// scanModules indexes every .ko under dir and reads dir/modules.builtin when
-// present.
+// scanModules indexes every module file under dir and reads
+// dir/modules.builtin when present. A plain .ko wins over a compressed copy
+// of the same module.
 func scanModules(dir string) (*moduleSet, error) {
-	ms := &moduleSet{dir: dir, files: map[string]string{}, compressed: map[string]string{}, builtin: map[string]bool{}}
+	ms := &moduleSet{dir: dir, files: map[string]string{}, builtin: map[string]bool{}}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -51,18 +48,16 @@ func scanModules(dir string) (*moduleSet, error) {
 			return nil
 		}
 		name := d.Name()
-		switch {
-		case strings.HasSuffix(name, ".ko"):
-			m := moduleName(name)
-			if _, dup := ms.files[m]; !dup { // first one wins, as the walk is sorted
-				ms.files[m] = p
-			}
-		case strings.Contains(name, ".ko."):
-			ms.compressed[moduleName(name)] = p
-		case name == "modules.builtin":
-			if err := ms.readBuiltin(p); err != nil {
-				return err
-			}
+		if name == "modules.builtin" {
+			return ms.readBuiltin(p)
+		}
+		if _, ok := moduleFormat(name); !ok {
+			return nil
+		}
+		m := moduleName(name)
+		old, dup := ms.files[m]
+		if !dup || strings.HasSuffix(p, ".ko") && !strings.HasSuffix(old, ".ko") {
+			ms.files[m] = p // otherwise the first one wins, as the walk is sorted
 		}
 		return nil
 	})
@@ -89,9 +84,10 @@ func (ms *moduleSet) readBuiltin(path string) error {
 }
 
 // modinfo returns the name and dependencies recorded in a module's .modinfo
-// ELF section (NUL-separated key=value strings, as modpost writes them).
-func modinfo(path string) (name string, depends []string, err error) {
-	ef, err := elf.Open(path)
+// ELF section (NUL-separated key=value strings, as modpost writes them);
+// data is the module's ELF bytes, path names it in errors.
+func modinfo(path string, data []byte) (name string, depends []string, err error) {
+	ef, err := elf.NewFile(bytes.NewReader(data))
 	if err != nil {
 		return "", nil, fmt.Errorf("module %s: not an ELF object: %w", path, err)
 	}
@@ -100,11 +96,11 @@ func modinfo(path string) (name string, depends []string, err error) {
 	if sec == nil {
 		return "", nil, fmt.Errorf("module %s: no .modinfo section", path)
 	}
-	data, err := sec.Data()
+	info, err := sec.Data()
 	if err != nil {
 		return "", nil, fmt.Errorf("module %s: read .modinfo: %w", path, err)
 	}
-	for _, kv := range bytes.Split(data, []byte{0}) {
+	for _, kv := range bytes.Split(info, []byte{0}) {
 		k, v, ok := strings.Cut(string(kv), "=")
 		if !ok {
 			continue
@@ -123,10 +119,12 @@ func modinfo(path string) (name string, depends []string, err error) {
 	return name, depends, nil
 }
 
-// resolvedModule is one module to load, with the path of its .ko.
+// resolvedModule is one module to load: the path of its file and its ELF
+// bytes (decompressed when the file is compressed).
 type resolvedModule struct {
 	name string
 	path string
+	data []byte
 }
 
 // resolve returns the modules needed to load want, dependencies first.
@@ -155,13 +153,14 @@ func (ms *moduleSet) resolve(want []string) ([]resolvedModule, error) {
 			if len(chain) > 0 {
 				need = fmt.Sprintf(" (needed by %s)", chain[len(chain)-1])
 			}
-			if c, ok := ms.compressed[name]; ok {
-				return fmt.Errorf("module %s%s is compressed (%s); only uncompressed .ko files can be used: decompress it", name, need, c)
-			}
 			return fmt.Errorf("module %s%s is neither built into the kernel nor found in %s", name, need, ms.dir)
 		}
 		state[name] = visiting
-		got, deps, err := modinfo(path)
+		data, err := readModule(path)
+		if err != nil {
+			return err
+		}
+		got, deps, err := modinfo(path, data)
 		if err != nil {
 			return err
 		}
@@ -174,7 +173,7 @@ func (ms *moduleSet) resolve(want []string) ([]resolvedModule, error) {
 			}
 		}
 		state[name] = done
-		order = append(order, resolvedModule{name: name, path: path})
+		order = append(order, resolvedModule{name: name, path: path, data: data})
 		return nil
 	}
 	for _, m := range want {

@@ -2,7 +2,6 @@ package kernel
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"debug/elf"
@@ -12,8 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-
-	"github.com/pierrec/lz4/v4"
 
 	"github.com/microagent-dev/microagent/internal/fsutil"
 )
@@ -96,11 +93,11 @@ func payloadFormat(head []byte) string {
 }
 
 // extractVmlinux decompresses the ELF kernel inside the bzImage at src into
-// dst (created 0600) and returns its SHA-256. The Debian cloud kernel is LZ4
+// dst (created 0600) and returns its SHA-256. Debian's cloud kernel is LZ4
 // compressed (the kernel's variant of the legacy frame, which pierrec/lz4
-// reads); gzip is accepted too because it costs nothing to support. The
-// result must be an ELF with a PVH entry note, since that is how QEMU boots
-// an uncompressed kernel.
+// reads), Ubuntu's and Fedora's use zstd or xz, gzip is the kernel's
+// default. The result must be an ELF with a PVH entry note, since that is how
+// QEMU boots an uncompressed kernel.
 func extractVmlinux(ctx context.Context, src, dst string) (string, error) {
 	f, err := os.Open(src)
 	if err != nil {
@@ -119,22 +116,27 @@ func extractVmlinux(ctx context.Context, src, dst string) (string, error) {
 	if _, err := f.ReadAt(head, off); err != nil {
 		return "", fmt.Errorf("kernel image %s: read payload: %w", src, err)
 	}
-	payload := io.NewSectionReader(f, off, n)
-	var dec io.Reader
-	switch format := payloadFormat(head); format {
-	case "lz4":
-		dec = lz4.NewReader(payload)
-	case "gzip":
-		zr, err := gzip.NewReader(payload)
-		if err != nil {
-			return "", fmt.Errorf("kernel image %s: gzip payload: %w", src, err)
+	format := payloadFormat(head)
+	// The kernel's build appends the decompressed size (32-bit little
+	// endian) to zstd and xz payloads; zstd would read it as a second frame.
+	wantSize := int64(-1)
+	if format == "zstd" || format == "xz" {
+		if n < 4 {
+			return "", fmt.Errorf("kernel image %s: %s payload of %d bytes is too short", src, format, n)
 		}
-		defer zr.Close()
-		dec = zr
-	default:
-		return "", fmt.Errorf("kernel image %s: payload is %s-compressed; only lz4 and gzip are supported: "+
-			"extract the vmlinux yourself (linux/scripts/extract-vmlinux) and pass it with --kernel", src, format)
+		var tail [4]byte
+		if _, err := f.ReadAt(tail[:], off+n-4); err != nil {
+			return "", fmt.Errorf("kernel image %s: read payload: %w", src, err)
+		}
+		wantSize = int64(binary.LittleEndian.Uint32(tail[:]))
+		n -= 4
 	}
+	dec, free, err := decompressor(format, io.NewSectionReader(f, off, n))
+	if err != nil {
+		return "", fmt.Errorf("kernel image %s: payload: %w: "+
+			"extract the vmlinux yourself (linux/scripts/extract-vmlinux) and pass it with --kernel", src, err)
+	}
+	defer free()
 
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -142,8 +144,13 @@ func extractVmlinux(ctx context.Context, src, dst string) (string, error) {
 	}
 	defer out.Close()
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(out, h), fsutil.ContextReader(ctx, dec)); err != nil {
+	got, err := io.Copy(io.MultiWriter(out, h), fsutil.ContextReader(ctx, newLimitedReader(dec, maxVmlinuxSize, "the payload")))
+	if err != nil {
 		return "", fmt.Errorf("kernel image %s: decompress: %w", src, err)
+	}
+	if wantSize >= 0 && got&0xffffffff != wantSize {
+		return "", fmt.Errorf("kernel image %s: the %s payload decompresses to %d bytes, but its trailer says %d: the image is damaged",
+			src, format, got, wantSize)
 	}
 	if err := out.Sync(); err != nil {
 		return "", fmt.Errorf("write vmlinux %s: %w", dst, err)

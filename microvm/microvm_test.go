@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/microagent-dev/microagent/channel"
+	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/initramfs"
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
@@ -28,6 +29,12 @@ func options(t *testing.T, rootDisk string) Options {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kernelOptions(t, h, k, rootDisk)
+}
+
+// kernelOptions is options with the kernel k of h.
+func kernelOptions(t *testing.T, h home.Home, k *kernel.Kernel, rootDisk string) Options {
+	t.Helper()
 	initrd, err := initramfs.Ensure(h, vmenv.Agent(t), k)
 	if err != nil {
 		t.Fatal(err)
@@ -100,5 +107,61 @@ func TestBootResources(t *testing.T) {
 	case <-vm.Machine.Done():
 	default:
 		t.Fatal("VMM still running after Shutdown")
+	}
+}
+
+// Kernels packaged as Ubuntu (zstd) and Fedora (xz) package theirs, rebuilt
+// from the pinned one, install with "kernel install --deb" and boot: the
+// agent loads their modules, which came compressed, and answers.
+func TestBootRecompressedKernels(t *testing.T) {
+	h := vmenv.VMHome(t)
+	pinned, err := kernel.Default(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mods, names []string
+	for _, m := range pinned.Modules {
+		mods = append(mods, pinned.ModulePath(m))
+		names = append(names, m.Name)
+	}
+	reg := testenv.StartRegistry(t)
+	disk, err := rootfs.Ensure(context.Background(), h, vmenv.PullForTest(t, h, reg.PushBusybox(t, "busybox")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"zstd", "xz"} {
+		t.Run(format, func(t *testing.T) {
+			deb := testenv.RecompressedKernelDeb(t, format, pinned.Release, pinned.Vmlinux, mods)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			k, err := kernel.Install(ctx, h, kernel.InstallOptions{Name: format, Deb: deb})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := k.Verify(); err != nil {
+				t.Fatal(err)
+			}
+			vm, err := Boot(ctx, kernelOptions(t, h, k, disk))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer vm.Kill()
+			var out bytes.Buffer
+			es, err := vm.Client.Exec(ctx, channel.ExecRequest{Argv: []string{"cat", "/proc/modules"}}, nil, &out, nil)
+			if err != nil || es.Code != 0 {
+				t.Fatalf("%+v %v", es, err)
+			}
+			loaded := map[string]bool{}
+			for _, line := range strings.Split(out.String(), "\n") {
+				if f := strings.Fields(line); len(f) > 0 {
+					loaded[f[0]] = true
+				}
+			}
+			for _, n := range names {
+				if !loaded[n] {
+					t.Errorf("module %s not loaded; /proc/modules:\n%s", n, out.String())
+				}
+			}
+		})
 	}
 }
