@@ -39,6 +39,9 @@ func (workspaceSection) summary(b *report, r *results) {
 			dur(lib.median), dur(cli.median), x(ratio(cli.median, lib.median)), x(ratio(cli.min, lib.min)))
 		b.f("| 5. `exec NAME true`: `workspace.Exec` vs raw `Client.Exec` | %s | %s | %s | %s | — | — | — |\n",
 			dur(rawE.median), dur(lib.median), x(ratio(lib.median, rawE.median)), x(ratio(lib.min, rawE.min)))
+		mc := summarize(w.mcp)
+		b.f("| 5. `workspace_exec` of `true` through `serve mcp` (stdio, official Go SDK client) vs `workspace.Exec`, p50 | %s | %s | %s | %s | — | ≤ 1.2x | %s |\n",
+			dur(lib.median), dur(mc.median), x(ratio(mc.median, lib.median)), x(ratio(mc.min, lib.min)), verdict(ratio(mc.median, lib.median), 1.2))
 		if m := w.mem; m != nil && !m.ramMappingNotFound {
 			b.f("| 5. host memory per idle workspace beyond guest RAM (RSS of supervisor + QEMU + network helper − guest RAM resident) | — | %s | — | — | — | ≤ 32 MiB | %s |\n",
 				mib(m.beyond()), verdict(float64(m.beyond()), memGoal))
@@ -87,10 +90,17 @@ func (workspaceSection) report(b *report, r *results) {
 	b.statRow("raw channel: `Client.Exec` on a `microvm.Boot` VM", rawE)
 	b.statRow("**library: `workspace.Exec`**", lib)
 	b.statRow("**CLI: `microagent exec NAME -- true` process**", cli)
+	b.statRow("**MCP: `workspace_exec` `[\"true\"]` through `microagent serve mcp` over stdio**", summarize(w.mcp))
 	b.f("\nRatios of medians: CLI / library **%s**, library / raw **%s**, CLI / raw %s (minima: %s, %s, %s).\n",
 		x(ratio(cli.median, lib.median)), x(ratio(lib.median, rawE.median)), x(ratio(cli.median, rawE.median)),
 		x(ratio(cli.min, lib.min)), x(ratio(lib.min, rawE.min)), x(ratio(cli.min, rawE.min)))
-	b.f("p99: CLI / library %s, library / raw %s.\n\n", x(ratio(cli.p99, lib.p99)), x(ratio(lib.p99, rawE.p99)))
+	b.f("p99: CLI / library %s, library / raw %s.\n", x(ratio(cli.p99, lib.p99)), x(ratio(lib.p99, rawE.p99)))
+	mc := summarize(w.mcp)
+	b.f("The MCP path is a fourth in each round: one session of the official Go SDK's client with\n")
+	b.f("`microagent serve mcp` over stdio, kept for all rounds (its policy lets it touch this workspace),\n")
+	b.f("each call a `tools/call` of `workspace_exec` whose server runs `workspace.Exec` with captured, bounded\n")
+	b.f("output. MCP / library: **%s** ratio of medians (goal ≤ 1.2x), %s of minima, %s at p99.\n\n",
+		x(ratio(mc.median, lib.median)), x(ratio(mc.min, lib.min)), x(ratio(mc.p99, lib.p99)))
 
 	if m := w.mem; m != nil {
 		b.f("Host memory of the same workspace, idle (after the exec rounds), %d MiB of guest RAM:\n\n", w.memoryMiB)

@@ -106,6 +106,7 @@ type wsResult struct {
 	profile    string
 	memoryMiB  int
 	cli, lib   []time.Duration // exec true, interleaved with raw
+	mcp        []time.Duration // workspace_exec true through serve mcp
 	raw2       []time.Duration // Client.Exec(true) on a microvm.Boot VM
 	mem        *wsMemory
 	execRounds int
@@ -223,7 +224,7 @@ func measureWorkspace(ctx context.Context, e *env) (*wsResult, error) {
 		r.halt = append(r.halt, time.Since(t))
 	}
 
-	logf("exec true x%d each: CLI process, workspace.Exec, raw Client.Exec (interleaved)", execN)
+	logf("exec true x%d each: CLI process, workspace.Exec, raw Client.Exec, workspace_exec through serve mcp (interleaved)", execN)
 	vm, _, cleanup, err := bootVM(ctx, e, e.ref, nil)
 	if err != nil {
 		return nil, fmt.Errorf("raw exec VM: %w", err)
@@ -241,8 +242,14 @@ func measureWorkspace(ctx context.Context, e *env) (*wsResult, error) {
 	}
 	libExec := func() error { return e.libExecTrue(ctx, name) }
 	cliExec := func() error { return e.cliExecTrue(ctx, name) }
+	ms, err := startMCP(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	defer ms.close()
+	mcpExec := func() error { return ms.execTrue(ctx, name) }
 	for i := 0; i < 5; i++ { // warm up both guests' page caches and the host's paths
-		for _, f := range []func() error{rawExec, libExec, cliExec} {
+		for _, f := range []func() error{rawExec, libExec, cliExec, mcpExec} {
 			if err := f(); err != nil {
 				return nil, err
 			}
@@ -266,8 +273,12 @@ func measureWorkspace(ctx context.Context, e *env) (*wsResult, error) {
 		if err := timeIt(cliExec, &r.cli); err != nil {
 			return nil, err
 		}
+		if err := timeIt(mcpExec, &r.mcp); err != nil {
+			return nil, err
+		}
 	}
 	cleanup()
+	ms.close()
 
 	logf("memory of the idle workspace")
 	inf, err := workspace.Status(ctx, e.h, name)
