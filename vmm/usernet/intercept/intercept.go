@@ -220,11 +220,20 @@ func (ic *Interceptor) Serve(ctx context.Context, guest net.Conn, sni string, di
 		return fmt.Errorf("TLS with the guest for %s: %w", host, err)
 	}
 
+	// Upstream speaks what the guest chose (HTTP/2 only if the host
+	// offers it too): a client that needs HTTP/2 (gRPC) keeps it, and an
+	// HTTP/1.1 download is not cut into HTTP/2 frames on the way, which
+	// costs a third of the throughput.
+	h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
+	protos := []string{"http/1.1"}
+	if h2 {
+		protos = []string{"h2", "http/1.1"}
+	}
 	tr := &http.Transport{
 		DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return ic.dialTLS(ctx, host, dialUpstream)
+			return ic.dialTLS(ctx, host, protos, dialUpstream)
 		},
-		ForceAttemptHTTP2: true,
+		ForceAttemptHTTP2: h2,
 		// The guest's Accept-Encoding goes through as it is, and the body
 		// comes back as the host sent it.
 		DisableCompression:     true,
@@ -243,12 +252,12 @@ func (ic *Interceptor) Serve(ctx context.Context, guest net.Conn, sni string, di
 		ErrorLog:          ic.errLog,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	if tc.ConnectionState().NegotiatedProtocol == "h2" {
-		h2 := &http2.Server{MaxConcurrentStreams: maxStreams, IdleTimeout: idleTimeout}
-		if err := http2.ConfigureServer(s.hs, h2); err != nil {
+	if h2 {
+		h2s := &http2.Server{MaxConcurrentStreams: maxStreams, IdleTimeout: idleTimeout}
+		if err := http2.ConfigureServer(s.hs, h2s); err != nil {
 			return fmt.Errorf("HTTP/2: %w", err)
 		}
-		h2.ServeConn(tc, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.hs, Handler: s})
+		h2s.ServeConn(tc, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.hs, Handler: s})
 		return nil
 	}
 	l := newOneConnListener(tc)
@@ -259,7 +268,7 @@ func (ic *Interceptor) Serve(ctx context.Context, guest net.Conn, sni string, di
 
 // dialTLS opens a connection to the real host and verifies it as host:
 // there is no way to skip the verification.
-func (ic *Interceptor) dialTLS(ctx context.Context, host string, dialUpstream func(context.Context) (net.Conn, error)) (net.Conn, error) {
+func (ic *Interceptor) dialTLS(ctx context.Context, host string, protos []string, dialUpstream func(context.Context) (net.Conn, error)) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	raw, err := dialUpstream(ctx)
@@ -269,7 +278,7 @@ func (ic *Interceptor) dialTLS(ctx context.Context, host string, dialUpstream fu
 	c := tls.Client(raw, &tls.Config{
 		ServerName: host,
 		RootCAs:    ic.cfg.Roots,
-		NextProtos: []string{"h2", "http/1.1"},
+		NextProtos: protos,
 		MinVersion: tls.VersionTLS12,
 	})
 	if err := c.HandshakeContext(ctx); err != nil {

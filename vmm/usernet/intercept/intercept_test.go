@@ -270,6 +270,9 @@ func TestSwapHeaders(t *testing.T) {
 				t.Fatalf("the host got %d requests", len(got))
 			}
 			g := got[0]
+			if want := map[string]string{"http/1.1": "HTTP/1.1", "h2": "HTTP/2.0"}[proto]; g.proto != want {
+				t.Errorf("the guest spoke %s, the host got %s", proto, g.proto)
+			}
 			if a := g.header.Get("Authorization"); a != "Bearer "+value {
 				t.Errorf("Authorization at the host: %q", a)
 			}
