@@ -514,3 +514,25 @@ func (c *notifyConn) Close() error {
 	c.once.Do(func() { close(c.done) })
 	return err
 }
+
+// FlagPlain flags the placeholders in head, the first bytes of a plain
+// http flow to host: plain http never gets a value, so any placeholder
+// there is one on its way out unchanged.
+func (ic *Interceptor) FlagPlain(host string, head []byte) {
+	names := ic.cfg.Rules.Find(head)
+	if len(names) == 0 {
+		return
+	}
+	ev := Event{Host: host, Result: ResultFlagged}
+	line, _, _ := strings.Cut(string(head[:min(len(head), maxEventPath)]), "\r\n")
+	if method, rest, ok := strings.Cut(line, " "); ok {
+		target, _, _ := strings.Cut(rest, " ")
+		target, _, _ = strings.Cut(target, "?")
+		ev.Method, ev.Path = method, target
+	}
+	for _, n := range names {
+		e := ev
+		e.Name = n
+		ic.emit(e)
+	}
+}
