@@ -177,6 +177,24 @@ func ParseAllowName(s string) (string, error) {
 	return name, nil
 }
 
+// MatchName reports whether name (a DNS name, with or without its final
+// dot, any case) is covered by patterns (as ParseAllowName returns them):
+// it is listed, or it is within a listed .SUFFIX (which also covers SUFFIX
+// itself). The egress allowlist and the secret swap's hosts match alike.
+func MatchName(patterns []string, name string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	for _, a := range patterns {
+		if suffix, ok := strings.CutPrefix(a, "."); ok {
+			if name == suffix || strings.HasSuffix(name, a) {
+				return true
+			}
+		} else if name == a {
+			return true
+		}
+	}
+	return false
+}
+
 // HostAccessTo reports whether n opens port of the host's loopback.
 func (n *Network) HostAccessTo(port int) bool {
 	return n != nil && n.HostAccess && (len(n.HostPorts) == 0 || slices.Contains(n.HostPorts, port))

@@ -59,7 +59,7 @@ func run() error {
 		}
 		listeners = append(listeners, l)
 	}
-	n, err := stack.New(cfg, os.Stdout)
+	n, err := stack.New(cfg, os.Stdout, nil)
 	if err != nil {
 		return err
 	}

@@ -121,22 +121,9 @@ type Resolved struct {
 // all with None).
 func (p *Policy) Allowlist() bool { return len(p.AllowNames) > 0 || p.None }
 
-// AllowsName reports whether name (a DNS name, with or without its final
-// dot, any case) is allowed: it is listed, or it is within a listed
-// .SUFFIX (which also covers SUFFIX itself).
-func (p *Policy) AllowsName(name string) bool {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	for _, a := range p.AllowNames {
-		if suffix, ok := strings.CutPrefix(a, "."); ok {
-			if name == suffix || strings.HasSuffix(name, a) {
-				return true
-			}
-		} else if name == a {
-			return true
-		}
-	}
-	return false
-}
+// AllowsName reports whether name is allowed (vmm.MatchName: listed, or
+// within a listed .SUFFIX).
+func (p *Policy) AllowsName(name string) bool { return vmm.MatchName(p.AllowNames, name) }
 
 // Decide returns the verdict for a guest flow to dst. hostAddrs are the
 // host's own addresses (closed like private ranges: a host service bound

@@ -44,6 +44,7 @@ import (
 
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/internal/netproc"
+	"github.com/microagent-dev/microagent/vmm/usernet/intercept"
 )
 
 // BinaryName is the helper's file name, installed by make build beside
@@ -111,6 +112,23 @@ type Config struct {
 	// Resolvers are the upstream DNS servers that the network's DNS
 	// forwarder (vmm.UserAddressing.DNS) relays to, tried in order.
 	Resolvers []netip.AddrPort `json:"resolvers,omitempty"`
+	// Swap, when set, terminates the guest's TLS toward the hosts its
+	// rules cover and swaps placeholders for values (package intercept).
+	Swap *SwapConfig `json:"swap,omitempty"`
+}
+
+// SwapConfig is the secret swap's part of the helper's configuration. It
+// holds no value and no reference: values come per request from a
+// Source the helper is given apart.
+type SwapConfig struct {
+	// Rules are the placeholders, their names and hosts.
+	Rules []intercept.Rule `json:"rules"`
+	// CACert and CAKey are the workspace CA (intercept.NewCA's PEM).
+	CACert []byte `json:"ca_cert"`
+	CAKey  []byte `json:"ca_key"`
+	// ExtraRoots are PEM CA certificates trusted for the real hosts
+	// besides the system's (--egress-ca-file).
+	ExtraRoots []byte `json:"extra_roots,omitempty"`
 }
 
 // Event is one line of the helper's decision log.
@@ -137,6 +155,9 @@ type Event struct {
 	BytesOut int64   `json:"bytes_out,omitempty"`
 	BytesIn  int64   `json:"bytes_in,omitempty"`
 	Seconds  float64 `json:"seconds,omitempty"`
+	// Swap is a placeholder seen on an intercepted or plain http flow:
+	// a swap for the audit, or a flag (Reason says which in words).
+	Swap *intercept.Event `json:"swap,omitempty"`
 }
 
 // PolicyProto is the Proto of the event that records a policy change (its

@@ -36,6 +36,7 @@ import (
 
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/usernet"
+	"github.com/microagent-dev/microagent/vmm/usernet/intercept"
 )
 
 // Bounds on what the guest can make the helper hold.
@@ -84,13 +85,21 @@ type Network struct {
 	dnsQuery  chan struct{} // semaphore: maxDNSInFlight
 	published chan struct{} // semaphore: maxPublishedConns
 
+	swap *intercept.Interceptor // nil: no secret swap
+
 	// dial opens host-side connections; tests replace it.
 	dial func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error)
 }
 
 // New builds the network for cfg; decisions are written to events as JSON
-// lines (usernet.Event).
-func New(cfg usernet.Config, events io.Writer) (*Network, error) {
+// lines (usernet.Event) to eventsTo. src resolves the secret swap's values (needed
+// when cfg.Swap is set, else unused).
+func New(cfg usernet.Config, eventsTo io.Writer, src intercept.Source) (*Network, error) {
+	events := &eventLog{enc: json.NewEncoder(eventsTo)}
+	swap, err := newSwap(cfg.Swap, src, events)
+	if err != nil {
+		return nil, err
+	}
 	a := vmm.UserAddressing
 	ep, err := tap.NewLinkEndpoint(false, mtu, usernet.GatewayMAC.String(), a.Gateway.String(), []string{a.DNS.String()})
 	if err != nil {
@@ -126,7 +135,7 @@ func New(cfg usernet.Config, events io.Writer) (*Network, error) {
 	s.SetRouteTable([]tcpip.Route{{Destination: subnet, NIC: nic}})
 
 	n := &Network{
-		cfg: cfg, stack: s, sw: sw, events: &eventLog{enc: json.NewEncoder(events)},
+		cfg: cfg, stack: s, sw: sw, events: events, swap: swap,
 		conns:     make(chan struct{}, maxConns),
 		udpFlows:  make(chan struct{}, maxUDPFlows),
 		dnsQuery:  make(chan struct{}, maxDNSInFlight),
@@ -220,7 +229,12 @@ func (n *Network) tcpFlow(r *tcp.ForwarderRequest) {
 	}
 	start := time.Now()
 	var out, in int64
-	if d.Name != "" {
+	if n.swap != nil && (d.Dial.Port() == 443 || d.Dial.Port() == 80) {
+		var ok bool
+		if out, in, ok = n.relaySwap(guest, upstream, d, ev); !ok {
+			return
+		}
+	} else if d.Name != "" {
 		var ok bool
 		if out, in, ok = n.relayNamed(guest, upstream, ev); !ok {
 			return
@@ -253,14 +267,7 @@ func (n *Network) relayNamed(guest, upstream net.Conn, ev usernet.Event) (out, i
 	var fromUpstream int64
 	go func() { defer wg.Done(); fromUpstream = pipe(guest, upstream) }()
 	head, name, err := peekName(guest)
-	why := ""
-	switch {
-	case err != nil:
-		why = "cannot tell which name it addresses: " + err.Error()
-	case name != "" && !n.policy.Load().AllowsName(name):
-		why = fmt.Sprintf("it addresses %s, which is not in the allowlist (a TLS server name or HTTP Host must be allowed too)", name)
-	}
-	if why != "" {
+	if why := n.nameRefused(name, err); why != "" {
 		ev.Verdict, ev.Reason, ev.Name = usernet.Deny, why, name
 		n.events.write(ev)
 		guest.Close()
@@ -278,29 +285,50 @@ func (n *Network) relayNamed(guest, upstream net.Conn, ev usernet.Event) (out, i
 	return out, fromUpstream, true
 }
 
+// nameRefused says why a flow through an allowed name's stand-in whose
+// first bytes address name (err: they could not be read as any) is ended,
+// or "" when it goes on.
+func (n *Network) nameRefused(name string, err error) string {
+	switch {
+	case err != nil:
+		return "cannot tell which name it addresses: " + err.Error()
+	case name != "" && !n.policy.Load().AllowsName(name):
+		return fmt.Sprintf("it addresses %s, which is not in the allowlist (a TLS server name or HTTP Host must be allowed too)", name)
+	}
+	return ""
+}
+
 // peekName reads the guest's first bytes until the name they address is
 // known (empty when they carry none) or maxPeek is held.
 func peekName(guest net.Conn) ([]byte, string, error) {
-	buf := make([]byte, maxPeek)
-	held := 0
+	return peekFrom(guest, make([]byte, maxPeek), 0)
+}
+
+// peekFrom is peekName going on from the first held bytes of buf
+// (maxPeek long).
+func peekFrom(guest net.Conn, buf []byte, held int) ([]byte, string, error) {
+	var err error
 	for {
-		k, err := guest.Read(buf[held:])
-		held += k
-		name, nerr := nameIn(buf[:held])
-		switch {
-		case nerr == nil:
-			return buf[:held], name, nil
-		case errors.Is(nerr, errNoName):
-			return buf[:held], "", nil
-		case !errors.Is(nerr, errNeedMore):
-			return buf[:held], "", nerr
-		case held == maxPeek:
-			return buf[:held], "", fmt.Errorf("no name within its first %d bytes", maxPeek)
-		case err != nil:
-			// The guest stopped sending before a name was complete:
-			// nothing it sent named anything.
-			return buf[:held], "", nil
+		if held > 0 || err != nil {
+			name, nerr := nameIn(buf[:held])
+			switch {
+			case nerr == nil:
+				return buf[:held], name, nil
+			case errors.Is(nerr, errNoName):
+				return buf[:held], "", nil
+			case !errors.Is(nerr, errNeedMore):
+				return buf[:held], "", nerr
+			case held == maxPeek:
+				return buf[:held], "", fmt.Errorf("no name within its first %d bytes", maxPeek)
+			case err != nil:
+				// The guest stopped sending before a name was complete:
+				// nothing it sent named anything.
+				return buf[:held], "", nil
+			}
 		}
+		var k int
+		k, err = guest.Read(buf[held:])
+		held += k
 	}
 }
 
