@@ -40,6 +40,30 @@ type SecretsRequest struct {
 	// OnDemand lists the names the guest may fetch; the guest serves its
 	// secrets socket only when there are any.
 	OnDemand []string `json:"onDemand,omitempty"`
+	// Placeholders stand for secrets that never enter the guest (the
+	// network swaps them for the values on the way out, --secret-egress):
+	// each is written to /run/secrets/NAME as a materialized secret is and
+	// set as the variable NAME in every exec's environment. They are not
+	// secret, so they travel in the clear. A delivery replaces the
+	// previous ones; a purge removes them.
+	Placeholders []Placeholder `json:"placeholders,omitempty"`
+	// EgressCA is the PEM certificate of the workspace CA the network
+	// terminates those TLS connections with: the guest adds it to its
+	// trust stores (see guest.CABundlePaths) and points SSL_CERT_FILE,
+	// REQUESTS_CA_BUNDLE and NODE_EXTRA_CA_CERTS at it in every exec.
+	EgressCA []byte `json:"egressCA,omitempty"`
+}
+
+// MaxPlaceholder bounds a placeholder's length, MaxEgressCA the CA's PEM.
+const (
+	MaxPlaceholder = 256
+	MaxEgressCA    = 16 << 10
+)
+
+// Placeholder is one secret's stand-in in the guest.
+type Placeholder struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
 }
 
 // FetchRequest is the body of OpFetch.
