@@ -23,6 +23,9 @@ func (d *Declarations) Add(decl Decl) error {
 	if err := CheckName(decl.Name); err != nil {
 		return &Error{Err: err}
 	}
+	if decl.OnDemand && decl.Egress() {
+		return &Error{Name: decl.Name, Err: Errorf(ErrBadRef, "a secret is delivered on demand or swapped at the egress, not both")}
+	}
 	for _, o := range d.Secrets {
 		if o.Name == decl.Name {
 			return &Error{Name: decl.Name, Scheme: decl.Ref.Scheme, Err: Errorf(ErrDuplicate, "declared twice (%s and %s)", describe(o), describe(decl))}
@@ -113,6 +116,28 @@ func (d Declarations) Expand() ([]Decl, error) {
 	return out, nil
 }
 
+// Egress returns the --secret-egress declarations.
+func (d Declarations) Egress() []Decl {
+	var out []Decl
+	for _, decl := range d.Secrets {
+		if decl.Egress() {
+			out = append(out, decl)
+		}
+	}
+	return out
+}
+
+// EgressDecl returns the --secret-egress declaration of name; any other
+// name fails with ErrNotDeclared.
+func (d Declarations) EgressDecl(name string) (Decl, error) {
+	for _, decl := range d.Secrets {
+		if decl.Name == name && decl.Egress() {
+			return decl, nil
+		}
+	}
+	return Decl{}, &Error{Name: name, Err: Errorf(ErrNotDeclared, "not declared with --secret-egress: refused")}
+}
+
 // OnDemand returns the on-demand declaration of name. Any other name,
 // including one declared for boot delivery, fails with ErrNotDeclared.
 func (d Declarations) OnDemand(name string) (Decl, error) {
@@ -131,6 +156,8 @@ func describe(d Decl) string {
 	switch {
 	case d.OnDemand:
 		return fmt.Sprintf("--secret-on-demand %s", d.Ref)
+	case d.Egress():
+		return fmt.Sprintf("--secret-egress %s", d.Ref)
 	case d.envFile != "":
 		return fmt.Sprintf("a key of --secrets-env-file %s", d.envFile)
 	default:

@@ -129,9 +129,18 @@ type Decl struct {
 	// OnDemand secrets are never materialized at boot; the guest fetches
 	// them one at a time and each fetch resolves the reference afresh.
 	OnDemand bool `json:"onDemand,omitempty"`
+	// EgressHosts, when set (--secret-egress), keep the value out of the
+	// guest altogether: the guest holds a placeholder, and the network
+	// puts the value in its place only in HTTPS requests to these hosts
+	// (--egress-allow syntax: api.example.com, .example.com), resolving
+	// it at each request. Never materialized, never fetched on demand.
+	EgressHosts []string `json:"egressHosts,omitempty"`
 
 	envFile string // set by Expand: the env file this key came from
 }
+
+// Egress reports whether d is a --secret-egress declaration.
+func (d Decl) Egress() bool { return len(d.EgressHosts) > 0 }
 
 // String returns "NAME=<scheme>:<ref>", with " (on-demand)" when it applies.
 func (d Decl) String() string {
@@ -139,12 +148,37 @@ func (d Decl) String() string {
 	if d.OnDemand {
 		s += " (on-demand)"
 	}
+	if d.Egress() {
+		s += "@" + strings.Join(d.EgressHosts, ",")
+	}
 	return s
 }
 
 // ParseDecl parses "NAME=<scheme>:<ref>" (the --secret flag's argument).
 // Errors are *Error values naming the secret when the name is valid; they
 // never quote the text after '=' (it may be a value pasted by mistake).
+// ParseEgressDecl parses a --secret-egress declaration,
+// NAME=<scheme>:<ref>@HOST[,HOST...]: the hosts follow the last '@' (a
+// reference may hold one; a host cannot). The hosts' syntax is the
+// network's to check (vmm.ParseAllowName); here each must be non-empty.
+func ParseEgressDecl(s string) (Decl, error) {
+	i := strings.LastIndexByte(s, '@')
+	if i < 0 {
+		return Decl{}, &Error{Err: Errorf(ErrBadRef, "want NAME=<scheme>:<ref>@HOST[,HOST...], e.g. API_KEY=env:API_TOKEN@api.example.com (no '@' found: name the hosts the value may be sent to)")}
+	}
+	d, err := ParseDecl(s[:i])
+	if err != nil {
+		return Decl{}, err
+	}
+	for _, h := range strings.Split(s[i+1:], ",") {
+		if h = strings.TrimSpace(h); h == "" {
+			return Decl{}, &Error{Name: d.Name, Err: Errorf(ErrBadRef, "an empty host after '@': give HOST[,HOST...], e.g. api.example.com")}
+		}
+		d.EgressHosts = append(d.EgressHosts, h)
+	}
+	return d, nil
+}
+
 func ParseDecl(s string) (Decl, error) {
 	name, ref, ok := strings.Cut(s, "=")
 	if !ok {

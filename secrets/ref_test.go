@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -210,7 +211,7 @@ func TestDeclarations(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back Declarations
-	if err := json.Unmarshal(j, &back); err != nil || back.Validate() != nil || len(back.Secrets) != 3 || back.Secrets[2] != d.Secrets[2] {
+	if err := json.Unmarshal(j, &back); err != nil || back.Validate() != nil || len(back.Secrets) != 3 || !reflect.DeepEqual(back.Secrets[2], d.Secrets[2]) {
 		t.Fatalf("round trip %s: %v", j, err)
 	}
 	if !strings.Contains(string(j), `{"name":"API_KEY","ref":"env:API_TOKEN"}`) || !strings.Contains(string(j), `"onDemand":true`) {

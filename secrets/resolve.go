@@ -91,7 +91,7 @@ func (b *Bundle) Zero() {
 }
 
 // ResolveAll expands d (reading its env files afresh) and resolves every
-// secret that is not on-demand, in declaration order, in the environment
+// secret that is neither on-demand nor swapped at the egress, in declaration order, in the environment
 // env (nil means the process's). On-demand secrets are checked (known
 // scheme, valid reference) but not resolved. It fails closed on the first
 // failure: the values resolved so far are zeroed and the error is an
@@ -105,7 +105,7 @@ func ResolveAll(ctx context.Context, d Declarations, env LookupEnv) (*Bundle, []
 	warnings := plaintextWarnings(decls)
 	b := &Bundle{}
 	for _, decl := range decls {
-		if decl.OnDemand {
+		if decl.OnDemand || decl.Egress() {
 			if _, err := Check(decl.Ref); err != nil {
 				b.Zero()
 				return nil, warnings, &Error{Name: decl.Name, Scheme: knownScheme(decl.Ref.Scheme), Err: err}

@@ -142,6 +142,9 @@ type Network struct {
 	// /etc/resolv.conf): a split-horizon or filtering resolver of the
 	// operator's, say. The host asks them; the guest never reaches them.
 	DNSUpstreams []netip.AddrPort
+	// Swap, when set, swaps placeholders for secret values on the way out
+	// (see Swap). It is built for each boot and never stored.
+	Swap *Swap `json:"-"`
 }
 
 // ParseAllowName reads an --egress-allow value: a host name (pypi.org) or

@@ -22,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/microagent-dev/microagent/vmm/usernet"
+	"github.com/microagent-dev/microagent/vmm/usernet/intercept"
 	"github.com/microagent-dev/microagent/vmm/usernet/stack"
 )
 
@@ -59,7 +60,16 @@ func run() error {
 		}
 		listeners = append(listeners, l)
 	}
-	n, err := stack.New(cfg, os.Stdout, nil)
+	var src intercept.Source
+	if cfg.Swap != nil {
+		fd := 4 + len(cfg.GuestPorts)
+		c, err := net.FileConn(os.NewFile(uintptr(fd), "values"))
+		if err != nil {
+			return fmt.Errorf("descriptor %d is not the value socket: %w", fd, err)
+		}
+		src = usernet.NewValueClient(c)
+	}
+	n, err := stack.New(cfg, os.Stdout, src)
 	if err != nil {
 		return err
 	}

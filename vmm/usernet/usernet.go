@@ -17,9 +17,11 @@
 // The helper's descriptors: 0 its configuration (one line of JSON Config),
 // then, while it runs, one line of JSON Policy per policy change (each put
 // in force and acknowledged by an Event of PolicyProto), 1 a pipe on which
-// it writes "ready" once serving and then one JSON Event per decision, 2 its errors, 3 its end of the socket pair with the VMM (QEMU's
-// -netdev stream framing), 4... the published ports' listening sockets in
-// Config.GuestPorts order. It exits 0 when the VMM closes its end.
+// it writes "ready" once serving and then one JSON Event per decision, 2
+// its errors, 3 its end of the socket pair with the VMM (QEMU's -netdev
+// stream framing), 4... the published ports' listening sockets in
+// Config.GuestPorts order, and after them, with Config.Swap, its end of
+// the value socket (values.go). It exits 0 when the VMM closes its end.
 package usernet
 
 import (
@@ -309,6 +311,29 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 		listeners = append(listeners, f)
 		conf.GuestPorts = append(conf.GuestPorts, fw.GuestPort)
 	}
+	var values *os.File // the helper's end of the value socket (swap only)
+	if sw := cfg.Network.Swap; sw != nil {
+		if sw.Source == nil {
+			return nil, nil, errors.New("network helper: a secret swap without a source of values")
+		}
+		conf.Swap = &SwapConfig{CACert: sw.CACert, CAKey: sw.CAKey, ExtraRoots: sw.ExtraRoots}
+		for _, r := range sw.Rules {
+			conf.Swap.Rules = append(conf.Swap.Rules, intercept.Rule{Name: r.Name, Placeholder: r.Placeholder, Hosts: r.Hosts})
+		}
+		ours, theirs, err := netproc.SocketPair("usernet-values")
+		if err != nil {
+			return nil, nil, fmt.Errorf("network helper: %w", err)
+		}
+		defer theirs.Close()
+		c, err := net.FileConn(ours)
+		ours.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("network helper: value socket: %w", err)
+		}
+		// Served until the helper closes its end (it exits with the VM).
+		go serveValues(c, sw.Source, sw.Rules)
+		values = theirs
+	}
 	confJSON, err := json.Marshal(conf)
 	if err != nil {
 		return nil, nil, fmt.Errorf("network helper: configuration: %w", err)
@@ -323,6 +348,9 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 	cmd := exec.Command(bin)
 	cmd.Env = vmm.ChildEnv() // nothing of the caller's: no backend token, no secret value
 	cmd.ExtraFiles = append([]*os.File{theirs}, listeners...)
+	if values != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, values)
+	}
 	p := &Process{stderr: &headBuffer{max: 4 << 10}, logged: make(chan struct{}), policyAck: make(chan struct{}, 1)}
 	cmd.Stderr = p.stderr
 	if p.events, err = cmd.StdoutPipe(); err != nil {

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microagent-dev/microagent/vmm"
 	"golang.org/x/net/http2"
 )
 
@@ -51,22 +52,15 @@ const (
 
 // Source resolves a secret's value when a request needs it: every request
 // asks again, so a rotation or revocation takes effect on the next one.
-type Source interface {
-	// Value returns the value of the secret name; the interceptor zeroes
-	// the slice once it has been used. An error should be a *SourceError:
-	// any other error counts as kind "failed", and its text is never
-	// shown or logged (it might name the reference).
-	Value(ctx context.Context, name string) ([]byte, error)
-}
+// The interceptor zeroes each value once used. An error should be a
+// *SourceError: any other error counts as kind "failed", and its text is
+// never shown or logged (it might name the reference).
+type Source = vmm.SwapSource
 
 // SourceError is a Source's failure, reduced to its kind ("not found",
 // "denied", "unavailable"...): the guest sees the kind and the name, never
 // the reference's details.
-type SourceError struct {
-	Kind string
-}
-
-func (e *SourceError) Error() string { return "secret not resolved: " + e.Kind }
+type SourceError = vmm.SwapError
 
 // Results of an Event.
 const (
@@ -338,7 +332,7 @@ func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.ic.emit(e)
 	}
 	if len(swap) > 0 {
-		values, failed, kind := s.resolve(r.Context(), swap)
+		values, failed, kind := s.resolve(r.Context(), swap, vmm.SwapRequest{Host: ev.Host, Method: ev.Method, Path: ev.Path})
 		if failed != "" {
 			e := ev
 			e.Name, e.Result, e.Kind, e.Status = failed, ResultUnresolved, kind, http.StatusBadGateway
@@ -389,10 +383,11 @@ func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // resolve asks the Source for each rule's value. On a failure it zeroes
 // what it got and returns the rule's name and the failure's kind.
-func (s *session) resolve(ctx context.Context, rules []Rule) (values map[string][]byte, failed, kind string) {
+func (s *session) resolve(ctx context.Context, rules []Rule, req vmm.SwapRequest) (values map[string][]byte, failed, kind string) {
 	values = make(map[string][]byte, len(rules))
 	for _, r := range rules {
-		v, err := s.ic.cfg.Source.Value(ctx, r.Name)
+		req.Name = r.Name
+		v, err := s.ic.cfg.Source.Value(ctx, req)
 		if err == nil {
 			err = checkValue(v)
 		}

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/microagent-dev/microagent/vmm"
 )
 
 // apiHost is the name the guest asks for; httptest's certificate (its own
@@ -34,7 +36,8 @@ type testSource struct {
 	calls  int
 }
 
-func (s *testSource) Value(_ context.Context, name string) ([]byte, error) {
+func (s *testSource) Value(_ context.Context, r vmm.SwapRequest) ([]byte, error) {
+	name := r.Name
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls++

@@ -17,13 +17,14 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/usernet"
 	"github.com/microagent-dev/microagent/vmm/usernet/intercept"
 )
 
 type oneValue struct{ v string }
 
-func (s oneValue) Value(context.Context, string) ([]byte, error) { return []byte(s.v), nil }
+func (s oneValue) Value(context.Context, vmm.SwapRequest) ([]byte, error) { return []byte(s.v), nil }
 
 // pair is a connected loopback TCP pair: the guest's end and the network's.
 func pair(t *testing.T) (guest, network net.Conn) {
