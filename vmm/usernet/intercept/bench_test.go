@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+
+	"github.com/microagent-dev/microagent/credswap"
 )
 
 // The benchmarks compare a request through the swap with the same request
@@ -86,7 +88,7 @@ func clientTo(addr string, cfg *tls.Config, proto string) *http.Client {
 func paths(b *testing.B, body []byte) (through, direct *http.Client, ph string) {
 	api := newAPI(b)
 	api.hook = func(w http.ResponseWriter, r *http.Request) { w.Write(body) }
-	ph = Placeholder("K", bootNonce(b))
+	ph = credswap.Placeholder("K", bootNonce(b))
 	src := &testSource{values: map[string]string{"K": "sk-0123456789abcdef0123456789abcdef"}}
 	h := newHarness(b, []Rule{{Name: "K", Placeholder: ph, Hosts: []string{apiHost}}}, src, api.Listener.Addr().String(), rootsFor(b, api))
 	through = clientTo(h.addr, &tls.Config{RootCAs: h.caPool}, "http/1.1")

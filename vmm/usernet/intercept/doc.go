@@ -13,15 +13,8 @@
 // cannot be zeroed: the one string per header that holds a value lives
 // until the garbage collector takes it (swapIn says what is done instead).
 //
-// # Placeholders
-//
-// A placeholder is Prefix ("MICROAGENT_PLACEHOLDER_") and 40 lower-case
-// hex digits (an HMAC-SHA256 of the secret's name keyed by the boot's
-// random nonce): 63 characters of [A-Z0-9a-f_], unique per boot and name,
-// visibly fake and easy to search for, and shaped like the opaque
-// alphanumeric tokens clients accept without a format check (no spaces,
-// quotes, colons or padding; long enough for length checks). Clients that
-// insist on a provider's own prefix (sk-..., ghp_...) reject it.
+// Placeholders and the workspace CA are package credswap's, shared with
+// the host side that hands them to the guest.
 //
 // # What is swapped
 //

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microagent-dev/microagent/credswap"
 	"github.com/microagent-dev/microagent/vmm"
 	"golang.org/x/net/http2"
 )
@@ -116,7 +117,7 @@ func (e Event) String() string {
 // Config is what an Interceptor needs.
 type Config struct {
 	// CA mints the certificates the guest is shown.
-	CA *CA
+	CA *credswap.CA
 	// Rules say which placeholders become which values toward which hosts.
 	Rules Rules
 	// Source resolves values per request.
@@ -316,7 +317,7 @@ func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var found []string
 	for _, vs := range r.Header {
 		for _, v := range vs {
-			if strings.Contains(v, Prefix) || strings.Contains(strings.ToLower(v), "basic ") {
+			if strings.Contains(v, credswap.PlaceholderPrefix) || strings.Contains(strings.ToLower(v), "basic ") {
 				for _, n := range s.ic.cfg.Rules.Find([]byte(v)) {
 					if !slices.Contains(found, n) {
 						found = append(found, n)

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microagent-dev/microagent/credswap"
 	"github.com/microagent-dev/microagent/vmm"
 )
 
@@ -126,11 +127,11 @@ type harness struct {
 }
 
 func newHarness(t testing.TB, rules []Rule, src Source, upstream string, roots *x509.CertPool) *harness {
-	certPEM, keyPEM, err := NewCA()
+	certPEM, keyPEM, err := credswap.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := LoadCA(certPEM, keyPEM)
+	ca, err := credswap.LoadCA(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +255,7 @@ func TestSwapHeaders(t *testing.T) {
 		t.Run(proto, func(t *testing.T) {
 			api := newAPI(t)
 			boot := bootNonce(t)
-			ph := Placeholder("API_KEY", boot)
+			ph := credswap.Placeholder("API_KEY", boot)
 			const value = "sk-real-0123456789abcdef"
 			src := &testSource{values: map[string]string{"API_KEY": value}}
 			h := newHarness(t, []Rule{{Name: "API_KEY", Placeholder: ph, Hosts: []string{apiHost}}}, src, api.Listener.Addr().String(), rootsFor(t, api))
@@ -308,7 +309,7 @@ func TestSwapHeaders(t *testing.T) {
 // HTTP/2 toward the guest is served by the HTTP/2 server.
 func TestSwapProtocolSeen(t *testing.T) {
 	api := newAPI(t)
-	ph := Placeholder("K", bootNonce(t))
+	ph := credswap.Placeholder("K", bootNonce(t))
 	src := &testSource{values: map[string]string{"K": "v"}}
 	h := newHarness(t, []Rule{{Name: "K", Placeholder: ph, Hosts: []string{apiHost}}}, src, api.Listener.Addr().String(), rootsFor(t, api))
 	for _, proto := range []string{"http/1.1", "h2"} {
@@ -326,7 +327,7 @@ func TestSwapProtocolSeen(t *testing.T) {
 
 func TestSwapBasic(t *testing.T) {
 	api := newAPI(t)
-	ph := Placeholder("GH_TOKEN", bootNonce(t))
+	ph := credswap.Placeholder("GH_TOKEN", bootNonce(t))
 	const value = "ghp_realtoken0123"
 	src := &testSource{values: map[string]string{"GH_TOKEN": value}}
 	h := newHarness(t, []Rule{{Name: "GH_TOKEN", Placeholder: ph, Hosts: []string{".example.com"}}}, src, api.Listener.Addr().String(), rootsFor(t, api))
@@ -346,7 +347,7 @@ func TestSwapBasic(t *testing.T) {
 func TestPlaceholderOfOtherHostUnchangedAndFlagged(t *testing.T) {
 	api := newAPI(t)
 	boot := bootNonce(t)
-	mine, other := Placeholder("MINE", boot), Placeholder("OTHER", boot)
+	mine, other := credswap.Placeholder("MINE", boot), credswap.Placeholder("OTHER", boot)
 	src := &testSource{values: map[string]string{"MINE": "mine-value", "OTHER": "other-value"}}
 	h := newHarness(t, []Rule{
 		{Name: "MINE", Placeholder: mine, Hosts: []string{apiHost}},
@@ -379,7 +380,7 @@ func TestPlaceholderOfOtherHostUnchangedAndFlagged(t *testing.T) {
 
 func TestRotationTakesEffectNextRequest(t *testing.T) {
 	api := newAPI(t)
-	ph := Placeholder("K", bootNonce(t))
+	ph := credswap.Placeholder("K", bootNonce(t))
 	src := &testSource{values: map[string]string{"K": "first"}}
 	h := newHarness(t, []Rule{{Name: "K", Placeholder: ph, Hosts: []string{apiHost}}}, src, api.Listener.Addr().String(), rootsFor(t, api))
 	c := h.client("http/1.1") // one keep-alive connection
@@ -398,7 +399,7 @@ func TestRotationTakesEffectNextRequest(t *testing.T) {
 func TestSourceFailureAnswers502(t *testing.T) {
 	api := newAPI(t)
 	boot := bootNonce(t)
-	revoked, broken := Placeholder("REVOKED", boot), Placeholder("BROKEN", boot)
+	revoked, broken := credswap.Placeholder("REVOKED", boot), credswap.Placeholder("BROKEN", boot)
 	const detail = "vault path secret/data/team/key"
 	src := &testSource{values: map[string]string{}, errs: map[string]error{
 		"REVOKED": &SourceError{Kind: "not found"},
@@ -431,7 +432,7 @@ func TestSourceFailureAnswers502(t *testing.T) {
 
 func TestBadValueRefused(t *testing.T) {
 	api := newAPI(t)
-	ph := Placeholder("K", bootNonce(t))
+	ph := credswap.Placeholder("K", bootNonce(t))
 	src := &testSource{values: map[string]string{"K": "v\r\nX-Injected: 1"}}
 	h := newHarness(t, []Rule{{Name: "K", Placeholder: ph, Hosts: []string{apiHost}}}, src, api.Listener.Addr().String(), rootsFor(t, api))
 	req := newReq(t, "GET", "/", nil)
@@ -465,7 +466,7 @@ func TestConcurrent16(t *testing.T) {
 				}
 				io.WriteString(w, r.Header.Get("X-Api-Key"))
 			}
-			ph := Placeholder("K", bootNonce(t))
+			ph := credswap.Placeholder("K", bootNonce(t))
 			src := &testSource{values: map[string]string{"K": "val"}}
 			h := newHarness(t, []Rule{{Name: "K", Placeholder: ph, Hosts: []string{apiHost}}}, src, api.Listener.Addr().String(), rootsFor(t, api))
 			c := h.client(proto)
@@ -500,7 +501,7 @@ func TestConcurrent16(t *testing.T) {
 
 func TestUntrustedUpstreamIs502(t *testing.T) {
 	api := newAPI(t)
-	ph := Placeholder("K", bootNonce(t))
+	ph := credswap.Placeholder("K", bootNonce(t))
 	src := &testSource{values: map[string]string{"K": "must-not-leave"}}
 	system, err := Roots(nil) // the host's roots only: the API's CA is not among them
 	if err != nil {
@@ -527,7 +528,7 @@ func TestUntrustedUpstreamIs502(t *testing.T) {
 
 func TestOtherHostOnTheConnectionIs421(t *testing.T) {
 	api := newAPI(t)
-	ph := Placeholder("K", bootNonce(t))
+	ph := credswap.Placeholder("K", bootNonce(t))
 	src := &testSource{values: map[string]string{"K": "v"}}
 	h := newHarness(t, []Rule{{Name: "K", Placeholder: ph, Hosts: []string{apiHost}}}, src, api.Listener.Addr().String(), rootsFor(t, api))
 	req := newReq(t, "GET", "/", nil)
@@ -543,7 +544,7 @@ func TestOtherHostOnTheConnectionIs421(t *testing.T) {
 
 func TestServeRefusesUncoveredName(t *testing.T) {
 	api := newAPI(t)
-	ph := Placeholder("K", bootNonce(t))
+	ph := credswap.Placeholder("K", bootNonce(t))
 	h := newHarness(t, []Rule{{Name: "K", Placeholder: ph, Hosts: []string{apiHost}}}, &testSource{}, api.Listener.Addr().String(), nil)
 	a, b := net.Pipe()
 	defer b.Close()

@@ -2,45 +2,20 @@ package intercept
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
 
+	"github.com/microagent-dev/microagent/credswap"
 	"github.com/microagent-dev/microagent/vmm"
 )
 
-// Prefix starts every placeholder (see the package doc for the shape).
-const Prefix = "MICROAGENT_PLACEHOLDER_"
-
 const (
-	// tagLen is the hex digits after Prefix: 160 bits of HMAC.
-	tagLen = 40
-	// PlaceholderLen is the length of every placeholder.
-	PlaceholderLen = len(Prefix) + tagLen
-	// MinBootNonce is the shortest boot nonce Placeholder takes.
-	MinBootNonce = 16
 	// maxNameLen bounds a rule's name (it is echoed in events and in the
 	// guest's 502 answers).
 	maxNameLen = 128
 )
-
-// Placeholder is the stand-in the guest holds for the secret name during
-// the boot whose random nonce is boot (at least MinBootNonce bytes: a
-// shorter one is a programming error and panics). The same name and boot
-// give the same placeholder; another boot or name gives another one, and
-// none says anything about the value.
-func Placeholder(name string, boot []byte) string {
-	if len(boot) < MinBootNonce {
-		panic(fmt.Sprintf("intercept.Placeholder: a boot nonce of %d bytes, want at least %d", len(boot), MinBootNonce))
-	}
-	m := hmac.New(sha256.New, boot)
-	m.Write([]byte("microagent placeholder\x00" + name))
-	return Prefix + hex.EncodeToString(m.Sum(nil))[:tagLen]
-}
 
 // Rule says which hosts a secret's value may be sent to in place of its
 // placeholder.
@@ -74,7 +49,7 @@ func NewRules(rules []Rule) (Rules, error) {
 		if names[r.Name] {
 			return Rules{}, fmt.Errorf("secret swap rule %s: declared twice: give each name once", r.Name)
 		}
-		if !validPlaceholder(r.Placeholder) {
+		if !credswap.ValidPlaceholder(r.Placeholder) {
 			return Rules{}, fmt.Errorf("secret swap rule %s: the placeholder is not one intercept.Placeholder makes", r.Name)
 		}
 		if phs[r.Placeholder] {
@@ -95,15 +70,6 @@ func NewRules(rules []Rule) (Rules, error) {
 		out = append(out, Rule{Name: r.Name, Placeholder: r.Placeholder, Hosts: hosts})
 	}
 	return Rules{list: out}, nil
-}
-
-func validPlaceholder(p string) bool {
-	tag, ok := strings.CutPrefix(p, Prefix)
-	if !ok || len(tag) != tagLen {
-		return false
-	}
-	_, err := hex.DecodeString(tag)
-	return err == nil && strings.ToLower(tag) == tag
 }
 
 // Len is the number of rules.
@@ -130,7 +96,7 @@ func (rs Rules) Find(b []byte) []string {
 	}
 	var names []string
 	scan := func(b []byte) {
-		if !bytes.Contains(b, []byte(Prefix)) {
+		if !bytes.Contains(b, []byte(credswap.PlaceholderPrefix)) {
 			return
 		}
 		for _, r := range rs.list {
@@ -243,7 +209,7 @@ func replaceAll(b []byte, rules []Rule, values map[string][]byte) ([]byte, bool)
 	}
 	out := make([]byte, 0, size)
 	for i := 0; i < len(b); {
-		j := bytes.Index(b[i:], []byte(Prefix))
+		j := bytes.Index(b[i:], []byte(credswap.PlaceholderPrefix))
 		if j < 0 {
 			out = append(out, b[i:]...)
 			break
@@ -260,8 +226,8 @@ func replaceAll(b []byte, rules []Rule, values map[string][]byte) ([]byte, bool)
 			}
 		}
 		if !matched {
-			out = append(out, Prefix...)
-			i += len(Prefix)
+			out = append(out, credswap.PlaceholderPrefix...)
+			i += len(credswap.PlaceholderPrefix)
 		}
 	}
 	return out, true

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/microagent-dev/microagent/credswap"
 	"github.com/microagent-dev/microagent/vmm/usernet"
 	"github.com/microagent-dev/microagent/vmm/usernet/intercept"
 )
@@ -28,7 +29,7 @@ func newSwap(cfg *usernet.SwapConfig, src intercept.Source, events *eventLog) (*
 	if src == nil {
 		return nil, errors.New("secret swap: no source of values was given to the network")
 	}
-	ca, err := intercept.LoadCA(cfg.CACert, cfg.CAKey)
+	ca, err := credswap.LoadCA(cfg.CACert, cfg.CAKey)
 	if err != nil {
 		return nil, fmt.Errorf("secret swap: %w", err)
 	}

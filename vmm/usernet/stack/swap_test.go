@@ -17,6 +17,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/microagent-dev/microagent/credswap"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/usernet"
 	"github.com/microagent-dev/microagent/vmm/usernet/intercept"
@@ -69,8 +70,8 @@ func TestRelaySwap(t *testing.T) {
 
 	boot := make([]byte, 32)
 	rand.Read(boot)
-	ph := intercept.Placeholder("K", boot)
-	certPEM, keyPEM, err := intercept.NewCA()
+	ph := credswap.Placeholder("K", boot)
+	certPEM, keyPEM, err := credswap.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package intercept
+package credswap
 
 import (
 	"container/list"
