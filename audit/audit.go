@@ -58,6 +58,7 @@ const (
 	Boot      Access = "boot"      // materialized into /run/secrets at start
 	Rehydrate Access = "rehydrate" // re-materialized after resume, restore or fork
 	OnDemand  Access = "on-demand" // fetched by the guest over the secrets socket
+	Egress    Access = "egress"    // put in a request to a host by the network (--secret-egress)
 )
 
 // Result is the outcome of an access.
@@ -86,6 +87,9 @@ type Record struct {
 	Result Result
 	// Reason says why a denied or failed access did not succeed.
 	Reason string
+	// Dest is where an Egress access's value was to go: "METHOD
+	// host/path" (the path without its query).
+	Dest string
 	// Prev is the hex SHA-256 of the previous record (64 zeros for the first).
 	Prev string
 	// Hash is the hex SHA-256 of this record's line without its hash field.
@@ -99,12 +103,13 @@ type wire struct {
 	Access Access `json:"access"`
 	Result Result `json:"result"`
 	Reason string `json:"reason,omitempty"`
+	Dest   string `json:"dest,omitempty"`
 	Prev   string `json:"prev"`
 	Hash   string `json:"hash,omitempty"`
 }
 
 func (r Record) wire() wire {
-	return wire{Time: r.Time.UTC().Format(TimeLayout), Name: r.Name, Access: r.Access, Result: r.Result, Reason: r.Reason, Prev: r.Prev, Hash: r.Hash}
+	return wire{Time: r.Time.UTC().Format(TimeLayout), Name: r.Name, Access: r.Access, Result: r.Result, Reason: r.Reason, Dest: r.Dest, Prev: r.Prev, Hash: r.Hash}
 }
 
 // MarshalJSON encodes the record as it appears in the log.
@@ -122,18 +127,23 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("time: %w", err)
 	}
-	*r = Record{Time: t, Name: w.Name, Access: w.Access, Result: w.Result, Reason: w.Reason, Prev: w.Prev, Hash: w.Hash}
+	*r = Record{Time: t, Name: w.Name, Access: w.Access, Result: w.Result, Reason: w.Reason, Dest: w.Dest, Prev: w.Prev, Hash: w.Hash}
 	return nil
 }
 
-// String returns "<time> <name> <access> <result>", the text form.
+// String returns "<time> <name> <access> <result>", the text form, and
+// an egress access's destination after it.
 func (r Record) String() string {
-	return fmt.Sprintf("%s %s %s %s", r.Time.UTC().Format(TimeLayout), r.Name, r.Access, r.Result)
+	s := fmt.Sprintf("%s %s %s %s", r.Time.UTC().Format(TimeLayout), r.Name, r.Access, r.Result)
+	if r.Dest != "" {
+		s += " " + r.Dest
+	}
+	return s
 }
 
 func (r Record) check() error {
 	switch r.Access {
-	case Boot, Rehydrate, OnDemand:
+	case Boot, Rehydrate, OnDemand, Egress:
 	default:
 		return fmt.Errorf("unknown access %q", r.Access)
 	}
@@ -258,6 +268,9 @@ func (l *Log) Append(rec Record) error {
 	}
 	if len(rec.Reason) > maxReason {
 		rec.Reason = rec.Reason[:maxReason] + "..."
+	}
+	if len(rec.Dest) > maxReason {
+		rec.Dest = rec.Dest[:maxReason] + "..."
 	}
 	if err := rec.check(); err != nil {
 		return fmt.Errorf("secrets audit log %s: record for %q: %w", l.path, rec.Name, err)

@@ -46,6 +46,9 @@ type netResult struct {
 	// after boot, helperAfter after every transfer (and a second's rest);
 	// passtIdle is the floor's passt right after boot.
 	helperIdle, helperAfter, passtIdle int64
+	// helperIdleAnon is the idle helper's anonymous (its own) memory; the
+	// rest of its VmRSS is the binary's pages, shared by every helper.
+	helperIdleAnon int64
 }
 
 // publish returns a forward of a free host port to the guest's server.
@@ -158,6 +161,7 @@ func (netSection) run(ctx context.Context, e *env) error {
 		helper = np.NetworkPID()
 	}
 	res.helperIdle, _ = procStatusKB(helper, "VmRSS")
+	res.helperIdleAnon, _ = procStatusKB(helper, "RssAnon")
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	srvDone := make(chan error, 1)

@@ -123,6 +123,7 @@ func (netSection) report(b *report, r *results) {
 	b.f(". Every microagent byte crosses gVisor's netstack in the helper and a host socket it opened\n")
 	b.f("after the policy allowed the flow; passt splices the guest's frames onto host sockets with less\n")
 	b.f("in between. Guest-dialled times are measured in the guest (its clock) and host-dialled ones on the host.\n\n")
-	b.f("Network helper memory: VmRSS of %s of the microagent VM right after boot (idle) %s, after every\n", usernet.BinaryName, mib(n.helperIdle))
+	b.f("Network helper memory: VmRSS of %s of the microagent VM right after boot (idle) %s (anonymous %s; the\n", usernet.BinaryName, mib(n.helperIdle), mib(n.helperIdleAnon))
+	b.f("rest is the binary's pages, which every helper on the host shares), after every\n")
 	b.f("transfer above and a second's rest %s; passt of the floor VM right after boot %s.\n\n", mib(n.helperAfter), mib(n.passtIdle))
 }

@@ -20,7 +20,9 @@ type secretCheckResult struct {
 	Source  string `json:"source,omitempty"`
 	Bytes   int    `json:"bytes,omitempty"`
 	Warning string `json:"warning,omitempty"`
-	Error   string `json:"error,omitempty"`
+	// Hosts are a --secret-egress declaration's.
+	Hosts []string `json:"hosts,omitempty"`
+	Error string   `json:"error,omitempty"`
 }
 
 func newSecretCmd(g *globals) *cobra.Command {
@@ -28,20 +30,23 @@ func newSecretCmd(g *globals) *cobra.Command {
 		Use:   "secret",
 		Short: "Check secret references and read secrets audit logs",
 	}
+	var egress bool
 	check := &cobra.Command{
-		Use:   "check NAME=<scheme>:<ref>...",
+		Use:   "check [--egress] NAME=<scheme>:<ref>[@HOST,...]...",
 		Short: "Resolve secret references and report their sizes, never their values",
 		Long: `Resolve each NAME=<scheme>:<ref> as a start would and print one line per
 entry: "NAME ok source=<scheme> bytes=<n>" (with a warning for plaintext
 schemes) or "NAME error <reason>". Values are never printed. Exits non-zero
-when any entry fails. Schemes: ` + strings.Join(secrets.Schemes(), ", ") + `.`,
+when any entry fails. With --egress every argument is a --secret-egress
+declaration, NAME=<scheme>:<ref>@HOST[,HOST...], and the line ends with
+hosts=HOST,... Schemes: ` + strings.Join(secrets.Schemes(), ", ") + `.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			var decls secrets.Declarations
 			results := make([]secretCheckResult, 0, len(args))
 			failed := 0
 			for i, arg := range args {
-				r := secretCheckOne(c, &decls, i, arg)
+				r := secretCheckOne(c, &decls, i, arg, egress)
 				if !r.OK {
 					failed++
 				}
@@ -62,6 +67,7 @@ when any entry fails. Schemes: ` + strings.Join(secrets.Schemes(), ", ") + `.`,
 		},
 	}
 
+	check.Flags().BoolVar(&egress, "egress", false, "the arguments are --secret-egress declarations (NAME=<scheme>:<ref>@HOST[,HOST...])")
 	var (
 		verify, printHead bool
 		expectHead        string
@@ -171,7 +177,7 @@ through that record, so nothing up to it was rewritten, removed or cut off.`,
 
 // secretCheckOne declares and resolves one "secret check" argument. The value is
 // zeroed before it returns; only its length survives.
-func secretCheckOne(c *cobra.Command, decls *secrets.Declarations, i int, arg string) secretCheckResult {
+func secretCheckOne(c *cobra.Command, decls *secrets.Declarations, i int, arg string, egress bool) secretCheckResult {
 	label := fmt.Sprintf("#%d", i+1) // an argument too malformed to name safely
 	fail := func(err error) secretCheckResult {
 		r := secretCheckResult{Name: label, Error: secrets.Reason(err)}
@@ -184,7 +190,11 @@ func secretCheckOne(c *cobra.Command, decls *secrets.Declarations, i int, arg st
 		}
 		return r
 	}
-	d, err := secrets.ParseDecl(arg)
+	parse := secrets.ParseDecl
+	if egress {
+		parse = parseEgressDecl
+	}
+	d, err := parse(arg)
 	if err != nil {
 		return fail(err)
 	}
@@ -199,7 +209,7 @@ func secretCheckOne(c *cobra.Command, decls *secrets.Declarations, i int, arg st
 	}
 	n := v.Len()
 	v.Zero()
-	r := secretCheckResult{Name: d.Name, OK: true, Source: d.Ref.Scheme, Bytes: n}
+	r := secretCheckResult{Name: d.Name, OK: true, Source: d.Ref.Scheme, Bytes: n, Hosts: d.EgressHosts}
 	if secrets.IsPlaintext(d.Ref.Scheme) {
 		r.Warning = secrets.PlaintextWarning(d.Ref.Scheme)
 	}
@@ -212,6 +222,9 @@ func printSecretCheck(g *globals, r secretCheckResult) {
 		return
 	}
 	line := fmt.Sprintf("%s ok source=%s bytes=%d", r.Name, r.Source, r.Bytes)
+	if len(r.Hosts) > 0 {
+		line += " hosts=" + strings.Join(r.Hosts, ",")
+	}
 	if r.Warning != "" {
 		line += " " + r.Warning
 	}

@@ -152,14 +152,15 @@ func (e *FetchError) Error() string {
 	if !secrets.ValidName(name) {
 		name = "(invalid name)" // the guest's own bytes: not echoed
 	}
-	return fmt.Sprintf("secret %s: %s (the details stay on the host)", name, kindText(e.Err))
+	return fmt.Sprintf("secret %s: %s (the details stay on the host)", name, KindText(e.Err))
 }
 
 // Unwrap returns the whole failure.
 func (e *FetchError) Unwrap() error { return e.Err }
 
-// kindText is the part of err the guest may see: one fixed text per kind.
-func kindText(err error) string {
+// KindText is the part of err the guest may see: one fixed text per kind
+// (a fetch's, or the secret swap's answer).
+func KindText(err error) string {
 	switch {
 	case errors.Is(err, ErrLimited):
 		return ErrLimited.Error()

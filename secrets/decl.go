@@ -3,6 +3,7 @@ package secrets
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 )
 
 // Declarations are a workspace's secret declarations as stored in its
@@ -15,6 +16,26 @@ type Declarations struct {
 	Secrets []Decl `json:"secrets,omitempty"`
 	// EnvFiles are the --secrets-env-file paths, absolute.
 	EnvFiles []string `json:"envFiles,omitempty"`
+	// EgressRoots are PEM files (absolute paths, read at each start) of CA
+	// certificates the secret swap trusts for the real hosts besides the
+	// system's (--egress-ca-file): a corporate CA, a test's own.
+	EgressRoots []string `json:"egressRoots,omitempty"`
+}
+
+// AddEgressRoot records a --egress-ca-file; the path is made absolute and
+// read at each start, not now.
+func (d *Declarations) AddEgressRoot(path string) error {
+	if path == "" || hasControl(path) {
+		return &Error{Err: Errorf(ErrBadRef, "--egress-ca-file: want a file path")}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return &Error{Err: Errorf(ErrBadRef, "--egress-ca-file %s: %w", path, err)}
+	}
+	if !slices.Contains(d.EgressRoots, abs) {
+		d.EgressRoots = append(d.EgressRoots, abs)
+	}
+	return nil
 }
 
 // Add validates decl (name, known scheme, well-formed reference), stores
@@ -80,6 +101,11 @@ func (d Declarations) canonical() (Declarations, error) {
 			return Declarations{}, err
 		}
 	}
+	for _, p := range d.EgressRoots {
+		if err := fresh.AddEgressRoot(p); err != nil {
+			return Declarations{}, err
+		}
+	}
 	return fresh, nil
 }
 
@@ -122,6 +148,20 @@ func (d Declarations) Egress() []Decl {
 	for _, decl := range d.Secrets {
 		if decl.Egress() {
 			out = append(out, decl)
+		}
+	}
+	return out
+}
+
+// EgressHosts are the hosts of every --secret-egress declaration, each
+// once, in declaration order.
+func (d Declarations) EgressHosts() []string {
+	var out []string
+	for _, decl := range d.Egress() {
+		for _, h := range decl.EgressHosts {
+			if !slices.Contains(out, h) {
+				out = append(out, h)
+			}
 		}
 	}
 	return out

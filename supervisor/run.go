@@ -168,6 +168,7 @@ type step struct {
 func steps(restore bool) []step {
 	s := []step{
 		{"resolve secrets", (*booting).resolveSecrets},
+		{"prepare the secret swap", (*booting).prepareSwap},
 		{"read the manifest", (*booting).readManifest},
 		{"prepare guest memory", (*booting).prepareMemory},
 		{"launch the VM", (*booting).launch},
@@ -287,6 +288,26 @@ func (b *booting) resolveSecrets(ctx context.Context) error {
 	if ws := sec.warnings(); len(ws) > 0 {
 		b.send(Ready{Warnings: ws})
 	}
+	return nil
+}
+
+// prepareSwap gives the VM's network the secret swap of the
+// --secret-egress declarations (placeholders, the workspace CA, values
+// from this supervisor per request).
+func (b *booting) prepareSwap(context.Context) error {
+	if b.sec == nil {
+		return nil
+	}
+	sw, err := b.sec.prepareSwap(b.w)
+	if err != nil || sw == nil {
+		return err
+	}
+	if b.plan.Network == nil || b.plan.Network.Isolated() {
+		clear(sw.CAKey)
+		return fmt.Errorf("workspace %s: --secret-egress needs the user network (its values are put in place on the way out), but the workspace has none; the VM was not booted", b.w.Name)
+	}
+	b.plan.Network.Swap = sw
+	b.onEnd(func() { clear(sw.CAKey) })
 	return nil
 }
 

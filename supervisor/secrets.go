@@ -45,6 +45,8 @@ type supSecrets struct {
 	flood *floodGate
 	// auditGone is set once a fetch found the audit log replaced.
 	auditGone atomic.Bool
+	// swap is this boot's secret swap (nil: none declared).
+	swap *swapState
 }
 
 // noteSent remembers a value about to be materialized: its fingerprint

@@ -1,6 +1,9 @@
 package vmm
 
-import "context"
+import (
+	"context"
+	"slices"
+)
 
 // Swap is a user network's secret swap (--secret-egress): the guest holds
 // a placeholder for each secret, and on an HTTPS request to one of the
@@ -19,6 +22,28 @@ type Swap struct {
 	// besides the system's (--egress-ca-file).
 	ExtraRoots []byte
 	Source     SwapSource
+}
+
+// AddSwapHosts adds hosts (a secret swap's, in ParseAllowName's form) to
+// an allowlist in force (AllowNames, or EgressNone: a list with nothing
+// in it), so that the hosts a value is for can be reached; it reports
+// whether n changed. Without an allowlist every public host is reachable
+// already and n is left as it is.
+func (n *Network) AddSwapHosts(hosts []string) bool {
+	if n == nil || (len(n.AllowNames) == 0 && !n.EgressNone) {
+		return false
+	}
+	changed := false
+	for _, h := range hosts {
+		if !slices.Contains(n.AllowNames, h) {
+			n.AllowNames = append(n.AllowNames, h)
+			changed = true
+		}
+	}
+	if changed {
+		n.EgressNone = false
+	}
+	return changed
 }
 
 // SwapRule says which hosts a secret's value may be sent to in place of

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -152,7 +153,10 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 		if err := m.SetSecrets(sec); err != nil {
 			return err
 		}
-		if err := m.SetNetwork(NewNetworkConfig(o.Network)); err != nil {
+		network := o.Network
+		network.AllowNames = slices.Clone(network.AllowNames)
+		network.AddSwapHosts(o.Secrets.EgressHosts())
+		if err := m.SetNetwork(NewNetworkConfig(network)); err != nil {
 			return err
 		}
 		return wsdir.WriteManifest(w.ManifestPath(), m)

@@ -106,6 +106,9 @@ func Fork(ctx context.Context, h home.Home, o ForkOptions) (*Info, error) {
 		if err != nil {
 			return err
 		}
+		if err := w.CopyEgressCA(src.Dir); err != nil {
+			return err
+		}
 		if sec.Audit {
 			// The fork's accesses are its own: a new, empty log.
 			if err := createAuditLog(w.Path(audit.FileName)); err != nil {

@@ -46,6 +46,12 @@ func mergeDecls(base, add secrets.Declarations) (secrets.Declarations, error) {
 			return base, err
 		}
 	}
+	out.EgressRoots = slices.Clone(base.EgressRoots)
+	for _, p := range add.EgressRoots {
+		if err := out.AddEgressRoot(p); err != nil {
+			return base, err
+		}
+	}
 	if err := checkDecls(out); err != nil {
 		return base, err
 	}

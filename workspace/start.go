@@ -115,6 +115,10 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The hosts of secrets swapped at the egress join an allowlist in
+	// force when they are declared at this start (recorded with the
+	// declarations; a host revoked later stays revoked).
+	swapHosts := network.AddSwapHosts(o.Secrets.EgressHosts())
 	exe := o.Executable
 	if exe == "" {
 		if exe, err = os.Executable(); err != nil {
@@ -183,7 +187,11 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if changed {
 		// Declarations made at this start are kept only now that it has
 		// succeeded: a failed start changes nothing.
-		if err := m.SetSecrets(sec); err == nil {
+		err := m.SetSecrets(sec)
+		if err == nil && swapHosts {
+			err = m.SetNetwork(wsdir.NewNetworkConfig(*network))
+		}
+		if err == nil {
 			err = wsdir.WriteManifest(w.ManifestPath(), m)
 		}
 		if err != nil {
@@ -200,7 +208,7 @@ func (w *wsDir) startSecrets(m *Manifest, o StartOptions) (sec SecretsConfig, ch
 	if err != nil {
 		return sec, false, err
 	}
-	if len(o.Secrets.Secrets) > 0 || len(o.Secrets.EnvFiles) > 0 {
+	if len(o.Secrets.Secrets) > 0 || len(o.Secrets.EnvFiles) > 0 || len(o.Secrets.EgressRoots) > 0 {
 		d, err := mergeDecls(sec.Declarations, o.Secrets)
 		if err != nil {
 			return sec, false, declError(w.Name, err)

@@ -54,6 +54,9 @@ func (b *Backend) startNetwork(mc *MachineConfig) (netProcess, *os.File, error) 
 	if mc.Network.Isolated() {
 		return nil, nil, nil
 	}
+	if mc.Network.Swap != nil && (b.opts.UserNet == UserNetSlirp || b.opts.UserNet == UserNetPasst) {
+		return nil, nil, fmt.Errorf("qemu: network: %s cannot swap secrets at the egress (--secret-egress): only %s can", b.opts.UserNet, usernet.BinaryName)
+	}
 	switch b.opts.UserNet {
 	case UserNetSlirp:
 		return nil, nil, nil
