@@ -25,7 +25,7 @@
 //     with -incoming defer + state load of the same snapshot.
 //
 // -sections selects sections (run = 1-3, rootfs = 4, workspace = 5,
-// density = 6, secrets = 7, network = 8, copy = 9, snapshot = 10); the
+// density = 6, secrets = 7, network = 8, copy = 9, snapshot = 10, swap = 11); the
 // default runs them all.
 //
 // Everything runs in a temporary state directory; the kernel comes from the
@@ -153,6 +153,7 @@ type results struct {
 	net                *netResult
 	copy               *copyResult
 	snap               *snapResult
+	swap               *swapResult
 }
 
 // sampleLoad records the current 1-minute load average.

@@ -34,11 +34,11 @@ type workspaceUser interface{ usesWorkspaces() }
 // microagent binary); the report shows them in allSections order.
 var sections = []section{
 	runSection{}, secretsSection{}, netSection{}, rootfsSection{},
-	workspaceSection{}, densitySection{}, copySection{}, snapshotSection{},
+	workspaceSection{}, densitySection{}, copySection{}, snapshotSection{}, swapSection{},
 }
 
 // allSections are the -sections names, in report order.
-var allSections = []string{"run", "rootfs", "workspace", "density", "secrets", "network", "copy", "snapshot"}
+var allSections = []string{"run", "rootfs", "workspace", "density", "secrets", "network", "copy", "snapshot", "swap"}
 
 // sectionNamed is the section called name (nil: none).
 func sectionNamed(name string) section {

@@ -29,6 +29,9 @@ const (
 type Prepared struct {
 	decls  secrets.Declarations
 	bundle *secrets.Bundle
+	// placeholders and egressCA go with the values (SetEgress).
+	placeholders []channel.Placeholder
+	egressCA     []byte
 	// Warnings are the plaintext schemes in use.
 	Warnings []secrets.Warning
 }
@@ -46,7 +49,16 @@ func Resolve(ctx context.Context, d secrets.Declarations, env secrets.LookupEnv)
 
 // Empty reports whether there is nothing to deliver: no secret of any kind.
 func (p *Prepared) Empty() bool {
-	return p == nil || (len(p.bundle.Secrets) == 0 && len(p.onDemand()) == 0)
+	return p == nil || (len(p.bundle.Secrets) == 0 && len(p.onDemand()) == 0 && len(p.placeholders) == 0)
+}
+
+// SetEgress makes the delivery carry the placeholders of the secrets the
+// network swaps (--secret-egress) and the CA certificate it terminates
+// their TLS with (see channel.SecretsRequest).
+func (p *Prepared) SetEgress(placeholders []channel.Placeholder, caCert []byte) {
+	if p != nil {
+		p.placeholders, p.egressCA = placeholders, caCert
+	}
 }
 
 // Each calls f with every materialized value, before delivery (to
@@ -99,7 +111,7 @@ func (p *Prepared) Deliver(ctx context.Context, c *channel.Client, log *audit.Lo
 	if err := log.GateBundle(access, p.bundle, nil); err != nil {
 		return err
 	}
-	req := channel.SecretsRequest{OnDemand: p.onDemand()}
+	req := channel.SecretsRequest{OnDemand: p.onDemand(), Placeholders: p.placeholders, EgressCA: p.egressCA}
 	values := make([][]byte, 0, len(p.bundle.Secrets))
 	for _, s := range p.bundle.Secrets {
 		req.Items = append(req.Items, channel.SecretItem{Name: s.Name})

@@ -13,11 +13,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/conduit"
+	"github.com/microagent-dev/microagent/credswap"
 	"github.com/microagent-dev/microagent/guestboot"
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
@@ -87,6 +89,12 @@ var ErrNetworkLost = errors.New("the VM's network died")
 // down. When the VM's network dies meanwhile, the command is stopped and
 // Run fails with ErrNetworkLost.
 func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
+	// The hosts of secrets swapped at the egress join an allowlist in force.
+	o.Network.AllowNames = slices.Clone(o.Network.AllowNames)
+	o.Network.AddSwapHosts(o.Secrets.EgressHosts())
+	if len(o.Secrets.Egress()) > 0 && o.Network.Isolated() {
+		return nil, errors.New("--secret-egress needs the user network (its values are put in place on the way out): drop --network isolated")
+	}
 	// Network mistakes are found before anything is pulled or booted.
 	if err := o.Network.Validate(); err != nil {
 		return nil, err
@@ -115,6 +123,21 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 	}
 	defer sec.Zero()
 	sec.PrintWarnings(o.Warnings)
+	if len(o.Secrets.Egress()) > 0 {
+		// A one-shot run's CA lives as long as the run: no guest outlives
+		// it to trust it later.
+		cert, key, err := credswap.NewCA()
+		if err != nil {
+			return nil, err
+		}
+		defer clear(key)
+		sw, phs, err := conduit.NewSwap(o.Secrets, cert, key, &conduit.SwapSource{Decls: o.Secrets, Limit: conduit.NewSwapLimiter()})
+		if err != nil {
+			return nil, err
+		}
+		o.Network.Swap = sw
+		sec.SetEgress(phs, cert)
+	}
 	res, err := guestboot.ResolveResources("", o.Resources)
 	if err != nil {
 		return nil, err

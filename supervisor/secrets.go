@@ -205,6 +205,7 @@ func (s *supSecrets) deliver(ctx context.Context, c *channel.Client, kind audit.
 	}
 	dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
 	defer cancel()
+	s.withEgress(s.prep)
 	s.prep.Each(s.noteSent)
 	if err := s.prep.Deliver(dctx, c, s.audit.logOrNil(), kind); err != nil {
 		return fmt.Errorf("deliver the secrets: %w", err)
@@ -294,6 +295,18 @@ func scrubEnv(d secrets.Declarations) {
 	}
 }
 
+// withEgress adds this boot's placeholders and the workspace CA to a
+// delivery; the placeholders' files are in the purge's account too.
+func (s *supSecrets) withEgress(p *conduit.Prepared) {
+	if s.swap == nil {
+		return
+	}
+	p.SetEgress(s.swap.placeholders, s.swap.caCert)
+	for _, ph := range s.swap.placeholders {
+		s.noteSent(ph.Name, nil)
+	}
+}
+
 // materializes reports whether the workspace puts secrets in /run/secrets.
 func (s *supSecrets) materializes() bool { return s != nil && s.cfg.HasDecls() }
 
@@ -323,6 +336,7 @@ func (s *supSecrets) rehydrate(ctx context.Context, c *channel.Client) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
 	defer cancel()
+	s.withEgress(prep)
 	prep.Each(s.noteSent)
 	return prep.Deliver(dctx, c, s.audit.logOrNil(), audit.Rehydrate)
 }

@@ -229,7 +229,10 @@ func (n *Network) tcpFlow(r *tcp.ForwarderRequest) {
 	}
 	start := time.Now()
 	var out, in int64
-	if n.swap != nil && (d.Dial.Port() == 443 || d.Dial.Port() == 80) {
+	// With the swap on, flows to the web's ports are looked at, and so are
+	// flows on any port to a name the swap covers (reached through its
+	// stand-in: HTTPS on 8443, say).
+	if n.swap != nil && (d.Dial.Port() == 443 || d.Dial.Port() == 80 || (d.Name != "" && n.swap.Covers(d.Name))) {
 		var ok bool
 		if out, in, ok = n.relaySwap(guest, upstream, d, ev); !ok {
 			return

@@ -54,7 +54,8 @@ func (l *eventLog) writeSwap(e intercept.Event) {
 	l.write(usernet.Event{Proto: "tcp", Name: e.Host, Verdict: verdict, Reason: e.String(), Swap: &e})
 }
 
-// relaySwap relays a flow to port 443 or 80 while the secret swap is on:
+// relaySwap relays a flow to port 443 or 80, or to a name the swap covers,
+// while the secret swap is on:
 // TLS to a host a rule covers goes to the interceptor; the placeholders
 // in a plain http request's first head are flagged; anything else is
 // relayed as usual (the name check of an allowed name's stand-in
