@@ -14,8 +14,13 @@ import (
 )
 
 const (
-	// dnsIdle ends a guest's DNS flow (UDP or TCP) without queries.
+	// dnsIdle ends a guest's DNS flow over TCP without queries.
 	dnsIdle = 30 * time.Second
+	// dnsUDPIdle ends a guest's DNS flow over UDP without queries. Short:
+	// resolvers send each query from a new port, and every such flow
+	// holds one of the maxUDPFlows slots while it lasts (30 s made ~4
+	// lookups a second the most a guest could do).
+	dnsUDPIdle = 2 * time.Second
 	// dnsTimeout bounds one exchange with one upstream resolver.
 	dnsTimeout = 3 * time.Second
 	// dnsMaxMessage is the largest DNS message relayed (TCP framing's cap).
@@ -31,7 +36,7 @@ func (n *Network) serveDNSUDP(guest net.Conn) {
 	var mu sync.Mutex // one reply written at a time
 	for {
 		buf := make([]byte, udpBuffer)
-		guest.SetReadDeadline(time.Now().Add(dnsIdle))
+		guest.SetReadDeadline(time.Now().Add(dnsUDPIdle))
 		k, err := guest.Read(buf)
 		if err != nil {
 			return
