@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -87,7 +88,9 @@ func (a *Agent) execute(st io.Reader, out *streamWriter, req *channel.ExecReques
 	if err != nil {
 		return startErr(126, err)
 	}
-	env := buildEnv(cfg.Env, req.Env, id, cfg.Hostname, req.TTY)
+	// The secret swap's placeholders and CA variables come after the
+	// image's variables, before the request's own (which may override).
+	env := buildEnv(append(slices.Clone(cfg.Env), a.egressEnvironment()...), req.Env, id, cfg.Hostname, req.TTY)
 	if a.secretsSocket() {
 		env = append(env, SecretsSockEnv+"="+a.secrets.sock)
 	}

@@ -92,6 +92,12 @@ type secretsState struct {
 	dir, sock string
 	onDemand  []string
 	listener  net.Listener
+	// root prefixes the trust-store paths the egress CA is installed at
+	// ("": the guest's /; tests use a folder).
+	root string
+	// egressEnv are the secret swap's variables for every exec: the
+	// placeholders, and where the CA is (guarded by Agent.mu).
+	egressEnv []string
 }
 
 // materialize handles OpSecrets: it receives the values sealed to a key
@@ -108,6 +114,9 @@ func (a *Agent) materialize(st io.ReadWriter, req *channel.SecretsRequest) chann
 		if it.Size < 0 || it.Size > channel.MaxSecret {
 			return channel.Reply{Error: fmt.Sprintf("secret %s: size %d out of range", it.Name, it.Size)}
 		}
+	}
+	if err := checkEgress(req); err != nil {
+		return channel.Reply{Error: err.Error()}
 	}
 	values, err := channel.OpenSecrets(st, req.Items)
 	// Whatever happens next, the plaintexts are zeroed and the freed memory
@@ -134,6 +143,9 @@ func (a *Agent) materialize(st io.ReadWriter, req *channel.SecretsRequest) chann
 		if err := writeSecret(filepath.Join(s.dir, it.Name), values[i], id); err != nil {
 			return channel.Reply{Error: fmt.Sprintf("secret %s: %v", it.Name, err)}
 		}
+	}
+	if err := a.writePlaceholders(req, id); err != nil {
+		return channel.ErrorReply(err)
 	}
 	a.mu.Lock()
 	s.onDemand = slices.Clone(req.OnDemand)
@@ -304,6 +316,11 @@ func (a *Agent) purge() channel.Reply {
 		}
 	}
 	unix.Sync()
+	// The placeholders' files went with the rest; the next delivery (the
+	// same boot's, or a restore's new ones) sets the variables again.
+	a.mu.Lock()
+	a.secrets.egressEnv = nil
+	a.mu.Unlock()
 	return jsonReply(channel.PurgeReply{Purged: purged})
 }
 

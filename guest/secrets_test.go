@@ -27,7 +27,7 @@ func secretsAgent(t *testing.T) (*Agent, *channel.Client) {
 	testenv.RequireRoot(t, "mounting the secrets tmpfs")
 	dir := t.TempDir()
 	a := &Agent{reaper: testAgent.reaper, started: time.Now(), secrets: secretsState{
-		dir: filepath.Join(dir, "secrets"), sock: filepath.Join(dir, "api.sock"),
+		dir: filepath.Join(dir, "secrets"), sock: filepath.Join(dir, "api.sock"), root: filepath.Join(dir, "root"),
 	}}
 	t.Cleanup(func() {
 		if a.secrets.listener != nil {
