@@ -40,6 +40,7 @@ func newKernelCmd(g *globals) *cobra.Command {
 	}
 	install.Flags().StringVar(&opts.Name, "name", "", "install under this name (default \"default\")")
 	install.Flags().StringVar(&opts.Deb, "deb", "", "use this local kernel .deb instead of downloading the pinned one")
+	install.Flags().StringArrayVar(&opts.ModulesDebs, "modules-deb", nil, "also unpack this local .deb over --deb's files: the modules package of distributions that ship modules apart (Ubuntu's linux-modules-RELEASE; repeatable)")
 	install.Flags().BoolVar(&opts.Force, "force", false, "reinstall even when installed")
 
 	list := &cobra.Command{

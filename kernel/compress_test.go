@@ -169,3 +169,34 @@ func xzWithDict(t *testing.T, b byte) []byte {
 	binary.LittleEndian.PutUint32(hdr[hsize-4:], crc32.ChecksumIEEE(hdr[:hsize-4]))
 	return z
 }
+
+// TestInstallModulesDeb: a kernel whose modules come in a package of their
+// own (Ubuntu's linux-modules-RELEASE) installs from both; the image
+// package alone is refused, and a modules package needs its kernel.
+func TestInstallModulesDeb(t *testing.T) {
+	_, k := sharedKernel(t)
+	image := testenv.RecompressedKernelDeb(t, "zstd", k.Release, k.Vmlinux, nil)
+	files := map[string][]byte{}
+	for _, m := range k.Modules {
+		b, err := os.ReadFile(k.ModulePath(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["lib/modules/"+k.Release+"/kernel/"+strings.TrimSuffix(filepath.Base(m.File), ".ko")+".ko.zst"] = testenv.Zstd(t, b)
+	}
+	modules := testenv.BuildDeb(t, "linux-modules-"+k.Release, "1.0-zstd", files)
+	h := home.Home{Root: t.TempDir()}
+	if _, err := Install(context.Background(), h, InstallOptions{Name: "split", Deb: image, Stderr: testLog{t}}); err == nil || !strings.Contains(err.Error(), "lib/modules") {
+		t.Fatalf("the image package alone: %v", err)
+	}
+	if _, err := Install(context.Background(), h, InstallOptions{Name: "split", ModulesDebs: []string{modules}, Stderr: testLog{t}}); err == nil || !strings.Contains(err.Error(), "give --deb too") {
+		t.Fatalf("a modules package alone: %v", err)
+	}
+	got, err := Install(context.Background(), h, InstallOptions{Name: "split", Deb: image, ModulesDebs: []string{modules}, Stderr: testLog{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.VmlinuxSHA256 != pinnedVmlinuxSHA256 || len(got.Modules) != len(k.Modules) || got.Verify() != nil {
+		t.Fatalf("installed %+v from the two packages", got)
+	}
+}

@@ -40,6 +40,11 @@ type InstallOptions struct {
 	// match the pin; another version is accepted and recorded with its own
 	// version and hash.
 	Deb string
+	// ModulesDebs are local packages unpacked over Deb's files, for
+	// distributions that ship a kernel's modules apart from its image
+	// (Ubuntu's linux-modules-RELEASE beside linux-image-RELEASE). They
+	// need Deb.
+	ModulesDebs []string
 	// Force reinstalls even when a kernel of this name is installed.
 	Force bool
 	// CacheDir, when set, keeps verified downloads as <CacheDir>/<sha256>.deb
@@ -96,6 +101,9 @@ func Install(ctx context.Context, h home.Home, opts InstallOptions) (*Kernel, er
 	}
 	defer os.RemoveAll(tmp)
 
+	if len(opts.ModulesDebs) > 0 && opts.Deb == "" {
+		return nil, errors.New("a modules package goes with the kernel package it belongs to: give --deb too")
+	}
 	deb, err := obtainDeb(ctx, tmp, opts, progress)
 	if err != nil {
 		return nil, err
@@ -104,6 +112,17 @@ func Install(ctx context.Context, h home.Home, opts InstallOptions) (*Kernel, er
 	root := filepath.Join(tmp, "root")
 	if err := run(ctx, "", "dpkg-deb", "-x", deb.path, root); err != nil {
 		return nil, fmt.Errorf("extract %s: %w", deb.path, err)
+	}
+	for _, p := range opts.ModulesDebs {
+		md, err := localDeb(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		progress("extracting %s", filepath.Base(md.path))
+		if err := run(ctx, "", "dpkg-deb", "-x", md.path, root); err != nil {
+			return nil, fmt.Errorf("extract %s: %w", md.path, err)
+		}
+		deb.source += " + deb:" + md.path
 	}
 	stage := filepath.Join(tmp, "kernel")
 	if err := os.Mkdir(stage, 0o700); err != nil {

@@ -59,7 +59,7 @@ func RecompressedKernelDeb(t testing.TB, format, release, vmlinux string, module
 	var payload []byte
 	switch format {
 	case "zstd":
-		payload = zstdCompress(t, elf, zstd.WithWindowSize(1<<27))
+		payload = Zstd(t, elf, zstd.WithWindowSize(1<<27))
 	case "xz":
 		payload = XZ(t, elf, "--check=crc32", "--x86", "--lzma2=preset=1,dict=32MiB")
 	default:
@@ -85,7 +85,7 @@ func RecompressedKernelDeb(t testing.TB, format, release, vmlinux string, module
 		name := strings.TrimSuffix(filepath.Base(m), ".ko")
 		switch format {
 		case "zstd":
-			files["lib/modules/"+release+"/kernel/"+name+".ko.zst"] = zstdCompress(t, data)
+			files["lib/modules/"+release+"/kernel/"+name+".ko.zst"] = Zstd(t, data)
 		case "xz":
 			files["lib/modules/"+release+"/kernel/"+name+".ko.xz"] = XZ(t, data, "--check=crc32", "--lzma2=dict=1MiB")
 		}
@@ -93,7 +93,8 @@ func RecompressedKernelDeb(t testing.TB, format, release, vmlinux string, module
 	return BuildDeb(t, "linux-image-"+release, "1.0-"+format, files)
 }
 
-func zstdCompress(t testing.TB, data []byte, opts ...zstd.EOption) []byte {
+// Zstd compresses data with klauspost/compress and the given options.
+func Zstd(t testing.TB, data []byte, opts ...zstd.EOption) []byte {
 	t.Helper()
 	enc, err := zstd.NewWriter(nil, append([]zstd.EOption{zstd.WithEncoderConcurrency(1)}, opts...)...)
 	if err != nil {
