@@ -122,6 +122,10 @@ func (e *env) execBackground(t *testing.T, name string, script string) (*exec.Cm
 	return cmd, &errb
 }
 
+// execOwnFailure is the CLI's exit code when exec itself fails (its
+// ExitOwnFailure, as docker's 125; this package cannot import the CLI).
+const execOwnFailure = 125
+
 func exitCode(err error) int {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -190,7 +194,7 @@ func TestKill9Matrix(t *testing.T) {
 		cmd, errb := e.execBackground(t, ws, "exec sleep 1000")
 		kill9(t, e.status(t, ws).VMMPID)
 		err := cmd.Wait()
-		if exitCode(err) != 1 || !strings.Contains(errb.String(), "lost") {
+		if exitCode(err) != execOwnFailure || !strings.Contains(errb.String(), "lost") {
 			t.Fatalf("exec after QEMU died: %v, stderr %q", err, errb.String())
 		}
 		e.settled(t, ws, Failed, "VM process exited unexpectedly")
@@ -201,7 +205,7 @@ func TestKill9Matrix(t *testing.T) {
 		sup := e.status(t, ws).SupervisorPID
 		kill9(t, sup)
 		err := cmd.Wait()
-		if exitCode(err) != 1 || !strings.Contains(errb.String(), "lost") {
+		if exitCode(err) != execOwnFailure || !strings.Contains(errb.String(), "lost") {
 			t.Fatalf("exec after the supervisor died: %v, stderr %q", err, errb.String())
 		}
 		e.settled(t, ws, Failed, "supervisor (pid "+strconv.Itoa(sup)+") died while running")
