@@ -128,7 +128,7 @@ copy fails, that start fails and the next start tries again.`,
 	c.Flags().StringVar(&name, "name", "", "workspace name (instead of the argument)")
 	c.Flags().StringVar(&ref, "image", "", "OCI image reference (required)")
 	c.Flags().StringVar(&pull, "pull", "missing", "when to pull the image: missing, always, never")
-	c.Flags().StringVar(&kernelPath, "kernel", "", "boot this kernel (vmlinux) instead of the installed default")
+	c.Flags().StringVar(&kernelPath, "kernel", "", "boot this kernel instead of the installed default: a vmlinux or bzImage file, or the NAME of one installed with \"kernel install --name NAME\" (a distribution kernel with its modules)")
 	c.Flags().StringVar(&fromSnap, "from-snapshot", "", "fork WS:TAG, a snapshot of another workspace, and start the fork")
 	c.RegisterFlagCompletionFunc("image", complete(g, completeImages))
 	c.RegisterFlagCompletionFunc("from-snapshot", complete(g, completeSnapshotRefs))

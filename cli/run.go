@@ -247,7 +247,7 @@ Flags go before IMAGE: everything after it is the command and its arguments
 	c.Flags().StringVarP(&cwd, "workdir", "w", "", "working directory in the guest (default: the image's)")
 	c.Flags().StringVarP(&user, "user", "u", "", "user in the guest (default: the image's)")
 	c.Flags().StringVar(&pull, "pull", "missing", "when to pull the image: missing, always, never")
-	c.Flags().StringVar(&kernelPath, "kernel", "", "boot this kernel (vmlinux) instead of the installed default")
+	c.Flags().StringVar(&kernelPath, "kernel", "", "boot this kernel instead of the installed default: a vmlinux or bzImage file, or the NAME of one installed with \"kernel install --name NAME\" (a distribution kernel with its modules)")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "kill the command after this long (e.g. 30s; exit code 124)")
 	c.Flags().BoolVarP(&interact, "interactive", "i", false, "pass stdin to the command even when it is a terminal")
 	c.Flags().BoolVar(&rm, "rm", true, "remove the VM when the command ends (always on for run)")

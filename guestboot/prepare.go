@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/image"
@@ -95,7 +96,9 @@ type Parts struct {
 type PrepareOptions struct {
 	Image string
 	Pull  image.PullPolicy
-	// KernelPath is the user's own kernel (--kernel); empty for the default.
+	// KernelPath is the user's own kernel (--kernel): a vmlinux or bzImage
+	// file, or the name of a kernel installed with "kernel install --name"
+	// (with its modules); empty for the default.
 	KernelPath string
 	// Agent is the guest agent binary; empty finds it with AgentBinary.
 	Agent string
@@ -116,7 +119,7 @@ func Prepare(ctx context.Context, h home.Home, o PrepareOptions) (*Parts, error)
 	var k *kernel.Kernel
 	var err error
 	if o.KernelPath != "" {
-		k, err = kernel.FromPath(o.KernelPath, "")
+		k, err = userKernel(h, o.KernelPath)
 	} else {
 		k, err = kernel.EnsureDefault(ctx, h, o.Progress)
 	}
@@ -148,4 +151,16 @@ func Prepare(ctx context.Context, h home.Home, o PrepareOptions) (*Parts, error)
 		return nil, err
 	}
 	return &Parts{Image: img, RootDisk: disk, Kernel: k, Initramfs: initrd}, nil
+}
+
+// userKernel is --kernel's kernel: the file at p, or, when there is none
+// and p is a plain name, the installed kernel of that name (a distribution
+// kernel installed with its modules, say).
+func userKernel(h home.Home, p string) (*kernel.Kernel, error) {
+	if _, err := os.Stat(p); err != nil && !strings.ContainsRune(p, '/') {
+		if k, lerr := kernel.Load(h, p); lerr == nil {
+			return k, nil
+		}
+	}
+	return kernel.FromPath(p, "")
 }

@@ -63,3 +63,28 @@ func TestPrepareDiskFull(t *testing.T) {
 		}
 	}
 }
+
+// TestUserKernelByName: --kernel names an installed kernel when no file of
+// that name is there; a file wins over a name, and a name that is neither
+// fails as a missing file does.
+func TestUserKernelByName(t *testing.T) {
+	h := vmenv.VMHome(t)
+	want, err := kernel.Load(h, kernel.DefaultName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	k, err := userKernel(h, kernel.DefaultName)
+	if err != nil || k.VmlinuxSHA256 != want.VmlinuxSHA256 || len(k.Modules) != len(want.Modules) {
+		t.Fatalf("by name: %+v, %v", k, err)
+	}
+	if _, err := userKernel(h, "no-such-kernel"); err == nil {
+		t.Fatal("a name that is neither a file nor an installed kernel was taken")
+	}
+	if err := os.Symlink(want.Vmlinux, kernel.DefaultName); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := userKernel(h, kernel.DefaultName); err != nil || len(k.Modules) != 0 {
+		t.Fatalf("a file of that name: %+v, %v (want the file, without modules)", k, err)
+	}
+}
