@@ -11,8 +11,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -22,8 +25,10 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/microagent-dev/microagent/credswap"
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
+	"github.com/microagent-dev/microagent/secrets"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/vmm/qemu"
 	"github.com/microagent-dev/microagent/vmm/usernet"
@@ -392,4 +397,57 @@ func (w *signalWriter) Write(b []byte) (int, error) {
 		w.seen = nil
 	}
 	return len(b), nil
+}
+
+// TestRunSecretEgress: a one-shot run swaps a --secret-egress placeholder
+// for its value toward its host (with a CA of the run's own, which the
+// guest trusts through SSL_CERT_FILE), and the guest only ever sees the
+// placeholder.
+func TestRunSecretEgress(t *testing.T) {
+	e := setup(t)
+	ref := e.reg.PushImage(t, "clients", testenv.HTTPSClientsImage(t))
+	caCert, caKey, err := credswap.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := credswap.LoadCA(caCert, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, caCert, 0o600)
+	got := make(chan string, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Authorization")
+		io.WriteString(w, "ok")
+	}))
+	srv.TLS = &tls.Config{GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) { return ca.Leaf(h.ServerName) }}
+	srv.StartTLS()
+	defer srv.Close()
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	dns := testenv.StartLoopbackDNS(t, "", netip.MustParseAddr("127.0.0.1"))
+	const value = "run-egress-value-0123456789abcdef"
+	t.Setenv("RUN_EGRESS_KEY", value)
+	var d secrets.Declarations
+	if err := d.Add(secrets.Decl{Name: "KEY", Ref: secrets.Ref{Scheme: "env", Ref: "RUN_EGRESS_KEY"}, EgressHosts: []string{"api.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AddEgressRoot(caFile); err != nil {
+		t.Fatal(err)
+	}
+	o := opts(ref, "sh", "-c", fmt.Sprintf(`echo $KEY; curl -sS https://api.test:%d/ -H "Authorization: Bearer $KEY"`, port))
+	o.Secrets = d
+	o.Timeout = 2 * time.Minute
+	o.Network = vmm.Network{HostAccess: true, HostPorts: []int{port}, EgressNone: true, DNSUpstreams: []netip.AddrPort{dns.Addr}}
+	r, out, errs, err := e.run(t, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph, _, _ := strings.Cut(out, "\n")
+	if r.Exit.Code != 0 || !credswap.ValidPlaceholder(ph) || !strings.HasSuffix(out, "ok") || strings.Contains(out+errs, value) {
+		t.Fatalf("exit %d, stdout %q, stderr %q", r.Exit.Code, out, errs)
+	}
+	if auth := <-got; auth != "Bearer "+value {
+		t.Fatalf("the server got %q", auth)
+	}
 }
