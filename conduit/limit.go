@@ -31,6 +31,22 @@ type Limiter struct {
 	refused  int64
 }
 
+// Bounds on what one guest's on-demand fetches cost the host. A workload
+// fetches a handful of secrets at start and a few per request; a guest
+// asking for more is refused (and the refusals counted), never queued.
+const (
+	// FetchesAtOnce bounds the resolutions in flight: each may be a
+	// helper process (pass, op, sops ...) or a Vault request.
+	FetchesAtOnce = 4
+	// FetchesPerSecond and FetchBurst are the sustained and the momentary
+	// rate: at most 36,000 ok audit records (each fsynced) an hour.
+	FetchesPerSecond = 10
+	FetchBurst       = 20
+)
+
+// NewFetchLimiter is a Limiter of the on-demand fetch bounds.
+func NewFetchLimiter() *Limiter { return NewLimiter(FetchesAtOnce, FetchesPerSecond, FetchBurst) }
+
 // NewLimiter allows maxInFlight fetches at once and perSecond a second on
 // average, burst at a time.
 func NewLimiter(maxInFlight int, perSecond float64, burst int) *Limiter {

@@ -188,7 +188,16 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 	if err := sec.Deliver(ctx, vm.Client, nil, audit.Boot); err != nil {
 		return nil, err
 	}
-	vm.Client.SetFetchHandler(conduit.OnDemand(o.Secrets, nil, nil))
+	// The guest's fetches cost the host what a workspace's do, at most.
+	fetch, limit := conduit.OnDemand(o.Secrets, nil, nil), conduit.NewFetchLimiter()
+	vm.Client.SetFetchHandler(func(ctx context.Context, name string) ([]byte, func(), error) {
+		done, err := limit.Acquire()
+		if err != nil {
+			return nil, nil, &conduit.FetchError{Name: name, Err: err}
+		}
+		defer done()
+		return fetch(ctx, name)
+	})
 	if len(o.Files) > 0 {
 		owner := o.User
 		if owner == "" {

@@ -12,17 +12,7 @@ import (
 	"github.com/microagent-dev/microagent/secrets"
 )
 
-// Bounds on what a guest's on-demand fetches cost the host. A workload
-// fetches a handful of secrets at start and a few per request; a guest
-// asking for more is refused (and the refusals counted), never queued.
 const (
-	// maxFetchesAtOnce bounds the resolutions in flight: each may be a
-	// helper process (pass, op, sops ...) or a Vault request.
-	maxFetchesAtOnce = 4
-	// fetchesPerSecond and fetchBurst are the sustained and the momentary
-	// rate: at most 36,000 ok records (each fsynced) an hour.
-	fetchesPerSecond = 10
-	fetchBurst       = 20
 	// floodWindow is the span over which failed fetches of one kind are
 	// coalesced into one record.
 	floodWindow = 10 * time.Second

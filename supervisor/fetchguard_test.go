@@ -39,7 +39,7 @@ func fetchSecrets(t *testing.T, dir string, audited bool, env map[string]string,
 	s := &supSecrets{
 		cfg: wsdir.SecretsConfig{Declarations: d, Audit: audited},
 		env: func(k string) (string, bool) { v, ok := env[k]; return v, ok },
-		lg:  log.New(lb, "", 0), limit: conduit.NewLimiter(maxFetchesAtOnce, fetchesPerSecond, fetchBurst),
+		lg:  log.New(lb, "", 0), limit: conduit.NewFetchLimiter(),
 	}
 	if audited {
 		p := filepath.Join(dir, audit.FileName)
@@ -109,7 +109,7 @@ func TestFetchErrorsCarryNoHostDetail(t *testing.T) {
 	}
 }
 
-// A fetch flood runs at most maxFetchesAtOnce helpers at once, refuses the
+// A fetch flood runs at most conduit.FetchesAtOnce helpers at once, refuses the
 // excess at once and counts it; failures are coalesced in the audit log,
 // and every ok fetch has its record.
 func TestFetchFloodLimitedAndCoalesced(t *testing.T) {
@@ -149,8 +149,8 @@ func TestFetchFloodLimitedAndCoalesced(t *testing.T) {
 	wg.Wait()
 	peak := stopSampling()
 	t.Logf("%d concurrent helper fetches: %d ok, %d refused; at most %d helpers ran at once", flood, ok, limited, peak)
-	if peak > maxFetchesAtOnce || ok > fetchBurst || ok+limited != flood || int64(limited) != s.limit.Refused() {
-		t.Errorf("peak %d helpers (at most %d), %d ok (at most %d), %d refused (counted %d)", peak, maxFetchesAtOnce, ok, fetchBurst, limited, s.limit.Refused())
+	if peak > conduit.FetchesAtOnce || ok > conduit.FetchBurst || ok+limited != flood || int64(limited) != s.limit.Refused() {
+		t.Errorf("peak %d helpers (at most %d), %d ok (at most %d), %d refused (counted %d)", peak, conduit.FetchesAtOnce, ok, conduit.FetchBurst, limited, s.limit.Refused())
 	}
 
 	// A denied flood over made-up names, with good fetches in between.

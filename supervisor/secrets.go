@@ -138,7 +138,7 @@ func (a *auditFile) close() {
 // process environment so a helper program does not inherit the values.
 // The VMM and passt get no environment of ours at all (vmm.ChildEnv).
 func prepareSecrets(ctx context.Context, w *wsdir.Dir, cfg wsdir.SecretsConfig, lg *log.Logger) (*supSecrets, error) {
-	s := &supSecrets{cfg: cfg, env: envSnapshot(), lg: lg, limit: conduit.NewLimiter(maxFetchesAtOnce, fetchesPerSecond, fetchBurst)}
+	s := &supSecrets{cfg: cfg, env: envSnapshot(), lg: lg, limit: conduit.NewFetchLimiter()}
 	if cfg.Audit {
 		p := w.Path(audit.FileName)
 		l, err := audit.Open(p)
