@@ -63,7 +63,7 @@ test: build vet
 # Every fuzz target a few seconds past its seed corpus (which go test runs):
 # a smoke run for CI; run one for minutes with FUZZTIME=10m.
 FUZZ    := ./tarcopy:FuzzExtract ./channel:FuzzReadFrame ./supervisor:FuzzServerRequest \
-           ./secrets:FuzzParseRef ./secrets:FuzzParseDecl ./secrets:FuzzParseDotenv ./guest:FuzzParseSecretRequest
+           ./secrets:FuzzParseRef ./secrets:FuzzParseDecl ./secrets:FuzzParseDotenv ./guest:FuzzParseSecretRequest ./vmm/usernet/intercept:FuzzFind
 FUZZTIME ?= 5s
 fuzz-smoke:
 	@for t in $(FUZZ); do \

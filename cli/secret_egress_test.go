@@ -115,6 +115,7 @@ func TestSecretEgress(t *testing.T) {
 	cli(ExitUsage, "no '@' found", append(bad, "--secret-egress", "K=file:"+keyFile)...)
 	cli(ExitUsage, "no wildcards", append(bad, "--secret-egress", "K=file:"+keyFile+"@*.test")...)
 	cli(ExitUsage, "an empty host", append(bad, "--secret-egress", "K=file:"+keyFile+"@api.test,")...)
+	cli(ExitUsage, "a whole top-level domain", append(bad, "--secret-egress", "K=file:"+keyFile+"@.com")...)
 	cli(ExitUsage, "declared twice", append(bad, "--secret", "K=file:"+keyFile, "--secret-egress", "K=file:"+keyFile+"@api.test")...)
 	if ents, _ := os.ReadDir(filepath.Join(w.state, workspace.Dir)); len(ents) != 0 {
 		t.Fatalf("bad declarations created something: %v", ents)

@@ -22,9 +22,10 @@ const maxEgressRoots = 1 << 20
 // NewSwapLimiter bounds the resolutions the secret swap makes for one
 // guest. Every request resolves its value afresh, so the bounds are wider
 // than on-demand fetches' (16 concurrent requests are an ordinary client's
-// pool), yet a guest looping on requests costs the host at most this many
-// resolutions (helper processes, backend calls); past them it gets 502.
-func NewSwapLimiter() *Limiter { return NewLimiter(16, 100, 200) }
+// pool, and the interceptor admits 64 at once), yet a guest looping on
+// requests costs the host at most this many resolutions (helper
+// processes, backend calls); past them it gets 502.
+func NewSwapLimiter() *Limiter { return NewLimiter(64, 100, 200) }
 
 // NewSwap builds the network's secret swap for the --secret-egress
 // declarations of d (nil, nil when there are none): this boot's

@@ -2,12 +2,14 @@ package mcpserver
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
 	"path"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -18,6 +20,8 @@ import (
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/secrets"
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/workspace"
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // Defaults of a policy that does not say (and of no policy at all).
@@ -339,4 +343,43 @@ func looksLikeSecretRef(s string) bool {
 	}
 	scheme, rest, ok := strings.Cut(s, ":")
 	return ok && rest != "" && slices.Contains(secrets.Schemes(), scheme)
+}
+
+// checkInherited refuses a fork whose source has another network or other
+// secrets than this policy gives the workspaces it creates (the fork
+// would inherit them); published ports are not inherited and not compared.
+func (p *Policy) checkInherited(src *workspace.Info) error {
+	want := wsdir.NewNetworkConfig(p.network)
+	var have wsdir.NetworkConfig
+	if src.Network != nil {
+		have = *src.Network
+	}
+	have.Publish, want.Publish = nil, nil
+	if have.Mode == "" {
+		have.Mode = want.Mode
+	}
+	if !reflect.DeepEqual(normalize(have), normalize(want)) {
+		return p.refuse("network", "workspace %s has another network than this policy gives (%+v, the policy's %+v): a fork would keep it; fork one created under this policy", src.Name, have, want)
+	}
+	var decls secrets.Declarations
+	if src.Secrets != nil {
+		decls = src.Secrets.Declarations
+	}
+	if !reflect.DeepEqual(normalizeDecls(decls), normalizeDecls(p.decls)) {
+		return p.refuse("secrets", "workspace %s has other secrets than this policy gives: a fork would keep them; fork one created under this policy", src.Name)
+	}
+	return nil
+}
+
+// normalize makes empty and nil lists alike for comparison.
+func normalize(c wsdir.NetworkConfig) wsdir.NetworkConfig {
+	b, _ := json.Marshal(c)
+	var out wsdir.NetworkConfig
+	json.Unmarshal(b, &out)
+	return out
+}
+
+func normalizeDecls(d secrets.Declarations) string {
+	b, _ := json.Marshal(d)
+	return string(b)
 }

@@ -17,6 +17,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/secrets"
+	"github.com/microagent-dev/microagent/workspace"
+	"github.com/microagent-dev/microagent/wsdir"
 )
 
 func TestPolicyDefaults(t *testing.T) {
@@ -325,4 +328,26 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.tok)
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestForkInherits: a fork keeps its source's network and secrets, so a
+// source made under another policy (other egress, other secrets) is
+// refused, naming the policy line; one made under this policy is not.
+func TestForkInherits(t *testing.T) {
+	p := DefaultPolicy()
+	same := wsdir.NewNetworkConfig(p.network)
+	same.Publish = []wsdir.Port{{HostPort: 8080, GuestPort: 80, Protocol: "tcp"}} // not inherited
+	if err := p.checkInherited(&workspace.Info{Name: "ok", Network: &same}); err != nil {
+		t.Fatalf("a source of this policy: %v", err)
+	}
+	open := wsdir.NetworkConfig{Mode: "user", HostAccess: true}
+	var pe *PolicyError
+	if err := p.checkInherited(&workspace.Info{Name: "wide", Network: &open}); !errors.As(err, &pe) || pe.Field != "network" {
+		t.Fatalf("a source with host access: %v", err)
+	}
+	var d secrets.Declarations
+	d.Add(secrets.Decl{Name: "K", Ref: secrets.Ref{Scheme: "env", Ref: "K"}})
+	if err := p.checkInherited(&workspace.Info{Name: "secret", Network: &same, Secrets: &wsdir.SecretsConfig{Declarations: d}}); !errors.As(err, &pe) || pe.Field != "secrets" {
+		t.Fatalf("a source with secrets the policy does not give: %v", err)
+	}
 }

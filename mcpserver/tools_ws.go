@@ -626,6 +626,12 @@ func (s *Server) fork(ctx context.Context, req *mcp.CallToolRequest, in ForkIn) 
 	if _, err := s.p.resources(sinf.Profile, sinf.Resources.MemoryMiB, sinf.Resources.CPUs, int(sinf.Resources.DiskBytes>>20)); err != nil {
 		return nil, WorkspaceOut{}, err
 	}
+	// A fork keeps its source's network and secrets: they must be the
+	// ones this policy gives, or an older workspace would hand the agent
+	// an egress or secrets the operator has since taken away.
+	if err := s.p.checkInherited(sinf); err != nil {
+		return nil, WorkspaceOut{}, err
+	}
 	_, err = s.createCounted(ctx, func() (*workspace.Info, error) {
 		return workspace.Fork(ctx, s.o.Home, workspace.ForkOptions{Name: in.Name, Source: src, Tag: tag, CreatedBy: s.p.CreatedBy()})
 	})

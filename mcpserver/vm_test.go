@@ -144,9 +144,17 @@ func TestToolsOnVM(t *testing.T) {
 	if err != nil || res.IsError {
 		t.Fatalf("create: %v %s", err, resultText(res))
 	}
-	mu.Lock()
-	got := strings.Join(progressMsgs, " | ")
-	mu.Unlock()
+	// The last notification may be handled after the result: wait for it
+	// (bounded).
+	var got string
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		got = strings.Join(progressMsgs, " | ")
+		mu.Unlock()
+		if strings.Contains(got, "a is running") || time.Now().After(end) {
+			break
+		}
+	}
 	if !strings.Contains(got, "booting a") || !strings.Contains(got, "a is running") {
 		t.Errorf("progress of create+start: %q", got)
 	}

@@ -385,7 +385,11 @@ func Start(cfg StartConfig) (*Process, *os.File, error) {
 		ours.Close()
 		return nil, nil, fmt.Errorf("network helper: starting %s: %w", bin, err)
 	}
-	if _, err := p.policyIn.Write(append(confJSON, '\n')); err != nil {
+	line := append(confJSON, '\n')
+	_, err = p.policyIn.Write(line)
+	clear(line) // it holds the swap's CA key
+	clear(confJSON)
+	if err != nil {
 		ours.Close()
 		p.Kill()
 		return nil, nil, fmt.Errorf("network helper: sending the configuration: %w", err)

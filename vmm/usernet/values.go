@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 
 	"github.com/microagent-dev/microagent/vmm"
+	"github.com/microagent-dev/microagent/vmm/usernet/intercept"
 )
 
 // The secret swap's values travel on a socket pair of their own between
@@ -89,6 +91,13 @@ func serveValues(c net.Conn, src vmm.SwapSource, rules []vmm.SwapRule) {
 					kind = se.Kind
 				}
 				reply(valueReply{ID: req.ID, Kind: kind})
+				return
+			}
+			if len(v) > intercept.MaxValue {
+				// It could not go into a header, and a line this long would
+				// end the helper's side of the socket.
+				clear(v)
+				reply(valueReply{ID: req.ID, Kind: fmt.Sprintf("value larger than %d bytes", intercept.MaxValue)})
 				return
 			}
 			reply(valueReply{ID: req.ID, Value: v})

@@ -37,8 +37,9 @@ const (
 	// closes after the response, HTTP/2 sends GOAWAY) after that many
 	// requests; clients open a new one.
 	maxRequestsPerConn = 10000
-	// maxValue bounds a secret value put into a header.
-	maxValue = 16 << 10
+	// MaxValue bounds a secret value put into a header (a value over it
+	// is refused on the host side already, see usernet's value socket).
+	MaxValue = 16 << 10
 	// maxResponseHeaderBytes bounds the upstream's response headers.
 	maxResponseHeaderBytes = 256 << 10
 	// maxEventPath bounds the path an event records.
@@ -309,11 +310,20 @@ func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("microagent: this connection is for %s, not %s", s.host, h), http.StatusMisdirectedRequest)
 		return
 	}
-	ev := Event{Host: s.host, Method: r.Method, Path: r.URL.Path}
+	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
+		// TRACE echoes the request, swapped headers included.
+		http.Error(w, "microagent: "+r.Method+" is not forwarded on a connection whose secrets are swapped", http.StatusMethodNotAllowed)
+		return
+	}
+	ev := Event{Host: s.host, Method: printable(r.Method), Path: printable(r.URL.Path)}
 	if len(ev.Path) > maxEventPath {
 		ev.Path = ev.Path[:maxEventPath]
 	}
 
+	// echoed, once values are swapped in, puts the placeholders back in
+	// the response's headers: a host that echoes a request header (CORS
+	// reflecting Origin, X-Request-Id) must not hand the guest its value.
+	var echoed func(http.Header)
 	var found []string
 	for _, vs := range r.Header {
 		for _, v := range vs {
@@ -346,11 +356,15 @@ func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				vs[i] = swapIn(v, swap, values)
 			}
 		}
-		// The values' bytes are gone from here on; what remains are the
-		// header strings built from them (see swapIn).
-		for _, v := range values {
-			clear(v)
-		}
+		// The values are kept until the response's headers are in, then
+		// zeroed; what remains are the header strings built from them
+		// (see swapIn).
+		defer func() {
+			for _, v := range values {
+				clear(v)
+			}
+		}()
+		echoed = func(h http.Header) { unswap(h, swap, values) }
 	}
 
 	var status int
@@ -363,6 +377,9 @@ func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Transport: s.tr,
 		ModifyResponse: func(resp *http.Response) error {
 			status = resp.StatusCode
+			if echoed != nil {
+				echoed(resp.Header)
+			}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -405,13 +422,13 @@ func (s *session) resolve(ctx context.Context, rules []Rule, req vmm.SwapRequest
 }
 
 // checkValue refuses a value that cannot be a header's (it would split
-// the request) or is larger than maxValue.
+// the request) or is larger than MaxValue.
 func checkValue(v []byte) error {
 	if len(v) == 0 {
 		return &SourceError{Kind: "empty value"}
 	}
-	if len(v) > maxValue {
-		return &SourceError{Kind: fmt.Sprintf("value larger than %d bytes", maxValue)}
+	if len(v) > MaxValue {
+		return &SourceError{Kind: fmt.Sprintf("value larger than %d bytes", MaxValue)}
 	}
 	for _, c := range v {
 		if c < ' ' && c != '\t' || c == 0x7f {
@@ -456,9 +473,24 @@ func (ic *Interceptor) emit(e Event) {
 // hostOnly is a Host header without its port.
 func hostOnly(h string) string {
 	if host, _, err := net.SplitHostPort(h); err == nil {
-		return host
+		h = host
 	}
 	return strings.TrimSuffix(h, ".")
+}
+
+// printable is s with every byte that is not printable ASCII written as
+// %XX: a method or path the guest chose goes into the egress log and the
+// audit, and must not carry terminal escapes or line breaks there.
+func printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c >= 0x7f || c == '%' {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // oneConnListener hands http.Server one connection, then reports closed
@@ -524,7 +556,7 @@ func (ic *Interceptor) FlagPlain(host string, head []byte) {
 	if method, rest, ok := strings.Cut(line, " "); ok {
 		target, _, _ := strings.Cut(rest, " ")
 		target, _, _ = strings.Cut(target, "?")
-		ev.Method, ev.Path = method, target
+		ev.Method, ev.Path = printable(method), printable(target)
 	}
 	for _, n := range names {
 		e := ev

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -550,5 +551,58 @@ func TestServeRefusesUncoveredName(t *testing.T) {
 	defer b.Close()
 	if err := h.ic.Serve(context.Background(), a, "elsewhere.test", nil); err == nil || !strings.Contains(err.Error(), "no rule covers") {
 		t.Errorf("Serve: %v", err)
+	}
+}
+
+// TestSwapEchoWithheld: a host that echoes request headers in its
+// response (CORS reflecting Origin, a request id, a Basic credential)
+// gives the guest back the placeholder, not the value, over either
+// protocol; TRACE, which echoes the whole request, is not forwarded.
+func TestSwapEchoWithheld(t *testing.T) {
+	api := newAPI(t)
+	api.hook = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", r.Header.Get("Origin"))
+		w.Header().Set("X-Request-Id", r.Header.Get("X-Request-Id"))
+		w.Header().Set("X-Echo-Auth", r.Header.Get("Authorization"))
+		io.WriteString(w, "ok")
+	}
+	ph := credswap.Placeholder("K", bootNonce(t))
+	const value = "sk-echoed-value-0123456789"
+	src := &testSource{values: map[string]string{"K": value}}
+	h := newHarness(t, []Rule{{Name: "K", Placeholder: ph, Hosts: []string{apiHost}}}, src, api.Listener.Addr().String(), rootsFor(t, api))
+	for _, proto := range []string{"http/1.1", "h2"} {
+		req := newReq(t, "GET", "/", nil)
+		req.Header.Set("Origin", "https://"+ph)
+		req.Header.Set("X-Request-Id", ph)
+		req.SetBasicAuth("u", ph)
+		resp, err := h.client(proto).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Request-Id"); got != ph {
+			t.Errorf("%s: X-Request-Id came back as %q", proto, got)
+		}
+		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "https://"+ph {
+			t.Errorf("%s: the reflected Origin came back as %q", proto, got)
+		}
+		for k, vs := range resp.Header {
+			for _, v := range vs {
+				if strings.Contains(v, value) || strings.Contains(v, base64.StdEncoding.EncodeToString([]byte("u:"+value))) {
+					t.Errorf("%s: response header %s holds the value: %q", proto, k, v)
+				}
+			}
+		}
+	}
+	if got := api.received()[0].header.Get("X-Request-Id"); got != value {
+		t.Fatalf("the host got %q: the swap did not happen", got)
+	}
+	req := newReq(t, "TRACE", "/", nil)
+	req.Header.Set("X-Key", ph)
+	if status, _ := do(t, h.client("http/1.1"), req); status != http.StatusMethodNotAllowed {
+		t.Errorf("TRACE: status %d", status)
+	}
+	if n := len(api.received()); n != 2 {
+		t.Errorf("the host got %d requests, want the two GETs only", n)
 	}
 }

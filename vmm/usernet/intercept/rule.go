@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -115,7 +116,15 @@ func (rs Rules) Find(b []byte) []string {
 // basicCredentials decodes every "Basic <base64>" token in b (any case).
 func basicCredentials(b []byte) [][]byte {
 	var out [][]byte
-	lower := bytes.ToLower(b)
+	// ASCII-only folding keeps every index of lower an index of b
+	// (bytes.ToLower turns an invalid byte into three).
+	lower := make([]byte, len(b))
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
 	for off := 0; ; {
 		i := bytes.Index(lower[off:], []byte("basic "))
 		if i < 0 {
@@ -231,4 +240,49 @@ func replaceAll(b []byte, rules []Rule, values map[string][]byte) ([]byte, bool)
 		}
 	}
 	return out, true
+}
+
+// unswap puts each rule's placeholder back wherever its value appears in
+// the response headers h, as it is or inside base64 (a Basic credential):
+// what a host echoes of the request goes back to the guest as the guest
+// sent it.
+func unswap(h http.Header, rules []Rule, values map[string][]byte) {
+	back := func(b []byte) ([]byte, bool) {
+		changed := false
+		for _, r := range rules {
+			if val := values[r.Name]; len(val) > 0 && bytes.Contains(b, val) {
+				b, changed = bytes.ReplaceAll(b, val, []byte(r.Placeholder)), true
+			}
+		}
+		return b, changed
+	}
+	for name, vs := range h {
+		for i, v := range vs {
+			b, _ := back([]byte(v))
+			// Base64 runs that decode to something holding a value.
+			var out []byte
+			for j := 0; j < len(b); {
+				k := j
+				for k < len(b) && isBase64(b[k]) {
+					k++
+				}
+				if k == j {
+					out = append(out, b[j])
+					j++
+					continue
+				}
+				run := b[j:k]
+				if dec, err := base64.StdEncoding.DecodeString(string(run)); err == nil {
+					if dec2, changed := back(dec); changed {
+						run = []byte(base64.StdEncoding.EncodeToString(dec2))
+					}
+					clear(dec)
+				}
+				out = append(out, run...)
+				j = k
+			}
+			h[name][i] = string(out)
+			clear(b)
+		}
+	}
 }

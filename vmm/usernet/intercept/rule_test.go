@@ -1,6 +1,7 @@
 package intercept
 
 import (
+	"bytes"
 	"encoding/base64"
 	"slices"
 	"strings"
@@ -102,3 +103,24 @@ func TestKindOf(t *testing.T) {
 type errStr string
 
 func (e errStr) Error() string { return string(e) }
+
+// FuzzFind: whatever bytes a guest sends (Find reads a plain http flow's
+// first head), Find neither panics nor names a rule whose placeholder is
+// absent from them and from their Basic credentials.
+func FuzzFind(f *testing.F) {
+	boot := make([]byte, 16)
+	a := credswap.Placeholder("A", boot)
+	rs, err := NewRules([]Rule{{Name: "A", Placeholder: a, Hosts: []string{"a.test"}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte("X: \xff\xffbasic \r\n")) // bytes.ToLower grows each \xff: it once panicked
+	f.Add([]byte("Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("u:"+a)) + "\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nX-Key: " + a + "\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		names := rs.Find(b)
+		if len(names) > 0 && !bytes.Contains(b, []byte(a)) && !bytes.Contains(bytes.ToLower(b), []byte("basic")) {
+			t.Fatalf("named %v in %q", names, b)
+		}
+	})
+}
