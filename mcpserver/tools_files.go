@@ -278,6 +278,13 @@ func (s *Server) imageUser(ctx context.Context, inf *workspace.Info) string {
 	return img.Config.User
 }
 
+// Bounds of file_list against the guest's archive: entries read in all
+// (deeper ones included), and the length of a name or link target.
+const (
+	maxListScanned = 100000
+	maxListName    = 4096
+)
+
 func (s *Server) fileList(ctx context.Context, _ *mcp.CallToolRequest, in FileListIn) (*mcp.CallToolResult, FileListOut, error) {
 	out := FileListOut{Path: in.Path, Entries: []FileEntry{}}
 	if _, err := s.visible(ctx, in.Name); err != nil {
@@ -293,13 +300,25 @@ func (s *Server) fileList(ctx context.Context, _ *mcp.CallToolRequest, in FileLi
 	_, top := tarcopy.SourceName(in.Path)
 	err = s.readArchive(ctx, in.Name, in.Path, func(tr *tar.Reader) error {
 		first := true
-		for {
+		// The guest sends the whole tree: bound how much of it is read
+		// and what one entry may make the server hold.
+		for scanned := 0; ; scanned++ {
 			h, err := tr.Next()
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			if err != nil {
 				return fmt.Errorf("list %s: %w", in.Path, err)
+			}
+			if scanned == maxListScanned {
+				out.Truncated = true
+				return nil
+			}
+			if len(h.Name) > maxListName {
+				return fmt.Errorf("list %s: the guest sent a name of %d bytes: refused", in.Path, len(h.Name))
+			}
+			if len(h.Linkname) > maxListName {
+				h.Linkname = h.Linkname[:maxListName]
 			}
 			n := strings.TrimSuffix(h.Name, "/")
 			if first {
