@@ -146,7 +146,7 @@ func testPod(name, ref string, restart corev1.RestartPolicy, script string) *cor
 			AutomountServiceAccountToken: &no,
 			Tolerations:                  []corev1.Toleration{{Key: Taint.Key, Operator: corev1.TolerationOpEqual, Value: Taint.Value, Effect: Taint.Effect}},
 			Containers: []corev1.Container{{
-				Name: "main", Image: ref, Args: []string{"-c", script}, WorkingDir: "/tmp",
+				Name: "main", Image: ref, Command: []string{"/bin/sh", "-c"}, Args: []string{script}, WorkingDir: "/tmp",
 				Env: []corev1.EnvVar{{Name: "GREETING", Value: "hi there"}},
 			}},
 		},
@@ -213,7 +213,7 @@ func waitPhase(ctx context.Context, t *testing.T, cs kubernetes.Interface, name 
 		}
 		pod = p
 		if p.Status.Phase != want && (p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded) {
-			t.Fatalf("pod %s ended %s (%s: %s), want %s", name, p.Status.Phase, p.Status.Reason, p.Status.Message, want)
+			t.Fatalf("pod %s ended %s (%s: %s; %+v), want %s", name, p.Status.Phase, p.Status.Reason, p.Status.Message, p.Status.ContainerStatuses, want)
 		}
 		return p.Status.Phase == want, fmt.Sprintf("%s %s %+v", p.Status.Phase, p.Status.Message, p.Status.ContainerStatuses)
 	})
