@@ -37,12 +37,14 @@ release: build
 deps:
 	bash scripts/install-deps.sh
 
-# What the tests need beyond deps: a Vault server and the sops CLI, built from
-# the Go module proxy into caches outside the repository (~20-25 min the
-# first time, nothing after).
+# What the tests need beyond deps: a Vault server, the sops CLI and a
+# Kubernetes control plane (etcd from apt; kube-apiserver, kube-scheduler,
+# kube-controller-manager and kubectl), built from the Go module proxy into
+# caches outside the repository (~26-31 min the first time, nothing after).
 test-deps: deps
 	bash scripts/install-vault.sh
 	bash scripts/install-sops.sh
+	bash scripts/install-k8s.sh
 
 # Everything a fresh host needs, then a first workload (see README).
 setup: deps build

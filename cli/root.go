@@ -103,6 +103,7 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newSecretCmd(g),
 		newCpCmd(g),
 		newServeCmd(g),
+		newNodeCmd(g),
 	)
 	root.AddCommand(newWorkspaceCmds(g)...)
 	return root

@@ -25,6 +25,7 @@ import (
 // message shown when the tool is missing.
 var toolPackages = map[string]string{
 	"docker-registry":    "docker-registry",
+	"etcd":               "etcd-server",
 	"busybox":            "busybox-static",
 	"qemu-system-x86_64": "qemu-system-x86",
 	"qemu-img":           "qemu-utils",

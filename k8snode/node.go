@@ -1,0 +1,355 @@
+// Package k8snode registers this host as a Kubernetes node (through
+// Virtual Kubelet) and runs each pod bound to it as one microagent
+// workspace: the pod's image becomes the workspace's, its one container's
+// command a long exec in it, its output a bounded log on the host, and its
+// phase and container state are pushed to the apiserver as they change.
+// kubectl logs, exec and delete work through package workspace; pods
+// never run as containers on the host.
+//
+// What a pod may ask for is checked before anything is created (planPod):
+// a pod this node cannot run exactly as written is refused with an event
+// and marked Failed, never half-run. docs/kubernetes.md lists what is
+// supported.
+package k8snode
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/hostcheck"
+	"github.com/microagent-dev/microagent/vmm"
+)
+
+// Taint keeps pods off this node unless they tolerate it: a pod here runs
+// in a microVM, not a container, and must say it expects that.
+var Taint = corev1.Taint{Key: "microagent.dev/microvm", Value: "true", Effect: corev1.TaintEffectNoSchedule}
+
+// Labels this node sets besides Virtual Kubelet's.
+const (
+	LabelAccelerator = "microagent.dev/accelerator"
+	LabelVersion     = "microagent.dev/version"
+)
+
+// DefaultMaxPods is the node's pod (workspace) ceiling when none is given.
+const DefaultMaxPods = 32
+
+// memoryReserveMiB is kept back from the node's memory for the host, the
+// supervisors and QEMU's own overhead.
+const memoryReserveMiB = 1024
+
+// Config says how to run the node.
+type Config struct {
+	// Home is the state directory the node's workspaces live in.
+	Home home.Home
+	// Kubeconfig is the file with the node's credentials.
+	Kubeconfig string
+	// NodeName is the node's name (see ValidateNodeName).
+	NodeName string
+	// Address is the IP the apiserver reaches this node's kubelet API on
+	// (empty: this host's address on the route to the apiserver).
+	Address string
+	// Listen is the kubelet API's address (host:port); the node's
+	// advertised port is its port.
+	Listen string
+	// ClientCA is a PEM file of the CAs whose client certificates may call
+	// the kubelet API (the apiserver's); empty: the kubeconfig's cluster CA.
+	ClientCA string
+	// TLSCert and TLSKey are the kubelet API's serving certificate; empty:
+	// a self-signed one made at start (the apiserver verifies kubelets
+	// only with --kubelet-certificate-authority).
+	TLSCert, TLSKey string
+	// MaxPods is the workspace ceiling (0: DefaultMaxPods).
+	MaxPods int
+	// Version is microagent's version, shown as a label.
+	Version string
+	// Executable runs the workspaces' supervisors (default: this program).
+	Executable string
+	// Agent is the guest agent binary (empty: the default).
+	Agent string
+	// MaxLog bounds each pod's log (0: DefaultMaxLog).
+	MaxLog int64
+}
+
+func (c *Config) maxLog() int64 {
+	if c.MaxLog > 0 {
+		return c.MaxLog
+	}
+	return DefaultMaxLog
+}
+
+// Run registers the node and serves its pods until ctx ends, then leaves
+// the workspaces as they are (the node object goes NotReady once its lease
+// lapses). The kubelet API is served only to clients with certificates
+// from ClientCA, each request authorized by the apiserver
+// (SubjectAccessReview), as the kubelet's webhook mode does.
+func Run(ctx context.Context, cfg Config) error {
+	if err := ValidateNodeName(cfg.NodeName); err != nil {
+		return err
+	}
+	_, portStr, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen address %q: %w (give host:port)", cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port <= 0 || port > 65535 {
+		return fmt.Errorf("listen address %q needs a port of 1-65535", cfg.Listen)
+	}
+	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubeconfig %s: %w", cfg.Kubeconfig, err)
+	}
+	if cfg.Address == "" {
+		if cfg.Address, err = routeAddress(restCfg.Host); err != nil {
+			return err
+		}
+	}
+	if net.ParseIP(cfg.Address) == nil {
+		return fmt.Errorf("node address %q is not an IP address: give the IP the apiserver reaches this host on", cfg.Address)
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubeconfig %s: %w", cfg.Kubeconfig, err)
+	}
+	caPEM := restCfg.CAData
+	if cfg.ClientCA != "" {
+		if caPEM, err = os.ReadFile(cfg.ClientCA); err != nil {
+			return fmt.Errorf("client CA: %w", err)
+		}
+	} else if len(caPEM) == 0 && restCfg.CAFile != "" {
+		if caPEM, err = os.ReadFile(restCfg.CAFile); err != nil {
+			return fmt.Errorf("kubeconfig's CA: %w", err)
+		}
+	}
+	if len(caPEM) == 0 {
+		return errors.New("no client CA for the kubelet API: the kubeconfig names no cluster CA, so give --client-ca FILE (the CA of the apiserver's --kubelet-client-certificate)")
+	}
+	caContent, err := dynamiccertificates.NewStaticCAContent("client-ca", caPEM)
+	if err != nil {
+		return fmt.Errorf("client CA: %w", err)
+	}
+	serving, err := servingCert(cfg)
+	if err != nil {
+		return err
+	}
+
+	eb := record.NewBroadcaster()
+	defer eb.Shutdown()
+	eb.StartRecordingToSink(&corev1client.EventSinkImpl{Interface: client.CoreV1().Events(corev1.NamespaceAll)})
+	recorder := eb.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "microagent-node", Host: cfg.NodeName})
+	prov := newProvider(&cfg, recorder)
+
+	auth, err := nodeutil.WebhookAuth(client, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
+		c.AuthnConfig.ClientCertificateCAContentProvider = caContent
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("kubelet API auth: %w", err)
+	}
+	mux := http.NewServeMux()
+	n, err := nodeutil.NewNode(cfg.NodeName,
+		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
+			fillNode(pc.Node, &cfg, port)
+			return prov, nil, nil
+		},
+		nodeutil.WithClient(client),
+		nodeutil.AttachProviderRoutes(mux),
+		nodeutil.WithTLSConfig(func(c *tls.Config) error {
+			c.Certificates = []tls.Certificate{serving}
+			c.ClientAuth = tls.RequireAndVerifyClientCert
+			return nodeutil.WithCACert(caPEM)(c)
+		}),
+		func(c *nodeutil.NodeConfig) error {
+			c.HTTPListenAddr = cfg.Listen
+			c.Handler = nodeutil.WithAuth(auth, mux)
+			c.EventRecorder = recorder
+			c.NumWorkers = 4
+			// env.valueFrom would be resolved into plain values by
+			// Virtual Kubelet (Secrets included); planPod refuses it
+			// instead until Secrets are delivered the microagent way.
+			c.SkipDownwardAPIResolution = true
+			return nil
+		},
+	)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", cfg.NodeName, err)
+	}
+	return n.Run(ctx)
+}
+
+// routeAddress is this host's source address towards the apiserver at
+// server (a URL): a UDP socket connected there, which sends nothing.
+func routeAddress(server string) (string, error) {
+	u, err := url.Parse(server)
+	if err != nil || u.Hostname() == "" {
+		return "", fmt.Errorf("apiserver %q: cannot tell this node's address from it: give --address", server)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	c, err := net.Dial("udp", net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return "", fmt.Errorf("find this node's address towards %s: %w (give --address)", server, err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String(), nil
+}
+
+// fillNode sets the node's capacity, labels, taint, addresses and info.
+func fillNode(n *corev1.Node, cfg *Config, port int) {
+	cpus, memMiB := hostcheck.Capacity()
+	memMiB = max(memMiB-memoryReserveMiB, 0)
+	maxPods := cfg.MaxPods
+	if maxPods <= 0 {
+		maxPods = DefaultMaxPods
+	}
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU:    *resource.NewQuantity(int64(cpus), resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(memMiB<<20, resource.BinarySI),
+		corev1.ResourcePods:   *resource.NewQuantity(int64(maxPods), resource.DecimalSI),
+	}
+	n.Status.Capacity = capacity
+	n.Status.Allocatable = capacity.DeepCopy()
+	n.Labels[LabelAccelerator] = accelerator()
+	n.Labels[LabelVersion] = labelValue(cfg.Version)
+	n.Labels[corev1.LabelOSStable] = "linux"
+	n.Labels[corev1.LabelArchStable] = "amd64"
+	n.Spec.Taints = append(n.Spec.Taints, Taint)
+	n.Status.Addresses = []corev1.NodeAddress{
+		{Type: corev1.NodeInternalIP, Address: cfg.Address},
+		{Type: corev1.NodeHostName, Address: cfg.NodeName},
+	}
+	n.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(port)
+	n.Status.NodeInfo = corev1.NodeSystemInfo{
+		OperatingSystem: "linux", Architecture: "amd64",
+		KubeletVersion: "microagent-" + cfg.Version, ContainerRuntimeVersion: "microagent://" + cfg.Version,
+	}
+}
+
+// accelerator is the VMM's accelerator ("kvm", "tcg"), "unknown" when the
+// backend does not say.
+func accelerator() string {
+	b, err := vmm.Default()
+	if err != nil {
+		return "unknown"
+	}
+	id, ok := b.(vmm.Identifier)
+	if !ok {
+		return "unknown"
+	}
+	ident, err := id.Identity(vmm.Config{})
+	if err != nil || ident.Accel == "" {
+		return "unknown"
+	}
+	return labelValue(ident.Accel)
+}
+
+// labelValue makes s a valid label value: at most 63 characters of
+// [A-Za-z0-9._-], starting and ending with an alphanumeric.
+func labelValue(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	if len(b) > 63 {
+		b = b[:63]
+	}
+	trim := func(c byte) bool { return c == '.' || c == '_' || c == '-' }
+	for len(b) > 0 && trim(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && trim(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return string(b)
+}
+
+// ValidateNodeName checks a node name: a DNS subdomain of at most 63
+// characters (it is also the kubernetes.io/hostname label).
+func ValidateNodeName(name string) error {
+	ok := len(name) > 0 && len(name) <= 63
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		ok = alnum || ((c == '-' || c == '.') && i > 0 && i < len(name)-1)
+	}
+	if !ok {
+		return fmt.Errorf("invalid node name %q: use 1-63 characters of a-z, 0-9, '-' and '.', starting and ending with a letter or digit", name)
+	}
+	return nil
+}
+
+// servingCert loads the kubelet API's certificate, or makes a self-signed
+// one for the node's address and name, valid for a year.
+func servingCert(cfg Config) (tls.Certificate, error) {
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		c, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return c, fmt.Errorf("kubelet API certificate: %w (give both --tls-cert and --tls-key)", err)
+		}
+		return c, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{CommonName: cfg.NodeName},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP(cfg.Address)},
+		DNSNames:     []string{cfg.NodeName},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// DefaultNodeName is this host's name, lowercased, as a node name ("microagent"
+// when it is not a valid one).
+func DefaultNodeName() string {
+	h, err := os.Hostname()
+	h = strings.ToLower(h)
+	if err != nil || ValidateNodeName(h) != nil {
+		return "microagent"
+	}
+	return h
+}
