@@ -19,13 +19,14 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/microagent ./cmd/microagent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-net ./cmd/microagent-net
+	$(GO) build -ldflags '-X main.version=$(VERSION)' -o $(BIN)/microagent-node ./cmd/microagent-node
 	CGO_ENABLED=0 GOEXPERIMENT=runtimesecret $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-agent ./cmd/microagent-agent
 
-# The three binaries side by side in $(DESTDIR)$(PREFIX)/bin: the CLI looks
-# for the guest agent and the network helper beside its own executable.
+# The four binaries side by side in $(DESTDIR)$(PREFIX)/bin: the CLI looks
+# for the guest agent, the network helper and the node beside itself.
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(BIN)/microagent $(BIN)/microagent-net $(BIN)/microagent-agent $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(BIN)/microagent $(BIN)/microagent-net $(BIN)/microagent-agent $(BIN)/microagent-node $(DESTDIR)$(PREFIX)/bin/
 
 # dist/microagent-$(VERSION)-linux-amd64.tar.gz, a .deb (nfpm) and SHA256SUMS.
 # scripts/release is its own module, so nfpm stays out of microagent's go.mod.

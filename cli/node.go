@@ -1,61 +1,50 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
 
 	"github.com/spf13/cobra"
+)
 
-	"github.com/microagent-dev/microagent/k8snode"
+// nodeBinary is the program "microagent node" runs: the Kubernetes node
+// lives in a binary of its own (cmd/microagent-node), so the Kubernetes
+// libraries are not linked into microagent, which every workspace's
+// supervisor re-executes. NodeEnvVar overrides where it is found.
+const (
+	nodeBinary = "microagent-node"
+	NodeEnvVar = "MICROAGENT_NODE"
 )
 
 func newNodeCmd(g *globals) *cobra.Command {
-	var cfg k8snode.Config
-	c := &cobra.Command{
+	return &cobra.Command{
 		Use:   "node --kubeconfig FILE [--name N]",
 		Short: "Join a Kubernetes cluster as a node that runs pods as workspaces",
 		Long: `Register this host as a Kubernetes node (through Virtual Kubelet) and run each
-pod scheduled to it as one workspace: the pod's image, its one container's
-command and args (Kubernetes' Entrypoint/Cmd rules), env values, workingDir and
-resources (limits, else requests; none: the default profile). kubectl logs,
-exec and delete work. See docs/kubernetes.md.
-
-The node is tainted microagent.dev/microvm=true:NoSchedule: only pods that
-tolerate it land here. Its capacity is this host's CPUs, its memory less 1 GiB,
-and --max-pods workspaces. A pod this node cannot run as written (more than one
-container, init containers, volumes, Secrets in env, probes ...) is refused
-with an event and marked Failed, never half-run.
-
-The kubelet API (--listen) accepts only client certificates from --client-ca
-(default: the kubeconfig's cluster CA), each request authorized by the
-apiserver. Runs until interrupted; the workspaces stay as they are.`,
-		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if cfg.Kubeconfig == "" {
-				return usageError("--kubeconfig FILE is needed: the node's credentials for the cluster")
+pod scheduled to it as one workspace. It runs microagent-node, installed beside
+microagent, with the same arguments: see "microagent node --help" for its
+flags and docs/kubernetes.md for what it runs and refuses.`,
+		DisableFlagParsing: true,
+		RunE: func(c *cobra.Command, args []string) error {
+			bin := os.Getenv(NodeEnvVar)
+			if bin == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				bin = filepath.Join(filepath.Dir(exe), nodeBinary)
 			}
-			if err := k8snode.ValidateNodeName(cfg.NodeName); err != nil {
-				return usageError("%v (--name)", err)
+			if _, err := os.Stat(bin); err != nil {
+				return fmt.Errorf("%s not found at %s: make build (or make install) puts it beside microagent; or set %s", nodeBinary, bin, NodeEnvVar)
 			}
-			if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
-				return usageError("--tls-cert and --tls-key go together")
+			if g.stateDir != "" {
+				args = append([]string{"--state-dir", g.stateDir}, args...)
 			}
-			h, err := g.home()
-			if err != nil {
-				return err
-			}
-			cfg.Home, cfg.Version = h, Version
-			fmt.Fprintf(g.stderr, "microagent: node %s joining the cluster in %s\n", cfg.NodeName, cfg.Kubeconfig)
-			return k8snode.Run(c.Context(), cfg)
+			err := syscall.Exec(bin, append([]string{bin}, args...), os.Environ())
+			return errors.Join(fmt.Errorf("run %s", bin), err)
 		},
 	}
-	f := c.Flags()
-	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig with the node's credentials")
-	f.StringVar(&cfg.NodeName, "name", k8snode.DefaultNodeName(), "the node's name")
-	f.StringVar(&cfg.Address, "address", "", "IP the apiserver reaches this node on (default: this host's address towards the apiserver)")
-	f.StringVar(&cfg.Listen, "listen", ":10250", "address of the kubelet API (logs, exec)")
-	f.StringVar(&cfg.ClientCA, "client-ca", "", "PEM CA file for the kubelet API's clients (default: the kubeconfig's cluster CA)")
-	f.StringVar(&cfg.TLSCert, "tls-cert", "", "the kubelet API's serving certificate (default: self-signed)")
-	f.StringVar(&cfg.TLSKey, "tls-key", "", "the serving certificate's key")
-	f.IntVar(&cfg.MaxPods, "max-pods", k8snode.DefaultMaxPods, "most pods (workspaces) this node runs")
-	return c
 }

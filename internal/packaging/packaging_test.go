@@ -17,7 +17,7 @@ import (
 )
 
 // binaries are the three programs every install and package ships together.
-var binaries = []string{"microagent", "microagent-net", "microagent-agent"}
+var binaries = []string{"microagent", "microagent-net", "microagent-agent", "microagent-node"}
 
 // repoRoot is the repository, two levels up from this package.
 func repoRoot(t *testing.T) string {
@@ -131,7 +131,7 @@ func TestMakeRelease(t *testing.T) {
 	tgz := filepath.Join(dist, "microagent-"+version+"-linux-amd64.tar.gz")
 	top := "microagent-" + version + "-linux-amd64/"
 	names := tarNames(t, tgz)
-	for _, want := range []string{"bin/microagent", "bin/microagent-net", "bin/microagent-agent", "LICENSE", "README.md", "CHANGELOG.md", "SECURITY.md"} {
+	for _, want := range []string{"bin/microagent", "bin/microagent-net", "bin/microagent-agent", "bin/microagent-node", "LICENSE", "README.md", "CHANGELOG.md", "SECURITY.md"} {
 		if !slices.Contains(names, top+want) {
 			t.Errorf("%s has no %s: %v", filepath.Base(tgz), top+want, names)
 		}

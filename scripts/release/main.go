@@ -27,7 +27,7 @@ import (
 
 // binaries are what a release ships, side by side: the CLI finds the guest
 // agent and the network helper beside its own executable.
-var binaries = []string{"microagent", "microagent-net", "microagent-agent"}
+var binaries = []string{"microagent", "microagent-net", "microagent-agent", "microagent-node"}
 
 // docs are the repository files shipped with them.
 var docs = []string{"LICENSE", "README.md", "CHANGELOG.md", "SECURITY.md"}
