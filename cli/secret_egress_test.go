@@ -193,9 +193,13 @@ func TestSecretEgress(t *testing.T) {
 
 	// 16 requests at once.
 	os.WriteFile(keyFile, []byte(v3), 0o600)
-	out = sh(`for i in $(seq 16); do curl -sS -o /dev/null -w '%{http_code}\n' ` + url("api.test", "/many") + ` -H "Authorization: Bearer $API_KEY" & done; wait`)
+	out = sh(`for i in $(seq 16); do curl -sS -o /dev/null -w '%{http_code}\n' ` + url("api.test", "/many") + ` -H "Authorization: Bearer $API_KEY" 2>&1 & done; wait`)
 	if strings.Count(out, "200\n") != 16 {
 		t.Errorf("16 concurrent requests: %q", out)
+		_, elog, _ := w.run(t, "", "egress", "swap")
+		t.Logf("egress log:\n%s", elog)
+		_, slog, _ := w.run(t, "", "logs", "swap")
+		t.Logf("logs:\n%s", slog[max(0, len(slog)-3000):])
 	}
 	mu.Lock()
 	n := 0

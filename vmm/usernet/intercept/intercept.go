@@ -47,7 +47,9 @@ const (
 	// maxKind bounds a SourceError kind as echoed to the guest.
 	maxKind = 64
 
-	handshakeTimeout  = 10 * time.Second
+	// handshakeTimeout bounds a TLS handshake either way; generous: a
+	// guest under load (16 handshakes at once on one emulated CPU) is slow.
+	handshakeTimeout  = 30 * time.Second
 	readHeaderTimeout = 30 * time.Second
 	idleTimeout       = 90 * time.Second
 )
