@@ -2,12 +2,10 @@ package cli
 
 import (
 	"bytes"
-	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -47,29 +45,17 @@ func TestSecretEgress(t *testing.T) {
 	w := &wsCLI{bin: buildCLI(t), state: h.Root}
 	t.Cleanup(func() { w.killLive(t) })
 
-	caCert, caKey, err := credswap.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := credswap.LoadCA(caCert, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	caFile := filepath.Join(dir, "api-ca.pem")
-	os.WriteFile(caFile, caCert, 0o600)
 	var mu sync.Mutex
 	var seen []seenRequest
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+	srv, caCert := testenv.StartTLSServer(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		seen = append(seen, seenRequest{host: r.Host, path: r.URL.Path, proto: r.Proto, auth: r.Header.Get("Authorization"), apiKey: r.Header.Get("X-Api-Key")})
 		mu.Unlock()
 		fmt.Fprintf(rw, "ok %s", r.Proto)
 	}))
-	srv.EnableHTTP2 = true
-	srv.TLS = &tls.Config{GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) { return ca.Leaf(hello.ServerName) }}
-	srv.StartTLS()
-	defer srv.Close()
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "api-ca.pem")
+	os.WriteFile(caFile, caCert, 0o600)
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
 	last := func(path string) seenRequest {
 		t.Helper()
@@ -239,7 +225,7 @@ func TestSecretEgress(t *testing.T) {
 		}
 	}
 	scanned := 0
-	err = filepath.Walk(w.state, func(p string, fi os.FileInfo, err error) error {
+	err := filepath.Walk(w.state, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || !fi.Mode().IsRegular() {
 			return err
 		}

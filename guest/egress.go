@@ -129,10 +129,10 @@ func installCA(r string, caPEM []byte) error {
 	if err := os.MkdirAll(filepath.Join(r, filepath.Dir(EgressCAFile)), 0o755); err != nil {
 		return err
 	}
-	if err := replaceFile(filepath.Join(r, EgressCAFile), caPEM); err != nil {
+	if err := writeSystemFile(filepath.Join(r, EgressCAFile), caPEM); err != nil {
 		return err
 	}
-	return replaceFile(filepath.Join(r, EgressCABundle), system)
+	return writeSystemFile(filepath.Join(r, EgressCABundle), system)
 }
 
 // appendOnce appends caPEM to the bundle at path unless it holds it, and
@@ -171,26 +171,4 @@ func appendOnce(path string, caPEM []byte) ([]byte, error) {
 		return nil, err
 	}
 	return append(b, add...), nil
-}
-
-// replaceFile puts data at path by a rename, which replaces whatever is
-// there (a symbolic link included) rather than writing through it.
-func replaceFile(path string, data []byte) error {
-	tmp := path + ".tmp"
-	os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -406,24 +405,13 @@ func (w *signalWriter) Write(b []byte) (int, error) {
 func TestRunSecretEgress(t *testing.T) {
 	e := setup(t)
 	ref := e.reg.PushImage(t, "clients", testenv.HTTPSClientsImage(t))
-	caCert, caKey, err := credswap.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := credswap.LoadCA(caCert, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(caFile, caCert, 0o600)
 	got := make(chan string, 1)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, caCert := testenv.StartTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got <- r.Header.Get("Authorization")
 		io.WriteString(w, "ok")
 	}))
-	srv.TLS = &tls.Config{GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) { return ca.Leaf(h.ServerName) }}
-	srv.StartTLS()
-	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, caCert, 0o600)
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
 	dns := testenv.StartLoopbackDNS(t, "", netip.MustParseAddr("127.0.0.1"))
 	const value = "run-egress-value-0123456789abcdef"

@@ -9,7 +9,13 @@
 # official TypeScript client (mcpserver, TestNodeClient).
 # Idempotent.
 set -euo pipefail
-pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static docker-registry passt python3-minimal pass gnupg ca-certificates nodejs npm)
+pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static docker-registry passt python3-minimal pass gnupg ca-certificates)
+# Node and npm from elsewhere (nodesource's nodejs bundles npm and conflicts
+# with Debian's) serve as well: Debian's are installed only when neither is
+# found.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  pkgs+=(nodejs npm)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
