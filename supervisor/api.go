@@ -40,6 +40,10 @@ const (
 	OpCopyIn   Op = channel.OpCopyIn
 	OpCopyOut  Op = channel.OpCopyOut
 	OpEgress   Op = "egress"
+	// OpJobStart starts a job (see JobRequest) and answers at once;
+	// OpJobWait answers when the job has ended.
+	OpJobStart Op = "job-start"
+	OpJobWait  Op = "job-wait"
 )
 
 // stable reports the operations every protocol version serves alike.
@@ -62,6 +66,8 @@ type Request struct {
 	// Network is the body of OpEgress: the workspace's network with its
 	// new egress policy (only the policy is applied).
 	Network *wsdir.NetworkConfig `json:"network,omitempty"`
+	// Job is the body of OpJobStart and OpJobWait.
+	Job *JobRequest `json:"job,omitempty"`
 }
 
 // Reply is the supervisor's answer to a Request.

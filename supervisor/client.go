@@ -155,3 +155,24 @@ func (c *Client) CopyOut(ctx context.Context, req channel.CopyRequest) (net.Conn
 	conn, _, err := c.call(ctx, Request{Op: OpCopyOut, Copy: &req})
 	return conn, err
 }
+
+// StartJob starts a job in the guest (see JobRequest): it runs on in the
+// supervisor whatever becomes of this client.
+func (c *Client) StartJob(ctx context.Context, r JobRequest) (*JobStatus, error) {
+	if err := CheckJob(&r, true); err != nil {
+		return nil, err
+	}
+	var s JobStatus
+	return &s, c.do(ctx, Request{Op: OpJobStart, Job: &r}, &s)
+}
+
+// WaitJob waits for the job to end and returns how it ended (ErrNoJob when
+// this boot never ran it). Ending ctx ends the wait, not the job.
+func (c *Client) WaitJob(ctx context.Context, name string) (*JobStatus, error) {
+	r := JobRequest{Name: name}
+	if err := CheckJob(&r, false); err != nil {
+		return nil, err
+	}
+	var s JobStatus
+	return &s, c.do(ctx, Request{Op: OpJobWait, Job: &r}, &s)
+}

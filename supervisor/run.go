@@ -80,6 +80,8 @@ type supervisor struct {
 	finishedSet bool
 	forced      string // why a halt had to force the VMM down
 	lost        string // why the VM was stopped after the channel broke
+
+	jobs jobs
 }
 
 type stopReq struct {

@@ -44,6 +44,8 @@ var handlers = map[Op]func(*supervisor, net.Conn, Request){
 	OpCopyIn:   (*supervisor).relay,
 	OpCopyOut:  (*supervisor).relay,
 	OpEgress:   (*supervisor).egress,
+	OpJobStart: (*supervisor).jobStart,
+	OpJobWait:  (*supervisor).jobWait,
 }
 
 func (s *supervisor) handle(c *net.UnixConn) {

@@ -75,19 +75,27 @@ func Exec(ctx context.Context, h home.Home, o ExecOptions) (channel.ExitStatus, 
 // its refusal quoted.
 func (w *wsDir) stream(ctx context.Context, what string, open func(*supervisor.Client) (net.Conn, error)) (net.Conn, error) {
 	conn, err := open(supervisor.NewClient(w.Dir))
+	if err != nil {
+		return nil, w.supervisorErr(ctx, what, err)
+	}
+	return conn, nil
+}
+
+// supervisorErr explains an error from a request (what) to the
+// supervisor: one that cannot be reached from the observed state, a
+// refusal quoted.
+func (w *wsDir) supervisorErr(ctx context.Context, what string, err error) error {
 	var refused *supervisor.RemoteError
 	switch {
-	case err == nil:
-		return conn, nil
 	case ctx.Err() != nil:
-		return nil, ctx.Err()
+		return ctx.Err()
 	case errors.As(err, &refused):
 		if obs, oerr := w.observe(); oerr == nil && obs.state == Halting {
-			return nil, fmt.Errorf("workspace %s is halting (%w)", w.Name, ErrBusy)
+			return fmt.Errorf("workspace %s is halting (%w)", w.Name, ErrBusy)
 		}
-		return nil, fmt.Errorf("%s in %s: %w", what, w.Name, err)
+		return fmt.Errorf("%s in %s: %w", what, w.Name, err)
 	}
-	return nil, w.notRunningError(err)
+	return w.notRunningError(err)
 }
 
 // notRunningError explains, from the observed state, why the supervisor

@@ -73,6 +73,9 @@ func (w *Dir) SupLog() string { return w.Path(LogsDir, supLogName) }
 // ConsoleLog is the guest's serial console of the current boot.
 func (w *Dir) ConsoleLog() string { return w.Path(LogsDir, consoleName) }
 
+// JobLog is the output of the supervisor's job name, which spans boots.
+func (w *Dir) JobLog(name string) string { return w.Path(LogsDir, "job-"+name+".log") }
+
 // DiskPath is the writable disk.
 func (w *Dir) DiskPath() string { return w.Path(DiskFile) }
 
