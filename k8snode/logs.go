@@ -3,51 +3,17 @@ package k8snode
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"time"
 
+	"github.com/microagent-dev/microagent/supervisor"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 )
 
 // DefaultMaxLog bounds a pod's log on the host: output past it is dropped,
 // with one line saying so, since the guest decides how much it prints.
-const DefaultMaxLog = 16 << 20
-
-// cappedLog writes to a file until the file holds max bytes.
-type cappedLog struct {
-	f    *os.File
-	left int64
-	full bool
-}
-
-func newCappedLog(f *os.File, max int64) *cappedLog {
-	c := &cappedLog{f: f, left: max}
-	if fi, err := f.Stat(); err == nil {
-		c.left -= fi.Size()
-	}
-	return c
-}
-
-// Write never fails the workload: a full log or a failing disk only drop
-// output.
-func (c *cappedLog) Write(b []byte) (int, error) {
-	if c.left <= 0 {
-		if !c.full {
-			c.full = true
-			_, _ = fmt.Fprintf(c.f, "\n[microagent: log limit reached, further output dropped]\n")
-		}
-		return len(b), nil
-	}
-	n := int64(len(b))
-	if n > c.left {
-		n = c.left
-	}
-	_, _ = c.f.Write(b[:n])
-	c.left -= n
-	return len(b), nil
-}
+const DefaultMaxLog = supervisor.DefaultJobLog
 
 // followPoll is how often a followed log is checked for more output.
 const followPoll = 200 * time.Millisecond

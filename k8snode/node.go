@@ -105,8 +105,9 @@ func (c *Config) maxLog() int64 {
 }
 
 // Run registers the node and serves its pods until ctx ends, then leaves
-// the workspaces as they are (the node object goes NotReady once its lease
-// lapses). The kubelet API is served only to clients with certificates
+// the workspaces and their workloads running as they are (the node object
+// goes NotReady once its lease lapses; a node started again re-attaches
+// to them). The kubelet API is served only to clients with certificates
 // from ClientCA, each request authorized by the apiserver
 // (SubjectAccessReview), as the kubelet's webhook mode does.
 func Run(ctx context.Context, cfg Config) error {
@@ -200,6 +201,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("node %s: %w", cfg.NodeName, err)
 	}
+	defer prov.detach()
 	return n.Run(ctx)
 }
 

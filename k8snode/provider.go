@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -22,7 +20,6 @@ import (
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/workspace"
-	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // Event reasons this node records on pods, besides Virtual Kubelet's own.
@@ -32,6 +29,7 @@ const (
 	ReasonBootFailed  = "BootFailed"
 	ReasonStarted     = "Started"
 	ReasonBackOff     = "BackOff"
+	ReasonReattached  = "Reattached"
 )
 
 // Restart backoff, as the kubelet's: 10 s doubling to 5 min, reset after a
@@ -56,7 +54,10 @@ type provider struct {
 // guarded by provider.mu and replaced, never changed in place, since
 // Virtual Kubelet reads what GetPod returns concurrently.
 type podRun struct {
-	pod      *corev1.Pod
+	pod *corev1.Pod
+	// reported is the status the apiserver had when the pod came to this
+	// process.
+	reported corev1.PodStatus
 	ws       string
 	log      string
 	plan     *plan
@@ -103,13 +104,14 @@ func (p *provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	}
 	ws := workspaceName(pod.Namespace, pod.Name)
 	pod = pod.DeepCopy()
+	reported := pod.Status // what an earlier node process said, for a re-attach
 	now := metav1.Now()
 	pod.Status = corev1.PodStatus{
 		Phase: corev1.PodPending, HostIP: p.cfg.Address, StartTime: &now,
 		Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now}},
 	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	r := &podRun{pod: pod, ws: ws, cancel: cancel, done: make(chan struct{})}
+	r := &podRun{pod: pod, reported: reported, ws: ws, cancel: cancel, done: make(chan struct{})}
 	p.pods[k] = r
 	p.mu.Unlock()
 
@@ -178,34 +180,49 @@ func (p *provider) run(ctx context.Context, r *podRun, pl *plan) {
 		p.fail(r, ReasonUnsupported, err)
 		return
 	}
-	if err := p.removeLeftover(ctx, r.ws); err != nil {
-		p.fail(r, ReasonBootFailed, err)
-		return
-	}
-	info, err := workspace.Create(ctx, h, workspace.CreateOptions{
-		Name: r.ws, Image: pl.image, Pull: image.PullMissing, Resources: pl.resources,
-		Agent: p.cfg.Agent, CreatedBy: p.createdBy(),
-	})
+	attached, err := p.reattach(ctx, r)
 	if err != nil {
 		p.fail(r, ReasonBootFailed, err)
 		return
 	}
-	if info.Digest != img.Digest.String() {
-		p.fail(r, ReasonPullFailed, fmt.Errorf("image %s moved while the workspace was created (%s, then %s): recreate the pod", pl.image, img.Digest, info.Digest))
-		return
-	}
-	if _, err := workspace.Start(ctx, h, workspace.StartOptions{Name: r.ws, Executable: p.cfg.Executable, Agent: p.cfg.Agent}); err != nil {
-		if ctx.Err() == nil {
+	if attached == nil {
+		if err := p.removeLeftover(ctx, r.ws); err != nil {
 			p.fail(r, ReasonBootFailed, err)
+			return
 		}
+		info, err := workspace.Create(ctx, h, workspace.CreateOptions{
+			Name: r.ws, Image: pl.image, Pull: image.PullMissing, Resources: pl.resources,
+			Agent: p.cfg.Agent, CreatedBy: p.createdBy(),
+		})
+		if err != nil {
+			p.fail(r, ReasonBootFailed, err)
+			return
+		}
+		if info.Digest != img.Digest.String() {
+			p.fail(r, ReasonPullFailed, fmt.Errorf("image %s moved while the workspace was created (%s, then %s): recreate the pod", pl.image, img.Digest, info.Digest))
+			return
+		}
+		if _, err := workspace.Start(ctx, h, workspace.StartOptions{Name: r.ws, Executable: p.cfg.Executable, Agent: p.cfg.Agent}); err != nil {
+			if ctx.Err() == nil {
+				p.fail(r, ReasonBootFailed, err)
+			}
+			return
+		}
+	}
+	logPath, err := workspace.JobLog(h, r.ws, workloadJob)
+	if err != nil {
+		p.fail(r, ReasonBootFailed, err)
 		return
 	}
 	p.mu.Lock()
-	r.log = filepath.Join(info.Dir, wsdir.LogsDir, "pod.log")
+	r.log = logPath
 	p.mu.Unlock()
 	backoff := backoffStart
 	for {
 		started := metav1.Now()
+		if attached != nil {
+			started = metav1.NewTime(attached.Started)
+		}
 		p.update(r, func(s *corev1.PodStatus) {
 			s.Phase = corev1.PodRunning
 			cs := &s.ContainerStatuses[0]
@@ -214,8 +231,13 @@ func (p *provider) run(ctx context.Context, r *podRun, pl *plan) {
 			cs.ImageID, cs.ContainerID = img.Ref+"@"+img.Digest.String(), "microagent://"+r.ws
 			setReady(s, true)
 		})
-		p.recorder.Eventf(r.pod, corev1.EventTypeNormal, ReasonStarted, "workload started in workspace %s", r.ws)
-		st, err := p.workload(ctx, r, pl, argv)
+		if attached != nil {
+			p.recorder.Eventf(r.pod, corev1.EventTypeNormal, ReasonReattached, "workload running in workspace %s since %s: re-attached", r.ws, started.UTC().Format(time.RFC3339))
+		} else {
+			p.recorder.Eventf(r.pod, corev1.EventTypeNormal, ReasonStarted, "workload started in workspace %s", r.ws)
+		}
+		st, err := p.workload(ctx, r, pl, argv, attached != nil)
+		attached = nil
 		if ctx.Err() != nil {
 			return // DeletePod reports the end
 		}
@@ -267,19 +289,62 @@ func (p *provider) run(ctx context.Context, r *podRun, pl *plan) {
 	}
 }
 
-// workload runs argv in the workspace with its output appended to the
-// pod's log.
-func (p *provider) workload(ctx context.Context, r *podRun, pl *plan, argv []string) (st channel.ExitStatus, err error) {
-	f, err := os.OpenFile(r.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return st, err
+// workloadJob names the job that runs a pod's workload in its workspace.
+const workloadJob = "workload"
+
+// workload runs argv as the workspace's workload job (or, attached, waits
+// for the one already running) and returns how it ended. The supervisor
+// runs the job and keeps its output in the pod's log, so the workload
+// outlives this process: a restarted node re-attaches to it.
+func (p *provider) workload(ctx context.Context, r *podRun, pl *plan, argv []string, attached bool) (channel.ExitStatus, error) {
+	if !attached {
+		if _, err := workspace.StartJob(ctx, p.cfg.Home, workspace.JobOptions{
+			Name: r.ws, Job: workloadJob, Argv: argv, Env: pl.env, Cwd: pl.cwd, MaxLog: p.cfg.maxLog(),
+		}); err != nil {
+			return channel.ExitStatus{}, err
+		}
 	}
-	defer f.Close()
-	w := newCappedLog(f, p.cfg.maxLog())
-	es, err := workspace.Exec(ctx, p.cfg.Home, workspace.ExecOptions{
-		Name: r.ws, Argv: argv, Env: pl.env, Cwd: pl.cwd, Stdout: w, Stderr: w,
-	})
-	return es, err
+	js, err := workspace.WaitJob(ctx, p.cfg.Home, r.ws, workloadJob)
+	switch {
+	case err != nil:
+		return channel.ExitStatus{}, err
+	case js.Exit == nil:
+		return channel.ExitStatus{}, errors.New(js.Error)
+	}
+	return *js.Exit, nil
+}
+
+// reattach finds the pod's workload still running in a workspace an
+// earlier node process started (the node was restarted; the workspace's
+// supervisor kept the workload running) and returns the job to wait for,
+// or nil when there is none to attach to. The pod's restart count is the
+// one last reported.
+func (p *provider) reattach(ctx context.Context, r *podRun) (*workspace.JobStatus, error) {
+	info, err := workspace.Status(ctx, p.cfg.Home, r.ws)
+	if errors.Is(err, workspace.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if info.CreatedBy != p.createdBy() || info.State != workspace.Running {
+		return nil, nil
+	}
+	js, err := workspace.Job(ctx, p.cfg.Home, r.ws, workloadJob)
+	if err != nil || !js.Running {
+		return nil, nil // removeLeftover deals with it
+	}
+	p.mu.Lock()
+	pod := r.pod.DeepCopy()
+	if st := r.reported; len(st.ContainerStatuses) == 1 && len(pod.Status.ContainerStatuses) == 1 {
+		pod.Status.ContainerStatuses[0].RestartCount = st.ContainerStatuses[0].RestartCount
+		if st.StartTime != nil {
+			pod.Status.StartTime = st.StartTime
+		}
+	}
+	r.pod = pod
+	p.mu.Unlock()
+	return js, nil
 }
 
 // removeLeftover deletes a workspace of this node by the pod's name that
@@ -306,6 +371,22 @@ func (p *provider) removeLeftover(ctx context.Context, ws string) error {
 }
 
 func (p *provider) createdBy() string { return "k8s:" + p.cfg.NodeName }
+
+// detach stops following the pods, leaving their workspaces and
+// workloads running, for the next node process to re-attach to.
+func (p *provider) detach() {
+	p.mu.Lock()
+	runs := make([]*podRun, 0, len(p.pods))
+	for _, r := range p.pods {
+		r.cancel()
+		runs = append(runs, r)
+	}
+	p.notify = nil
+	p.mu.Unlock()
+	for _, r := range runs {
+		<-r.done
+	}
+}
 
 // UpdatePod accepts changes Kubernetes allows on a running pod (labels,
 // annotations, an image change is not acted on).

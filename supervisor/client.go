@@ -169,7 +169,16 @@ func (c *Client) StartJob(ctx context.Context, r JobRequest) (*JobStatus, error)
 // WaitJob waits for the job to end and returns how it ended (ErrNoJob when
 // this boot never ran it). Ending ctx ends the wait, not the job.
 func (c *Client) WaitJob(ctx context.Context, name string) (*JobStatus, error) {
-	r := JobRequest{Name: name}
+	return c.job(ctx, JobRequest{Name: name})
+}
+
+// Job returns the job's status now, running or ended (ErrNoJob when this
+// boot never ran it).
+func (c *Client) Job(ctx context.Context, name string) (*JobStatus, error) {
+	return c.job(ctx, JobRequest{Name: name, NoWait: true})
+}
+
+func (c *Client) job(ctx context.Context, r JobRequest) (*JobStatus, error) {
 	if err := CheckJob(&r, false); err != nil {
 		return nil, err
 	}

@@ -57,6 +57,8 @@ type JobRequest struct {
 	Exec *channel.ExecRequest `json:"exec,omitempty"`
 	// MaxLog bounds the job's log file (0: DefaultJobLog).
 	MaxLog int64 `json:"maxLog,omitempty"`
+	// NoWait makes OpJobWait answer at once, with the job running or not.
+	NoWait bool `json:"noWait,omitempty"`
 }
 
 // JobStatus is the data of OpJobStart's and OpJobWait's replies.
@@ -203,6 +205,12 @@ func (s *supervisor) jobWait(c net.Conn, req Request) {
 	_, jb, ok := s.jobs.snapshot(req.Job.Name)
 	if !ok {
 		reply(c, errorReply(errcode.With(ErrNoJob, fmt.Sprintf("workspace %s runs no job %s in this boot", s.w.Name, req.Job.Name))))
+		return
+	}
+	if req.Job.NoWait {
+		st, _, _ := s.jobs.snapshot(req.Job.Name)
+		b, _ := json.Marshal(st)
+		reply(c, Reply{Data: b})
 		return
 	}
 	gone := make(chan struct{})

@@ -70,6 +70,20 @@ func WaitJob(ctx context.Context, h home.Home, name, job string) (*JobStatus, er
 	return st, nil
 }
 
+// Job returns the job's status now, running or ended (ErrNoJob when this
+// boot never ran it).
+func Job(ctx context.Context, h home.Home, name, job string) (*JobStatus, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	w := newWS(h, name)
+	st, err := supervisor.NewClient(w.Dir).Job(ctx, job)
+	if err != nil {
+		return nil, w.supervisorErr(ctx, "job", err)
+	}
+	return st, nil
+}
+
 // JobLog is the path of the job's log in workspace name's folder.
 func JobLog(h home.Home, name, job string) (string, error) {
 	if err := ValidateName(name); err != nil {

@@ -40,6 +40,9 @@ func TestJobs(t *testing.T) {
 	if _, err := StartJob(ctx, e.h, JobOptions{Name: "jobs", Job: "w", Argv: []string{"true"}}); !errors.Is(err, ErrJobRunning) {
 		t.Errorf("second start of a running job: %v", err)
 	}
+	if st, err := Job(ctx, e.h, "jobs", "w"); err != nil || !st.Running || st.Exit != nil {
+		t.Errorf("job status while it runs: %+v %v", st, err)
+	}
 	// A waiter that gives up (or whose process dies) leaves the job be.
 	short, cancel := context.WithTimeout(ctx, time.Second)
 	_, err = WaitJob(short, e.h, "jobs", "w")
