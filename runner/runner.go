@@ -169,6 +169,11 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer vm.Kill()
+	// A guest that floods its console fills at most twice the cap of the
+	// host's disk, as a workspace's does.
+	capStop := make(chan struct{})
+	defer close(capStop)
+	go microvm.CapSerialLog(filepath.Join(dir, "console.log"), nil, capStop)
 	// A network whose process dies leaves the guest offline: the run
 	// stops with that reason rather than going on silently cut off.
 	ctx, lost := context.WithCancelCause(ctx)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -397,5 +398,57 @@ func TestRunSecretFailsClosed(t *testing.T) {
 		if n := b.starts.Load(); n != 0 {
 			t.Fatalf("%s: %d VM(s) started before the secret failed", s, n)
 		}
+	}
+}
+
+// A guest's root spamming /dev/console during a one-shot run: the run's
+// console log stays under its cap (8 MiB plus a second or two of output)
+// with one rotation beside it, as a workspace's does.
+func TestRunConsoleFloodCapped(t *testing.T) {
+	e := setup(t)
+	ref := e.reg.PushBusybox(t, "busybox")
+	stop := make(chan struct{})
+	peaks := make(chan [2]int64, 1)
+	go func() {
+		var peak, rot int64
+		defer func() { peaks <- [2]int64{peak, rot} }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			logs, _ := filepath.Glob(e.h.Path(home.RunDir, "*", "console.log*"))
+			for _, p := range logs {
+				fi, err := os.Stat(p)
+				switch {
+				case err != nil:
+				case strings.HasSuffix(p, ".1"):
+					rot = max(rot, fi.Size())
+				default:
+					peak = max(peak, fi.Size())
+				}
+			}
+		}
+	}()
+	const flood = 10 << 20 // the UART manages about 0.3 MB/s: ~35 s
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	r, _, errs, err := e.run(t, ctx, opts(ref, "sh", "-c", "head -c "+strconv.Itoa(flood)+" /dev/zero | tr '\\0' x > /dev/console"))
+	took := time.Since(t0)
+	close(stop)
+	p := <-peaks
+	if err != nil || r.Exit.Code != 0 {
+		t.Fatalf("flood: %+v %v %s", r, err, errs)
+	}
+	rate := float64(flood) / took.Seconds()
+	t.Logf("%d MiB to /dev/console in %v: console.log peaked at %.1f MiB, console.log.1 at %.1f MiB",
+		flood>>20, took.Round(time.Millisecond), float64(p[0])/(1<<20), float64(p[1])/(1<<20))
+	if p[1] == 0 {
+		t.Errorf("no rotation seen after %d MiB on the console", flood>>20)
+	}
+	if ceiling := int64(8<<20 + 3*rate); p[0] > ceiling || p[1] > ceiling {
+		t.Errorf("console logs peaked at %d and %d bytes: over %d", p[0], p[1], ceiling)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/microagent-dev/microagent/microvm"
 	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/wsdir"
 )
@@ -22,7 +23,7 @@ const lostGrace = 2 * time.Second
 // loop waits for the VM to stop (by request or not), then records why.
 func (s *supervisor) loop(ctx context.Context) {
 	m := s.vm.Machine
-	go capConsole(s.w, s.log, s.finished)
+	go microvm.CapSerialLog(s.w.ConsoleLog(), s.log.Printf, s.finished)
 	var waiters []chan *wsdir.Record
 	halting, killed := false, false
 	sigc := ctx.Done()

@@ -1,34 +1,27 @@
-package supervisor
+package microvm
 
 import (
 	"bytes"
-	"io"
-	"log"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/microagent-dev/microagent/home"
-	"github.com/microagent-dev/microagent/wsdir"
 )
 
 // A console flood written as QEMU writes it (O_APPEND, without pause)
 // keeps console.log and its one rotation bounded, and the newest output
 // is in console.log. A fake: the VM test floods a real guest's console.
-func TestConsoleLogCapped(t *testing.T) {
-	w := wsdir.At(home.Home{}, "ws", t.TempDir())
-	if err := os.Mkdir(w.Path(wsdir.LogsDir), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(w.ConsoleLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+func TestSerialLogCapped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "console.log")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	stop := make(chan struct{})
 	done := make(chan struct{})
-	go func() { capConsole(w, log.New(io.Discard, "", 0), stop); close(done) }()
+	go func() { CapSerialLog(path, nil, stop); close(done) }()
 	line := bytes.Repeat([]byte("spam "), 200)
 	line = append(line, '\n')
 	var written int64
@@ -41,15 +34,15 @@ func TestConsoleLogCapped(t *testing.T) {
 			written += int64(len(line))
 		}
 		time.Sleep(time.Millisecond / 5)
-		if fi, err := os.Stat(w.ConsoleLog()); err == nil && fi.Size() > peak {
+		if fi, err := os.Stat(path); err == nil && fi.Size() > peak {
 			peak = fi.Size()
 		}
 	}
 	f.WriteString("the last line\n")
 	close(stop)
 	<-done
-	cur, _ := os.ReadFile(w.ConsoleLog())
-	rot, err := os.Stat(consoleRotated(w))
+	cur, _ := os.ReadFile(path)
+	rot, err := os.Stat(RotatedSerialLog(path))
 	if err != nil {
 		t.Fatalf("no rotation after %d MB: %v", written>>20, err)
 	}
@@ -62,7 +55,7 @@ func TestConsoleLogCapped(t *testing.T) {
 	if !strings.HasSuffix(string(cur), "the last line\n") || !strings.Contains(string(cur), "console log rotated") {
 		t.Errorf("console.log does not end with the newest output after a rotation note")
 	}
-	if fi, _ := os.Stat(w.ConsoleLog()); fi.Size() != int64(len(cur)) {
+	if fi, _ := os.Stat(path); fi.Size() != int64(len(cur)) {
 		t.Errorf("console.log is sparse or changed")
 	}
 }
