@@ -24,18 +24,14 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/virtual-kubelet/virtual-kubelet/node"
-	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -151,9 +147,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if len(caPEM) == 0 {
 		return errors.New("no client CA for the kubelet API: the kubeconfig names no cluster CA, so give --client-ca FILE (the CA of the apiserver's --kubelet-client-certificate)")
 	}
-	caContent, err := dynamiccertificates.NewStaticCAContent("client-ca", caPEM)
-	if err != nil {
-		return fmt.Errorf("client CA: %w", err)
+	clientCAs := x509.NewCertPool()
+	if !clientCAs.AppendCertsFromPEM(caPEM) {
+		return errors.New("client CA: no PEM certificate in it")
 	}
 	serving, err := servingCert(cfg)
 	if err != nil {
@@ -166,43 +162,8 @@ func Run(ctx context.Context, cfg Config) error {
 	recorder := eb.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "microagent-node", Host: cfg.NodeName})
 	prov := newProvider(&cfg, recorder)
 
-	auth, err := nodeutil.WebhookAuth(client, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
-		c.AuthnConfig.ClientCertificateCAContentProvider = caContent
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("kubelet API auth: %w", err)
-	}
-	mux := http.NewServeMux()
-	n, err := nodeutil.NewNode(cfg.NodeName,
-		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
-			fillNode(pc.Node, &cfg, port)
-			return prov, nil, nil
-		},
-		nodeutil.WithClient(client),
-		nodeutil.AttachProviderRoutes(mux),
-		nodeutil.WithTLSConfig(func(c *tls.Config) error {
-			c.Certificates = []tls.Certificate{serving}
-			c.ClientAuth = tls.RequireAndVerifyClientCert
-			return nodeutil.WithCACert(caPEM)(c)
-		}),
-		func(c *nodeutil.NodeConfig) error {
-			c.HTTPListenAddr = cfg.Listen
-			c.Handler = nodeutil.WithAuth(auth, mux)
-			c.EventRecorder = recorder
-			c.NumWorkers = 4
-			// env.valueFrom would be resolved into plain values by
-			// Virtual Kubelet (Secrets included); planPod refuses it
-			// instead until Secrets are delivered the microagent way.
-			c.SkipDownwardAPIResolution = true
-			return nil
-		},
-	)
-	if err != nil {
-		return fmt.Errorf("node %s: %w", cfg.NodeName, err)
-	}
 	defer prov.detach()
-	return n.Run(ctx)
+	return serve(ctx, &cfg, client, prov, recorder, port, serving, clientCAs)
 }
 
 // routeAddress is this host's source address towards the apiserver at

@@ -73,6 +73,13 @@ type ControlPlane struct {
 	CAFile string
 	// Kubectl is the kubectl binary built with the plane.
 	Kubectl string
+	// KubeletClientCert and KubeletClientKey are the apiserver's client
+	// certificate towards kubelets (system:masters).
+	KubeletClientCert, KubeletClientKey string
+	// EveCert and EveKey are a client certificate from the cluster CA for
+	// user "eve", whom no RBAC rule grants anything: an attacker with a
+	// valid certificate.
+	EveCert, EveKey string
 
 	procs []*testenv.Process // start order: etcd first
 }
@@ -97,7 +104,9 @@ func Start(t testing.TB) *ControlPlane {
 
 func start(t testing.TB, etcdBin, bins string) (_ *ControlPlane, err error) {
 	dir := t.TempDir()
-	cp := &ControlPlane{Dir: dir, CAFile: filepath.Join(dir, "ca.crt"), Kubectl: filepath.Join(bins, "kubectl")}
+	cp := &ControlPlane{Dir: dir, CAFile: filepath.Join(dir, "ca.crt"), Kubectl: filepath.Join(bins, "kubectl"),
+		KubeletClientCert: filepath.Join(dir, "kubelet-client.crt"), KubeletClientKey: filepath.Join(dir, "kubelet-client.key"),
+		EveCert: filepath.Join(dir, "eve.crt"), EveKey: filepath.Join(dir, "eve.key")}
 	defer func() {
 		if err != nil {
 			cp.Stop()
@@ -324,6 +333,7 @@ func writeCerts(dir string) (map[string][]byte, error) {
 			[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}},
 		{"admin", "admin", []string{"system:masters"}, nil, nil},
 		{"kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"}, nil, nil},
+		{"eve", "eve", nil, nil, nil},
 	} {
 		crt, key, err := c.issue(l.cn, l.orgs, l.ips, l.dns)
 		if err != nil {
