@@ -14,12 +14,15 @@ DIST    ?= $(CURDIR)/dist
 
 all: build
 
-# The host CLI and, beside it, the static guest agent it puts in every VM and
-# the static network helper it runs for every VM with a user network.
+# The host CLI and, beside it, the static guest agent it puts in every VM,
+# the static network helper it runs for every VM with a user network and the
+# Kubernetes node. All are stripped of DWARF and the symbol table (-s -w:
+# microagent 28 -> 19 MB, microagent-node 92 -> 64 MB); panics still print
+# function names and lines.
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/microagent ./cmd/microagent
+	$(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(BIN)/microagent ./cmd/microagent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-net ./cmd/microagent-net
-	$(GO) build -ldflags '-X main.version=$(VERSION)' -o $(BIN)/microagent-node ./cmd/microagent-node
+	$(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(BIN)/microagent-node ./cmd/microagent-node
 	CGO_ENABLED=0 GOEXPERIMENT=runtimesecret $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/microagent-agent ./cmd/microagent-agent
 
 # The four binaries side by side in $(DESTDIR)$(PREFIX)/bin: the CLI looks
