@@ -27,6 +27,7 @@ import (
 // Defaults of a policy that does not say (and of no policy at all).
 const (
 	DefaultMaxWorkspaces = 4
+	DefaultMaxSnapshots  = 4
 	DefaultOwner         = "default"
 )
 
@@ -52,6 +53,9 @@ type Policy struct {
 	Images []string `yaml:"images"`
 	// MaxWorkspaces is the most workspaces of this owner at once.
 	MaxWorkspaces int `yaml:"max_workspaces"`
+	// MaxSnapshots is the most snapshots one workspace keeps: each holds
+	// a copy of its RAM and disk on the host.
+	MaxSnapshots int `yaml:"max_snapshots"`
 	// Profiles an agent may name (default DefaultProfiles).
 	Profiles []string `yaml:"profiles"`
 	// MaxMemoryMiB, MaxCPUs and MaxDiskMiB cap one workspace (default:
@@ -118,7 +122,7 @@ func ParsePolicy(source string, b []byte) (*Policy, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(p); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("policy %s: %v (fields: owner, images, max_workspaces, profiles, max_memory_mib, max_cpus, max_disk_mib, network, secrets, secrets_on_demand, secrets_audit, touch_others)", source, err)
+		return nil, fmt.Errorf("policy %s: %v (fields: owner, images, max_workspaces, max_snapshots, profiles, max_memory_mib, max_cpus, max_disk_mib, network, secrets, secrets_on_demand, secrets_audit, touch_others)", source, err)
 	}
 	p.Source = source
 	if err := p.complete(); err != nil {
@@ -156,6 +160,12 @@ func (p *Policy) complete() error {
 	}
 	if p.MaxWorkspaces == 0 {
 		p.MaxWorkspaces = DefaultMaxWorkspaces
+	}
+	if p.MaxSnapshots < 0 {
+		return fmt.Errorf("max_snapshots %d: must be at least 1", p.MaxSnapshots)
+	}
+	if p.MaxSnapshots == 0 {
+		p.MaxSnapshots = DefaultMaxSnapshots
 	}
 	if len(p.Profiles) == 0 {
 		p.Profiles = slices.Clone(DefaultProfiles)

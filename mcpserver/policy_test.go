@@ -70,6 +70,7 @@ touch_others: true
 		{"network: {egress_allow_cidr: [x]}", "egress_allow_cidr"},
 		{"secrets: {A: nope}", "secrets"},
 		{"max_workspaces: -1", "max_workspaces"},
+		{"max_snapshots: -1", "max_snapshots"},
 		{"owner: 'a b'", "owner"},
 	} {
 		if _, err := ParsePolicy("p.yaml", []byte(bad.yaml)); err == nil || !strings.Contains(err.Error(), bad.want) || !strings.Contains(err.Error(), "p.yaml") {
@@ -312,7 +313,7 @@ func TestHTTPLoopbackAndToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	tools, err := cs.ListTools(ctx, nil)
-	if err != nil || len(tools.Tools) != 16 {
+	if err != nil || len(tools.Tools) != 17 {
 		t.Fatalf("tools over HTTP: %d %v", len(tools.Tools), err)
 	}
 	cs.Close()

@@ -42,6 +42,9 @@ type Server struct {
 	// createMu makes counting the owner's workspaces and creating one a
 	// single step, so concurrent creates cannot pass max_workspaces.
 	createMu sync.Mutex
+	// snapMu makes counting a workspace's snapshots and capturing one a
+	// single step, so concurrent captures cannot pass max_snapshots.
+	snapMu sync.Mutex
 }
 
 // Name is the server's name in the MCP handshake.

@@ -220,6 +220,12 @@ type RestoreIn struct {
 	Tag  string `json:"tag" jsonschema:"its snapshot to roll back to"`
 }
 
+// SnapshotRefIn is snapshot_delete's input.
+type SnapshotRefIn struct {
+	Name string `json:"name" jsonschema:"the workspace"`
+	Tag  string `json:"tag" jsonschema:"the snapshot to delete"`
+}
+
 // EgressIn is egress_log's input.
 type EgressIn struct {
 	Name  string `json:"name"`
@@ -287,9 +293,12 @@ func (s *Server) addWorkspaceTools() {
 			"(at most max_bytes, default 32 KiB, at most 1 MiB)."}, s.logs)
 	mcp.AddTool(s.srv, &mcp.Tool{Name: "snapshot_create", Annotations: add,
 		Description: "Snapshot a running or paused workspace: memory, devices and disk at one moment (progress is reported). " +
-			"A running workspace pauses for the capture and then runs on."}, s.snapshot)
+			"A running workspace pauses for the capture and then runs on. A workspace keeps at most max_snapshots."}, s.snapshot)
 	mcp.AddTool(s.srv, &mcp.Tool{Name: "snapshot_list", Annotations: ro,
 		Description: "List a workspace's snapshots, oldest first."}, s.snapshots)
+	mcp.AddTool(s.srv, &mcp.Tool{Name: "snapshot_delete", Annotations: destroy,
+		Description: "Delete one of a workspace's snapshots (forks made from it keep running) and list those left. " +
+			"A workspace keeps at most max_snapshots."}, s.snapshotDelete)
 	mcp.AddTool(s.srv, &mcp.Tool{Name: "workspace_fork", Annotations: add,
 		Description: "Create a new workspace from a snapshot (from = WORKSPACE:TAG) and start it, resumed from that moment with its own " +
 			"hostname, machine id and disk copy. It counts toward max_workspaces. If its first start fails, the fork is deleted."}, s.fork)
@@ -582,6 +591,17 @@ func (s *Server) snapshot(ctx context.Context, req *mcp.CallToolRequest, in Snap
 			return nil, SnapshotOut{}, toolError(err)
 		}
 	}
+	// One capture at a time per server, so two calls cannot both pass
+	// max_snapshots.
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	have, err := workspace.ListSnapshots(s.o.Home, in.Name)
+	if err != nil {
+		return nil, SnapshotOut{}, toolError(err)
+	}
+	if len(have) >= s.p.MaxSnapshots {
+		return nil, SnapshotOut{}, toolError(s.p.refuse("max_snapshots", "workspace %s keeps %d snapshots, at most %d: delete one with snapshot_delete first", in.Name, len(have), s.p.MaxSnapshots))
+	}
 	stop := newProgress(ctx, req).tick("capturing a snapshot of "+in.Name, progressEvery)
 	sn, err := workspace.CreateSnapshot(ctx, s.o.Home, workspace.SnapshotOptions{Name: in.Name, Tag: in.Tag})
 	stop()
@@ -589,6 +609,19 @@ func (s *Server) snapshot(ctx context.Context, req *mcp.CallToolRequest, in Snap
 		return nil, SnapshotOut{}, toolError(err)
 	}
 	return nil, snapshotOut(sn), nil
+}
+
+func (s *Server) snapshotDelete(ctx context.Context, _ *mcp.CallToolRequest, in SnapshotRefIn) (*mcp.CallToolResult, SnapshotsOut, error) {
+	if _, err := s.visible(ctx, in.Name); err != nil {
+		return nil, SnapshotsOut{}, toolError(err)
+	}
+	if err := workspace.ValidateTag(in.Tag); err != nil {
+		return nil, SnapshotsOut{}, toolError(err)
+	}
+	if err := workspace.DeleteSnapshot(s.o.Home, in.Name, in.Tag); err != nil {
+		return nil, SnapshotsOut{}, toolError(err)
+	}
+	return s.snapshots(ctx, nil, NameIn{Name: in.Name})
 }
 
 func (s *Server) snapshots(ctx context.Context, _ *mcp.CallToolRequest, in NameIn) (*mcp.CallToolResult, SnapshotsOut, error) {

@@ -124,7 +124,7 @@ func structured(t *testing.T, cs *mcp.ClientSession, tool string, args, v any) {
 // it did not create, cancellation mid-exec, logs and egress log, delete.
 func TestToolsOnVM(t *testing.T) {
 	e := vmSetup(t)
-	s := e.server(t, "images: [\"127.0.0.1:*/*\"]\nmax_workspaces: 2\n")
+	s := e.server(t, "images: [\"127.0.0.1:*/*\"]\nmax_workspaces: 2\nmax_snapshots: 1\n")
 	var mu sync.Mutex
 	var progressMsgs []string
 	cs := connect(t, s, &mcp.ClientOptions{ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
@@ -271,6 +271,17 @@ func TestToolsOnVM(t *testing.T) {
 	// a and b: the limit of 2 is reached.
 	wantRefusal(t, cs, "max_workspaces", "workspace_create", map[string]any{"name": "c", "image": e.ref, "profile": "tiny"})
 	wantRefusal(t, cs, "max_workspaces", "workspace_fork", map[string]any{"name": "c", "from": "a:base"})
+	// One snapshot kept: a second is refused until the first is deleted;
+	// the fork made from it runs on.
+	wantRefusal(t, cs, "max_snapshots", "snapshot_create", map[string]any{"name": "a", "tag": "more"})
+	structured(t, cs, "snapshot_delete", map[string]any{"name": "a", "tag": "base"}, &snaps)
+	if len(snaps.Snapshots) != 0 {
+		t.Errorf("snapshots after snapshot_delete: %+v", snaps)
+	}
+	structured(t, cs, "workspace_exec", map[string]any{"name": "b", "argv": []string{"true"}}, &ex)
+	if ex.ExitCode != 0 {
+		t.Errorf("the fork after its snapshot was deleted: %+v", ex)
+	}
 
 	var logs LogsOut
 	structured(t, cs, "workspace_logs", map[string]any{"name": "a", "source": "supervisor", "max_bytes": 4096}, &logs)

@@ -13,7 +13,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { EmptyResultSchema } from "@modelcontextprotocol/sdk/types.js";
 
 const TOOLS = [
-  "egress_log", "file_list", "file_read", "file_write", "snapshot_create", "snapshot_list",
+  "egress_log", "file_list", "file_read", "file_write", "snapshot_create", "snapshot_delete", "snapshot_list",
   "workspace_create", "workspace_delete", "workspace_exec", "workspace_fork", "workspace_halt",
   "workspace_list", "workspace_logs", "workspace_restore", "workspace_start", "workspace_status",
 ];
