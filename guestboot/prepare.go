@@ -104,6 +104,9 @@ type PrepareOptions struct {
 	Agent string
 	// Progress receives pull and build progress (nil: silent).
 	Progress io.Writer
+	// MaxImageBytes, when positive, refuses a larger image (see
+	// image.PullOptions.MaxBytes).
+	MaxImageBytes int64
 }
 
 // Prepare pulls the image (per policy), builds or finds its root disk, and
@@ -133,7 +136,7 @@ func Prepare(ctx context.Context, h home.Home, o PrepareOptions) (*Parts, error)
 	if err != nil {
 		return nil, err
 	}
-	img, err := store.GetWithOptions(ctx, o.Image, o.Pull, image.PullOptions{Progress: o.Progress})
+	img, err := store.GetWithOptions(ctx, o.Image, o.Pull, image.PullOptions{Progress: o.Progress, MaxBytes: o.MaxImageBytes})
 	if err != nil {
 		return nil, err
 	}

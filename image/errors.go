@@ -36,9 +36,18 @@ var (
 	// ErrInUse: removing the image would take it from a workspace or a
 	// snapshot pinned to it.
 	ErrInUse = errors.New("image in use")
+	// ErrTooLarge: the image is larger than the caller allows
+	// (PullOptions.MaxBytes).
+	ErrTooLarge = errors.New("image too large")
 	// ErrBadArchive: a file given to Load is not an image archive.
 	ErrBadArchive = errors.New("not an image archive")
 )
+
+// tooLarge refuses an image of size bytes over a cap of max.
+func tooLarge(label string, size, max int64) error {
+	return kindErr(ErrTooLarge, "image %s is %.1f MiB (manifest, config and compressed layers), more than the %.1f MiB allowed: pick a smaller image",
+		label, float64(size)/(1<<20), float64(max)/(1<<20))
+}
 
 // insecureError is returned by the transport guard for a refused http
 // request.

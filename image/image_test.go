@@ -715,3 +715,36 @@ func TestRemovePrunePinned(t *testing.T) {
 		t.Fatalf("after the last prune: %v", err)
 	}
 }
+
+// A size cap refuses an image whose manifest says it is larger before a
+// layer is fetched, and a stored image larger than the cap.
+func TestPullMaxBytes(t *testing.T) {
+	r := testenv.StartRegistry(t)
+	ref := r.PushBusybox(t, "test/busybox:cap")
+	s, _ := newStore(t)
+	ctx := context.Background()
+	_, err := s.Pull(ctx, ref, PullOptions{MaxBytes: 1 << 10})
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "more than the 0.0 MiB allowed") {
+		t.Fatalf("pull over the cap: %v", err)
+	}
+	blobs := func() int {
+		b, _ := filepath.Glob(filepath.Join(s.blobDir(), "*"))
+		return len(b)
+	}
+	if n := blobs(); n != 0 {
+		t.Errorf("a refused pull stored %d blobs", n)
+	}
+	img, err := s.Pull(ctx, ref, PullOptions{MaxBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blobs() == 0 {
+		t.Fatal("no blobs found after a pull: the check above looks in the wrong place")
+	}
+	if _, err := s.GetWithOptions(ctx, ref, PullMissing, PullOptions{MaxBytes: img.Size - 1}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a stored image over the cap: %v", err)
+	}
+	if _, err := s.GetWithOptions(ctx, ref, PullMissing, PullOptions{MaxBytes: img.Size}); err != nil {
+		t.Errorf("a stored image at the cap: %v", err)
+	}
+}

@@ -284,7 +284,7 @@ func (s *Store) loadOCI(ctx context.Context, archive, tarPath string) ([]*Image,
 		default:
 			continue // not an image (an artifact, say)
 		}
-		e, err := s.writeImage(ctx, img, mDigest, *plat, nil, label)
+		e, err := s.writeImage(ctx, img, mDigest, *plat, nil, label, 0)
 		if err != nil {
 			return out, err
 		}

@@ -40,6 +40,10 @@ type PullOptions struct {
 	Platform string
 	// Progress, when non-nil, receives one line per layer and a summary.
 	Progress io.Writer
+	// MaxBytes, when positive, refuses an image whose manifest, config
+	// and compressed layers add up to more (ErrTooLarge), before any
+	// layer is fetched; a stored one too.
+	MaxBytes int64
 }
 
 // Pull fetches ref (through a mirror when one is configured for its
@@ -110,7 +114,7 @@ func (s *Store) Pull(ctx context.Context, ref string, opts PullOptions) (*Image,
 		return nil, err
 	}
 	defer unlock()
-	e, err := s.writeImage(ctx, img, manifestDigest, *plat, p, fmt.Sprintf("%s from %s", key, src.host))
+	e, err := s.writeImage(ctx, img, manifestDigest, *plat, p, fmt.Sprintf("%s from %s", key, src.host), opts.MaxBytes)
 	if err != nil {
 		return nil, classify(ctx, err, key, src.host)
 	}
@@ -153,7 +157,7 @@ func pickPlatform(idx v1.ImageIndex, plat v1.Platform, key string) (v1.Descripto
 // writeImage stores img's layers, config and manifest, each verified, and
 // returns the refs.json entry for it (not yet recorded). label names the
 // image in errors ("REF from HOST").
-func (s *Store) writeImage(ctx context.Context, img v1.Image, wantDigest v1.Hash, plat v1.Platform, p *progress, label string) (refEntry, error) {
+func (s *Store) writeImage(ctx context.Context, img v1.Image, wantDigest v1.Hash, plat v1.Platform, p *progress, label string, maxBytes int64) (refEntry, error) {
 	rawManifest, err := img.RawManifest()
 	if err != nil {
 		return refEntry{}, err
@@ -184,6 +188,18 @@ func (s *Store) writeImage(ctx context.Context, img v1.Image, wantDigest v1.Hash
 	}
 
 	size := int64(len(rawManifest)) + int64(len(rawCfg))
+	if maxBytes > 0 {
+		total := size
+		for _, ld := range m.Layers {
+			if ld.Size < 0 || total+ld.Size < total {
+				return refEntry{}, fmt.Errorf("image %s: layer %s has a size of %d", label, ld.Digest, ld.Size)
+			}
+			total += ld.Size
+		}
+		if total > maxBytes {
+			return refEntry{}, tooLarge(label, total, maxBytes)
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(layerJobs)
 	for i, ld := range m.Layers {

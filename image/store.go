@@ -405,6 +405,9 @@ func (s *Store) GetWithOptions(ctx context.Context, ref string, policy PullPolic
 			img = nil // stored for another platform: pull the wanted one
 		}
 		if img != nil {
+			if opts.MaxBytes > 0 && img.Size > opts.MaxBytes {
+				return nil, tooLarge(img.Ref, img.Size, opts.MaxBytes)
+			}
 			return img, nil
 		}
 		if policy == PullNever {

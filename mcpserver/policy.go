@@ -28,6 +28,7 @@ import (
 const (
 	DefaultMaxWorkspaces = 4
 	DefaultMaxSnapshots  = 4
+	DefaultMaxImageMiB   = 2048
 	DefaultOwner         = "default"
 )
 
@@ -56,6 +57,9 @@ type Policy struct {
 	// MaxSnapshots is the most snapshots one workspace keeps: each holds
 	// a copy of its RAM and disk on the host.
 	MaxSnapshots int `yaml:"max_snapshots"`
+	// MaxImageMiB caps an image's download (manifest, config and
+	// compressed layers), checked before its layers are fetched.
+	MaxImageMiB int `yaml:"max_image_mib"`
 	// Profiles an agent may name (default DefaultProfiles).
 	Profiles []string `yaml:"profiles"`
 	// MaxMemoryMiB, MaxCPUs and MaxDiskMiB cap one workspace (default:
@@ -122,7 +126,7 @@ func ParsePolicy(source string, b []byte) (*Policy, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(p); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("policy %s: %v (fields: owner, images, max_workspaces, max_snapshots, profiles, max_memory_mib, max_cpus, max_disk_mib, network, secrets, secrets_on_demand, secrets_audit, touch_others)", source, err)
+		return nil, fmt.Errorf("policy %s: %v (fields: owner, images, max_workspaces, max_snapshots, max_image_mib, profiles, max_memory_mib, max_cpus, max_disk_mib, network, secrets, secrets_on_demand, secrets_audit, touch_others)", source, err)
 	}
 	p.Source = source
 	if err := p.complete(); err != nil {
@@ -166,6 +170,12 @@ func (p *Policy) complete() error {
 	}
 	if p.MaxSnapshots == 0 {
 		p.MaxSnapshots = DefaultMaxSnapshots
+	}
+	if p.MaxImageMiB < 0 {
+		return fmt.Errorf("max_image_mib %d: must be at least 1", p.MaxImageMiB)
+	}
+	if p.MaxImageMiB == 0 {
+		p.MaxImageMiB = DefaultMaxImageMiB
 	}
 	if len(p.Profiles) == 0 {
 		p.Profiles = slices.Clone(DefaultProfiles)

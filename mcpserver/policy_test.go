@@ -71,6 +71,7 @@ touch_others: true
 		{"secrets: {A: nope}", "secrets"},
 		{"max_workspaces: -1", "max_workspaces"},
 		{"max_snapshots: -1", "max_snapshots"},
+		{"max_image_mib: -1", "max_image_mib"},
 		{"owner: 'a b'", "owner"},
 	} {
 		if _, err := ParsePolicy("p.yaml", []byte(bad.yaml)); err == nil || !strings.Contains(err.Error(), bad.want) || !strings.Contains(err.Error(), "p.yaml") {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/vmm/usernet"
 	"github.com/microagent-dev/microagent/workspace"
 )
@@ -328,13 +329,16 @@ func (s *Server) create(ctx context.Context, req *mcp.CallToolRequest, in Create
 	stop := pr.tick("preparing image "+in.Image, progressEvery)
 	inf, err := s.createCounted(ctx, func() (*workspace.Info, error) {
 		return workspace.Create(ctx, s.o.Home, workspace.CreateOptions{
-			Name: in.Name, Image: in.Image, Pull: s.o.Pull, Profile: in.Profile,
+			Name: in.Name, Image: in.Image, Pull: s.o.Pull, Profile: in.Profile, MaxImageBytes: int64(s.p.MaxImageMiB) << 20,
 			Resources: workspace.Resources{MemoryMiB: res.MemoryMiB, CPUs: res.CPUs, DiskBytes: res.DiskBytes},
 			Agent:     s.o.Agent, Progress: pr, Secrets: s.p.decls, SecretsAudit: s.p.SecretsAudit,
 			Network: s.p.network, CreatedBy: s.p.CreatedBy(),
 		})
 	})
 	stop()
+	if errors.Is(err, image.ErrTooLarge) {
+		return nil, WorkspaceOut{}, s.p.refuse("max_image_mib", "%v", err)
+	}
 	if err != nil {
 		return nil, WorkspaceOut{}, toolError(err)
 	}

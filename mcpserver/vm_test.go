@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -15,9 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/microagent-dev/microagent/home"
+	"github.com/microagent-dev/microagent/image"
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
 	"github.com/microagent-dev/microagent/supervisor"
@@ -332,5 +337,33 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 60s")
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// An image over max_image_mib is refused by the policy before its layers
+// are fetched: no workspace, nothing of it in the store.
+func TestImageCap(t *testing.T) {
+	e := vmSetup(t)
+	reg := testenv.StartRegistry(t)
+	layer, err := random.Layer(3<<20, types.DockerLayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := mutate.AppendLayers(testenv.BusyboxImage(t), layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.PushImage(t, "big", big)
+	cs := connect(t, e.server(t, "images: [\"127.0.0.1:*/*\"]\nmax_image_mib: 2\n"), nil)
+	wantRefusal(t, cs, "max_image_mib", "workspace_create", map[string]any{"name": "big", "image": ref, "profile": "tiny"})
+	if _, err := workspace.Status(context.Background(), e.h, "big"); !errors.Is(err, workspace.ErrNotFound) {
+		t.Errorf("a refused create left a workspace: %v", err)
+	}
+	store, err := image.OpenStore(e.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Get(context.Background(), ref, image.PullNever); !errors.Is(err, image.ErrNotStored) {
+		t.Errorf("the refused image is in the store: %v", err)
 	}
 }

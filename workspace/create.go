@@ -33,6 +33,9 @@ type CreateOptions struct {
 	// workspace is pinned to its digest.
 	Image string
 	Pull  image.PullPolicy
+	// MaxImageBytes, when positive, refuses an image larger than that
+	// (image.ErrTooLarge) before its layers are fetched.
+	MaxImageBytes int64
 	// Profile names a profile (guestboot.Profiles: tiny, small, medium,
 	// large; empty for guestboot.DefaultProfile). Non-zero Resources fields
 	// override it.
@@ -108,6 +111,7 @@ func Create(ctx context.Context, h home.Home, o CreateOptions) (*Info, error) {
 	}
 	parts, err := guestboot.Prepare(ctx, h, guestboot.PrepareOptions{
 		Image: o.Image, Pull: o.Pull, KernelPath: o.KernelPath, Agent: o.Agent, Progress: o.Progress,
+		MaxImageBytes: o.MaxImageBytes,
 	})
 	if err != nil {
 		return nil, err
