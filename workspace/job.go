@@ -59,25 +59,21 @@ func StartJob(ctx context.Context, h home.Home, o JobOptions) (*JobStatus, error
 // this boot never ran it). Ending ctx ends the wait, never the job; a
 // workspace that stops ends its jobs without an exit status.
 func WaitJob(ctx context.Context, h home.Home, name, job string) (*JobStatus, error) {
-	if err := ValidateName(name); err != nil {
-		return nil, err
-	}
-	w := newWS(h, name)
-	st, err := supervisor.NewClient(w.Dir).WaitJob(ctx, job)
-	if err != nil {
-		return nil, w.supervisorErr(ctx, "job", err)
-	}
-	return st, nil
+	return jobCall(ctx, h, name, func(c *supervisor.Client) (*JobStatus, error) { return c.WaitJob(ctx, job) })
 }
 
 // Job returns the job's status now, running or ended (ErrNoJob when this
 // boot never ran it).
 func Job(ctx context.Context, h home.Home, name, job string) (*JobStatus, error) {
+	return jobCall(ctx, h, name, func(c *supervisor.Client) (*JobStatus, error) { return c.Job(ctx, job) })
+}
+
+func jobCall(ctx context.Context, h home.Home, name string, call func(*supervisor.Client) (*JobStatus, error)) (*JobStatus, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
 	w := newWS(h, name)
-	st, err := supervisor.NewClient(w.Dir).Job(ctx, job)
+	st, err := call(supervisor.NewClient(w.Dir))
 	if err != nil {
 		return nil, w.supervisorErr(ctx, "job", err)
 	}
