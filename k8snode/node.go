@@ -35,6 +35,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -163,7 +164,17 @@ func Run(ctx context.Context, cfg Config) error {
 	defer eb.Shutdown()
 	eb.StartRecordingToSink(&corev1client.EventSinkImpl{Interface: client.CoreV1().Events(corev1.NamespaceAll)})
 	recorder := eb.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "microagent-node", Host: cfg.NodeName})
-	prov := newProvider(&cfg, recorder)
+	if _, err := cfg.Home.Ensure(); err != nil {
+		return err
+	}
+	sec, err := listenSecrets(cfg.Home.Path(SecretSocket), func(ctx context.Context, ns, name string) (*corev1.Secret, error) {
+		return client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	})
+	if err != nil {
+		return err
+	}
+	defer sec.close()
+	prov := newProvider(&cfg, recorder, sec)
 
 	auth, err := nodeutil.WebhookAuth(client, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
 		c.AuthnConfig.ClientCertificateCAContentProvider = caContent
@@ -190,9 +201,10 @@ func Run(ctx context.Context, cfg Config) error {
 			c.Handler = nodeutil.WithAuth(auth, mux)
 			c.EventRecorder = recorder
 			c.NumWorkers = 4
-			// env.valueFrom would be resolved into plain values by
-			// Virtual Kubelet (Secrets included); planPod refuses it
-			// instead until Secrets are delivered the microagent way.
+			// Virtual Kubelet would resolve env.valueFrom (Secrets
+			// included) into plain values in the pod it hands over;
+			// the node delivers Secrets as microagent secrets instead
+			// (k8s: references, read at every start).
 			c.SkipDownwardAPIResolution = true
 			return nil
 		},
