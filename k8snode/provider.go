@@ -201,7 +201,8 @@ func (p *provider) run(ctx context.Context, r *podRun, pl *plan) {
 	info, err := workspace.Create(ctx, h, workspace.CreateOptions{
 		Name: r.ws, Image: pl.image, Pull: image.PullMissing, Resources: pl.resources,
 		Agent: p.cfg.Agent, CreatedBy: p.createdBy(),
-		Secrets: ps.decls, Network: vmm.Network{AllowNames: pl.secrets.allowNames},
+		Secrets: ps.decls, SecretsAudit: len(ps.decls.Secrets) > 0,
+		Network: vmm.Network{AllowNames: pl.secrets.allowNames},
 	})
 	if err != nil {
 		p.fail(r, ReasonBootFailed, err)

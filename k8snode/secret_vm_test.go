@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/microagent-dev/microagent/audit"
 	"github.com/microagent-dev/microagent/internal/k8stest"
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
@@ -152,6 +153,12 @@ func TestPodSecrets(t *testing.T) {
 		}
 	})
 
+	// Each start's access is in the workspace's audit log, by name.
+	log, err := os.ReadFile(audit.PathFor(h, workspaceName("default", "sec")))
+	if err != nil || !strings.Contains(string(log), "TOKEN") || !strings.Contains(string(log), "creds_password") {
+		t.Errorf("audit log: %s, %v; want the accesses of TOKEN and creds_password", log, err)
+	}
+
 	// No value anywhere in the node's state: workspaces' disks, manifests,
 	// supervisor and console logs, the pods' logs.
 	var fps []leakscan.Fingerprint
@@ -163,6 +170,13 @@ func TestPodSecrets(t *testing.T) {
 			}
 			fps = append(fps, fp)
 		}
+	}
+	control := filepath.Join(t.TempDir(), "control")
+	if err := os.WriteFile(control, []byte("x"+token+"y"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if hits, err := leakscan.ScanFile(control, fps); err != nil || len(hits) == 0 {
+		t.Fatalf("the scan misses a value in a file that holds it: %v, %v", hits, err)
 	}
 	files := 0
 	err = filepath.Walk(h.Root, func(p string, fi os.FileInfo, err error) error {

@@ -142,3 +142,22 @@ func TestReadK8sRequestHostile(t *testing.T) {
 		t.Errorf("a good request: %+v, %v", r, err)
 	}
 }
+
+func TestDeclDeliveryShape(t *testing.T) {
+	ref := Ref{Scheme: "k8s", Ref: "ns/tok#k"}
+	var d Declarations
+	for name, decl := range map[string]Decl{
+		"env on demand":  {Name: "A", Ref: ref, Env: true, OnDemand: true},
+		"path on demand": {Name: "B", Ref: ref, Mount: "/etc/x", Path: "p", OnDemand: true},
+		"env egress":     {Name: "C", Ref: ref, Env: true, EgressHosts: []string{"api.example.com"}},
+		"mount, no path": {Name: "D", Ref: ref, Mount: "/etc/x"},
+		"path, no mount": {Name: "E", Ref: ref, Path: "p"},
+	} {
+		if err := d.Add(decl); !errors.Is(err, ErrBadRef) {
+			t.Errorf("%s: %v, want ErrBadRef", name, err)
+		}
+	}
+	if err := d.Add(Decl{Name: "F", Ref: ref, Env: true, Mount: "/etc/x", Path: "p"}); err != nil {
+		t.Errorf("a materialized secret as a variable and at a path: %v", err)
+	}
+}
