@@ -227,7 +227,8 @@ type podSecrets struct {
 // Optional ones that are missing are left out. Values are zeroed at once:
 // the supervisor reads them afresh at every start.
 func (sp *secretPlan) resolve(ctx context.Context, get getSecretFunc) (_ *podSecrets, err error) {
-	keys := map[string][]string{} // by Secret; nil: missing
+	keys := map[string][]string{} // by Secret, the keys with a value; nil: missing
+	empty := map[string]bool{}    // secret/key of keys with an empty value
 	keyOf := func(secret string) ([]string, error) {
 		if k, ok := keys[secret]; ok {
 			return k, nil
@@ -242,7 +243,13 @@ func (sp *secretPlan) resolve(ctx context.Context, get getSecretFunc) (_ *podSec
 		}
 		defer zeroSecret(sec)
 		k := []string{}
-		for key := range sec.Data {
+		for key, v := range sec.Data {
+			if len(v) == 0 {
+				// A microagent secret is never empty: envFrom and whole
+				// volumes leave such keys out, a named one fails.
+				empty[secret+"/"+key] = true
+				continue
+			}
 			k = append(k, key)
 		}
 		slices.Sort(k)
@@ -252,6 +259,9 @@ func (sp *secretPlan) resolve(ctx context.Context, get getSecretFunc) (_ *podSec
 	missing := func(what, secret, key string) error {
 		if key == "" {
 			return fmt.Errorf("%s: Secret %s/%s not found", what, sp.namespace, secret)
+		}
+		if empty[secret+"/"+key] {
+			return fmt.Errorf("%s: Secret %s/%s key %s is empty (a microagent secret never is)", what, sp.namespace, secret, key)
 		}
 		return fmt.Errorf("%s: Secret %s/%s has no key %s", what, sp.namespace, secret, key)
 	}

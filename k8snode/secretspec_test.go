@@ -107,7 +107,7 @@ func TestSecretsFromAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mk("default", "app", map[string]string{"token": "tok-value-1", "url": "https://x", "not-a-var": "v", "OVER": "from-envfrom"})
+	mk("default", "app", map[string]string{"token": "tok-value-1", "url": "https://x", "not-a-var": "v", "OVER": "from-envfrom", "blank": ""})
 	mk("default", "files", map[string]string{"password": "pw-value", "user": "bob"})
 	mk("other", "app", map[string]string{"token": "other-ns-value"})
 	get := func(ctx context.Context, ns, name string) (*corev1.Secret, error) {
@@ -161,6 +161,7 @@ func TestSecretsFromAPIServer(t *testing.T) {
 		"missing secret": {[]corev1.EnvVar{secretEnv("V", "absent", "k", false)}, "", "env V: Secret default/absent not found"},
 		"missing key":    {[]corev1.EnvVar{secretEnv("V", "app", "nokey", false)}, "", "env V: Secret default/app has no key nokey"},
 		"on-demand name": {[]corev1.EnvVar{secretEnv("V", "app", "token", false)}, "W", `names "W"`},
+		"empty key":      {[]corev1.EnvVar{secretEnv("V", "app", "blank", false)}, "", "key blank is empty"},
 	} {
 		p := onePod(corev1.Container{Name: "c", Image: "i", Env: c.env})
 		p.Namespace = "default"
