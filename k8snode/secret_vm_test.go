@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -79,7 +80,8 @@ func TestPodSecrets(t *testing.T) {
 	secretPod := func() *corev1.Pod {
 		pod := testPod("sec", ref, corev1.RestartPolicyNever, "echo up; exec sleep 3600")
 		c := &pod.Spec.Containers[0]
-		c.Env = append(c.Env, secretEnv("TOKEN", "app", "token", false))
+		c.Env = append(c.Env, secretEnv("TOKEN", "app", "token", false), secretEnv("LATER", "app", "token", false))
+		pod.Annotations = map[string]string{AnnotationSecretOnDemand: "LATER", AnnotationEgressAllow: "api.example.com"}
 		c.VolumeMounts = []corev1.VolumeMount{{Name: "creds", MountPath: "/etc/creds", ReadOnly: true}}
 		pod.Spec.Volumes = []corev1.Volume{secretVolume("creds", "files")}
 		return pod
@@ -94,12 +96,21 @@ func TestPodSecrets(t *testing.T) {
 	if want := token + "\n" + password + "\n400\n"; err != nil || out != want {
 		t.Errorf("kubectl exec = %q, %v; want %q", out, err, want)
 	}
+	// On demand: neither a variable nor a file, and the guest serves its
+	// secrets socket for the workload to fetch it.
+	out, err = cp.RunKubectl(ctx, nil, "exec", "sec", "--", "sh", "-c", `echo "${LATER-unset}" $(ls /run/secrets) "$MICROAGENT_SECRETS_SOCK"`)
+	if want := "unset TOKEN creds_password /run/secrets-api.sock\n"; err != nil || out != want {
+		t.Errorf("on demand: kubectl exec = %q, %v; want %q", out, err, want)
+	}
 	if out, err := cp.RunKubectl(ctx, nil, "logs", "sec"); err != nil || out != "up\n" {
 		t.Errorf("kubectl logs = %q, %v", out, err)
 	}
 	info, err := workspace.Status(ctx, h, workspaceName("default", "sec"))
 	if err != nil || info.SupervisorPID == 0 || info.VMMPID == 0 {
 		t.Fatalf("workspace: %+v, %v", info, err)
+	}
+	if info.Network == nil || !reflect.DeepEqual(info.Network.AllowNames, []string{"api.example.com"}) {
+		t.Errorf("workspace network %+v, want the egress-allow annotation's allowlist", info.Network)
 	}
 	for what, pid := range map[string]int{"supervisor": info.SupervisorPID, "QEMU": info.VMMPID} {
 		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
