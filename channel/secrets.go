@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	pathpkg "path"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +34,58 @@ const MaxSecret = MaxFrame - SealOverhead
 type SecretItem struct {
 	Name string `json:"name"`
 	Size int    `json:"size"`
+	// Env sets the value as the variable Name in every exec's environment
+	// (a Kubernetes env var from a Secret), besides the file.
+	Env bool `json:"env,omitempty"`
+	// Mount and Path make the value appear at Mount/Path too (a Kubernetes
+	// secret volume): the guest mounts a tmpfs of its own at Mount and
+	// links Path in it to the file in /run/secrets, so the value is kept
+	// (and purged) in one place. See CheckSecretTarget.
+	Mount string `json:"mount,omitempty"`
+	Path  string `json:"path,omitempty"`
+}
+
+// MaxSecretTarget bounds Mount/Path, as PATH_MAX does less tightly.
+const MaxSecretTarget = 1024
+
+// CheckSecretTarget checks where a secret may appear besides /run/secrets:
+// mount an absolute, clean directory that is not /, not in /proc, /sys or
+// /dev, and neither holds nor lies in /run/secrets; path a clean relative
+// path inside it (no "..", no empty or over-long element), the whole at
+// most MaxSecretTarget bytes. Both host and guest check it: the guest's
+// agent, root, must not be steered onto the system's own files.
+func CheckSecretTarget(mount, path string) error {
+	if len(mount)+1+len(path) > MaxSecretTarget {
+		return fmt.Errorf("secret target longer than %d bytes", MaxSecretTarget)
+	}
+	if hasControl(mount) || hasControl(path) {
+		return errors.New("secret target contains a control character")
+	}
+	if !strings.HasPrefix(mount, "/") || pathpkg.Clean(mount) != mount || mount == "/" {
+		return fmt.Errorf("secret mount %q: want an absolute, clean directory other than /", mount)
+	}
+	for _, bad := range []string{"/proc", "/sys", "/dev"} {
+		if mount == bad || strings.HasPrefix(mount, bad+"/") {
+			return fmt.Errorf("secret mount %q: not under %s", mount, bad)
+		}
+	}
+	const secretsDir = "/run/secrets"
+	if mount == secretsDir || strings.HasPrefix(mount, secretsDir+"/") || strings.HasPrefix(secretsDir, mount+"/") {
+		return fmt.Errorf("secret mount %q: must not hold or lie in %s", mount, secretsDir)
+	}
+	if path == "" || strings.HasPrefix(path, "/") || pathpkg.Clean(path) != path {
+		return fmt.Errorf("secret path %q: want a clean path relative to its mount", path)
+	}
+	for _, el := range strings.Split(path, "/") {
+		if el == ".." || el == "." || len(el) > 255 {
+			return fmt.Errorf("secret path %q: no \".\" or \"..\" elements, each at most 255 bytes", path)
+		}
+	}
+	return nil
+}
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 // SecretsRequest is the body of OpSecrets.

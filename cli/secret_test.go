@@ -93,7 +93,7 @@ func TestSecretCheckFailures(t *testing.T) {
 		`API_KEY ok source=env bytes=40 warning: secret scheme "env" is plaintext: not encrypted at rest, not for production`,
 		`MISSING error environment variable NOT_SET_VAR is not set: export it in the shell that runs microagent`,
 		`EMPTY error environment variable EMPTY_VAR is set but empty`,
-		`TYPO error unknown scheme (known: dotenv, env, file, helper, vault): want <scheme>:<ref>, e.g. env:VAR`,
+		`TYPO error unknown scheme (known: dotenv, env, file, helper, k8s, vault): want <scheme>:<ref>, e.g. env:VAR`,
 		`PASTED error reference has no scheme: want <scheme>:<ref>, e.g. env:VAR or file:PATH`,
 		`#6 error secret name must match [A-Za-z_][A-Za-z0-9_]* (at most 255 bytes): letters, digits and '_', not starting with a digit`,
 		`API_KEY error declared twice (--secret env:API_TOKEN and --secret env:API_TOKEN)`,

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -83,12 +82,8 @@ func parseEgressDecl(s string) (secrets.Decl, error) {
 		return decl, err
 	}
 	for i, h := range decl.EgressHosts {
-		if decl.EgressHosts[i], err = vmm.ParseAllowName(h); err != nil {
+		if decl.EgressHosts[i], err = vmm.ParseSwapHost(h); err != nil {
 			return decl, fmt.Errorf("--secret-egress %s: %w", decl.Name, err)
-		}
-		// .com would send the value to any host the guest names there.
-		if d, ok := strings.CutPrefix(decl.EgressHosts[i], "."); ok && !strings.Contains(d, ".") {
-			return decl, fmt.Errorf("--secret-egress %s: %q covers a whole top-level domain: name the value's hosts (api.example.com, or .example.com)", decl.Name, h)
 		}
 	}
 	return decl, nil

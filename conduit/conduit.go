@@ -113,8 +113,13 @@ func (p *Prepared) Deliver(ctx context.Context, c *channel.Client, log *audit.Lo
 	}
 	req := channel.SecretsRequest{OnDemand: p.onDemand(), Placeholders: p.placeholders, EgressCA: p.egressCA}
 	values := make([][]byte, 0, len(p.bundle.Secrets))
+	where := map[string]secrets.Decl{}
+	for _, d := range p.decls.Secrets {
+		where[d.Name] = d
+	}
 	for _, s := range p.bundle.Secrets {
-		req.Items = append(req.Items, channel.SecretItem{Name: s.Name})
+		d := where[s.Name] // env-file keys are files only
+		req.Items = append(req.Items, channel.SecretItem{Name: s.Name, Env: d.Env, Mount: d.Mount, Path: d.Path})
 		values = append(values, s.Value.Bytes())
 	}
 	if err := c.DeliverSecrets(ctx, req, values); err != nil {

@@ -94,6 +94,11 @@ func (a *Agent) execute(st io.Reader, out *streamWriter, req *channel.ExecReques
 	if a.secretsSocket() {
 		env = append(env, SecretsSockEnv+"="+a.secrets.sock)
 	}
+	// Secrets delivered as variables come last: the host leaves no other
+	// variable of their names (see k8snode's planPod).
+	secretEnv, releaseEnv := a.secretEnvironment()
+	defer releaseEnv()
+	env = append(env, secretEnv...)
 	dir := req.Cwd
 	if dir == "" {
 		dir = cfg.WorkingDir
@@ -177,6 +182,7 @@ func (a *Agent) execute(st io.Reader, out *streamWriter, req *channel.ExecReques
 		Sys:   sys,
 	}
 	pid, done, err := a.reaper.start(argv0, req.Argv, attr)
+	releaseEnv() // the process has its copy
 	for _, f := range parentEnds {
 		f.Close()
 	}

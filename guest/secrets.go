@@ -98,6 +98,9 @@ type secretsState struct {
 	// egressEnv are the secret swap's variables for every exec: the
 	// placeholders, and where the CA is (guarded by Agent.mu).
 	egressEnv []string
+	// envNames are the secrets whose values every exec gets as variables,
+	// read from their files at each exec (guarded by Agent.mu).
+	envNames []string
 }
 
 // materialize handles OpSecrets: it receives the values sealed to a key
@@ -113,6 +116,11 @@ func (a *Agent) materialize(st io.ReadWriter, req *channel.SecretsRequest) chann
 		}
 		if it.Size < 0 || it.Size > channel.MaxSecret {
 			return channel.Reply{Error: fmt.Sprintf("secret %s: size %d out of range", it.Name, it.Size)}
+		}
+		if it.Mount != "" || it.Path != "" {
+			if err := channel.CheckSecretTarget(it.Mount, it.Path); err != nil {
+				return channel.Reply{Error: fmt.Sprintf("secret %s: %v", it.Name, err)}
+			}
 		}
 	}
 	if err := checkEgress(req); err != nil {
@@ -144,11 +152,23 @@ func (a *Agent) materialize(st io.ReadWriter, req *channel.SecretsRequest) chann
 			return channel.Reply{Error: fmt.Sprintf("secret %s: %v", it.Name, err)}
 		}
 	}
+	var envNames []string
+	for _, it := range req.Items {
+		if it.Mount != "" {
+			if err := a.linkSecret(it); err != nil {
+				return channel.Reply{Error: fmt.Sprintf("secret %s: %v", it.Name, err)}
+			}
+		}
+		if it.Env {
+			envNames = append(envNames, it.Name)
+		}
+	}
 	if err := a.writePlaceholders(req, id); err != nil {
 		return channel.ErrorReply(err)
 	}
 	a.mu.Lock()
 	s.onDemand = slices.Clone(req.OnDemand)
+	s.envNames = envNames
 	a.mu.Unlock()
 	if len(req.OnDemand) > 0 && !a.secretsSocket() {
 		if err := a.serveSecretsSocket(id); err != nil {

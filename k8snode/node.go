@@ -32,6 +32,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -160,7 +161,17 @@ func Run(ctx context.Context, cfg Config) error {
 	defer eb.Shutdown()
 	eb.StartRecordingToSink(&corev1client.EventSinkImpl{Interface: client.CoreV1().Events(corev1.NamespaceAll)})
 	recorder := eb.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "microagent-node", Host: cfg.NodeName})
-	prov := newProvider(&cfg, recorder)
+	if _, err := cfg.Home.Ensure(); err != nil {
+		return err
+	}
+	sec, err := listenSecrets(cfg.Home.Path(SecretSocket), func(ctx context.Context, ns, name string) (*corev1.Secret, error) {
+		return client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	})
+	if err != nil {
+		return err
+	}
+	defer sec.close()
+	prov := newProvider(&cfg, recorder, sec)
 
 	defer prov.detach()
 	return serve(ctx, &cfg, client, prov, recorder, port, serving, clientCAs)

@@ -19,6 +19,8 @@ import (
 
 	"github.com/microagent-dev/microagent/channel"
 	"github.com/microagent-dev/microagent/image"
+	"github.com/microagent-dev/microagent/secrets"
+	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/workspace"
 )
 
@@ -30,6 +32,9 @@ const (
 	ReasonStarted     = "Started"
 	ReasonBackOff     = "BackOff"
 	ReasonReattached  = "Reattached"
+	// ReasonSecret: a Secret the pod needs is missing or unreadable, or
+	// its delivery is not possible as asked.
+	ReasonSecret = "SecretUnavailable"
 )
 
 // Restart backoff, as the kubelet's: 10 s doubling to 5 min, reset after a
@@ -44,6 +49,7 @@ const (
 type provider struct {
 	cfg      *Config
 	recorder record.EventRecorder
+	secrets  *secretServer
 
 	mu     sync.Mutex
 	pods   map[string]*podRun // by namespace/name
@@ -66,8 +72,8 @@ type podRun struct {
 	deleting bool
 }
 
-func newProvider(cfg *Config, recorder record.EventRecorder) *provider {
-	return &provider{cfg: cfg, recorder: recorder, pods: map[string]*podRun{}}
+func newProvider(cfg *Config, recorder record.EventRecorder, sec *secretServer) *provider {
+	return &provider{cfg: cfg, recorder: recorder, secrets: sec, pods: map[string]*podRun{}}
 }
 
 func key(namespace, name string) string { return namespace + "/" + name }
@@ -148,6 +154,7 @@ func (p *provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 
 // fail ends the pod as Failed with an event.
 func (p *provider) fail(r *podRun, reason string, err error) {
+	p.secrets.forget(key(r.pod.Namespace, r.pod.Name))
 	p.recorder.Event(r.pod, corev1.EventTypeWarning, reason, err.Error())
 	p.update(r, func(s *corev1.PodStatus) {
 		s.Phase, s.Reason, s.Message = corev1.PodFailed, reason, err.Error()
@@ -180,6 +187,17 @@ func (p *provider) run(ctx context.Context, r *podRun, pl *plan) {
 		p.fail(r, ReasonUnsupported, err)
 		return
 	}
+	// Before a re-attach too: the running supervisor asks the node for
+	// the pod's Secrets at a fetch or a rehydration.
+	ps, err := pl.secrets.resolve(ctx, p.secrets.get)
+	if err != nil {
+		p.fail(r, ReasonSecret, err)
+		return
+	}
+	p.secrets.allow(key(r.pod.Namespace, r.pod.Name), pl.secrets.namespace, ps.refs)
+	p.mu.Lock()
+	pl.env = ps.env
+	p.mu.Unlock()
 	attached, err := p.reattach(ctx, r)
 	if err != nil {
 		p.fail(r, ReasonBootFailed, err)
@@ -193,6 +211,8 @@ func (p *provider) run(ctx context.Context, r *podRun, pl *plan) {
 		info, err := workspace.Create(ctx, h, workspace.CreateOptions{
 			Name: r.ws, Image: pl.image, Pull: image.PullMissing, Resources: pl.resources,
 			Agent: p.cfg.Agent, CreatedBy: p.createdBy(),
+			Secrets: ps.decls, SecretsAudit: len(ps.decls.Secrets) > 0,
+			Network: vmm.Network{AllowNames: pl.secrets.allowNames},
 		})
 		if err != nil {
 			p.fail(r, ReasonBootFailed, err)
@@ -202,7 +222,8 @@ func (p *provider) run(ctx context.Context, r *podRun, pl *plan) {
 			p.fail(r, ReasonPullFailed, fmt.Errorf("image %s moved while the workspace was created (%s, then %s): recreate the pod", pl.image, img.Digest, info.Digest))
 			return
 		}
-		if _, err := workspace.Start(ctx, h, workspace.StartOptions{Name: r.ws, Executable: p.cfg.Executable, Agent: p.cfg.Agent}); err != nil {
+		if _, err := workspace.Start(ctx, h, workspace.StartOptions{Name: r.ws, Executable: p.cfg.Executable, Agent: p.cfg.Agent,
+			ResolverEnv: []string{secrets.K8sSocketEnv + "=" + p.secrets.path}}); err != nil {
 			if ctx.Err() == nil {
 				p.fail(r, ReasonBootFailed, err)
 			}
@@ -427,6 +448,7 @@ func (p *provider) remove(ctx context.Context, k string, r *podRun, grace time.D
 	}
 	r.cancel()
 	<-r.done
+	p.secrets.forget(k)
 	if err := workspace.Delete(ctx, h, workspace.DeleteOptions{Name: r.ws, Force: true}); err != nil && !errors.Is(err, workspace.ErrNotFound) {
 		p.recorder.Eventf(r.pod, corev1.EventTypeWarning, "DeleteFailed", "delete workspace %s: %v", r.ws, err)
 	}

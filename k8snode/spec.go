@@ -28,9 +28,12 @@ type plan struct {
 	// command and args are the container's; argv is decided once the
 	// image's config is known (see argv).
 	command, args []string
-	env           []string
-	cwd           string
-	restart       corev1.RestartPolicy
+	// env is the container's plain environment, set once its Secrets
+	// are read (see secretPlan.resolve); Secrets' variables are not in it.
+	env     []string
+	secrets *secretPlan
+	cwd     string
+	restart corev1.RestartPolicy
 }
 
 // planPod checks a pod against what this node supports and translates it.
@@ -51,11 +54,6 @@ func planPod(pod *corev1.Pod) (*plan, error) {
 	}
 	if s.HostNetwork || s.HostPID || s.HostIPC {
 		refuse("host namespaces (hostNetwork, hostPID, hostIPC): pods never run on the host")
-	}
-	for _, v := range s.Volumes {
-		if !serviceAccountVolume(v) {
-			refuse("volume %q (only the service-account token volume, which is not mounted, is accepted)", v.Name)
-		}
 	}
 	switch s.RestartPolicy {
 	case corev1.RestartPolicyNever, corev1.RestartPolicyOnFailure, corev1.RestartPolicyAlways, "":
@@ -78,9 +76,6 @@ func planPod(pod *corev1.Pod) (*plan, error) {
 	if c.Lifecycle != nil {
 		refuse("lifecycle hooks on container %q", c.Name)
 	}
-	if len(c.EnvFrom) > 0 {
-		refuse("envFrom on container %q (Secrets and ConfigMaps are not delivered yet)", c.Name)
-	}
 	if c.RestartPolicy != nil {
 		refuse("a container restartPolicy on %q", c.Name)
 	}
@@ -91,17 +86,7 @@ func planPod(pod *corev1.Pod) (*plan, error) {
 	if p.restart == "" {
 		p.restart = corev1.RestartPolicyAlways
 	}
-	for _, e := range c.Env {
-		if e.ValueFrom != nil {
-			refuse("env %s on container %q takes its value from elsewhere (valueFrom is not supported yet: give a value)", e.Name, c.Name)
-			continue
-		}
-		if e.Name == "" || strings.ContainsAny(e.Name, "=\x00") || strings.ContainsRune(e.Value, 0) {
-			refuse("env %q on container %q is not a valid variable", e.Name, c.Name)
-			continue
-		}
-		p.env = append(p.env, e.Name+"="+e.Value)
-	}
+	p.secrets = planSecrets(pod, c, refuse)
 	var err error
 	if p.pull, err = pullPolicy(c.ImagePullPolicy); err != nil {
 		refuse("%v", err)

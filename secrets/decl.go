@@ -47,6 +47,12 @@ func (d *Declarations) Add(decl Decl) error {
 	if decl.OnDemand && decl.Egress() {
 		return &Error{Name: decl.Name, Err: Errorf(ErrBadRef, "a secret is delivered on demand or swapped at the egress, not both")}
 	}
+	if (decl.OnDemand || decl.Egress()) && (decl.Env || decl.Mount != "" || decl.Path != "") {
+		return &Error{Name: decl.Name, Err: Errorf(ErrBadRef, "only a materialized secret is set as a variable or placed at a path")}
+	}
+	if (decl.Mount == "") != (decl.Path == "") {
+		return &Error{Name: decl.Name, Err: Errorf(ErrBadRef, "a secret's path needs both its mount and its path")}
+	}
 	for _, o := range d.Secrets {
 		if o.Name == decl.Name {
 			return &Error{Name: decl.Name, Scheme: decl.Ref.Scheme, Err: Errorf(ErrDuplicate, "declared twice (%s and %s)", describe(o), describe(decl))}

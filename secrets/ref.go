@@ -135,6 +135,14 @@ type Decl struct {
 	// (--egress-allow syntax: api.example.com, .example.com), resolving
 	// it at each request. Never materialized, never fetched on demand.
 	EgressHosts []string `json:"egressHosts,omitempty"`
+	// Env also sets the materialized value as the variable Name in every
+	// exec's environment (a Kubernetes env var from a Secret).
+	Env bool `json:"env,omitempty"`
+	// Mount and Path also make the materialized value appear at
+	// Mount/Path in the guest (a Kubernetes secret volume; the guest
+	// checks them with channel.CheckSecretTarget, as the node does).
+	Mount string `json:"mount,omitempty"`
+	Path  string `json:"path,omitempty"`
 
 	envFile string // set by Expand: the env file this key came from
 }

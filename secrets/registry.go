@@ -88,6 +88,7 @@ func init() {
 	mustRegister("dotenv", dotenvResolver{})
 	mustRegister("vault", &VaultResolver{})
 	mustRegister("helper", &HelperResolver{})
+	mustRegister("k8s", K8sResolver{})
 }
 
 // lookupResolver returns the resolver of ref's scheme or an

@@ -147,6 +147,20 @@ type Network struct {
 	Swap *Swap `json:"-"`
 }
 
+// ParseSwapHost checks a host a swapped secret (--secret-egress) may be
+// sent to: ParseAllowName's syntax, and not a whole top-level domain
+// (.com would send the value to any host the guest names there).
+func ParseSwapHost(s string) (string, error) {
+	h, err := ParseAllowName(s)
+	if err != nil {
+		return "", err
+	}
+	if d, ok := strings.CutPrefix(h, "."); ok && !strings.Contains(d, ".") {
+		return "", fmt.Errorf("%q covers a whole top-level domain: name the value's hosts (api.example.com, or .example.com)", s)
+	}
+	return h, nil
+}
+
 // ParseAllowName reads an --egress-allow value: a host name (pypi.org) or
 // a leading dot and a domain (.github.com: the domain and every name in
 // it). It returns the name in lower case without a final dot.

@@ -52,6 +52,11 @@ type StartOptions struct {
 	// Warnings receives the plaintext-scheme warnings, one line each (nil:
 	// discarded).
 	Warnings io.Writer
+	// ResolverEnv are variables (KEY=VALUE) the supervisor's secret
+	// resolvers see besides this process's environment, winning over it:
+	// the microagent node's socket for k8s: references, say. They are
+	// references to where values live, never values.
+	ResolverEnv []string
 	// FromSnapshot rolls the workspace back to this snapshot: its disk is
 	// replaced by the snapshot's and the saved machine resumes (memory,
 	// devices and disk as they were). Refused for a live workspace, or a
@@ -88,6 +93,11 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	}
 	if err := hostcheck.FitResources(m.Resources.MemoryMiB, m.Resources.CPUs); err != nil {
 		return nil, fmt.Errorf("workspace %s is too large for this host: %v; the VM was not booted (a workspace keeps its resources: start it on a larger host, or create one with fewer)", w.Name, err)
+	}
+	for _, kv := range o.ResolverEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsRune(kv, 0) {
+			return nil, &wsdir.Error{Name: w.Name, Op: "start", Err: fmt.Errorf("resolver environment: an entry is not KEY=VALUE")}
+		}
 	}
 	sec, changed, err := w.startSecrets(m, o)
 	if err != nil {
@@ -181,7 +191,7 @@ func Start(ctx context.Context, h home.Home, o StartOptions) (*Info, error) {
 	if err := wsdir.WriteFileAtomic(w.PlanPath(), pb); err != nil {
 		return nil, w.startFailed(boot, fmt.Errorf("write the boot plan: %w", err))
 	}
-	if err := w.spawn(ctx, exe, boot, &prev, o.Warnings); err != nil {
+	if err := w.spawn(ctx, exe, boot, &prev, o.Warnings, o.ResolverEnv); err != nil {
 		return nil, err
 	}
 	if changed {
@@ -268,7 +278,7 @@ func (w *wsDir) startAborted(boot int, prev *wsdir.Record, err error) error {
 // spawn starts the supervisor and waits for its readiness message; the
 // warnings it sends on the way go to warn. prev is the record before this
 // start.
-func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *wsdir.Record, warn io.Writer) error {
+func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *wsdir.Record, warn io.Writer, extraEnv []string) error {
 	logf, err := os.OpenFile(w.SupLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, wsdir.FilePerm)
 	if err != nil {
 		return w.startFailed(boot, fmt.Errorf("supervisor log: %w", err))
@@ -286,7 +296,7 @@ func (w *wsDir) spawn(ctx context.Context, exe string, boot int, prev *wsdir.Rec
 	defer pr.Close()
 	// The supervisor resolves secrets in this command's environment, which
 	// it gets as a file rather than as its own environment (see EnvFile).
-	envf, err := supervisor.EnvFile(os.Environ())
+	envf, err := supervisor.EnvFile(append(os.Environ(), extraEnv...))
 	if err != nil {
 		pw.Close()
 		return w.startFailed(boot, err)
