@@ -155,3 +155,12 @@ func (c *Client) CopyOut(ctx context.Context, req channel.CopyRequest) (net.Conn
 	conn, _, err := c.call(ctx, Request{Op: OpCopyOut, Copy: &req})
 	return conn, err
 }
+
+// PortForward connects to TCP port on the guest's 127.0.0.1: the
+// connection then carries that TCP connection's bytes; CloseWrite on it
+// (a *net.UnixConn) is passed on to the guest as a half-close. A port
+// nothing listens on fails with an error wrapping channel.ErrPortRefused.
+func (c *Client) PortForward(ctx context.Context, port uint16) (net.Conn, error) {
+	conn, _, err := c.call(ctx, Request{Op: OpPortForward, PortForward: &channel.PortForwardRequest{Port: port}})
+	return conn, err
+}

@@ -44,6 +44,8 @@ var handlers = map[Op]func(*supervisor, net.Conn, Request){
 	OpCopyIn:   (*supervisor).relay,
 	OpCopyOut:  (*supervisor).relay,
 	OpEgress:   (*supervisor).egress,
+
+	OpPortForward: (*supervisor).portForward,
 }
 
 func (s *supervisor) handle(c *net.UnixConn) {
@@ -76,7 +78,7 @@ func (s *supervisor) handle(c *net.UnixConn) {
 func (s *supervisor) status(c net.Conn, _ Request) {
 	defer c.Close()
 	s.mu.Lock()
-	st := Status{State: s.phase, Reason: s.lost, Execs: s.execs, VMMPID: s.vm.Machine.PID()}
+	st := Status{State: s.phase, Reason: s.lost, Execs: s.execs, Forwards: s.forwards, VMMPID: s.vm.Machine.PID()}
 	s.mu.Unlock()
 	b, _ := json.Marshal(st)
 	reply(c, Reply{Data: b})
