@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/microagent-dev/microagent/errcode"
@@ -66,6 +65,7 @@ func (c *Client) PortForward(ctx context.Context, port uint16) (net.Conn, error)
 		return nil, ctx.Err()
 	}
 	st.SetReadDeadline(time.Time{})
+	var ne net.Error
 	fail := func(format string, args ...any) (net.Conn, error) {
 		st.Close()
 		return nil, fmt.Errorf("channel: port-forward to guest port %d: "+format, append([]any{port}, args...)...)
@@ -73,7 +73,7 @@ func (c *Client) PortForward(ctx context.Context, port uint16) (net.Conn, error)
 	switch {
 	case errors.Is(err, ErrFrameTooLarge):
 		return fail("the guest's answer is longer than the %d bytes it may be", maxPortForwardReply)
-	case errors.Is(err, os.ErrDeadlineExceeded):
+	case errors.As(err, &ne) && ne.Timeout():
 		return fail("the guest did not answer within %s", wait)
 	case err != nil:
 		return fail("the guest's answer was cut short: %w", err)
