@@ -2,7 +2,6 @@ package k8snode
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"time"
 
@@ -33,7 +32,7 @@ func (p *provider) PortForward(ctx context.Context, namespace, podName string, p
 	conn, err := workspace.DialPort(dctx, p.cfg.Home, r.ws, uint16(port))
 	cancel()
 	if err != nil {
-		return fmt.Errorf("pod %s/%s: %w", namespace, podName, err)
+		return err // the kubelet's message names the pod and the port
 	}
 	defer conn.Close()
 	relay.Join(stream, conn)
