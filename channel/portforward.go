@@ -43,9 +43,10 @@ var portForwardReplyTimeout = durationVar(30 * time.Second)
 
 // PortForward opens a connection to port on the guest's loopback (see
 // OpPortForward) and returns it once the guest has connected. ctx bounds
-// the opening only; the caller closes the connection, and CloseWrite on
-// it (it is a yamux stream: Close is that) ends the guest's reading side.
-// A guest answer that is not a well-formed reply within the bound and in
+// the opening only. The connection is a yamux stream, whose Close is a
+// half-close: the guest's server reads EOF, and the stream reads on until
+// the guest closes its side too, for at most the stream close timeout
+// (30 s) after which yamux resets it. A guest answer that is not a well-formed reply within the bound and in
 // time fails with an error saying what was wrong; a refused port wraps
 // ErrPortRefused.
 func (c *Client) PortForward(ctx context.Context, port uint16) (net.Conn, error) {

@@ -13,7 +13,9 @@ import (
 // workspace name, through its supervisor and the guest agent: the guest's
 // network plays no part, so an isolated workspace serves it too. The
 // connection carries that TCP connection's bytes; it is a *net.UnixConn,
-// whose CloseWrite reaches the guest as a half-close. A port nothing
+// whose CloseWrite reaches the guest as a half-close (the other direction
+// then lives at most 30 s more, the channel's stream close timeout; so
+// does the host's after the guest's half-close). A port nothing
 // listens on fails with an error wrapping channel.ErrPortRefused; at most
 // supervisor.MaxForwards connections are open at once per workspace (more
 // fail wrapping ErrBusy). ctx bounds the connecting only.
