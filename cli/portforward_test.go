@@ -19,7 +19,8 @@ import (
 // TestPortForwardCommand forwards a free local port to httpd on an
 // isolated workspace's loopback through the real binary: pages come back,
 // a refused port is reported on stderr while the command goes on, Ctrl-C
-// ends it with exit 0, and a workspace that stops ends it with exit 1.
+// ends it with exit 0, and a workspace that stops ends it with exit 1
+// (with --json: the listener as JSON, the error too).
 func TestPortForwardCommand(t *testing.T) {
 	w, ref := vmCLI(t)
 	w.want(t, 0, "", "create", "pf", "--image", ref, "--profile", "tiny", "--network", "isolated")
@@ -84,7 +85,7 @@ func TestPortForwardCommand(t *testing.T) {
 	}
 	t.Logf("stderr: %s", strings.TrimSpace(stderr.String()))
 
-	cmd = w.cmd("port-forward", "pf", fmt.Sprintf("%d:8080", closed))
+	cmd = w.cmd("--json", "port-forward", "pf", fmt.Sprintf("%d:8080", closed))
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	stderr.Reset()
@@ -101,6 +102,9 @@ func TestPortForwardCommand(t *testing.T) {
 	var ee *exec.ExitError
 	if err := cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != ExitFailure || !strings.Contains(stderr.String(), "pf is halted") {
 		t.Fatalf("port-forward to a halted workspace: %v; stderr %q", err, stderr.String())
+	}
+	if want := fmt.Sprintf(`{"address":"127.0.0.1","guest":8080,"local":%d}`+"\n", closed); out.String() != want {
+		t.Fatalf("--json printed %q, want %q", out.String(), want)
 	}
 	t.Logf("after the halt: %s", strings.TrimSpace(stderr.String()))
 }
