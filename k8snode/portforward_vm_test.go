@@ -25,6 +25,11 @@ import (
 func testPortForward(ctx context.Context, t *testing.T, cp *k8stest.ControlPlane, cs kubernetes.Interface, ref string) {
 	create(ctx, t, cs, testPod("web", ref, corev1.RestartPolicyNever, "mkdir -p /www && echo hello > /www/x && exec httpd -f -p 127.0.0.1:8080 -h /www"))
 	waitPhase(ctx, t, cs, "web", corev1.PodRunning)
+	// Running means the workload has started, not that httpd listens yet
+	// (and kubectl ends at the first connection the pod refuses).
+	if out, err := cp.RunKubectl(ctx, nil, "exec", "web", "--", "sh", "-c", "for i in $(seq 300); do wget -q -O /dev/null http://127.0.0.1:8080/x && exit 0; sleep 0.1; done; exit 1"); err != nil {
+		t.Fatalf("httpd in the pod never answered: %v %s", err, out)
+	}
 	web, closed := testenv.MustFreePort(t), testenv.MustFreePort(t)
 	cmd := exec.Command(cp.Kubectl, "--kubeconfig="+cp.Kubeconfig, "port-forward", "pod/web",
 		fmt.Sprintf("%d:8080", web), fmt.Sprintf("%d:9999", closed), "--address", "127.0.0.1")
