@@ -72,6 +72,8 @@ type Header struct {
 	Copy *CopyRequest `json:"copy,omitempty"`
 	// Resumed is the body of OpResumed.
 	Resumed *ResumedRequest `json:"resumed,omitempty"`
+	// PortForward is the body of OpPortForward.
+	PortForward *PortForwardRequest `json:"portForward,omitempty"`
 }
 
 // HelloRequest configures the guest after each connection.

@@ -10,5 +10,13 @@ func SetGuestTimeouts(firstFrame, closeWait time.Duration) (restore func()) {
 	return func() { guestFirstFrame.Store(f); guestCloseWait.Store(c) }
 }
 
+// SetPortForwardTimeout shortens the wait for the guest's answer to a
+// port-forward for a test.
+func SetPortForwardTimeout(d time.Duration) (restore func()) {
+	old := portForwardReplyTimeout.Load()
+	portForwardReplyTimeout.Store(int64(d))
+	return func() { portForwardReplyTimeout.Store(old) }
+}
+
 // SocketPair is socketPair for the package's external tests.
 var SocketPair = socketPair

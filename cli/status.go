@@ -62,6 +62,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if i.State == workspace.Running {
 				fmt.Fprintf(tw, "execs:\t%d\n", i.Execs)
 			}
+			if i.Forwards > 0 {
+				fmt.Fprintf(tw, "port-forwards:\t%d\n", i.Forwards)
+			}
 			if i.Secrets != nil {
 				fmt.Fprintf(tw, "secrets:\t%s\n", secretsSummary(i.Secrets))
 			}

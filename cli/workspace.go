@@ -25,6 +25,7 @@ func newWorkspaceCmds(g *globals) []*cobra.Command {
 		newPsCmd(g),
 		newStatusCmd(g),
 		newLogsCmd(g),
+		newPortForwardCmd(g),
 		newEgressCmd(g),
 		newWaitCmd(g),
 		newGCCmd(g),

@@ -139,6 +139,11 @@ func TestWorkspaceCommandsBadInput(t *testing.T) {
 		{ExitFailure, "no such workspace", []string{"logs", "app"}},
 		{ExitFailure, "no such workspace", []string{"wait", "app"}},
 		{ExitFailure, "no such workspace", []string{"delete", "--yes", "app"}},
+		{ExitUsage, `the guest port "0" is not a port`, []string{"port-forward", "app", "8080:0"}},
+		{ExitUsage, `the local port "x" is not a port`, []string{"port-forward", "app", "x:80"}},
+		{ExitUsage, `--address "nowhere" is not an IP address`, []string{"port-forward", "app", "80", "--address", "nowhere"}},
+		{ExitUsage, "requires at least 2 arg", []string{"port-forward", "app"}},
+		{ExitFailure, "no such workspace", []string{"port-forward", "app", "8080"}},
 	} {
 		w.want(t, c.code, c.msg, c.args...)
 	}

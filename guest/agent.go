@@ -202,8 +202,9 @@ var ops = map[string]func(*Agent, *yamux.Stream, *channel.Header){
 	channel.OpShutdown: func(a *Agent, st *yamux.Stream, _ *channel.Header) {
 		channel.WriteJSON(st, channel.FrameReply, a.shutdown())
 	},
-	channel.OpCopyIn:  copyOp,
-	channel.OpCopyOut: copyOp,
+	channel.OpCopyIn:      copyOp,
+	channel.OpCopyOut:     copyOp,
+	channel.OpPortForward: (*Agent).portForward,
 }
 
 func copyOp(a *Agent, st *yamux.Stream, h *channel.Header) { a.copyFiles(st, h) }

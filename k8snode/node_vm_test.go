@@ -41,8 +41,9 @@ func TestMain(m *testing.M) {
 
 // TestPods runs a real control plane and one node with real VMs: a pod's
 // output reaches kubectl logs, kubectl exec passes argv, stdin and the exit
-// code, kubectl delete halts and deletes the workspace, and a two-container
-// pod is refused with an event and never created.
+// code, kubectl delete halts and deletes the workspace, a two-container
+// pod is refused with an event and never created, and kubectl
+// port-forward reaches a server on a pod's loopback.
 func TestPods(t *testing.T) {
 	cp := k8stest.Start(t)
 	h := vmenv.VMHome(t)
@@ -135,6 +136,7 @@ func TestPods(t *testing.T) {
 			t.Errorf("workspace %s after kubectl delete: %v, want not found", ws, err)
 		}
 	})
+	t.Run("port-forward", func(t *testing.T) { testPortForward(ctx, t, cp, cs, ref) })
 }
 
 func testPod(name, ref string, restart corev1.RestartPolicy, script string) *corev1.Pod {

@@ -593,11 +593,6 @@ func (p *provider) AttachToContainer(context.Context, string, string, string, ap
 	return errdefs.InvalidInput("attach is not supported by the microagent node: use kubectl exec")
 }
 
-// PortForward is not supported yet.
-func (p *provider) PortForward(context.Context, string, string, int32, io.ReadWriteCloser) error {
-	return errdefs.InvalidInput("port-forward is not supported by the microagent node yet")
-}
-
 // GetStatsSummary is not collected yet.
 func (p *provider) GetStatsSummary(context.Context) (*statsv1alpha1.Summary, error) {
 	return nil, errdefs.NotFound("stats are not collected by the microagent node yet")

@@ -44,6 +44,11 @@ const (
 	// OpJobWait answers when the job has ended.
 	OpJobStart Op = "job-start"
 	OpJobWait  Op = "job-wait"
+	// OpPortForward connects to a TCP port on the guest's loopback; after
+	// the reply the connection carries that TCP connection's bytes (see
+	// Client.PortForward). Added within protocol 1: a supervisor that
+	// predates it refuses it as an unknown operation (ErrVersion).
+	OpPortForward Op = channel.OpPortForward
 )
 
 // stable reports the operations every protocol version serves alike.
@@ -68,6 +73,8 @@ type Request struct {
 	Network *wsdir.NetworkConfig `json:"network,omitempty"`
 	// Job is the body of OpJobStart and OpJobWait.
 	Job *JobRequest `json:"job,omitempty"`
+	// PortForward is the body of OpPortForward.
+	PortForward *channel.PortForwardRequest `json:"portForward,omitempty"`
 }
 
 // Reply is the supervisor's answer to a Request.
@@ -103,9 +110,11 @@ func errorReply(err error) Reply {
 type Status struct {
 	State  wsdir.State `json:"state"`
 	Reason string      `json:"reason,omitempty"`
-	// Execs counts the exec streams open through the supervisor.
-	Execs  int `json:"execs"`
-	VMMPID int `json:"vmmPid"`
+	// Execs counts the exec streams open through the supervisor,
+	// Forwards the port-forward connections (at most MaxForwards).
+	Execs    int `json:"execs"`
+	Forwards int `json:"forwards,omitempty"`
+	VMMPID   int `json:"vmmPid"`
 }
 
 // ErrVersion: the supervisor and its client speak different protocol

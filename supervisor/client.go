@@ -185,3 +185,12 @@ func (c *Client) job(ctx context.Context, r JobRequest) (*JobStatus, error) {
 	var s JobStatus
 	return &s, c.do(ctx, Request{Op: OpJobWait, Job: &r}, &s)
 }
+
+// PortForward connects to TCP port on the guest's 127.0.0.1: the
+// connection then carries that TCP connection's bytes; CloseWrite on it
+// (a *net.UnixConn) is passed on to the guest as a half-close. A port
+// nothing listens on fails with an error wrapping channel.ErrPortRefused.
+func (c *Client) PortForward(ctx context.Context, port uint16) (net.Conn, error) {
+	conn, _, err := c.call(ctx, Request{Op: OpPortForward, PortForward: &channel.PortForwardRequest{Port: port}})
+	return conn, err
+}

@@ -127,11 +127,10 @@ func (s *supervisor) startJob(r *JobRequest) (JobStatus, error) {
 		return JobStatus{}, err
 	}
 	s.mu.Lock()
-	ok := s.phase == wsdir.Running && !s.paused
-	phase := s.phase
+	err := s.refuseStreams()
 	s.mu.Unlock()
-	if !ok {
-		return JobStatus{}, errcode.With(wsdir.ErrBusy, fmt.Sprintf("workspace %s is %s", s.w.Name, phase))
+	if err != nil {
+		return JobStatus{}, err
 	}
 	s.jobs.mu.Lock()
 	if s.jobs.m == nil {

@@ -44,18 +44,13 @@ func (s *supervisor) exec(c net.Conn, req Request) {
 // counted streams show as execs in status.
 func (s *supervisor) splice(c net.Conn, h channel.Header, counted bool) {
 	s.mu.Lock()
-	phase, paused := s.phase, s.paused
-	ok := phase == wsdir.Running && !paused
-	if ok && counted {
+	err := s.refuseStreams()
+	if err == nil && counted {
 		s.execs++
 	}
 	s.mu.Unlock()
-	switch {
-	case phase == wsdir.Running && paused:
-		reply(c, errorReply(errcode.With(wsdir.ErrPaused, fmt.Sprintf("workspace %s is paused: resume it first (\"microagent resume %s\")", s.w.Name, s.w.Name))))
-		return
-	case !ok:
-		reply(c, errorReply(errcode.With(wsdir.ErrBusy, fmt.Sprintf("workspace %s is %s", s.w.Name, phase))))
+	if err != nil {
+		reply(c, errorReply(err))
 		return
 	}
 	if counted {
@@ -85,6 +80,18 @@ func (s *supervisor) splice(c net.Conn, h channel.Header, counted bool) {
 	io.Copy(c, st)
 	c.Close()
 	<-done
+}
+
+// refuseStreams says why the workspace takes no new guest streams (nil
+// when it is running and not paused). s.mu must be held.
+func (s *supervisor) refuseStreams() error {
+	switch {
+	case s.phase == wsdir.Running && s.paused:
+		return errcode.With(wsdir.ErrPaused, fmt.Sprintf("workspace %s is paused: resume it first (\"microagent resume %s\")", s.w.Name, s.w.Name))
+	case s.phase != wsdir.Running:
+		return errcode.With(wsdir.ErrBusy, fmt.Sprintf("workspace %s is %s", s.w.Name, s.phase))
+	}
+	return nil
 }
 
 // sameUser checks the peer's credentials.

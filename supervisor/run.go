@@ -74,7 +74,9 @@ type supervisor struct {
 	paused bool
 	phase  wsdir.State
 	execs  int
-	final  *wsdir.Record
+	// forwards counts the open port-forward connections.
+	forwards int
+	final    *wsdir.Record
 	// finishedSet is set (with final) once the VM has stopped; requests
 	// arriving later are answered from final.
 	finishedSet bool

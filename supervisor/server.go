@@ -34,18 +34,19 @@ func reply(c net.Conn, r Reply) error {
 
 // handlers serve the operations; each owns (and closes) the connection.
 var handlers = map[Op]func(*supervisor, net.Conn, Request){
-	OpStatus:   (*supervisor).status,
-	OpExec:     (*supervisor).exec,
-	OpHalt:     (*supervisor).stop,
-	OpKill:     (*supervisor).stop,
-	OpPause:    (*supervisor).control,
-	OpResume:   (*supervisor).control,
-	OpSnapshot: (*supervisor).control,
-	OpCopyIn:   (*supervisor).relay,
-	OpCopyOut:  (*supervisor).relay,
-	OpEgress:   (*supervisor).egress,
-	OpJobStart: (*supervisor).jobStart,
-	OpJobWait:  (*supervisor).jobWait,
+	OpStatus:      (*supervisor).status,
+	OpExec:        (*supervisor).exec,
+	OpHalt:        (*supervisor).stop,
+	OpKill:        (*supervisor).stop,
+	OpPause:       (*supervisor).control,
+	OpResume:      (*supervisor).control,
+	OpSnapshot:    (*supervisor).control,
+	OpCopyIn:      (*supervisor).relay,
+	OpCopyOut:     (*supervisor).relay,
+	OpEgress:      (*supervisor).egress,
+	OpJobStart:    (*supervisor).jobStart,
+	OpJobWait:     (*supervisor).jobWait,
+	OpPortForward: (*supervisor).portForward,
 }
 
 func (s *supervisor) handle(c *net.UnixConn) {
@@ -78,7 +79,7 @@ func (s *supervisor) handle(c *net.UnixConn) {
 func (s *supervisor) status(c net.Conn, _ Request) {
 	defer c.Close()
 	s.mu.Lock()
-	st := Status{State: s.phase, Reason: s.lost, Execs: s.execs, VMMPID: s.vm.Machine.PID()}
+	st := Status{State: s.phase, Reason: s.lost, Execs: s.execs, Forwards: s.forwards, VMMPID: s.vm.Machine.PID()}
 	s.mu.Unlock()
 	b, _ := json.Marshal(st)
 	reply(c, Reply{Data: b})

@@ -70,9 +70,9 @@ func Exec(ctx context.Context, h home.Home, o ExecOptions) (channel.ExitStatus, 
 	return w.runExec(ctx, conn, o)
 }
 
-// stream opens an exec or copy stream (what) through the supervisor: a
-// supervisor that cannot be reached is explained from the observed state,
-// its refusal quoted.
+// stream opens an exec, copy or port-forward stream (what) through the
+// supervisor: a supervisor that cannot be reached is explained from the
+// observed state, its refusal quoted.
 func (w *wsDir) stream(ctx context.Context, what string, open func(*supervisor.Client) (net.Conn, error)) (net.Conn, error) {
 	conn, err := open(supervisor.NewClient(w.Dir))
 	if err != nil {

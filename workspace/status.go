@@ -45,6 +45,9 @@ type Info struct {
 	// Execs is the number of commands running through the supervisor
 	// (known only when it answered).
 	Execs int `json:"execs,omitempty"`
+	// Forwards is the number of port-forward connections open through
+	// the supervisor (DialPort; known only when it answered).
+	Forwards int `json:"forwards,omitempty"`
 	// DiskUsedBytes is the writable disk's allocated size on the host.
 	DiskUsedBytes int64 `json:"diskUsedBytes"`
 	// Dir is the workspace's folder.
@@ -166,7 +169,7 @@ func (w *wsDir) info(ctx context.Context, ask bool) (*Info, error) {
 		cancel()
 		switch {
 		case err == nil:
-			inf.Execs = s.Execs
+			inf.Execs, inf.Forwards = s.Execs, s.Forwards
 			if s.State == Failed {
 				// The supervisor is stopping a VM whose channel broke: say
 				// so now, not "running" until the record catches up.
