@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -137,6 +138,24 @@ func TestPods(t *testing.T) {
 		}
 	})
 	t.Run("port-forward", func(t *testing.T) { testPortForward(ctx, t, cp, cs, ref) })
+
+	t.Run("host-port", func(t *testing.T) {
+		hp := testenv.MustFreePort(t)
+		pod := testPod("hostport", ref, corev1.RestartPolicyNever, "mkdir -p /www && echo published > /www/x && exec httpd -f -p 8081 -h /www")
+		pod.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 8081, HostPort: int32(hp)}, {ContainerPort: 9000}}
+		create(ctx, t, cs, pod)
+		waitPhase(ctx, t, cs, "hostport", corev1.PodRunning)
+		// Published on the node's address (127.0.0.1 here).
+		t.Logf("page through the host port after %v", testenv.Fetch(t, fmt.Sprintf("http://127.0.0.1:%d/x", hp), "published\n"))
+		if _, err := cp.RunKubectl(ctx, nil, "delete", "pod", "hostport", "--grace-period=5", "--wait=true"); err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", hp))
+		if err != nil {
+			t.Fatalf("host port still held after the pod's deletion: %v", err)
+		}
+		l.Close()
+	})
 }
 
 func testPod(name, ref string, restart corev1.RestartPolicy, script string) *corev1.Pod {

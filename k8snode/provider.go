@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -212,7 +213,7 @@ func (p *provider) run(ctx context.Context, r *podRun, pl *plan) {
 			Name: r.ws, Image: pl.image, Pull: image.PullMissing, Resources: pl.resources,
 			Agent: p.cfg.Agent, CreatedBy: p.createdBy(),
 			Secrets: ps.decls, SecretsAudit: len(ps.decls.Secrets) > 0,
-			Network: vmm.Network{AllowNames: pl.secrets.allowNames},
+			Network: vmm.Network{AllowNames: pl.secrets.allowNames, Forwards: p.forwards(pl.publish)},
 		})
 		if err != nil {
 			p.fail(r, ReasonBootFailed, err)
@@ -308,6 +309,20 @@ func (p *provider) run(ctx context.Context, r *podRun, pl *plan) {
 		}
 		backoff = min(2*backoff, backoffMax)
 	}
+}
+
+// forwards gives the pod's host ports the node's address where the pod
+// named none: where the cluster reaches this node, not every interface.
+func (p *provider) forwards(fws []vmm.Forward) []vmm.Forward {
+	addr, _ := netip.ParseAddr(p.cfg.Address) // Run checked it is an IP
+	out := make([]vmm.Forward, 0, len(fws))
+	for _, fw := range fws {
+		if !fw.HostIP.IsValid() {
+			fw.HostIP = addr.Unmap()
+		}
+		out = append(out, fw)
+	}
+	return out
 }
 
 // workloadJob names the job that runs a pod's workload in its workspace.

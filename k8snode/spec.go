@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/microagent-dev/microagent/image"
+	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/workspace"
 )
 
@@ -34,6 +36,9 @@ type plan struct {
 	secrets *secretPlan
 	cwd     string
 	restart corev1.RestartPolicy
+	// publish are the container's host ports; a zero HostIP is the
+	// node's address.
+	publish []vmm.Forward
 }
 
 // planPod checks a pod against what this node supports and translates it.
@@ -87,6 +92,16 @@ func planPod(pod *corev1.Pod) (*plan, error) {
 		p.restart = corev1.RestartPolicyAlways
 	}
 	p.secrets = planSecrets(pod, c, refuse)
+	for _, cp := range c.Ports {
+		fw, err := hostPort(cp)
+		if err != nil {
+			refuse("container %q: %v", c.Name, err)
+			continue
+		}
+		if fw != nil {
+			p.publish = append(p.publish, *fw)
+		}
+	}
 	var err error
 	if p.pull, err = pullPolicy(c.ImagePullPolicy); err != nil {
 		refuse("%v", err)
@@ -117,6 +132,30 @@ func serviceAccountVolume(v corev1.Volume) bool {
 		}
 	}
 	return true
+}
+
+// hostPort is the forward a container port with a hostPort asks for, nil
+// for one without (reached through kubectl port-forward). Only TCP is
+// published; a hostIP must be IPv4.
+func hostPort(cp corev1.ContainerPort) (*vmm.Forward, error) {
+	if cp.HostPort == 0 {
+		return nil, nil
+	}
+	if cp.Protocol != "" && cp.Protocol != corev1.ProtocolTCP {
+		return nil, fmt.Errorf("host port %d is %s (only TCP host ports are published)", cp.HostPort, cp.Protocol)
+	}
+	if cp.HostPort < 1 || cp.HostPort > 65535 || cp.ContainerPort < 1 || cp.ContainerPort > 65535 {
+		return nil, fmt.Errorf("host port %d to container port %d: ports are 1-65535", cp.HostPort, cp.ContainerPort)
+	}
+	fw := &vmm.Forward{HostPort: int(cp.HostPort), GuestPort: int(cp.ContainerPort)}
+	if cp.HostIP != "" {
+		ip, err := netip.ParseAddr(cp.HostIP)
+		if err != nil || !ip.Is4() {
+			return nil, fmt.Errorf("host port %d: hostIP %q is not an IPv4 address", cp.HostPort, cp.HostIP)
+		}
+		fw.HostIP = ip
+	}
+	return fw, nil
 }
 
 func pullPolicy(p corev1.PullPolicy) (image.PullPolicy, error) {

@@ -2,7 +2,9 @@ package k8snode
 
 import (
 	"errors"
+	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -10,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/microagent-dev/microagent/image"
+	"github.com/microagent-dev/microagent/vmm"
 	"github.com/microagent-dev/microagent/workspace"
 )
 
@@ -125,5 +128,34 @@ func TestLabelValueAndNodeName(t *testing.T) {
 	}
 	if err := ValidateNodeName("node-1.example"); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestPlanHostPorts(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i", Ports: []corev1.ContainerPort{
+		{ContainerPort: 80, HostPort: 8080},
+		{ContainerPort: 443, HostPort: 8443, HostIP: "192.0.2.7", Protocol: corev1.ProtocolTCP},
+		{ContainerPort: 9000},
+	}}}}}
+	pl, err := planPod(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []vmm.Forward{{HostPort: 8080, GuestPort: 80}, {HostIP: netip.MustParseAddr("192.0.2.7"), HostPort: 8443, GuestPort: 443}}
+	if !slices.Equal(pl.publish, want) {
+		t.Errorf("publish %+v, want %+v", pl.publish, want)
+	}
+	for _, c := range []struct {
+		port corev1.ContainerPort
+		why  string
+	}{
+		{corev1.ContainerPort{ContainerPort: 53, HostPort: 53, Protocol: corev1.ProtocolUDP}, "only TCP"},
+		{corev1.ContainerPort{ContainerPort: 80, HostPort: 80, HostIP: "::1"}, "not an IPv4"},
+		{corev1.ContainerPort{ContainerPort: 80, HostPort: 70000}, "1-65535"},
+	} {
+		pod.Spec.Containers[0].Ports = []corev1.ContainerPort{c.port}
+		if _, err := planPod(pod); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), c.why) {
+			t.Errorf("port %+v: %v, want a refusal naming %q", c.port, err, c.why)
+		}
 	}
 }
