@@ -56,8 +56,9 @@ resources (limits, else requests; none: the default profile). kubectl logs,
 exec and delete work. See docs/kubernetes.md.
 
 The node is tainted microagent.dev/microvm=true:NoSchedule: only pods that
-tolerate it land here. Its capacity is this host's CPUs, its memory less 1 GiB,
-and --max-pods workspaces. A pod this node cannot run as written (more than one
+tolerate it land here. Its capacity is this host's CPUs (--cpus: fewer), its
+memory less 1 GiB (--memory-mib: less), and --max-pods workspaces; the
+scheduler places pods by it. A pod this node cannot run as written (more than one
 container, init containers, volumes, Secrets in env, probes ...) is refused
 with an event and marked Failed, never half-run.
 
@@ -71,6 +72,9 @@ apiserver. Runs until interrupted; the workspaces stay as they are.`,
 			}
 			if err := k8snode.ValidateNodeName(cfg.NodeName); err != nil {
 				return usageError("%v (--name)", err)
+			}
+			if cfg.MaxPods < 1 || cfg.CPUs < 0 || cfg.MemoryMiB < 0 {
+				return usageError("--max-pods must be at least 1, --cpus and --memory-mib positive (or 0: this host's)")
 			}
 			if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 				return usageError("--tls-cert and --tls-key go together")
@@ -93,6 +97,8 @@ apiserver. Runs until interrupted; the workspaces stay as they are.`,
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "the kubelet API's serving certificate (default: self-signed)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the serving certificate's key")
 	f.IntVar(&cfg.MaxPods, "max-pods", k8snode.DefaultMaxPods, "most pods (workspaces) this node runs")
+	f.IntVar(&cfg.CPUs, "cpus", 0, "CPUs offered to the scheduler (default 0: all of this host's)")
+	f.Int64Var(&cfg.MemoryMiB, "memory-mib", 0, "MiB of memory offered to the scheduler (default 0: this host's less 1 GiB)")
 	f.StringVar(&stateDir, "state-dir", "", "state directory (default $MICROAGENT_HOME, else $XDG_DATA_HOME/microagent)")
 	c.Flags().SetInterspersed(true)
 	return c
