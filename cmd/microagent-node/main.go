@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -41,6 +42,21 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+// supervisorBinary is the microagent beside this program: it runs the
+// workspaces' supervisors, which this program cannot (it is not the
+// microagent binary the supervisor's command line names).
+func supervisorBinary() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(filepath.Dir(exe), "microagent")
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("microagent not found at %s: it runs the workspaces' supervisors; make build (or make install) puts it beside microagent-node", bin)
+	}
+	return bin, nil
 }
 
 func newNodeCmd() *cobra.Command {
@@ -84,6 +100,9 @@ apiserver. Runs until interrupted; the workspaces stay as they are.`,
 				return err
 			}
 			cfg.Home, cfg.Version = h, version
+			if cfg.Executable, err = supervisorBinary(); err != nil {
+				return err
+			}
 			fmt.Fprintf(os.Stderr, "microagent: node %s joining the cluster in %s\n", cfg.NodeName, cfg.Kubeconfig)
 			return k8snode.Run(c.Context(), cfg)
 		},
