@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/microagent-dev/microagent/home"
 	"github.com/microagent-dev/microagent/internal/k8stest"
 	"github.com/microagent-dev/microagent/internal/testenv"
 	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
@@ -246,8 +247,8 @@ func TestMultiNode(t *testing.T) {
 		if want := []string{workspaceName("default", "stay") + " " + string(workspace.Running)}; !slices.Equal(got, want) {
 			t.Errorf("node %s's workspaces after the restart: %v, want only %v", victim, got, want)
 		}
-		if q := qemuOf(v.cfg.Home.Root); len(q) != 1 {
-			t.Errorf("QEMU processes of %s's state directory: %q, want only the recreated pod's", victim, q)
+		if q := qemuOf(v.cfg.Home); len(q) != 1 {
+			t.Errorf("QEMU processes of %s's state directory, by workspace: %q, want only the recreated pod's", victim, q)
 		}
 	})
 }
@@ -391,9 +392,10 @@ func killAll(cfg Config) {
 	}
 }
 
-// qemuOf lists the command lines of the running QEMU processes whose
-// arguments name a path under root.
-func qemuOf(root string) []string {
+// qemuOf lists the running QEMU processes whose arguments name a path
+// under root, each by the workspace whose disk it has open.
+func qemuOf(h home.Home) []string {
+	root := h.Root
 	var out []string
 	paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range paths {
@@ -409,7 +411,11 @@ func qemuOf(root string) []string {
 				continue // exited, not yet reaped
 			}
 		}
-		out = append(out, strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " "))
+		ws := "?"
+		if _, rest, ok := bytes.Cut(b, []byte(h.Path(workspace.Dir)+"/")); ok {
+			ws, _, _ = strings.Cut(string(rest), "/")
+		}
+		out = append(out, ws)
 	}
 	return out
 }
