@@ -80,7 +80,10 @@ with an event and marked Failed, never half-run.
 
 The kubelet API (--listen) accepts only client certificates from --client-ca
 (default: the kubeconfig's cluster CA), each request authorized by the
-apiserver. Runs until interrupted; the workspaces stay as they are.`,
+apiserver. Runs until interrupted; the workspaces stay as they are. Started
+again with the same name and state directory, it first kills and deletes the
+workspaces whose pods are no longer bound to it, and starts afresh those that
+still are.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if cfg.Kubeconfig == "" {
