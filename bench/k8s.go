@@ -37,6 +37,11 @@ type k8sResult struct {
 	// pod is a pod created → seen Running through a watch, ws
 	// workspace.Create + workspace.Start of the same image, interleaved.
 	pod, ws []time.Duration
+	// podScheduled, podCreated and podStarted are, of pod, the Create
+	// call → the scheduler's Scheduled event, → the node's
+	// workspace.Create done (its manifest written), and → its Start
+	// under way.
+	podScheduled, podCreated, podStarted []time.Duration
 	// fleet is k8sFleet pods created → all Running; fleetEach each one's
 	// created → Running; perNode where they ran; failed the pods that
 	// failed instead, with the reason.
@@ -140,8 +145,12 @@ func measureK8s(ctx context.Context, e *env, cp *k8stest.ControlPlane) (*k8sResu
 		if err != nil {
 			return nil, err
 		}
-		r.pod = append(r.pod, p)
-		logf("k8s: round %d/%d: workspace create+start %s, pod created → Running %s", i, e.opts.n, dur(d), dur(p))
+		r.pod = append(r.pod, p.running)
+		r.podScheduled = append(r.podScheduled, p.scheduled)
+		r.podCreated = append(r.podCreated, p.created)
+		r.podStarted = append(r.podStarted, p.started)
+		logf("k8s: round %d/%d: workspace create+start %s, pod created → Running %s (scheduled at %s, workspace created at %s, starting at %s)",
+			i, e.opts.n, dur(d), dur(p.running), dur(p.scheduled), dur(p.created), dur(p.started))
 	}
 	if err := runFleet(ctx, cs, e.ref, r); err != nil {
 		return nil, err
@@ -192,32 +201,53 @@ func benchPod(name, node, ref string, labels map[string]string) *corev1.Pod {
 	return p
 }
 
+// podTimes are one pod's times from its Create call: seen Running,
+// scheduled (the scheduler's event), and its workspace's creation and
+// start (from the workspace's records).
+type podTimes struct{ running, scheduled, created, started time.Duration }
+
 // timePod creates a pod for node and times it to Running (scheduling,
 // the node's pull check, workspace create and start, the workload's start
 // and the status push to the apiserver and back through a watch), then
 // deletes it and waits until its workspace is gone from h (untimed).
-func timePod(ctx context.Context, cs kubernetes.Interface, h home.Home, name, node, ref string) (time.Duration, error) {
+func timePod(ctx context.Context, cs kubernetes.Interface, h home.Home, name, node, ref string) (podTimes, error) {
+	var pt podTimes
 	pods := cs.CoreV1().Pods("default")
 	sel := metav1.ListOptions{FieldSelector: "metadata.name=" + name}
-	t := time.Now()
-	running, failed, err := watchRunning(ctx, cs, sel, 1, t, func() error {
+	t, running, failed, err := watchRunning(ctx, cs, sel, 1, func() error {
 		_, err := pods.Create(ctx, benchPod(name, node, ref, nil), metav1.CreateOptions{})
 		return err
 	})
 	if err != nil {
-		return 0, err
+		return pt, err
 	}
 	if len(failed) > 0 {
-		return 0, fmt.Errorf("pod %s: %s", name, failed[0])
+		return pt, fmt.Errorf("pod %s: %s", name, failed[0])
+	}
+	pt.running = running[name]
+	infos, err := workspace.List(ctx, h)
+	if err != nil {
+		return pt, err
+	}
+	for _, i := range infos {
+		if strings.HasPrefix(i.CreatedBy, "k8s:") && strings.Contains(i.Name, name) {
+			pt.created, pt.started = i.Created.Sub(t), i.Started.Sub(t)
+		}
+	}
+	evs, err := cs.EventsV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "regarding.name=" + name})
+	if err != nil {
+		return pt, err
+	}
+	for _, ev := range evs.Items {
+		if ev.Reason == "Scheduled" {
+			pt.scheduled = ev.EventTime.Sub(t)
+		}
 	}
 	zero := int64(0)
 	if err := pods.Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
-		return 0, err
+		return pt, err
 	}
-	if err := waitNoWorkspaces(ctx, h); err != nil {
-		return 0, err
-	}
-	return running[name], nil
+	return pt, waitNoWorkspaces(ctx, h)
 }
 
 // runFleet creates k8sFleet small pods for any node and times them to
@@ -225,8 +255,7 @@ func timePod(ctx context.Context, cs kubernetes.Interface, h home.Home, name, no
 func runFleet(ctx context.Context, cs kubernetes.Interface, ref string, r *k8sResult) error {
 	pods := cs.CoreV1().Pods("default")
 	labels := map[string]string{"app": "bench-fleet"}
-	t := time.Now()
-	running, failed, err := watchRunning(ctx, cs, metav1.ListOptions{LabelSelector: "app=bench-fleet"}, k8sFleet, t, func() error {
+	_, running, failed, err := watchRunning(ctx, cs, metav1.ListOptions{LabelSelector: "app=bench-fleet"}, k8sFleet, func() error {
 		for i := range k8sFleet {
 			p := benchPod(fmt.Sprintf("bench-fleet-%02d", i), "", ref, labels)
 			p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: *resource.NewQuantity(int64(r.fleetMiB)<<20, resource.BinarySI)}
@@ -257,25 +286,26 @@ func runFleet(ctx context.Context, cs kubernetes.Interface, ref string, r *k8sRe
 	return pods.DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{LabelSelector: "app=bench-fleet"})
 }
 
-// watchRunning runs create with a watch on sel already open and returns,
-// by pod name, how long after start each pod was first seen Running,
-// once want pods are Running or Failed (failed lists those, with their
-// reasons), bounded by 10 minutes.
-func watchRunning(ctx context.Context, cs kubernetes.Interface, sel metav1.ListOptions, want int, start time.Time, create func() error) (map[string]time.Duration, []string, error) {
+// watchRunning runs create, at start, with a watch on sel already open
+// (opening one can take the apiserver 3 s, which is not the pods') and
+// returns, by pod name, how long after start each pod was first seen
+// Running, once want pods are Running or Failed (failed lists those, with
+// their reasons), bounded by 10 minutes.
+func watchRunning(ctx context.Context, cs kubernetes.Interface, sel metav1.ListOptions, want int, create func() error) (start time.Time, running map[string]time.Duration, failed []string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	running, failed := map[string]time.Duration{}, map[string]string{}
+	running, failedWhy := map[string]time.Duration{}, map[string]string{}
 	created := false
-	for len(running)+len(failed) < want {
+	for len(running)+len(failedWhy) < want {
 		w, err := cs.CoreV1().Pods("default").Watch(ctx, sel)
 		if err != nil {
-			return nil, nil, fmt.Errorf("watch pods: %w", err)
+			return start, nil, nil, fmt.Errorf("watch pods: %w", err)
 		}
 		if !created {
-			created = true
+			created, start = true, time.Now()
 			if err := create(); err != nil {
 				w.Stop()
-				return nil, nil, fmt.Errorf("create pods: %w", err)
+				return start, nil, nil, fmt.Errorf("create pods: %w", err)
 			}
 		}
 		for ev := range w.ResultChan() {
@@ -289,23 +319,22 @@ func watchRunning(ctx context.Context, cs kubernetes.Interface, sel metav1.ListO
 			case p.Status.Phase == corev1.PodRunning:
 				running[p.Name] = time.Since(start)
 			case p.Status.Phase == corev1.PodFailed:
-				failed[p.Name] = p.Status.Reason + ": " + p.Status.Message
+				failedWhy[p.Name] = p.Status.Reason + ": " + p.Status.Message
 			}
-			if len(running)+len(failed) >= want {
+			if len(running)+len(failedWhy) >= want {
 				break
 			}
 		}
 		w.Stop()
 		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("%d of %d pods Running within the bound: %w", len(running), want, ctx.Err())
+			return start, nil, nil, fmt.Errorf("%d of %d pods Running within the bound: %w", len(running), want, ctx.Err())
 		}
 	}
-	var why []string
-	for n, f := range failed {
-		why = append(why, n+": "+f)
+	for n, f := range failedWhy {
+		failed = append(failed, n+": "+f)
 	}
-	sort.Strings(why)
-	return running, why, nil
+	sort.Strings(failed)
+	return start, running, failed, nil
 }
 
 // waitNodeReady waits until node reports Ready, bounded by 2 minutes.
@@ -409,6 +438,9 @@ func (k8sSection) report(b *report, r *results) {
 	ws, pod := summarize(k.ws), summarize(k.pod)
 	b.statRow("floor: `workspace.Create` + `workspace.Start`", ws)
 	b.statRow("**pod created → Running (watch)**", pod)
+	b.statRow("  of which `Create` call → Scheduled (the scheduler's event)", summarize(k.podScheduled))
+	b.statRow("  of which `Create` call → the workspace's manifest written (Virtual Kubelet, the pull check, `workspace.Create`)", summarize(k.podCreated))
+	b.statRow("  of which `Create` call → the node's `workspace.Start` under way", summarize(k.podStarted))
 	b.f("\nPod / workspace: **%s** ratio of medians (goal ≤ %.1fx: %s), %s ratio of minima.\n\n",
 		x(ratio(pod.median, ws.median)), k8sPodGoal, verdict(ratio(pod.median, ws.median), k8sPodGoal), x(ratio(pod.min, ws.min)))
 	b.f("Fleet: %d pods of %d MiB created one after another for any node, timed from the first `Create`\n", k8sFleet, k.fleetMiB)

@@ -295,6 +295,9 @@ func waitDeployment(ctx context.Context, t *testing.T, cs kubernetes.Interface, 
 			}
 		}
 		for _, p := range pods {
+			if p.Status.Phase == corev1.PodFailed {
+				t.Fatalf("pod %s on %s failed: %s: %s", p.Name, p.Spec.NodeName, p.Status.Reason, p.Status.Message)
+			}
 			if p.Status.Phase != corev1.PodRunning || !podReady(&p) || (ok != nil && !ok(&p)) {
 				return false, strings.Join(seen, " ")
 			}
