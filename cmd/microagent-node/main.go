@@ -92,8 +92,13 @@ still are.`,
 			if err := k8snode.ValidateNodeName(cfg.NodeName); err != nil {
 				return usageError("%v (--name)", err)
 			}
-			if cfg.MaxPods < 1 || cfg.CPUs < 0 || cfg.MemoryMiB < 0 {
-				return usageError("--max-pods must be at least 1, --cpus and --memory-mib positive (or 0: this host's)")
+			switch {
+			case cfg.MaxPods < 1:
+				return usageError("--max-pods %d: give at least 1", cfg.MaxPods)
+			case cfg.CPUs < 0:
+				return usageError("--cpus %d: give a positive number (or 0: all of this host's)", cfg.CPUs)
+			case cfg.MemoryMiB < 0:
+				return usageError("--memory-mib %d: give a positive number (or 0: this host's memory less 1 GiB)", cfg.MemoryMiB)
 			}
 			if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 				return usageError("--tls-cert and --tls-key go together")
