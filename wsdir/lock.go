@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -27,18 +26,8 @@ type Lock struct {
 	f *os.File
 }
 
-// lockSettle bounds how long TryLock waits out a lock held with no live
-// holder recorded. That is a passing state: a holder between its flock and
-// writing its record, or a lock already released whose descriptor a child
-// of the releasing process still has, forked (by any goroutine, for any
-// command) and not yet exec'd, which closes it. One process starting many
-// workspaces at once (a Kubernetes node) meets the second often.
-const lockSettle = 2 * time.Second
-
-// TryLock takes the flock on path without waiting for another command: when
-// a live process holds it, the error wraps ErrBusy and names the holder. A
-// lock held with no live holder recorded is retried for up to lockSettle
-// first.
+// TryLock takes the flock on path without waiting. When another process
+// holds it, the error wraps ErrBusy and names the holder.
 func TryLock(path, name, op string) (*Lock, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, FilePerm)
 	if err != nil {
@@ -47,19 +36,12 @@ func TryLock(path, name, op string) (*Lock, error) {
 		}
 		return nil, &Error{Name: name, Op: "lock", Err: err}
 	}
-	for deadline := time.Now().Add(lockSettle); ; time.Sleep(10 * time.Millisecond) {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, busyError(name, f)
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, &Error{Name: name, Op: "lock", Err: err}
-		}
-		if h := readHolder(f); h.Op != "" && h.Alive() || time.Now().After(deadline) {
-			defer f.Close()
-			return nil, busyError(name, h)
-		}
+		return nil, &Error{Name: name, Op: "lock", Err: err}
 	}
 	// The folder may have been deleted (renamed away) between our open
 	// and our lock: then the file we locked is no longer at path.
@@ -74,31 +56,28 @@ func TryLock(path, name, op string) (*Lock, error) {
 	return &Lock{f: f}, nil
 }
 
-// readHolder reads a held lock's record (empty when there is none).
-func readHolder(f *os.File) holder {
-	b, _ := io.ReadAll(io.NewSectionReader(f, 0, 4096))
+func busyError(name string, f *os.File) error {
+	b, _ := io.ReadAll(io.LimitReader(f, 4096))
 	var h holder
-	if json.Unmarshal(b, &h) != nil {
-		return holder{}
-	}
-	return h
-}
-
-func busyError(name string, h holder) error {
-	if h.Op != "" && h.Alive() {
+	if json.Unmarshal(b, &h) == nil && h.Op != "" && h.Alive() {
 		return fmt.Errorf("workspace %s is %w (%s, pid %d): try again when it has finished", name, ErrBusy, h.Op, h.PID)
 	}
 	return fmt.Errorf("workspace %s is %w: try again when it has finished", name, ErrBusy)
 }
 
 // Unlock clears the holder and releases the lock; a nil or released lock
-// is left alone.
+// is left alone. The lock is released explicitly, not by closing: a child
+// this process forked (for any command, from any goroutine) and that has
+// not yet exec'd holds a copy of the descriptor, which would keep the lock
+// held until its exec; a process starting many workspaces at once (a
+// Kubernetes node) had its next command on this workspace refused as busy.
 func (l *Lock) Unlock() {
 	if l == nil || l.f == nil {
 		return
 	}
 	l.f.Truncate(0)
-	l.f.Close() // closing the only descriptor releases the flock
+	_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	l.f.Close()
 	l.f = nil
 }
 
