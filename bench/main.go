@@ -23,10 +23,15 @@
 //  10. snapshot: pause/resume, snapshot create, restore and fork to
 //     exec-ready for small and large guests, against a bare QEMU start
 //     with -incoming defer + state load of the same snapshot.
+//  11. swap: HTTPS through the secret swap against TLS end to end.
+//  12. k8s: a pod created to Running through a real control plane and the
+//     microagent node against workspace.Create + Start of the same image,
+//     and 20 pods across 2 nodes (skipped when the control plane is not
+//     installed: scripts/install-k8s.sh).
 //
 // -sections selects sections (run = 1-3, rootfs = 4, workspace = 5,
-// density = 6, secrets = 7, network = 8, copy = 9, snapshot = 10, swap = 11); the
-// default runs them all.
+// density = 6, secrets = 7, network = 8, copy = 9, snapshot = 10, swap = 11,
+// k8s = 12); the default runs them all.
 //
 // Everything runs in a temporary state directory; the kernel comes from the
 // test suite's .deb cache when there is one (-kernel-cache).
@@ -154,6 +159,7 @@ type results struct {
 	copy               *copyResult
 	snap               *snapResult
 	swap               *swapResult
+	k8s                *k8sResult
 }
 
 // sampleLoad records the current 1-minute load average.

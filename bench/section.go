@@ -15,7 +15,7 @@ import (
 // run measures into the shared results, summary adds its rows to the
 // summary table and report writes its part of the page. Each section's
 // type and run are in a file of its own (run.go, rootfs.go, workspace.go,
-// density.go, secrets.go, network.go, copy.go, snapshot.go), its report
+// density.go, secrets.go, network.go, copy.go, snapshot.go, swap.go, k8s.go), its report
 // beside it or in report*.go.
 type section interface {
 	name() string
@@ -34,11 +34,11 @@ type workspaceUser interface{ usesWorkspaces() }
 // microagent binary); the report shows them in allSections order.
 var sections = []section{
 	runSection{}, secretsSection{}, netSection{}, rootfsSection{},
-	workspaceSection{}, densitySection{}, copySection{}, snapshotSection{}, swapSection{},
+	workspaceSection{}, densitySection{}, copySection{}, snapshotSection{}, swapSection{}, k8sSection{},
 }
 
 // allSections are the -sections names, in report order.
-var allSections = []string{"run", "rootfs", "workspace", "density", "secrets", "network", "copy", "snapshot", "swap"}
+var allSections = []string{"run", "rootfs", "workspace", "density", "secrets", "network", "copy", "snapshot", "swap", "k8s"}
 
 // sectionNamed is the section called name (nil: none).
 func sectionNamed(name string) section {

@@ -40,7 +40,7 @@ const informerResync = time.Minute
 // serve runs the node's controllers and kubelet API until ctx ends or a
 // controller fails.
 func serve(ctx context.Context, cfg *Config, client kubernetes.Interface, prov *provider, recorder record.EventRecorder,
-	port int, serving tls.Certificate, clientCAs *x509.CertPool) error {
+	capacity corev1.ResourceList, port int, serving tls.Certificate, clientCAs *x509.CertPool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -66,7 +66,7 @@ func serve(ctx context.Context, cfg *Config, client kubernetes.Interface, prov *
 		return fmt.Errorf("node %s: pod controller: %w", cfg.NodeName, err)
 	}
 
-	spec := nodeSpec(cfg, port)
+	spec := nodeSpec(cfg, capacity, port)
 	np := node.NewNaiveNodeProvider()
 	nc, err := node.NewNodeController(np, spec, client.CoreV1().Nodes(),
 		node.WithNodeEnableLeaseV1(client.CoordinationV1().Leases(corev1.NamespaceNodeLease), node.DefaultLeaseDuration))
@@ -139,7 +139,7 @@ func serve(ctx context.Context, cfg *Config, client kubernetes.Interface, prov *
 }
 
 // nodeSpec is the node object this node registers.
-func nodeSpec(cfg *Config, port int) *corev1.Node {
+func nodeSpec(cfg *Config, capacity corev1.ResourceList, port int) *corev1.Node {
 	n := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: cfg.NodeName,
@@ -157,7 +157,7 @@ func nodeSpec(cfg *Config, port int) *corev1.Node {
 			},
 		},
 	}
-	fillNode(n, cfg, port)
+	fillNode(n, cfg, capacity, port)
 	return n
 }
 

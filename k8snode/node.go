@@ -84,6 +84,13 @@ type Config struct {
 	TLSCert, TLSKey string
 	// MaxPods is the workspace ceiling (0: DefaultMaxPods).
 	MaxPods int
+	// CPUs is the CPU capacity the node offers the scheduler (0: this
+	// host's CPUs); at most the host's.
+	CPUs int
+	// MemoryMiB is the memory capacity the node offers the scheduler (0:
+	// this host's memory less 1 GiB); at most that. Several nodes on one
+	// host, or a host shared with other work, give each its share.
+	MemoryMiB int64
 	// Version is microagent's version, shown as a label.
 	Version string
 	// Executable runs the workspaces' supervisors (default: this program).
@@ -104,7 +111,8 @@ func (c *Config) maxLog() int64 {
 // Run registers the node and serves its pods until ctx ends, then leaves
 // the workspaces and their workloads running as they are (the node object
 // goes NotReady once its lease lapses; a node started again re-attaches
-// to them). The kubelet API is served only to clients with certificates
+// to them). At start it first removes the workspaces an earlier run left
+// whose pods are no longer bound here (cleanupLeftovers). The kubelet API is served only to clients with certificates
 // from ClientCA, each request authorized by the apiserver
 // (SubjectAccessReview), as the kubelet's webhook mode does.
 func Run(ctx context.Context, cfg Config) error {
@@ -152,6 +160,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if !clientCAs.AppendCertsFromPEM(caPEM) {
 		return errors.New("client CA: no PEM certificate in it")
 	}
+	capacity, err := cfg.capacity()
+	if err != nil {
+		return err
+	}
 	serving, err := servingCert(cfg)
 	if err != nil {
 		return err
@@ -172,9 +184,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer sec.close()
 	prov := newProvider(&cfg, recorder, sec)
-
+	if err := prov.cleanupLeftovers(ctx, client); err != nil {
+		return err
+	}
 	defer prov.detach()
-	return serve(ctx, &cfg, client, prov, recorder, port, serving, clientCAs)
+	return serve(ctx, &cfg, client, prov, recorder, capacity, port, serving, clientCAs)
 }
 
 // routeAddress is this host's source address towards the apiserver at
@@ -196,20 +210,41 @@ func routeAddress(server string) (string, error) {
 	return c.LocalAddr().(*net.UDPAddr).IP.String(), nil
 }
 
-// fillNode sets the node's capacity, labels, taint, addresses and info.
-func fillNode(n *corev1.Node, cfg *Config, port int) {
-	cpus, memMiB := hostcheck.Capacity()
-	memMiB = max(memMiB-memoryReserveMiB, 0)
-	maxPods := cfg.MaxPods
-	if maxPods <= 0 {
-		maxPods = DefaultMaxPods
+// capacity is what the node offers the scheduler: the host's CPUs, its
+// memory less memoryReserveMiB and DefaultMaxPods, each unless Config
+// gives less. Asking for more than the host has is refused: the scheduler
+// would place pods whose workspaces cannot start.
+func (c *Config) capacity() (corev1.ResourceList, error) {
+	hostCPUs, hostMiB := hostcheck.Capacity()
+	hostMiB = max(hostMiB-memoryReserveMiB, 0)
+	cpus, memMiB, pods := int64(hostCPUs), hostMiB, int64(DefaultMaxPods)
+	switch {
+	case c.CPUs < 0 || c.MemoryMiB < 0 || c.MaxPods < 0:
+		return nil, fmt.Errorf("node capacity: CPUs %d, memory %d MiB, max pods %d: none may be negative (0 means the default)", c.CPUs, c.MemoryMiB, c.MaxPods)
+	case c.CPUs > hostCPUs:
+		return nil, fmt.Errorf("node capacity of %d CPUs, but this host has %d: give at most %d", c.CPUs, hostCPUs, hostCPUs)
+	case c.MemoryMiB > hostMiB:
+		return nil, fmt.Errorf("node capacity of %d MiB, but this host has %d MiB for guests (its memory less %d MiB kept for the host): give at most %d", c.MemoryMiB, hostMiB, memoryReserveMiB, hostMiB)
 	}
-	capacity := corev1.ResourceList{
-		corev1.ResourceCPU:    *resource.NewQuantity(int64(cpus), resource.DecimalSI),
+	if c.CPUs > 0 {
+		cpus = int64(c.CPUs)
+	}
+	if c.MemoryMiB > 0 {
+		memMiB = c.MemoryMiB
+	}
+	if c.MaxPods > 0 {
+		pods = int64(c.MaxPods)
+	}
+	return corev1.ResourceList{
+		corev1.ResourceCPU:    *resource.NewQuantity(cpus, resource.DecimalSI),
 		corev1.ResourceMemory: *resource.NewQuantity(memMiB<<20, resource.BinarySI),
-		corev1.ResourcePods:   *resource.NewQuantity(int64(maxPods), resource.DecimalSI),
-	}
-	n.Status.Capacity = capacity
+		corev1.ResourcePods:   *resource.NewQuantity(pods, resource.DecimalSI),
+	}, nil
+}
+
+// fillNode sets the node's capacity, labels, taint, addresses and info.
+func fillNode(n *corev1.Node, cfg *Config, capacity corev1.ResourceList, port int) {
+	n.Status.Capacity = capacity.DeepCopy()
 	n.Status.Allocatable = capacity.DeepCopy()
 	n.Labels[LabelAccelerator] = accelerator()
 	n.Labels[LabelVersion] = labelValue(cfg.Version)

@@ -25,8 +25,12 @@ import (
 	"github.com/microagent-dev/microagent/workspace"
 )
 
-// TestMain lets the test binary serve as the workspaces' supervisor.
+// TestMain lets the test binary serve as the workspaces' supervisor, and
+// as a node process of its own (nodeConfigEnv, see startNodeProcess).
 func TestMain(m *testing.M) {
+	if js, ok := os.LookupEnv(nodeConfigEnv); ok {
+		os.Exit(nodeMain(js))
+	}
 	if _, ok := supervisor.ParseArgs(os.Args); ok {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		err := supervisor.Main(ctx, os.Args, os.Stderr)

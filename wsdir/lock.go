@@ -66,13 +66,18 @@ func busyError(name string, f *os.File) error {
 }
 
 // Unlock clears the holder and releases the lock; a nil or released lock
-// is left alone.
+// is left alone. The lock is released explicitly, not by closing: a child
+// this process forked (for any command, from any goroutine) and that has
+// not yet exec'd holds a copy of the descriptor, which would keep the lock
+// held until its exec; a process starting many workspaces at once (a
+// Kubernetes node) had its next command on this workspace refused as busy.
 func (l *Lock) Unlock() {
 	if l == nil || l.f == nil {
 		return
 	}
 	l.f.Truncate(0)
-	l.f.Close() // closing the only descriptor releases the flock
+	_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	l.f.Close()
 	l.f = nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -43,6 +44,21 @@ func main() {
 	}
 }
 
+// supervisorBinary is the microagent beside this program: it runs the
+// workspaces' supervisors, which this program cannot (it is not the
+// microagent binary the supervisor's command line names).
+func supervisorBinary() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(filepath.Dir(exe), "microagent")
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("microagent not found at %s: it runs the workspaces' supervisors; make build (or make install) puts it beside microagent-node", bin)
+	}
+	return bin, nil
+}
+
 func newNodeCmd() *cobra.Command {
 	var stateDir string
 	var cfg k8snode.Config
@@ -56,14 +72,18 @@ resources (limits, else requests; none: the default profile). kubectl logs,
 exec and delete work. See docs/kubernetes.md.
 
 The node is tainted microagent.dev/microvm=true:NoSchedule: only pods that
-tolerate it land here. Its capacity is this host's CPUs, its memory less 1 GiB,
-and --max-pods workspaces. A pod this node cannot run as written (more than one
+tolerate it land here. Its capacity is this host's CPUs (--cpus: fewer), its
+memory less 1 GiB (--memory-mib: less), and --max-pods workspaces; the
+scheduler places pods by it. A pod this node cannot run as written (more than one
 container, init containers, volumes, Secrets in env, probes ...) is refused
 with an event and marked Failed, never half-run.
 
 The kubelet API (--listen) accepts only client certificates from --client-ca
 (default: the kubeconfig's cluster CA), each request authorized by the
-apiserver. Runs until interrupted; the workspaces stay as they are.`,
+apiserver. Runs until interrupted; the workspaces stay as they are. Started
+again with the same name and state directory, it first kills and deletes the
+workspaces whose pods are no longer bound to it, and starts afresh those that
+still are.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if cfg.Kubeconfig == "" {
@@ -71,6 +91,14 @@ apiserver. Runs until interrupted; the workspaces stay as they are.`,
 			}
 			if err := k8snode.ValidateNodeName(cfg.NodeName); err != nil {
 				return usageError("%v (--name)", err)
+			}
+			switch {
+			case cfg.MaxPods < 1:
+				return usageError("--max-pods %d: give at least 1", cfg.MaxPods)
+			case cfg.CPUs < 0:
+				return usageError("--cpus %d: give a positive number (or 0: all of this host's)", cfg.CPUs)
+			case cfg.MemoryMiB < 0:
+				return usageError("--memory-mib %d: give a positive number (or 0: this host's memory less 1 GiB)", cfg.MemoryMiB)
 			}
 			if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 				return usageError("--tls-cert and --tls-key go together")
@@ -80,6 +108,9 @@ apiserver. Runs until interrupted; the workspaces stay as they are.`,
 				return err
 			}
 			cfg.Home, cfg.Version = h, version
+			if cfg.Executable, err = supervisorBinary(); err != nil {
+				return err
+			}
 			fmt.Fprintf(os.Stderr, "microagent: node %s joining the cluster in %s\n", cfg.NodeName, cfg.Kubeconfig)
 			return k8snode.Run(c.Context(), cfg)
 		},
@@ -93,6 +124,8 @@ apiserver. Runs until interrupted; the workspaces stay as they are.`,
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "the kubelet API's serving certificate (default: self-signed)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the serving certificate's key")
 	f.IntVar(&cfg.MaxPods, "max-pods", k8snode.DefaultMaxPods, "most pods (workspaces) this node runs")
+	f.IntVar(&cfg.CPUs, "cpus", 0, "CPUs offered to the scheduler (default 0: all of this host's)")
+	f.Int64Var(&cfg.MemoryMiB, "memory-mib", 0, "MiB of memory offered to the scheduler (default 0: this host's less 1 GiB)")
 	f.StringVar(&stateDir, "state-dir", "", "state directory (default $MICROAGENT_HOME, else $XDG_DATA_HOME/microagent)")
 	c.Flags().SetInterspersed(true)
 	return c

@@ -37,6 +37,11 @@ const Version = "1.37.2"
 // Binaries are the programs BinDir holds.
 var Binaries = []string{"kube-apiserver", "kube-scheduler", "kube-controller-manager", "kubectl"}
 
+// NodeMonitorGracePeriod is the controller-manager's: how long after a
+// node's last heartbeat (lease renewal) it is marked NotReady and tainted
+// unreachable, so that its pods are evicted (after their tolerationSeconds).
+const NodeMonitorGracePeriod = 20 * time.Second
+
 // readyTimeout bounds each component's wait to be ready; the apiserver
 // needs ~3.5 s alone, much more on a loaded 2-core machine.
 const readyTimeout = 90 * time.Second
@@ -98,12 +103,27 @@ func Start(t testing.TB) *ControlPlane {
 		testenv.SkipOrFail(t, "Kubernetes v%s binaries not found: build them with scripts/install-k8s.sh (~6 min, once) or set MICROAGENT_K8S_CACHE", Version)
 	}
 	return testenv.StartRetried(t, "kubernetes control plane", func() (*ControlPlane, error) {
-		return start(t, etcd, bins)
+		return start(t.TempDir(), etcd, bins)
 	})
 }
 
-func start(t testing.TB, etcdBin, bins string) (_ *ControlPlane, err error) {
-	dir := t.TempDir()
+// ErrMissing is Launch's error when etcd or the Kubernetes binaries are
+// not installed.
+var ErrMissing = errors.New("the control plane is not installed: run scripts/install-k8s.sh (~6 min, once) or set MICROAGENT_K8S_CACHE")
+
+// Launch starts a control plane as Start does, for a program that is not
+// a test (the benchmark): its state goes into dir, an empty folder, and
+// the caller stops it. It fails with ErrMissing when the binaries are not
+// installed.
+func Launch(dir string) (*ControlPlane, error) {
+	etcd, bins := testenv.LookTool("etcd"), BinDir()
+	if etcd == "" || bins == "" {
+		return nil, fmt.Errorf("%w (etcd: %q, Kubernetes v%s: %q)", ErrMissing, etcd, Version, bins)
+	}
+	return start(dir, etcd, bins)
+}
+
+func start(dir, etcdBin, bins string) (_ *ControlPlane, err error) {
 	cp := &ControlPlane{Dir: dir, CAFile: filepath.Join(dir, "ca.crt"), Kubectl: filepath.Join(bins, "kubectl"),
 		KubeletClientCert: filepath.Join(dir, "kubelet-client.crt"), KubeletClientKey: filepath.Join(dir, "kubelet-client.key"),
 		EveCert: filepath.Join(dir, "eve.crt"), EveKey: filepath.Join(dir, "eve.key")}
@@ -172,9 +192,13 @@ func start(t testing.TB, etcdBin, bins string) (_ *ControlPlane, err error) {
 	}{
 		{"kube-scheduler", []string{"--kubeconfig=" + cp.Kubeconfig, "--leader-elect=false",
 			"--bind-address=127.0.0.1", "--secure-port=0"}},
+		// A node is NotReady NodeMonitorGracePeriod after its lease was
+		// last renewed (default 50 s; nodes renew every 10 s), so that
+		// rescheduling tests need not wait a minute.
 		{"kube-controller-manager", []string{"--kubeconfig=" + cp.Kubeconfig, "--leader-elect=false",
 			"--bind-address=127.0.0.1", "--secure-port=0", "--use-service-account-credentials=false",
-			"--service-account-private-key-file=" + p("sa.key"), "--root-ca-file=" + p("ca.crt")}},
+			"--service-account-private-key-file=" + p("sa.key"), "--root-ca-file=" + p("ca.crt"),
+			"--node-monitor-period=2s", "--node-monitor-grace-period=" + NodeMonitorGracePeriod.String()}},
 	} {
 		if _, err := cp.run(c.name, filepath.Join(bins, c.name), append(c.args, "--profiling=false")...); err != nil {
 			return nil, err
@@ -265,6 +289,9 @@ func (cp *ControlPlane) Client(t testing.TB) kubernetes.Interface {
 	}
 	return cs
 }
+
+// NewClient is Client for a program that is not a test (Launch's caller).
+func (cp *ControlPlane) NewClient() (kubernetes.Interface, error) { return cp.clientset() }
 
 func (cp *ControlPlane) clientset() (*kubernetes.Clientset, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", cp.Kubeconfig)
