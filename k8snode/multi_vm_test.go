@@ -91,7 +91,7 @@ func (n *testNode) start(t *testing.T) {
 // Deployment of 4 spreads 2 and 2; a pod larger than either node stays
 // Pending with the scheduler's reason; a node killed with SIGKILL goes
 // NotReady and its pods are rescheduled onto the other; restarted, it
-// kills and deletes the workspaces of the pods it lost and recreates the
+// kills and deletes the workspaces of the pods it lost and re-attaches to the
 // one pod still bound to it, leaving no other VM of its state directory.
 func TestMultiNode(t *testing.T) {
 	cp := k8stest.Start(t)
@@ -174,8 +174,9 @@ func TestMultiNode(t *testing.T) {
 		victim, other = "nb", "na"
 	}
 	v := nodes[victim]
-	// A pod bound to the victim that tolerates its loss for good: the
-	// restarted node must recreate it.
+	// A pod bound to the victim that tolerates its loss for good: its
+	// workload runs on in its workspace, and the restarted node must
+	// re-attach to it.
 	stay := testPod("stay", ref, corev1.RestartPolicyAlways, "echo stay; exec sleep 3600")
 	stay.Spec.NodeName = victim
 	stay.Spec.Tolerations = append(stay.Spec.Tolerations,
@@ -185,6 +186,10 @@ func TestMultiNode(t *testing.T) {
 	waitPhase(ctx, t, cs, "stay", corev1.PodRunning)
 	if live := liveWorkspaces(ctx, t, v.cfg); len(live) != per[victim]+1 {
 		t.Fatalf("node %s runs %d workspaces, want %d", victim, len(live), per[victim]+1)
+	}
+	stayWS, err := workspace.Status(ctx, v.cfg.Home, workspaceName("default", "stay"))
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	t.Run("reschedule", func(t *testing.T) {
@@ -217,10 +222,17 @@ func TestMultiNode(t *testing.T) {
 		restarted := time.Now()
 		v.start(t)
 		nodeReady(ctx, t, cs, victim, v.done)
-		p := waitRestarted(ctx, t, cs, "stay", restarted)
-		t.Logf("pod stay Running again %v after the restart", time.Since(restarted))
+		waitEvent(ctx, t, cs, "stay", ReasonReattached)
+		p := waitPhase(ctx, t, cs, "stay", corev1.PodRunning)
+		t.Logf("pod stay re-attached %v after the restart", time.Since(restarted))
 		if p.Spec.NodeName != victim {
 			t.Errorf("pod stay on %q, want %s", p.Spec.NodeName, victim)
+		}
+		if st := p.Status.ContainerStatuses; len(st) != 1 || st[0].RestartCount != 0 || st[0].State.Running == nil {
+			t.Errorf("pod stay after the re-attach: %+v, want running, no restart", st)
+		}
+		if ws, err := workspace.Status(ctx, v.cfg.Home, stayWS.Name); err != nil || ws.VMMPID != stayWS.VMMPID {
+			t.Errorf("pod stay's workspace after the restart: %+v %v, want the same VM (pid %d)", ws, err, stayWS.VMMPID)
 		}
 		// The evicted pods' objects go too, once the node confirms.
 		poll(ctx, t, "evicted pods deleted", func() (bool, string) {
@@ -248,7 +260,7 @@ func TestMultiNode(t *testing.T) {
 			t.Errorf("node %s's workspaces after the restart: %v, want only %v", victim, got, want)
 		}
 		if q := qemuOf(v.cfg.Home); len(q) != 1 {
-			t.Errorf("QEMU processes of %s's state directory, by workspace: %q, want only the recreated pod's", victim, q)
+			t.Errorf("QEMU processes of %s's state directory, by workspace: %q, want only the re-attached pod's", victim, q)
 		}
 	})
 }
@@ -324,26 +336,6 @@ func perNode(pods []corev1.Pod) map[string]int {
 		m[p.Spec.NodeName]++
 	}
 	return m
-}
-
-// waitRestarted waits until pod name runs a workload started after since
-// (a second's slack: the API keeps whole seconds).
-func waitRestarted(ctx context.Context, t *testing.T, cs kubernetes.Interface, name string, since time.Time) *corev1.Pod {
-	t.Helper()
-	var pod *corev1.Pod
-	poll(ctx, t, "pod "+name+" Running again", func() (bool, string) {
-		p, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		pod = p
-		st := p.Status.ContainerStatuses
-		if len(st) != 1 || st[0].State.Running == nil {
-			return false, fmt.Sprintf("%s %+v", p.Status.Phase, st)
-		}
-		return !st[0].State.Running.StartedAt.Time.Before(since.Truncate(time.Second)), "started " + st[0].State.Running.StartedAt.String()
-	})
-	return pod
 }
 
 // waitEventMessage waits for an event of reason on pod and returns its
