@@ -15,10 +15,16 @@ import (
 )
 
 // serverFirstWait is how long a flow to port 443 or 80 waits for the
-// serverFirstWait is how long a flow to port 443 or 80 waits for the
 // guest's first bytes before it is relayed as a protocol where the server
-// speaks first.
-const serverFirstWait = 2 * time.Second
+// speaks first. A flow to a name the swap covers waits coveredFirstWait:
+// its client speaks first (TLS or http), and relaying it unintercepted
+// because the guest was slow (16 TLS clients starting at once on one
+// emulated CPU took more than 2 s) would hand it the real host's
+// certificate, which it rejects.
+const (
+	serverFirstWait  = 2 * time.Second
+	coveredFirstWait = 30 * time.Second
+)
 
 // newSwap builds the secret swap of cfg (nil: none); its events go to
 // the decision log.
@@ -63,7 +69,11 @@ func (l *eventLog) writeSwap(e intercept.Event) {
 // denied.
 func (n *Network) relaySwap(guest, upstream net.Conn, d usernet.Decision, ev usernet.Event) (out, in int64, ok bool) {
 	buf := make([]byte, maxPeek)
-	guest.SetReadDeadline(time.Now().Add(serverFirstWait))
+	wait := serverFirstWait
+	if d.Name != "" && n.swap.Covers(d.Name) {
+		wait = coveredFirstWait
+	}
+	guest.SetReadDeadline(time.Now().Add(wait))
 	k, _ := guest.Read(buf)
 	guest.SetReadDeadline(time.Time{})
 	if k == 0 {

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/microagent-dev/microagent/credswap"
 	"github.com/microagent-dev/microagent/vmm"
@@ -90,10 +91,13 @@ func TestRelaySwap(t *testing.T) {
 		return d.DialContext(ctx, network, addr.String())
 	}}
 	// through sends one request from the guest's end through relaySwap to
-	// the server at addr.
+	// the server at addr; a guest that resolved name and is slow to speak
+	// first waits delay.
+	var name string
+	var delay time.Duration
 	through := func(addr, url string, cfg *tls.Config) (*http.Response, error) {
 		guest, network := pair(t)
-		d := usernet.Decision{Verdict: usernet.Allow, Dial: netip.MustParseAddrPort(addr)}
+		d := usernet.Decision{Verdict: usernet.Allow, Dial: netip.MustParseAddrPort(addr), Name: name}
 		upstream, err := n.dial(context.Background(), "tcp", d.Dial)
 		if err != nil {
 			t.Fatal(err)
@@ -105,7 +109,10 @@ func TestRelaySwap(t *testing.T) {
 			network.Close()
 			upstream.Close()
 		}()
-		tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return guest, nil }, TLSClientConfig: cfg, DisableKeepAlives: true}
+		tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
+			time.Sleep(delay)
+			return guest, nil
+		}, TLSClientConfig: cfg, DisableKeepAlives: true}
 		req, _ := http.NewRequest("GET", url, nil)
 		req.Header.Set("Authorization", "Bearer "+ph)
 		resp, err := tr.RoundTrip(req)
@@ -127,6 +134,15 @@ func TestRelaySwap(t *testing.T) {
 	if _, err := through(plain.Listener.Addr().String(), "http://api.example.com/x?y", nil); err != nil {
 		t.Fatal(err)
 	}
+	// A guest slower to speak than serverFirstWait (a loaded emulated CPU)
+	// to a name the swap covers is still intercepted.
+	n.policy.Store(&usernet.Policy{AllowNames: []string{"api.example.com"}})
+	name, delay = "api.example.com.", serverFirstWait+time.Second
+	resp, err = through(api.Listener.Addr().String(), "https://api.example.com/slow", &tls.Config{RootCAs: workspace})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a slow guest's request: %v %v", resp, err)
+	}
+	name, delay = "", 0
 	// Another host is not intercepted: the guest sees the host's own
 	// certificate (and here, trusting only the workspace CA, refuses it).
 	if _, err := through(api.Listener.Addr().String(), "https://www.example.com/", &tls.Config{RootCAs: workspace}); err == nil || !strings.Contains(err.Error(), "certificate") {
@@ -134,7 +150,7 @@ func TestRelaySwap(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(got) != 2 || got[0] != "Bearer the-value" || got[1] != "Bearer "+ph {
+	if len(got) != 3 || got[0] != "Bearer the-value" || got[1] != "Bearer "+ph || got[2] != "Bearer the-value" {
 		t.Errorf("the hosts got %q", got)
 	}
 	var swapped, flagged bool
