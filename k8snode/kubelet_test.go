@@ -3,16 +3,11 @@ package k8snode
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/microagent-dev/microagent/internal/k8stest"
-	"github.com/microagent-dev/microagent/internal/testenv"
-	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
 )
 
 // TestKubeletAPIAuth attacks the node's kubelet API (no VM needed): a
@@ -21,21 +16,13 @@ import (
 // grants anything is refused exec, logs and the pod list (403); the
 // apiserver's own client certificate is served.
 func TestKubeletAPIAuth(t *testing.T) {
-	cp := k8stest.Start(t)
-	h := vmenv.VMHome(t)
-	port := testenv.MustFreePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	nodeCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(nodeCtx, Config{Home: h, Kubeconfig: cp.Kubeconfig, NodeName: "an1", Address: "127.0.0.1",
-			Listen: fmt.Sprintf("127.0.0.1:%d", port), Version: "test"})
-	}()
-	t.Cleanup(func() { stop(); <-done })
-	nodeReady(ctx, t, cp.Client(t), "an1", done)
+	e := newNodeEnv(t, "an1")
+	t.Cleanup(e.run(ctx, t))
+	cp := e.cp
 
-	base := fmt.Sprintf("https://127.0.0.1:%d", port)
+	base := "https://" + e.cfg.Listen
 	client := func(certs ...tls.Certificate) *http.Client {
 		// The serving certificate is the node's self-signed one: the
 		// attacker does not verify it, which only helps the attacker.

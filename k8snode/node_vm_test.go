@@ -50,37 +50,11 @@ func TestMain(m *testing.M) {
 // pod is refused with an event and never created, and kubectl
 // port-forward reaches a server on a pod's loopback.
 func TestPods(t *testing.T) {
-	cp := k8stest.Start(t)
-	h := vmenv.VMHome(t)
-	reg := testenv.StartRegistry(t)
-	ref := reg.PushBusybox(t, "busybox")
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := testenv.MustFreePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	nodeCtx, stopNode := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(nodeCtx, Config{
-			Home: h, Kubeconfig: cp.Kubeconfig, NodeName: "mn1", Address: "127.0.0.1",
-			Listen: fmt.Sprintf("127.0.0.1:%d", port), Executable: exe, Agent: vmenv.Agent(t), Version: "test",
-		})
-	}()
-	t.Cleanup(func() {
-		stopNode()
-		<-done
-		infos, _ := workspace.List(context.Background(), h)
-		for _, i := range infos {
-			if i.State.Live() {
-				workspace.Kill(context.Background(), h, i.Name)
-			}
-		}
-	})
-	cs := cp.Client(t)
-	nodeReady(ctx, t, cs, "mn1", done)
+	e := newNodeEnv(t, "mn1")
+	t.Cleanup(e.run(ctx, t))
+	cp, cs, h, ref := e.cp, e.cs, e.cfg.Home, e.ref
 
 	t.Run("refused", func(t *testing.T) {
 		pod := testPod("two", ref, corev1.RestartPolicyNever, "true")
@@ -160,6 +134,49 @@ func TestPods(t *testing.T) {
 		}
 		l.Close()
 	})
+}
+
+// nodeEnv is a control plane, a registry serving busybox and the Config of
+// one node run in this process with real VMs; the node's live
+// workspaces are killed when the test ends.
+type nodeEnv struct {
+	cp  *k8stest.ControlPlane
+	cs  kubernetes.Interface
+	ref string
+	cfg Config
+}
+
+func newNodeEnv(t *testing.T, name string) *nodeEnv {
+	t.Helper()
+	cp := k8stest.Start(t)
+	h := vmenv.VMHome(t)
+	reg := testenv.StartRegistry(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		infos, _ := workspace.List(context.Background(), h)
+		for _, i := range infos {
+			if i.State.Live() {
+				workspace.Kill(context.Background(), h, i.Name)
+			}
+		}
+	})
+	return &nodeEnv{cp: cp, cs: cp.Client(t), ref: reg.PushBusybox(t, "busybox"), cfg: Config{
+		Home: h, Kubeconfig: cp.Kubeconfig, NodeName: name, Address: "127.0.0.1",
+		Listen: fmt.Sprintf("127.0.0.1:%d", testenv.MustFreePort(t)), Executable: exe, Agent: vmenv.Agent(t), Version: "test",
+	}}
+}
+
+// run runs the node until the returned stop is called, once it is Ready.
+func (e *nodeEnv) run(ctx context.Context, t *testing.T) (stop func()) {
+	t.Helper()
+	nctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- Run(nctx, e.cfg) }()
+	nodeReady(ctx, t, e.cs, e.cfg.NodeName, done)
+	return func() { cancel(); <-done }
 }
 
 func testPod(name, ref string, restart corev1.RestartPolicy, script string) *corev1.Pod {

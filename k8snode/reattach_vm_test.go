@@ -2,16 +2,11 @@ package k8snode
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/microagent-dev/microagent/internal/k8stest"
-	"github.com/microagent-dev/microagent/internal/testenv"
-	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
 	"github.com/microagent-dev/microagent/workspace"
 )
 
@@ -20,39 +15,11 @@ import (
 // VM, same workload, no restart counted), serves logs and exec, and
 // reports the workload's end when it comes.
 func TestNodeRestartReattaches(t *testing.T) {
-	cp := k8stest.Start(t)
-	h := vmenv.VMHome(t)
-	reg := testenv.StartRegistry(t)
-	ref := reg.PushBusybox(t, "busybox")
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	port := testenv.MustFreePort(t)
-	runNode := func() (stop func()) {
-		nctx, cancelNode := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() {
-			done <- Run(nctx, Config{
-				Home: h, Kubeconfig: cp.Kubeconfig, NodeName: "rn1", Address: "127.0.0.1",
-				Listen: fmt.Sprintf("127.0.0.1:%d", port), Executable: exe, Agent: vmenv.Agent(t), Version: "test",
-			})
-		}()
-		nodeReady(ctx, t, cp.Client(t), "rn1", done)
-		return func() { cancelNode(); <-done }
-	}
-	t.Cleanup(func() {
-		infos, _ := workspace.List(context.Background(), h)
-		for _, i := range infos {
-			if i.State.Live() {
-				workspace.Kill(context.Background(), h, i.Name)
-			}
-		}
-	})
-	cs := cp.Client(t)
-	stop := runNode()
+	e := newNodeEnv(t, "rn1")
+	cp, cs, h, ref := e.cp, e.cs, e.cfg.Home, e.ref
+	stop := e.run(ctx, t)
 	create(ctx, t, cs, testPod("keep", ref, corev1.RestartPolicyNever,
 		"echo before; while [ ! -e /tmp/end ]; do sleep 0.2; done; echo after; exit 0"))
 	waitPhase(ctx, t, cs, "keep", corev1.PodRunning)
@@ -66,7 +33,7 @@ func TestNodeRestartReattaches(t *testing.T) {
 		t.Fatalf("the workload after the node stopped: %+v %v, want running", js, err)
 	}
 
-	stop = runNode()
+	stop = e.run(ctx, t)
 	defer stop()
 	waitEvent(ctx, t, cs, "keep", ReasonReattached)
 	p := waitPhase(ctx, t, cs, "keep", corev1.PodRunning)

@@ -18,9 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/microagent-dev/microagent/audit"
-	"github.com/microagent-dev/microagent/internal/k8stest"
-	"github.com/microagent-dev/microagent/internal/testenv"
-	"github.com/microagent-dev/microagent/internal/testenv/vmenv"
 	"github.com/microagent-dev/microagent/leakscan"
 	"github.com/microagent-dev/microagent/secrets"
 	"github.com/microagent-dev/microagent/workspace"
@@ -33,37 +30,11 @@ import (
 // is seen by the recreated pod; the node's socket refuses what no pod
 // declared.
 func TestPodSecrets(t *testing.T) {
-	cp := k8stest.Start(t)
-	h := vmenv.VMHome(t)
-	reg := testenv.StartRegistry(t)
-	ref := reg.PushBusybox(t, "busybox")
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := testenv.MustFreePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	nodeCtx, stopNode := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(nodeCtx, Config{
-			Home: h, Kubeconfig: cp.Kubeconfig, NodeName: "mn1", Address: "127.0.0.1",
-			Listen: fmt.Sprintf("127.0.0.1:%d", port), Executable: exe, Agent: vmenv.Agent(t), Version: "test",
-		})
-	}()
-	t.Cleanup(func() {
-		stopNode()
-		<-done
-		infos, _ := workspace.List(context.Background(), h)
-		for _, i := range infos {
-			if i.State.Live() {
-				workspace.Kill(context.Background(), h, i.Name)
-			}
-		}
-	})
-	cs := cp.Client(t)
-	nodeReady(ctx, t, cs, "mn1", done)
+	e := newNodeEnv(t, "mn1")
+	t.Cleanup(e.run(ctx, t))
+	cp, cs, h, ref := e.cp, e.cs, e.cfg.Home, e.ref
 
 	random := func(tag string) string {
 		b := make([]byte, 12)
