@@ -162,8 +162,9 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 		hostname = "microagent"
 	}
 	m := parts.Machine(res, hostname, &o.Network, userNet)
+	console := filepath.Join(dir, "console.log")
 	vm, err := microvm.Boot(ctx, m.Options(o.Backend, guestboot.Paths{
-		WritableDisk: rw, RuntimeDir: dir, SerialLog: filepath.Join(dir, "console.log"),
+		WritableDisk: rw, RuntimeDir: dir, SerialLog: console,
 	}))
 	if err != nil {
 		return nil, err
@@ -173,7 +174,7 @@ func Run(ctx context.Context, h home.Home, o Options) (*Result, error) {
 	// host's disk, as a workspace's does.
 	capStop := make(chan struct{})
 	defer close(capStop)
-	go microvm.CapSerialLog(filepath.Join(dir, "console.log"), nil, capStop)
+	go microvm.CapSerialLog(console, nil, capStop)
 	// A network whose process dies leaves the guest offline: the run
 	// stops with that reason rather than going on silently cut off.
 	ctx, lost := context.WithCancelCause(ctx)

@@ -100,14 +100,17 @@ type jobs struct {
 	m  map[string]*job
 }
 
-func (j *jobs) snapshot(name string) (JobStatus, *job, bool) {
+func (j *jobs) get(name string) (*job, bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	jb, ok := j.m[name]
-	if !ok {
-		return JobStatus{}, nil, false
-	}
-	return jb.status, jb, true
+	return jb, ok
+}
+
+func (j *jobs) statusOf(jb *job) JobStatus {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return jb.status
 }
 
 // jobStart starts the job and answers at once with its status.
@@ -168,11 +171,9 @@ func (s *supervisor) runJob(jb *job, req channel.ExecRequest, maxLog int64) {
 			return err
 		}
 		defer f.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		st, err := s.vm.Client.OpenRaw(ctx, channel.Header{Op: channel.OpExec, Exec: &req})
-		cancel()
+		st, err := s.openStream(channel.Header{Op: channel.OpExec, Exec: &req})
 		if err != nil {
-			return fmt.Errorf("open a guest stream: %w", err)
+			return err
 		}
 		defer st.Close()
 		p := channel.NewProcess(context.Background(), st)
@@ -201,30 +202,27 @@ func (s *supervisor) jobWait(c net.Conn, req Request) {
 		reply(c, errorReply(err))
 		return
 	}
-	_, jb, ok := s.jobs.snapshot(req.Job.Name)
+	jb, ok := s.jobs.get(req.Job.Name)
 	if !ok {
 		reply(c, errorReply(errcode.With(ErrNoJob, fmt.Sprintf("workspace %s runs no job %s in this boot", s.w.Name, req.Job.Name))))
 		return
 	}
-	if req.Job.NoWait {
-		st, _, _ := s.jobs.snapshot(req.Job.Name)
-		b, _ := json.Marshal(st)
-		reply(c, Reply{Data: b})
-		return
+	if !req.Job.NoWait {
+		gone := make(chan struct{})
+		go func() {
+			// The client sends nothing more: a read returns when it hangs up.
+			var b [1]byte
+			c.Read(b[:])
+			close(gone)
+		}()
+		select {
+		case <-jb.done:
+		case <-gone:
+			return
+		}
 	}
-	gone := make(chan struct{})
-	go func() {
-		// The client sends nothing more: a read returns when it hangs up.
-		var b [1]byte
-		c.Read(b[:])
-		close(gone)
-	}()
-	select {
-	case <-jb.done:
-	case <-gone:
-		return
-	}
-	st, _, _ := s.jobs.snapshot(req.Job.Name)
-	b, _ := json.Marshal(st)
+	// The status of the job waited for, even if another run of that name
+	// has started since.
+	b, _ := json.Marshal(s.jobs.statusOf(jb))
 	reply(c, Reply{Data: b})
 }

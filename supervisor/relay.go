@@ -60,11 +60,9 @@ func (s *supervisor) splice(c net.Conn, h channel.Header, counted bool) {
 			s.mu.Unlock()
 		}()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	st, err := s.vm.Client.OpenRaw(ctx, h)
-	cancel()
+	st, err := s.openStream(h)
 	if err != nil {
-		reply(c, errorReply(&wsdir.Error{Name: s.w.Name, Op: "open a guest stream", Err: err}))
+		reply(c, errorReply(err))
 		return
 	}
 	defer st.Close()
@@ -80,6 +78,22 @@ func (s *supervisor) splice(c net.Conn, h channel.Header, counted bool) {
 	io.Copy(c, st)
 	c.Close()
 	<-done
+}
+
+// streamOpenTimeout bounds opening a guest stream and the agent's
+// acceptance of its header.
+const streamOpenTimeout = 30 * time.Second
+
+// openStream opens a guest stream with header h, for an exec or copy the
+// supervisor splices through or a job it drives itself.
+func (s *supervisor) openStream(h channel.Header) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), streamOpenTimeout)
+	defer cancel()
+	st, err := s.vm.Client.OpenRaw(ctx, h)
+	if err != nil {
+		return nil, &wsdir.Error{Name: s.w.Name, Op: "open a guest stream", Err: err}
+	}
+	return st, nil
 }
 
 // refuseStreams says why the workspace takes no new guest streams (nil
